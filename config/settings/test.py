@@ -1,0 +1,18 @@
+"""Settings for the test suite: fast hashing, no broker, epilot only through the sandbox."""
+from config.settings.base import *  # noqa: F403
+from config.settings.base import env
+
+SECRET_KEY = "test-only-key"
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+CELERY_BROKER_URL = "memory://"
+CELERY_BROKER_TRANSPORT_OPTIONS = {}
+# Tests never talk to a configured epilot: each test gets a fresh embedded sandbox.
+EPILOT_API_TOKEN = ""
+EPILOT_API_URL = ""
+EPILOT_WRITES_PER_MINUTE = 100_000
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+LOGGING["root"]["level"] = env("LOG_LEVEL", default="WARNING")  # noqa: F405

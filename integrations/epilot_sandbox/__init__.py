@@ -1,0 +1,20 @@
+"""A local epilot: the API operations the back-office uses, faithful to the official specs, in SQLite.
+
+Plain Python (no Django); it runs in-process behind httpx.WSGITransport or as a loopback server.
+"""
+from integrations.epilot_sandbox.app import FaultConfig, SandboxApp
+from integrations.epilot_sandbox.seed import AUSBAU_DEFINITION_ID, demo_id, is_seeded, seed_bulk, seed_demo
+from integrations.epilot_sandbox.server import make_sandbox_server
+from integrations.epilot_sandbox.store import SandboxStore
+
+__all__ = [
+    "AUSBAU_DEFINITION_ID",
+    "FaultConfig",
+    "SandboxApp",
+    "SandboxStore",
+    "demo_id",
+    "is_seeded",
+    "make_sandbox_server",
+    "seed_bulk",
+    "seed_demo",
+]

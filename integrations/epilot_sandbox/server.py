@@ -1,0 +1,25 @@
+"""Serve the sandbox on a loopback port so other processes can use it through EPILOT_API_URL."""
+from __future__ import annotations
+
+import logging
+import socketserver
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from integrations.epilot_sandbox.app import SandboxApp
+
+logger = logging.getLogger("integrations.epilot_sandbox")
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base class
+        logger.debug("%s " + format, self.address_string(), *args)
+
+
+def make_sandbox_server(app: SandboxApp, *, host: str = "127.0.0.1", port: int = 8765) -> WSGIServer:
+    """A threaded WSGI server for `app`; call serve_forever() on it. Port 0 picks a free port."""
+    return make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)

@@ -1,0 +1,20 @@
+import logging
+
+from django.apps import AppConfig
+
+logger = logging.getLogger("projects")
+
+
+class ProjectsConfig(AppConfig):
+    name = "projects"
+    verbose_name = "Ausbau Glasfaser"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from integrations.epilot.factory import connection_info
+
+        info = connection_info()
+        if info.mode == "embedded-sandbox":
+            logger.warning("epilot: %s (sandbox data in %s)", info.label, info.sandbox_db)
+        else:
+            logger.info("epilot: %s", info.label)

@@ -1,0 +1,1 @@
+"""Mirror models of epilot entities and the Ausbau projects built from them."""
