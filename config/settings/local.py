@@ -4,3 +4,4 @@ from config.settings.base import env
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env("SECRET_KEY", default="local-only-insecure-key-do-not-use-in-production")
+WHITENOISE_AUTOREFRESH = DEBUG

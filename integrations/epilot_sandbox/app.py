@@ -892,9 +892,10 @@ def _advance_v1(execution: dict[str, Any], stamp: str) -> None:
             item["status"] = "IN_PROGRESS"
             item.setdefault("startedTime", stamp)
     section, step = _current_v1(execution)
-    execution["nextOpenStep"] = step["id"] if step else None
+    if step is not None:
+        execution["nextOpenStep"] = {"id": step["id"]}
     if step is None:
-        execution.pop("nextOpenStep")
+        execution.pop("nextOpenStep", None)
         execution["status"] = "DONE"
         execution["completedTime"] = stamp
     execution["lastUpdateTime"] = stamp
@@ -931,7 +932,7 @@ def _execution_from_definition(definition: Mapping[str, Any], contexts: list[Any
     }
     _, step = _current_v1(execution)
     if step:
-        execution["nextOpenStep"] = step["id"]
+        execution["nextOpenStep"] = {"id": step["id"]}
     return execution
 
 

@@ -105,9 +105,9 @@ HAUSANSCHLUSS_TEMPLATE: dict[str, Any] = {
 }
 
 SCHEMAS = [
-    {"slug": "contact", "name": "Contact", "plural": "Contacts", "title_template": "{{first_name}} {{last_name}}", "attributes": []},
-    {"slug": "opportunity", "name": "Opportunity", "plural": "Opportunities", "title_template": "{{title}}", "attributes": []},
-    {"slug": "order", "name": "Order", "plural": "Orders", "title_template": "{{order_number}}", "attributes": []},
+    {"slug": "contact", "name": "Contact", "plural": "Contacts", "title_template": "{{first_name}} {{last_name}}", "attributes": [], "capabilities": []},
+    {"slug": "opportunity", "name": "Opportunity", "plural": "Opportunities", "title_template": "{{title}}", "attributes": [], "capabilities": []},
+    {"slug": "order", "name": "Order", "plural": "Orders", "title_template": "{{order_number}}", "attributes": [], "capabilities": []},
 ]
 
 # (key, title, status, street, house number, contact key, budget, tags)

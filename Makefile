@@ -1,0 +1,53 @@
+# Two commands for a newcomer: `make run` and `make test`. Both do their own set-up.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup migrate seed demo-user sandbox check bench clean
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is needed ($(PYTHON) not found); set PYTHON=..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.txt | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+	mkdir -p var/celery/broker var/celery/processed
+
+migrate: setup
+	$(PY) manage.py migrate --noinput
+
+seed: migrate
+	$(PY) manage.py seed_sandbox
+
+demo-user: migrate
+	$(PY) manage.py create_demo_user
+
+## run: set up, migrate, seed the sandbox, create the demo login, start web + worker + beat
+run: seed demo-user
+	@echo ""
+	@echo "  Ausbau Backoffice: http://127.0.0.1:8000/admin/   (login printed above)"
+	@echo "  epilot: embedded sandbox unless EPILOT_API_TOKEN or EPILOT_API_URL is set"
+	@echo ""
+	$(VENV)/bin/honcho -f Procfile.dev start
+
+## test: set up, then the whole suite (DATABASE_URL picks PostgreSQL; default SQLite)
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## sandbox: serve the epilot sandbox on 127.0.0.1:8765 for other processes
+sandbox: seed
+	$(PY) manage.py epilot_sandbox --port 8765
+
+check: setup
+	$(PY) manage.py epilot_check
+
+bench: setup
+	$(PY) bench/client_paging.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
