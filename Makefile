@@ -30,7 +30,7 @@ demo-user: migrate
 ## run: set up, migrate, seed the sandbox, create the demo login, start web + worker + beat
 run: seed demo-user
 	@echo ""
-	@echo "  Ausbau Backoffice: http://127.0.0.1:8000/admin/   (login printed above)"
+	@echo "  Ausbau Backoffice: http://127.0.0.1:8000/admin/   login: demo / wuelfrath-demo"
 	@echo "  epilot: embedded sandbox unless EPILOT_API_TOKEN or EPILOT_API_URL is set"
 	@echo ""
 	$(VENV)/bin/honcho -f Procfile.dev start
