@@ -1,1 +1,256 @@
-"""Mirror models of epilot entities and the Ausbau projects built from them."""
+"""Mirror models of epilot entities and the Ausbau projects built from them.
+
+Mirrored rows are written only by the sync engine (projects/services/sync.py); changes go to
+epilot through services and come back on the next sync.
+"""
+from __future__ import annotations
+
+from django.db import models
+
+
+class MirroredEntity(models.Model):
+    """Columns every mirrored epilot entity has; `payload` is the entity exactly as epilot sent it."""
+
+    epilot_id = models.CharField(max_length=64, unique=True)
+    title = models.CharField("Titel", max_length=500, blank=True)
+    status = models.CharField(max_length=100, blank=True, db_index=True)
+    tags = models.JSONField(default=list, blank=True)
+    epilot_created_at = models.DateTimeField(null=True, blank=True)
+    epilot_updated_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    epilot_deleted_at = models.DateTimeField(null=True, blank=True)
+    payload = models.JSONField(default=dict)
+    synced_at = models.DateTimeField()
+
+    class Meta:
+        abstract = True
+        ordering = ["-epilot_updated_at"]
+
+    def __str__(self) -> str:
+        return self.title or self.epilot_id
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.epilot_deleted_at is not None
+
+
+class Contact(MirroredEntity):
+    """An epilot contact (customer)."""
+
+    email = models.CharField(max_length=254, blank=True)
+
+    class Meta(MirroredEntity.Meta):
+        verbose_name = "Kontakt"
+        verbose_name_plural = "Kontakte"
+
+
+class Opportunity(MirroredEntity):
+    """An epilot opportunity: an expansion in planning."""
+
+    customer = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="opportunities")
+    customer_epilot_id = models.CharField(max_length=64, blank=True, db_index=True)
+    street = models.CharField("Straße", max_length=200, blank=True)
+    postal_code = models.CharField("PLZ", max_length=20, blank=True)
+    city = models.CharField("Ort", max_length=100, blank=True)
+    budget = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+
+    class Meta(MirroredEntity.Meta):
+        verbose_name = "Opportunity"
+        verbose_name_plural = "Opportunities"
+
+    @property
+    def address(self) -> str:
+        return ", ".join(part for part in (self.street, f"{self.postal_code} {self.city}".strip()) if part)
+
+
+class Order(MirroredEntity):
+    """An epilot order: confirmed construction work. `amount_total` is in cents, as epilot keeps it."""
+
+    amount_total = models.BigIntegerField(null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    opportunity = models.ForeignKey(Opportunity, null=True, blank=True, on_delete=models.SET_NULL, related_name="orders")
+    opportunity_epilot_id = models.CharField(max_length=64, blank=True, db_index=True)
+
+    class Meta(MirroredEntity.Meta):
+        verbose_name = "Auftrag"
+        verbose_name_plural = "Aufträge"
+
+
+class GenericEntity(MirroredEntity):
+    """An entity of a further configured schema (for example `infrastructure_project`)."""
+
+    schema = models.CharField(max_length=100, db_index=True)
+
+    class Meta(MirroredEntity.Meta):
+        verbose_name = "Weitere Entität"
+        verbose_name_plural = "Weitere Entitäten"
+
+
+class WorkflowDefinition(models.Model):
+    """A V1 workflow definition or a V2 flow template."""
+
+    class Engine(models.TextChoices):
+        V1 = "v1", "Workflow (V1)"
+        V2 = "v2", "Flow (V2)"
+
+    epilot_id = models.CharField(max_length=64, unique=True)
+    engine = models.CharField(max_length=2, choices=Engine.choices)
+    name = models.CharField(max_length=300)
+    enabled = models.BooleanField(default=True)
+    sections = models.JSONField(default=list)
+    step_count = models.PositiveIntegerField(default=0)
+    payload = models.JSONField(default=dict)
+    removed_in_epilot = models.BooleanField(default=False)
+    synced_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "Workflow-Definition"
+        verbose_name_plural = "Workflow-Definitionen"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.epilot_id})"
+
+
+class WorkflowExecution(models.Model):
+    """A workflow execution on any entity; linked to the mirrored entity where there is one."""
+
+    epilot_id = models.CharField(max_length=64, unique=True)
+    engine = models.CharField(max_length=2, choices=WorkflowDefinition.Engine.choices)
+    definition_epilot_id = models.CharField(max_length=64, blank=True, db_index=True)
+    definition = models.ForeignKey(WorkflowDefinition, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions")
+    name = models.CharField(max_length=300, blank=True)
+    entity_schema = models.CharField(max_length=100, db_index=True)
+    entity_epilot_id = models.CharField(max_length=64, db_index=True)
+    opportunity = models.ForeignKey(Opportunity, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions")
+    order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions")
+    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions")
+    status = models.CharField(max_length=20, db_index=True)
+    current_section = models.CharField(max_length=300, blank=True)
+    current_step = models.CharField(max_length=300, blank=True)
+    completed_steps = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    flow = models.JSONField(default=dict)
+    started_at = models.DateTimeField(null=True, blank=True)
+    epilot_updated_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "Workflow-Ausführung"
+        verbose_name_plural = "Workflow-Ausführungen"
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name or self.definition_epilot_id} on {self.entity_schema} {self.entity_epilot_id}"
+
+    @property
+    def progress_percent(self) -> int:
+        return round(100 * self.completed_steps / self.total_steps) if self.total_steps else 0
+
+
+class AusbauProject(models.Model):
+    """One expansion project per opportunity in scope; phase, progress and budget derived in services/projects.py."""
+
+    class Phase(models.TextChoices):
+        PLANNING = "planning", "Planung"
+        APPROVED = "approved", "Genehmigt"
+        CONSTRUCTION = "construction", "Im Bau"
+        COMPLETED = "completed", "Abgeschlossen"
+        CANCELLED = "cancelled", "Abgebrochen"
+
+    opportunity = models.OneToOneField(Opportunity, on_delete=models.CASCADE, related_name="project")
+    title = models.CharField(max_length=500)
+    phase = models.CharField(max_length=20, choices=Phase.choices, db_index=True)
+    progress_percent = models.PositiveSmallIntegerField(default=0)
+    current_section = models.CharField(max_length=300, blank=True)
+    current_step = models.CharField(max_length=300, blank=True)
+    budget = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    has_running_workflow = models.BooleanField(default=False, db_index=True)
+    updated_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "Ausbauprojekt"
+        verbose_name_plural = "Ausbauprojekte"
+        ordering = ["-updated_at", "id"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class SyncState(models.Model):
+    """Per schema: the watermark of the incremental sync and the single-flight lock."""
+
+    schema = models.CharField(max_length=100, unique=True)
+    watermark_updated_at = models.DateTimeField(null=True, blank=True)
+    watermark_id = models.CharField(max_length=64, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    lock_owner = models.CharField(max_length=100, blank=True)
+    lock_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "Sync-Stand"
+        verbose_name_plural = "Sync-Stände"
+
+    def __str__(self) -> str:
+        return self.schema
+
+
+class SyncRun(models.Model):
+    """The ledger of sync runs."""
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Zeitplan"
+        COMMAND = "command", "Befehl"
+        ADMIN = "admin", "Admin"
+        API = "api", "API"
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Läuft"
+        SUCCEEDED = "succeeded", "Erfolgreich"
+        FAILED = "failed", "Fehlgeschlagen"
+        SKIPPED = "skipped", "Übersprungen (läuft bereits)"
+
+    trigger = models.CharField(max_length=20, choices=Trigger.choices)
+    schemas = models.JSONField(default=list)
+    full = models.BooleanField(default=False)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    deleted = models.PositiveIntegerField(default=0)
+    quarantined = models.PositiveIntegerField(default=0)
+    pages = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "Sync-Lauf"
+        verbose_name_plural = "Sync-Läufe"
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_trigger_display()} {self.started_at:%Y-%m-%d %H:%M} {self.status}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        return (self.finished_at - self.started_at).total_seconds() if self.finished_at else None
+
+
+class QuarantinedEntity(models.Model):
+    """An epilot entity the sync could not mirror, with the reason and the raw payload."""
+
+    schema = models.CharField(max_length=100)
+    epilot_id = models.CharField(max_length=64, blank=True)
+    reason = models.TextField()
+    payload = models.JSONField(default=dict)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    sync_run = models.ForeignKey(SyncRun, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        verbose_name = "Quarantäne-Eintrag"
+        verbose_name_plural = "Quarantäne"
+        ordering = ["-last_seen_at"]
+
+    def __str__(self) -> str:
+        return f"{self.schema} {self.epilot_id or '(no id)'}: {self.reason[:60]}"

@@ -146,3 +146,11 @@ EPILOT_WRITES_PER_MINUTE = env.int("EPILOT_WRITES_PER_MINUTE", default=450)
 EPILOT_PORTAL_URL = env("EPILOT_PORTAL_URL", default="https://portal.epilot.cloud")
 # No token and no URL: the embedded sandbox answers in-process from its own SQLite file.
 EPILOT_SANDBOX_DB = Path(env("EPILOT_SANDBOX_DB", default=str(VAR_DIR / "epilot_sandbox.sqlite3")))
+
+# SYNC
+# Further epilot schemas to mirror generically (workflows can run on any entity type).
+SYNC_EXTRA_SCHEMAS = env.list("SYNC_EXTRA_SCHEMAS", default=[])
+SYNC_INTERVAL_MINUTES = env.int("SYNC_INTERVAL_MINUTES", default=5)
+SYNC_LOCK_SECONDS = env.int("SYNC_LOCK_SECONDS", default=600)
+# Opportunities with any of these tags are Ausbau projects; empty means every opportunity.
+AUSBAU_PROJECT_TAGS = env.list("AUSBAU_PROJECT_TAGS", default=[])

@@ -1,0 +1,1 @@
+"""Use cases of the back-office; admin actions, API views, tasks and commands call these."""

@@ -1,0 +1,180 @@
+"""The sync engine against the sandbox: incremental and full runs, deletes, relations, quarantine, locks, faults."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from integrations.epilot import EpilotClient, ExecutionContext, RetryPolicy
+from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, FaultConfig, SandboxApp, demo_id, seed_bulk
+from integrations.epilot_sandbox.store import now_ms
+from projects.models import (
+    AusbauProject,
+    Contact,
+    Opportunity,
+    Order,
+    QuarantinedEntity,
+    SyncRun,
+    SyncState,
+    WorkflowDefinition,
+    WorkflowExecution,
+)
+from projects.services.sync import acquire_lock, sync_run
+
+pytestmark = pytest.mark.django_db
+
+
+def run(epilot: EpilotClient, **kwargs) -> SyncRun:
+    return sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot, **kwargs)
+
+
+def sandbox_state(sandbox: SandboxApp, schema: str, *, include_deleted: bool = False) -> dict[str, str]:
+    rows = sandbox.store.conn.execute(
+        "SELECT id, updated_at FROM entities WHERE schema = ?" + ("" if include_deleted else " AND deleted_at IS NULL"), (schema,))
+    return {row["id"]: row["updated_at"] for row in rows}
+
+
+def mirror_state(model, *, include_deleted: bool = False) -> dict[str, str]:
+    queryset = model.objects.all() if include_deleted else model.objects.filter(epilot_deleted_at__isnull=True)
+    return {e.epilot_id: e.payload["_updated_at"] for e in queryset}
+
+
+def test_first_sync_mirrors_the_demo_and_derives_projects(epilot: EpilotClient, sandbox: SandboxApp) -> None:
+    result = run(epilot)
+    assert result.status == SyncRun.Status.SUCCEEDED and result.created == 18
+    assert mirror_state(Opportunity) == sandbox_state(sandbox, "opportunity")
+    nord = Opportunity.objects.get(epilot_id=demo_id("opportunity:nordstrasse"))
+    assert nord.customer.title == "Anna Meier" and nord.city == "Wülfrath" and nord.street == "Nordstraße 12"
+    assert Order.objects.get(epilot_id=demo_id("order:flehenberg")).opportunity.title == "Glasfaser Flehenberg"
+    assert WorkflowDefinition.objects.get(epilot_id=AUSBAU_DEFINITION_ID).sections == ["Planung", "Tiefbau", "Hausanschluss", "Abschluss"]
+    phases = dict(AusbauProject.objects.values_list("opportunity__epilot_id", "phase"))
+    assert len(phases) == 8
+    assert phases[demo_id("opportunity:angerbach")] == "cancelled"
+    assert phases[demo_id("opportunity:flehenberg")] == "completed"  # its order is completed
+    assert phases[demo_id("opportunity:schulzentrum")] == "approved"  # order placed, no workflow yet
+    assert phases[demo_id("opportunity:nordstrasse")] == "planning"
+
+
+def test_incremental_run_reads_only_changes_with_one_search_per_schema(epilot: EpilotClient, sandbox: SandboxApp) -> None:
+    run(epilot)
+    before = sandbox.stats["op:searchEntities"]
+    quiet = run(epilot)
+    assert (quiet.created, quiet.updated) == (0, 0)
+    assert sandbox.stats["op:searchEntities"] - before == 3
+    epilot.patch_entity("opportunity", demo_id("opportunity:kalkstrasse"), {"status": "bearbeitung"})
+    changed = run(epilot)
+    assert (changed.created, changed.updated) == (0, 1)
+    assert Opportunity.objects.get(epilot_id=demo_id("opportunity:kalkstrasse")).status == "bearbeitung"
+
+
+def test_soft_deletes_are_mirrored_and_full_runs_find_purges(epilot: EpilotClient, sandbox: SandboxApp) -> None:
+    run(epilot)
+    epilot.delete_entity("contact", demo_id("contact:wagner"))
+    assert run(epilot).deleted == 1
+    assert Contact.objects.get(epilot_id=demo_id("contact:wagner")).epilot_deleted_at is not None
+    epilot.delete_entity("contact", demo_id("contact:becker"), purge=True)
+    assert run(epilot).deleted == 0  # a purge leaves nothing to see incrementally
+    full = run(epilot, full=True)
+    assert full.deleted == 1
+    assert Contact.objects.get(epilot_id=demo_id("contact:becker")).epilot_deleted_at is not None
+    assert mirror_state(Contact) == sandbox_state(sandbox, "contact")
+
+
+def test_references_to_entities_not_yet_mirrored_resolve_later(epilot: EpilotClient) -> None:
+    assert run(epilot, schemas=["order"]).status == SyncRun.Status.SUCCEEDED
+    order = Order.objects.get(epilot_id=demo_id("order:schulzentrum"))
+    assert order.opportunity is None and order.opportunity_epilot_id == demo_id("opportunity:schulzentrum")
+    run(epilot, schemas=["opportunity", "contact"])
+    order.refresh_from_db()
+    assert order.opportunity.epilot_id == demo_id("opportunity:schulzentrum")
+    assert Opportunity.objects.get(epilot_id=demo_id("opportunity:schulzentrum")).customer is not None
+
+
+def test_malformed_entities_are_quarantined_and_the_page_goes_on(epilot: EpilotClient, sandbox: SandboxApp) -> None:
+    stamp = now_ms()
+    base = {"_schema": "order", "_org": "1", "_created_at": stamp, "_updated_at": stamp, "_title": "bad"}
+    sandbox.store.bulk_insert_entities([
+        {**base, "_id": "bad-amount", "amount_total": "viel"},
+        {**base, "_id": "bad-relation", "opportunity": {"$relation": "not-a-list"}},
+        {**base, "_id": "bad-title", "_title": "x" * 600},
+    ])
+    result = run(epilot)
+    assert result.status == SyncRun.Status.SUCCEEDED and result.quarantined == 3
+    reasons = dict(QuarantinedEntity.objects.values_list("epilot_id", "reason"))
+    assert "amount_total" in reasons["bad-amount"] and "relation opportunity" in reasons["bad-relation"]
+    assert "_title" in reasons["bad-title"]
+    assert QuarantinedEntity.objects.get(epilot_id="bad-amount").payload["amount_total"] == "viel"
+    assert Order.objects.filter(epilot_id=demo_id("order:flehenberg")).exists()
+    epilot.patch_entity("order", "bad-amount", {"amount_total": 1000})
+    run(epilot)
+    assert not QuarantinedEntity.objects.filter(epilot_id="bad-amount").exists()
+    assert Order.objects.get(epilot_id="bad-amount").amount_total == 1000
+
+
+def test_a_second_run_is_refused_while_a_live_lock_is_held(epilot: EpilotClient) -> None:
+    for schema in ("contact", "opportunity", "order"):
+        assert acquire_lock(schema, "other-host:1")
+    skipped = run(epilot)
+    assert skipped.status == SyncRun.Status.SKIPPED and "another sync" in skipped.error
+    with pytest.raises(CommandError, match="Not started"):
+        call_command("sync_epilot")
+    SyncState.objects.update(lock_expires_at=timezone.now() - dt.timedelta(seconds=1))  # the holder crashed
+    assert run(epilot).status == SyncRun.Status.SUCCEEDED
+    assert SyncState.objects.filter(lock_owner="").count() == 3
+
+
+def test_a_failure_between_pages_keeps_committed_pages_and_a_rerun_converges(epilot: EpilotClient, sandbox: SandboxApp) -> None:
+    seed_bulk(sandbox.store, contacts=2500, opportunities=0, orders=0, seed=3)
+    epilot.retry = RetryPolicy(max_attempts=2)
+
+    def fail_after_first_page(progress) -> None:
+        if progress.schema == "contact" and progress.pages == 1:
+            sandbox.set_faults(FaultConfig(rate_5xx=1.0))
+
+    failed = sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot, schemas=["contact"], on_progress=fail_after_first_page)
+    assert failed.status == SyncRun.Status.FAILED and "503" in failed.error
+    assert Contact.objects.count() == 1000
+    state = SyncState.objects.get(schema="contact")
+    assert state.lock_owner == "" and state.watermark_id
+    sandbox.set_faults(FaultConfig())
+    resumed = run(epilot, schemas=["contact"])
+    assert resumed.status == SyncRun.Status.SUCCEEDED and resumed.created == 1508
+    assert mirror_state(Contact) == sandbox_state(sandbox, "contact")
+
+
+def test_injected_429s_and_5xx_end_with_an_exact_mirror(epilot: EpilotClient, sandbox: SandboxApp, clock) -> None:
+    seed_bulk(sandbox.store, contacts=1500, opportunities=600, orders=300, seed=11)
+    sandbox.set_faults(FaultConfig(rate_429=0.25, rate_5xx=0.25, retry_after_seconds=2, seed=1))
+    epilot.retry = RetryPolicy(max_attempts=15, max_elapsed_seconds=900)
+    result = run(epilot)
+    assert result.status == SyncRun.Status.SUCCEEDED, result.error
+    for model, schema in ((Contact, "contact"), (Opportunity, "opportunity"), (Order, "order")):
+        assert mirror_state(model, include_deleted=True) == sandbox_state(sandbox, schema, include_deleted=True)
+    assert sandbox.stats["injected_429"] > 0 and sandbox.stats["injected_5xx"] > 0
+    assert 2.0 in clock.sleeps
+
+
+def test_executions_are_fetched_only_for_entities_whose_workflows_changed(epilot: EpilotClient, sandbox: SandboxApp) -> None:
+    run(epilot)
+    calls = sandbox.stats["op:getExecutions"]
+    run(epilot)
+    assert sandbox.stats["op:getExecutions"] == calls
+    order_id = demo_id("order:schulzentrum")
+    execution = epilot.create_execution(AUSBAU_DEFINITION_ID, [ExecutionContext(order_id, "order", "Schulzentrum")])
+    run(epilot)
+    assert sandbox.stats["op:getExecutions"] == calls + 1
+    mirrored = WorkflowExecution.objects.get(epilot_id=execution.id)
+    assert mirrored.order.epilot_id == order_id and mirrored.definition.epilot_id == AUSBAU_DEFINITION_ID
+    assert (mirrored.current_section, mirrored.completed_steps, mirrored.total_steps) == ("Planung", 0, 8)
+    project = AusbauProject.objects.get(opportunity__epilot_id=demo_id("opportunity:schulzentrum"))
+    assert project.phase == "construction" and project.has_running_workflow and project.current_section == "Planung"
+
+
+def test_sync_command_reports_failure_with_a_non_zero_exit(sandbox: SandboxApp, capsys) -> None:
+    call_command("sync_epilot")  # the embedded sandbox of this test
+    assert "18 created" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="Unknown schema"):
+        call_command("sync_epilot", schemas=["infrastructure_project"])
+
