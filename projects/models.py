@@ -8,6 +8,18 @@ from __future__ import annotations
 from django.db import models
 
 
+class PayloadField(models.JSONField):
+    """A JSONField that keeps bulk inserts on PostgreSQL on plain VALUES.
+
+    Django 5.2 bulk-inserts through UNNEST of per-column arrays on PostgreSQL; psycopg escapes
+    large JSON documents inside a text array character by character, which made a sync page
+    several times slower. Having `get_placeholder` opts the insert out of UNNEST.
+    """
+
+    def get_placeholder(self, value, compiler, connection):  # noqa: ANN001, ANN201 - Django's field API
+        return "%s"
+
+
 class MirroredEntity(models.Model):
     """Columns every mirrored epilot entity has; `payload` is the entity exactly as epilot sent it."""
 
@@ -18,7 +30,7 @@ class MirroredEntity(models.Model):
     epilot_created_at = models.DateTimeField(null=True, blank=True)
     epilot_updated_at = models.DateTimeField(null=True, blank=True, db_index=True)
     epilot_deleted_at = models.DateTimeField(null=True, blank=True)
-    payload = models.JSONField(default=dict)
+    payload = PayloadField(default=dict)
     synced_at = models.DateTimeField()
 
     class Meta:
@@ -129,7 +141,7 @@ class WorkflowExecution(models.Model):
     current_step = models.CharField(max_length=300, blank=True)
     completed_steps = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
-    flow = models.JSONField(default=dict)
+    flow = PayloadField(default=dict)
     started_at = models.DateTimeField(null=True, blank=True)
     epilot_updated_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)

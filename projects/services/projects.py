@@ -13,81 +13,135 @@ the sum of the orders' totals, else the opportunity's own budget.
 """
 from __future__ import annotations
 
+import datetime as dt
+from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Prefetch
 from django.utils import timezone
 
 from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
 
 CANCELLED_STATUSES = {"abgebrochen"}
 APPROVED_STATUSES = {"geschlossen"}
+CHUNK = 2000
 
 
-def _in_scope(opportunity: Opportunity) -> bool:
-    wanted = set(settings.AUSBAU_PROJECT_TAGS)
-    return not wanted or bool(wanted & set(opportunity.tags or []))
+@dataclass(frozen=True)
+class OrderFacts:
+    status: str
+    deleted: bool
+    amount_total: int | None
+    updated_at: dt.datetime | None
 
 
-def derive_project(opportunity: Opportunity, orders: list[Order], executions: list[WorkflowExecution]) -> dict:
+@dataclass(frozen=True)
+class ExecutionFacts:
+    status: str
+    on_order: bool
+    current_section: str
+    current_step: str
+    first_section: str | None
+    completed_steps: int
+    total_steps: int
+    started_at: dt.datetime | None
+    updated_at: dt.datetime | None
+
+    @property
+    def progress_percent(self) -> int:
+        return round(100 * self.completed_steps / self.total_steps) if self.total_steps else 0
+
+
+@dataclass(frozen=True)
+class OpportunityFacts:
+    status: str
+    deleted: bool
+    title: str
+    budget: Decimal | None
+    updated_at: dt.datetime | None
+
+
+def derive_project(opportunity: OpportunityFacts, orders: list[OrderFacts], executions: list[ExecutionFacts]) -> dict:
     """The project fields for one opportunity, following the rules in the module docstring."""
-    live_orders = [order for order in orders if not order.is_deleted and order.status != "cancelled"]
-    order_executions = [e for e in executions if e.order_id]
+    live_orders = [order for order in orders if not order.deleted and order.status != "cancelled"]
     running = [e for e in executions if e.status == "STARTED"]
-    first_sections = {e.epilot_id: _first_section(e.flow) for e in executions}
-    if opportunity.is_deleted or opportunity.status in CANCELLED_STATUSES:
+    if opportunity.deleted or opportunity.status in CANCELLED_STATUSES:
         phase = AusbauProject.Phase.CANCELLED
     elif any(o.status == "completed" for o in live_orders) or (any(e.status == "DONE" for e in executions) and not running):
         phase = AusbauProject.Phase.COMPLETED
-    elif any(e.status == "STARTED" for e in order_executions) or any(
-        e.status == "STARTED" and e.current_section and e.current_section != first_sections.get(e.epilot_id) for e in executions
-    ):
+    elif any(e.on_order for e in running) or any(e.current_section and e.current_section != e.first_section for e in running):
         phase = AusbauProject.Phase.CONSTRUCTION
     elif opportunity.status in APPROVED_STATUSES or live_orders:
         phase = AusbauProject.Phase.APPROVED
     else:
         phase = AusbauProject.Phase.PLANNING
-    latest = max(executions, key=lambda e: (e.status == "STARTED", e.started_at or timezone.now()), default=None)
+    epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    latest = max(executions, key=lambda e: (e.status == "STARTED", e.started_at or epoch), default=None)
     totals = [o.amount_total for o in live_orders if o.amount_total is not None]
-    budget = Decimal(sum(totals)) / 100 if totals else opportunity.budget
-    stamps = [opportunity.epilot_updated_at, *(o.epilot_updated_at for o in orders), *(e.epilot_updated_at for e in executions)]
+    stamps = [opportunity.updated_at, *(o.updated_at for o in orders), *(e.updated_at for e in executions)]
+    active = latest is not None and latest.status == "STARTED"
     return {
-        "title": opportunity.title,
+        "title": opportunity.title[:500],
         "phase": phase,
         "progress_percent": 100 if phase == AusbauProject.Phase.COMPLETED else (latest.progress_percent if latest else 0),
-        "current_section": latest.current_section if latest and latest.status == "STARTED" else "",
-        "current_step": latest.current_step if latest and latest.status == "STARTED" else "",
-        "budget": budget,
+        "current_section": latest.current_section if active else "",
+        "current_step": latest.current_step if active else "",
+        "budget": Decimal(sum(totals)) / 100 if totals else opportunity.budget,
         "has_running_workflow": bool(running),
         "updated_at": max((s for s in stamps if s), default=timezone.now()),
     }
 
 
-def _first_section(flow: dict) -> str | None:
-    """Name of the first section (V1) or phase (V2) of a raw execution."""
-    items = flow.get("flow") or flow.get("phases") or [] if isinstance(flow, dict) else []
-    return items[0].get("name") if items and isinstance(items[0], dict) else None
+def _in_scope(tags: list[str] | None) -> bool:
+    wanted = set(settings.AUSBAU_PROJECT_TAGS)
+    return not wanted or bool(wanted & set(tags or []))
 
 
 def projects_refresh(*, opportunity_ids: Iterable[int] | None = None) -> int:
-    """Recompute the projects of the given opportunities (all when None); returns how many were written."""
-    opportunities = Opportunity.objects.prefetch_related(
-        Prefetch("orders", queryset=Order.objects.prefetch_related("executions")),
-        "executions",
-    )
+    """Recompute the projects of the given opportunities (all when None); returns how many were written.
+
+    Reads plain values in chunks (no payloads, no model instances), so memory stays flat.
+    """
+    queryset = Opportunity.objects.order_by("id")
     if opportunity_ids is not None:
-        opportunities = opportunities.filter(id__in=list(opportunity_ids))
-    projects = []
-    out_of_scope = []
-    for opportunity in opportunities.iterator(chunk_size=1000):
-        if not _in_scope(opportunity):
-            out_of_scope.append(opportunity.id)
+        ids = sorted(set(opportunity_ids))
+        chunks = [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)]
+    else:
+        all_ids = list(queryset.values_list("id", flat=True))
+        chunks = [all_ids[i:i + CHUNK] for i in range(0, len(all_ids), CHUNK)]
+    written = 0
+    for chunk in chunks:
+        written += _refresh_chunk(chunk)
+    return written
+
+
+def _refresh_chunk(ids: list[int]) -> int:
+    orders: dict[int, list[OrderFacts]] = defaultdict(list)
+    order_owner: dict[int, int] = {}
+    for order_id, opportunity_id, status, deleted_at, amount, updated_at in Order.objects.filter(opportunity_id__in=ids).values_list(
+            "id", "opportunity_id", "status", "epilot_deleted_at", "amount_total", "epilot_updated_at"):
+        orders[opportunity_id].append(OrderFacts(status, deleted_at is not None, amount, updated_at))
+        order_owner[order_id] = opportunity_id
+    executions: dict[int, list[ExecutionFacts]] = defaultdict(list)
+    execution_rows = WorkflowExecution.objects.filter(opportunity_id__in=ids) | WorkflowExecution.objects.filter(order_id__in=list(order_owner))
+    for row in execution_rows.values("opportunity_id", "order_id", "status", "current_section", "current_step", "completed_steps",
+                                     "total_steps", "started_at", "epilot_updated_at", "flow__flow__0__name", "flow__phases__0__name"):
+        owner = row["opportunity_id"] or order_owner.get(row["order_id"])
+        executions[owner].append(ExecutionFacts(
+            status=row["status"], on_order=row["order_id"] is not None, current_section=row["current_section"],
+            current_step=row["current_step"], first_section=row["flow__flow__0__name"] or row["flow__phases__0__name"],
+            completed_steps=row["completed_steps"], total_steps=row["total_steps"], started_at=row["started_at"],
+            updated_at=row["epilot_updated_at"]))
+    projects, out_of_scope = [], []
+    for pk, status, deleted_at, title, budget, updated_at, tags in Opportunity.objects.filter(id__in=ids).values_list(
+            "id", "status", "epilot_deleted_at", "title", "budget", "epilot_updated_at", "tags"):
+        if not _in_scope(tags):
+            out_of_scope.append(pk)
             continue
-        orders = list(opportunity.orders.all())
-        executions = list(opportunity.executions.all()) + [e for order in orders for e in order.executions.all()]
-        projects.append(AusbauProject(opportunity=opportunity, **derive_project(opportunity, orders, executions)))
+        facts = OpportunityFacts(status, deleted_at is not None, title, budget, updated_at)
+        projects.append(AusbauProject(opportunity_id=pk, **derive_project(facts, orders[pk], executions[pk])))
     if out_of_scope:
         AusbauProject.objects.filter(opportunity_id__in=out_of_scope).delete()
     AusbauProject.objects.bulk_create(

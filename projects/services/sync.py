@@ -37,6 +37,7 @@ from projects.models import (
     WorkflowDefinition,
     WorkflowExecution,
 )
+from projects.services.bulk import bulk_upsert
 from projects.services.projects import projects_refresh
 
 logger = logging.getLogger("projects.sync")
@@ -266,12 +267,12 @@ def _store_page(schema: str, items: list[Entity | MalformedEntity], counts: _Run
         counts.touched_opportunities.update(rows)
     elif schema == "order":
         counts.touched_orders.update(rows)
-    objects = [model(epilot_id=epilot_id, **row) for epilot_id, row in rows.items()]
-    if schema not in CORE_SCHEMAS:
-        for obj in objects:
-            obj.schema = schema
     update_fields = COMMON_FIELDS + EXTRA_FIELDS.get(schema, ["schema"] if schema not in CORE_SCHEMAS else [])
-    model.objects.bulk_create(objects, batch_size=500, update_conflicts=True, unique_fields=["epilot_id"], update_fields=update_fields)
+    if schema not in CORE_SCHEMAS:
+        for row in rows.values():
+            row["schema"] = schema
+    bulk_upsert(model, ({"epilot_id": epilot_id, **row} for epilot_id, row in rows.items()),
+                unique_field="epilot_id", update_fields=update_fields)
     if rows:
         QuarantinedEntity.objects.filter(schema=schema, epilot_id__in=list(rows)).delete()  # repaired in epilot
     for epilot_id, reason, payload in quarantined:

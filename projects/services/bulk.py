@@ -1,0 +1,46 @@
+"""Set-based upsert for the sync engine.
+
+`QuerySet.bulk_create(update_conflicts=True)` compiles every value through the SQL compiler and,
+on PostgreSQL, splices all parameters into one statement; for 1,000 mirrored entities a page that
+cost more than fetching them. One `INSERT ... ON CONFLICT DO UPDATE` run with `executemany` lets
+SQLite loop natively and psycopg pipeline the rows. Both databases accept the same statement.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from django.db import connection, models
+
+
+def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *, unique_field: str,
+                update_fields: Sequence[str]) -> int:
+    """Insert or update `rows` (field name to value) on `unique_field`; returns the number of rows sent."""
+    rows = list(rows)
+    if not rows:
+        return 0
+    fields = [model._meta.get_field(name) for name in (unique_field, *update_fields)]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
+    placeholders = ", ".join(_placeholder(field) for field in fields)
+    updates = ", ".join(f"{quote(field.column)} = EXCLUDED.{quote(field.column)}" for field in fields[1:])
+    sql = (f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders}) "
+           f"ON CONFLICT ({quote(fields[0].column)}) DO UPDATE SET {updates}")
+    params = [[field.get_db_prep_save(row[field.name], connection) for field in fields] for row in rows]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # A server-binding psycopg cursor on the same connection (and transaction): rows are
+            # pipelined as parameters of one prepared statement instead of being spliced into SQL text.
+            import psycopg
+
+            with psycopg.Cursor(connection.connection) as raw:
+                raw.executemany(sql, params)
+        else:
+            cursor.executemany(sql, params)
+    return len(rows)
+
+
+def _placeholder(field: models.Field) -> str:
+    if connection.vendor == "postgresql" and isinstance(field, models.JSONField):
+        return "%s::jsonb"
+    return "%s"
