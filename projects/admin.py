@@ -10,7 +10,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from projects import models
-from projects.tasks import sync_epilot_task
+from projects.services.sync import sync_enqueue
 
 PORTAL_PATHS = {"opportunity": "opportunities", "order": "orders"}
 
@@ -126,13 +126,17 @@ class SyncRunAdmin(ReadOnlyAdmin):
     list_filter = ["status", "trigger"]
     change_list_template = "admin/projects/syncrun/change_list.html"
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):  # noqa: ANN201 - Django's signature
+        extra_context = {**(extra_context or {}), "can_run_sync": request.user.has_perm("projects.run_sync")}
+        return super().changelist_view(request, extra_context)
+
     def get_urls(self):  # noqa: ANN201 - Django's signature
         return [path("sync-now/", self.admin_site.admin_view(self.sync_now), name="projects_syncrun_sync_now"), *super().get_urls()]
 
     def sync_now(self, request: HttpRequest) -> HttpResponseRedirect:
-        if request.method != "POST" or not request.user.has_perm("projects.add_syncrun") and not request.user.is_superuser:
-            messages.error(request, "Sync nur per Schaltfläche und mit Berechtigung.")
-        else:
-            sync_epilot_task.delay(trigger=models.SyncRun.Trigger.ADMIN)
-            messages.success(request, "Sync eingeplant; der Lauf erscheint hier, sobald ein Worker ihn startet.")
-        return HttpResponseRedirect(reverse("admin:projects_syncrun_changelist"))
+        if request.method != "POST" or not request.user.has_perm("projects.run_sync"):
+            messages.error(request, "Keine Berechtigung, einen Sync zu starten.")
+            return HttpResponseRedirect(reverse("admin:projects_syncrun_changelist"))
+        run = sync_enqueue(trigger=models.SyncRun.Trigger.ADMIN)
+        messages.success(request, f"Sync eingeplant (Lauf #{run.pk}); ein Worker startet ihn gleich.")
+        return HttpResponseRedirect(reverse("admin:projects_syncrun_change", args=[run.pk]))

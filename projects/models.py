@@ -217,6 +217,7 @@ class SyncRun(models.Model):
         API = "api", "API"
 
     class Status(models.TextChoices):
+        QUEUED = "queued", "Eingeplant"
         RUNNING = "running", "Läuft"
         SUCCEEDED = "succeeded", "Erfolgreich"
         FAILED = "failed", "Fehlgeschlagen"
@@ -239,6 +240,7 @@ class SyncRun(models.Model):
         verbose_name = "Sync-Lauf"
         verbose_name_plural = "Sync-Läufe"
         ordering = ["-started_at"]
+        permissions = [("run_sync", "Can start an epilot sync")]
 
     def __str__(self) -> str:
         return f"{self.get_trigger_display()} {self.started_at:%Y-%m-%d %H:%M} {self.status}"

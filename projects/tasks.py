@@ -4,9 +4,16 @@ from celery import shared_task
 from projects.models import SyncRun
 
 
-@shared_task(name="projects.sync_epilot", ignore_result=True)
-def sync_epilot_task(*, trigger: str = SyncRun.Trigger.SCHEDULE, schemas: list[str] | None = None, full: bool = False) -> int:
-    """Run a sync; returns the SyncRun id. Overlapping runs are refused by the sync lock, not by Celery."""
+@shared_task(name="projects.sync_epilot", ignore_result=True, acks_late=True)
+def sync_epilot_task(*, run_id: int | None = None, trigger: str = SyncRun.Trigger.SCHEDULE, schemas: list[str] | None = None,
+                     full: bool = False) -> int:
+    """Run a sync (a queued SyncRun when `run_id` is given); returns the SyncRun id.
+
+    Overlapping runs are refused by the sync's own lock, not by Celery.
+    """
     from projects.services.sync import sync_run
 
-    return sync_run(trigger=trigger, schemas=schemas, full=full).pk
+    run = SyncRun.objects.filter(pk=run_id, status=SyncRun.Status.QUEUED).first() if run_id else None
+    if run_id and run is None:
+        return run_id  # already picked up by another delivery of this message
+    return sync_run(trigger=run.trigger if run else trigger, schemas=schemas, full=full, run=run).pk

@@ -154,5 +154,7 @@ EPILOT_SANDBOX_DB = Path(env("EPILOT_SANDBOX_DB", default=str(VAR_DIR / "epilot_
 SYNC_EXTRA_SCHEMAS = env.list("SYNC_EXTRA_SCHEMAS", default=[])
 SYNC_INTERVAL_MINUTES = env.int("SYNC_INTERVAL_MINUTES", default=5)
 SYNC_LOCK_SECONDS = env.int("SYNC_LOCK_SECONDS", default=600)
+# How far before the watermark an incremental run re-reads (epilot search is near-real-time).
+SYNC_OVERLAP_SECONDS = env.int("SYNC_OVERLAP_SECONDS", default=120)
 # Opportunities with any of these tags are Ausbau projects; empty means every opportunity.
 AUSBAU_PROJECT_TAGS = env.list("AUSBAU_PROJECT_TAGS", default=[])

@@ -103,15 +103,20 @@ def sync_run(
     dry_run: bool = False,
     client: EpilotClient | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    run: SyncRun | None = None,
 ) -> SyncRun:
-    """Sync the given schemas (default: all configured) and record the run.
+    """Sync the given schemas (default: all configured) and record the run (a queued `run` if given).
 
     Returns the SyncRun (status succeeded, failed or skipped). Raises nothing for epilot
     failures: they end the run as failed with the watermark at the last committed page.
     """
     client = client or get_epilot_client()
     wanted = list(dict.fromkeys(schemas or configured_schemas()))
-    run = SyncRun.objects.create(trigger=trigger, schemas=wanted, full=full, started_at=timezone.now())
+    if run is None:
+        run = SyncRun.objects.create(trigger=trigger, schemas=wanted, full=full, started_at=timezone.now())
+    else:
+        run.status, run.started_at, run.schemas, run.full = SyncRun.Status.RUNNING, timezone.now(), wanted, full
+        run.save(update_fields=["status", "started_at", "schemas", "full"])
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     counts = _RunCounts()
     locked: list[str] = []
@@ -144,6 +149,16 @@ def sync_run(
     finally:
         for schema in locked:
             release_lock(schema, owner)
+
+
+def sync_enqueue(*, trigger: str, schemas: list[str] | None = None, full: bool = False) -> SyncRun:
+    """Record a queued run and hand it to a worker once the record is committed."""
+    from projects.tasks import sync_epilot_task
+
+    run = SyncRun.objects.create(trigger=trigger, schemas=schemas or configured_schemas(), full=full,
+                                 status=SyncRun.Status.QUEUED, started_at=timezone.now())
+    transaction.on_commit(lambda: sync_epilot_task.delay(run_id=run.pk, schemas=schemas, full=full))
+    return run
 
 
 def _finish(run: SyncRun, counts: _RunCounts, status: str, error: str = "") -> SyncRun:
@@ -198,8 +213,10 @@ def release_lock(schema: str, owner: str) -> None:
 def _query(schema: str, state: SyncState | None) -> str:
     query = f"_schema:{schema}"
     if state and state.watermark_updated_at:
-        # Inclusive bound: entities sharing the watermark's millisecond are filtered by id below.
-        stamp = state.watermark_updated_at.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        # Re-read a short window before the watermark: epilot's search index is near-real-time, so an
+        # entity saved just before the last run may have become searchable only after it.
+        since = state.watermark_updated_at - dt.timedelta(seconds=settings.SYNC_OVERLAP_SECONDS)
+        stamp = since.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         query += f' AND _updated_at:["{stamp}" TO *]'
     return query
 
@@ -211,15 +228,14 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, owner: str, c
     seen: set[str] = set()
     pages = entities = 0
     for page in client.iter_search_entities(_query(schema, None if full else state), include_deleted="true"):
-        fresh = [item for item in page.results if full or not _at_or_before_watermark(item, state)]
         with transaction.atomic():
-            _store_page(schema, fresh, counts, run, state)
+            written = _store_page(schema, list(page.results), counts, run, state, rewrite=full)
         _extend_lock(schema, owner)
         seen.update(item.id for item in page.results if item.id)
         pages += 1
         entities += len(page.results)
         counts.pages += 1
-        logger.info("sync %s page %d: %d entities (%d new or changed)", schema, pages, len(page.results), len(fresh))
+        logger.info("sync %s page %d: %d entities, %d written", schema, pages, len(page.results), written)
         if on_progress:
             on_progress(Progress(schema=schema, pages=pages, entities=entities, total=page.hits, elapsed=time.monotonic() - started))
     if full:
@@ -227,14 +243,12 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, owner: str, c
     SyncState.objects.filter(pk=state.pk).update(last_success_at=timezone.now())
 
 
-def _at_or_before_watermark(item: Entity | MalformedEntity, state: SyncState) -> bool:
-    if not isinstance(item, Entity) or not state.watermark_updated_at or item.updated_at is None:
-        return False
-    return (item.updated_at, item.id) <= (state.watermark_updated_at, state.watermark_id)
+def _store_page(schema: str, items: list[Entity | MalformedEntity], counts: _RunCounts, run: SyncRun, state: SyncState, *,
+                rewrite: bool) -> int:
+    """Write one page in bulk and advance the watermark (called inside a transaction); returns rows written.
 
-
-def _store_page(schema: str, items: list[Entity | MalformedEntity], counts: _RunCounts, run: SyncRun, state: SyncState) -> None:
-    """Write one page in bulk and advance the watermark (called inside a transaction)."""
+    Rows epilot has not changed since the mirror last saw them are skipped unless `rewrite`.
+    """
     model = model_for(schema)
     now = timezone.now()
     rows: dict[str, dict[str, Any]] = {}
@@ -252,48 +266,57 @@ def _store_page(schema: str, items: list[Entity | MalformedEntity], counts: _Run
         for epilot_id, updated_at, deleted_at, workflows in model.objects.filter(epilot_id__in=list(rows)).values_list(
             "epilot_id", "epilot_updated_at", "epilot_deleted_at", "payload__workflows")
     }
+    changed: dict[str, dict[str, Any]] = {}
     for epilot_id, row in rows.items():
         before = existing.get(epilot_id)
         if before is None:
             counts.created += 1
+        elif row["epilot_updated_at"] == before[0] and (row["epilot_deleted_at"] is None) == (before[1] is None):
+            if rewrite:
+                changed[epilot_id] = row
+            continue
         elif row["epilot_deleted_at"] is not None and before[1] is None:
             counts.deleted += 1
-        elif row["epilot_updated_at"] != before[0]:
+        else:
             counts.updated += 1
+        changed[epilot_id] = row
         workflows = row["payload"].get("workflows")
         if workflows and workflows != (before[2] if before else None):
             counts.workflow_changes.append((schema, epilot_id, workflows))
     if schema == "opportunity":
-        counts.touched_opportunities.update(rows)
+        counts.touched_opportunities.update(changed)
     elif schema == "order":
-        counts.touched_orders.update(rows)
+        counts.touched_orders.update(changed)
     update_fields = COMMON_FIELDS + EXTRA_FIELDS.get(schema, ["schema"] if schema not in CORE_SCHEMAS else [])
     if schema not in CORE_SCHEMAS:
-        for row in rows.values():
+        for row in changed.values():
             row["schema"] = schema
-    bulk_upsert(model, ({"epilot_id": epilot_id, **row} for epilot_id, row in rows.items()),
+    bulk_upsert(model, ({"epilot_id": epilot_id, **row} for epilot_id, row in changed.items()),
                 unique_field="epilot_id", update_fields=update_fields)
     if rows:
         QuarantinedEntity.objects.filter(schema=schema, epilot_id__in=list(rows)).delete()  # repaired in epilot
-    for epilot_id, reason, payload in quarantined:
-        _quarantine(schema, epilot_id, reason, payload, run, now)
-    counts.quarantined += len(quarantined)
+    counts.quarantined += sum(_quarantine(schema, epilot_id, reason, payload, run, now) for epilot_id, reason, payload in quarantined)
     last = max((item for item in items if isinstance(item, Entity) and item.updated_at), key=lambda e: (e.updated_at, e.id), default=None)
     if last and (not state.watermark_updated_at or (last.updated_at, last.id) > (state.watermark_updated_at, state.watermark_id)):
         state.watermark_updated_at, state.watermark_id = last.updated_at, last.id
         SyncState.objects.filter(pk=state.pk).update(watermark_updated_at=last.updated_at, watermark_id=last.id)
+    return len(changed)
 
 
-def _quarantine(schema: str, epilot_id: str, reason: str, payload: Any, run: SyncRun, now: dt.datetime) -> None:
-    logger.warning("sync %s: quarantined %s: %s", schema, epilot_id or "(no id)", reason)
+def _quarantine(schema: str, epilot_id: str, reason: str, payload: Any, run: SyncRun, now: dt.datetime) -> bool:
+    """Record a malformed entity; returns True when it is newly quarantined (not seen again unchanged)."""
     safe_payload = payload if _json_size(payload) <= MAX_PAYLOAD_BYTES else {"truncated": json.dumps(payload, default=str)[:MAX_PAYLOAD_BYTES]}
-    updated = 0
-    if epilot_id:
-        updated = QuarantinedEntity.objects.filter(schema=schema, epilot_id=epilot_id).update(
-            reason=reason, payload=safe_payload, last_seen_at=now, sync_run=run)
-    if not updated:
+    known = QuarantinedEntity.objects.filter(schema=schema, epilot_id=epilot_id).first() if epilot_id else None
+    if known is not None:
+        is_new = known.payload != safe_payload or known.reason != reason
+        QuarantinedEntity.objects.filter(pk=known.pk).update(reason=reason, payload=safe_payload, last_seen_at=now, sync_run=run)
+    else:
+        is_new = True
         QuarantinedEntity.objects.create(schema=schema, epilot_id=epilot_id, reason=reason, payload=safe_payload,
                                          first_seen_at=now, last_seen_at=now, sync_run=run)
+    if is_new:
+        logger.warning("sync %s: quarantined %s: %s", schema, epilot_id or "(no id)", reason)
+    return is_new
 
 
 def _json_size(payload: Any) -> int:

@@ -178,3 +178,40 @@ def test_sync_command_reports_failure_with_a_non_zero_exit(sandbox: SandboxApp, 
     with pytest.raises(CommandError, match="Unknown schema"):
         call_command("sync_epilot", schemas=["infrastructure_project"])
 
+
+
+def test_entities_indexed_late_within_the_overlap_window_are_not_missed(epilot: EpilotClient, sandbox: SandboxApp) -> None:
+    run(epilot)
+    watermark = SyncState.objects.get(schema="contact").watermark_updated_at
+    late = (watermark - dt.timedelta(seconds=30)).astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    sandbox.store.bulk_insert_entities([{"_id": "late-contact", "_schema": "contact", "_org": "1", "_title": "Spät Indiziert",
+                                         "_created_at": late, "_updated_at": late, "first_name": "Spät"}])
+    assert run(epilot).created == 1
+    assert Contact.objects.filter(epilot_id="late-contact").exists()
+
+
+def test_further_schemas_are_mirrored_generically(epilot: EpilotClient, settings) -> None:
+    settings.SYNC_EXTRA_SCHEMAS = ["infrastructure_project"]
+    project = epilot.create_entity("infrastructure_project", {"_title": "Backbone Wülfrath Nord", "status": "planung"})
+    execution = epilot.create_execution(AUSBAU_DEFINITION_ID, [ExecutionContext(project.id, "infrastructure_project", "Backbone")])
+    result = run(epilot)
+    assert result.status == SyncRun.Status.SUCCEEDED
+    from projects.models import GenericEntity
+
+    mirrored = GenericEntity.objects.get(epilot_id=project.id)
+    assert (mirrored.schema, mirrored.title, mirrored.status) == ("infrastructure_project", "Backbone Wülfrath Nord", "planung")
+    assert WorkflowExecution.objects.get(epilot_id=execution.id).entity_schema == "infrastructure_project"
+
+
+def test_the_celery_task_runs_a_queued_run_once(epilot: EpilotClient, django_capture_on_commit_callbacks) -> None:
+    from projects.services.sync import sync_enqueue
+    from projects.tasks import sync_epilot_task
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        queued = sync_enqueue(trigger=SyncRun.Trigger.API)
+    assert queued.status == SyncRun.Status.QUEUED and len(callbacks) == 1
+    assert sync_epilot_task(run_id=queued.pk) == queued.pk
+    queued.refresh_from_db()
+    assert queued.status == SyncRun.Status.SUCCEEDED and queued.created == 18 and queued.trigger == "api"
+    assert sync_epilot_task(run_id=queued.pk) == queued.pk  # a redelivered message does not run it again
+    assert SyncRun.objects.count() == 1
