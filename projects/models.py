@@ -5,6 +5,7 @@ epilot through services and come back on the next sync.
 """
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 
@@ -268,3 +269,217 @@ class QuarantinedEntity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schema} {self.epilot_id or '(no id)'}: {self.reason[:60]}"
+
+
+class EpilotWrite(models.Model):
+    """The audit trail: one row per write to epilot, recorded before the call and completed after it."""
+
+    class Action(models.TextChoices):
+        START_WORKFLOW = "start_workflow", "Workflow starten"
+        CREATE_ORDER = "create_order", "Auftrag anlegen"
+        LINK_ORDER = "link_order", "Auftrag verknüpfen"
+        CLOSE_OPPORTUNITY = "close_opportunity", "Opportunity-Status setzen (Umwandlung)"
+        WRITE_STATUS = "write_status", "Status ändern"
+        PROVISION_AUTOMATION = "provision_automation", "Automation anlegen/aktualisieren"
+
+    class Result(models.TextChoices):
+        PENDING = "pending", "Ausstehend"
+        SUCCEEDED = "succeeded", "Erfolgreich"
+        FAILED = "failed", "Fehlgeschlagen"
+        CONFLICT = "conflict", "Konflikt"
+
+    action = models.CharField(max_length=30, choices=Action.choices, db_index=True)
+    user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.CharField("Auslöser", max_length=100, help_text="admin, command, rule:<id>, api:<client>")
+    target_schema = models.CharField(max_length=100)
+    target_epilot_id = models.CharField(max_length=64, blank=True, db_index=True)
+    request_summary = models.JSONField(default=dict)
+    result = models.CharField(max_length=20, choices=Result.choices, default=Result.PENDING, db_index=True)
+    error = models.TextField(blank=True)
+    epilot_ids = models.JSONField(default=list, help_text="ids epilot returned (order, execution, flow)")
+    conversion = models.ForeignKey("Conversion", null=True, blank=True, on_delete=models.SET_NULL, related_name="writes")
+    started_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "epilot-Schreibvorgang"
+        verbose_name_plural = "Audit: epilot-Schreibvorgänge"
+        ordering = ["-started_at"]
+        permissions = [
+            ("start_workflow", "Can start epilot workflows"),
+            ("convert_opportunity", "Can convert opportunities into orders"),
+            ("write_status", "Can change opportunity status in epilot"),
+            ("provision_automation", "Can provision epilot automations"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} {self.target_schema} {self.target_epilot_id}: {self.result}"
+
+
+class WorkflowStartJob(models.Model):
+    """Starting one definition on many entities in the background, with progress."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Eingeplant"
+        RUNNING = "running", "Läuft"
+        DONE = "done", "Fertig"
+
+    definition = models.ForeignKey(WorkflowDefinition, on_delete=models.PROTECT)
+    requested_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    allow_duplicate = models.BooleanField(default=False)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "Workflow-Start (Stapel)"
+        verbose_name_plural = "Workflow-Starts (Stapel)"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.definition.name} on {self.items.count()} entities"
+
+
+class WorkflowStart(models.Model):
+    """One request to start a definition on one entity; at most one pending per entity and definition."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Ausstehend"
+        STARTED = "started", "Gestartet"
+        REFUSED = "refused", "Abgelehnt (läuft bereits)"
+        FAILED = "failed", "Fehlgeschlagen"
+
+    job = models.ForeignKey(WorkflowStartJob, null=True, blank=True, on_delete=models.CASCADE, related_name="items")
+    definition = models.ForeignKey(WorkflowDefinition, on_delete=models.PROTECT)
+    entity_schema = models.CharField(max_length=100)
+    entity_epilot_id = models.CharField(max_length=64)
+    entity_title = models.CharField(max_length=500, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
+    execution_epilot_id = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.CharField(max_length=100, default="admin")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "Workflow-Start"
+        verbose_name_plural = "Workflow-Starts"
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["entity_epilot_id", "definition"], condition=models.Q(status="pending"),
+                                    name="one_pending_start_per_entity_and_definition"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.definition.name} on {self.entity_schema} {self.entity_title or self.entity_epilot_id}"
+
+
+class Conversion(models.Model):
+    """Opportunity → order as a saga: each step is recorded, a retry resumes where it stopped.
+
+    `key` is stored on the order in epilot (attribute `backoffice_conversion_key`) and the order is
+    created by upsert on it, so a lost answer or a retry can never create a second order.
+    """
+
+    class Step(models.TextChoices):
+        REQUESTED = "requested", "Angefordert"
+        ORDER_CREATED = "order_created", "Auftrag angelegt"
+        LINKED = "linked", "Mit Opportunity verknüpft"
+        WORKFLOW_STARTED = "workflow_started", "Workflow gestartet"
+        DONE = "done", "Abgeschlossen"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Ausstehend"
+        RUNNING = "running", "Läuft"
+        FAILED = "failed", "Fehlgeschlagen – fortsetzbar"
+        DONE = "done", "Fertig"
+
+    opportunity = models.OneToOneField(Opportunity, on_delete=models.PROTECT, related_name="conversion")
+    key = models.CharField(max_length=64, unique=True)
+    definition = models.ForeignKey(WorkflowDefinition, null=True, blank=True, on_delete=models.PROTECT)
+    target_status = models.CharField(max_length=100, default="geschlossen")
+    order_title = models.CharField(max_length=500)
+    amount_total = models.BigIntegerField(null=True, blank=True, help_text="cents")
+    currency = models.CharField(max_length=3, default="EUR")
+    step = models.CharField(max_length=30, choices=Step.choices, default=Step.REQUESTED)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    order_epilot_id = models.CharField(max_length=64, blank=True)
+    execution_epilot_id = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "Umwandlung"
+        verbose_name_plural = "Umwandlungen Opportunity → Auftrag"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.opportunity} → {self.order_title}"
+
+
+class AutomationRule(models.Model):
+    """A local rule: when a mirrored entity of `schema` has `attribute` = `value`, start `definition` once."""
+
+    name = models.CharField(max_length=200)
+    enabled = models.BooleanField(default=True)
+    schema = models.CharField(max_length=100, default="opportunity")
+    attribute = models.CharField(max_length=100, default="status")
+    value = models.CharField(max_length=200)
+    definition = models.ForeignKey(WorkflowDefinition, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "Lokale Regel"
+        verbose_name_plural = "Lokale Regeln (Workflow-Auslöser)"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        """A trigger has one owner: refuse a rule an enabled epilot automation already covers."""
+        if not self.enabled or not self.definition_id:
+            return
+        owner = ProvisionedAutomation.objects.filter(enabled=True, schema=self.schema, attribute=self.attribute, value=self.value,
+                                                     definition_epilot_id=self.definition.epilot_id).first()
+        if owner:
+            raise ValidationError(f"Diesen Auslöser besitzt die epilot-Automation '{owner.name}'. Beide würden den Workflow starten; "
+                                  "schalten Sie die Automation in epilot ab oder lassen Sie die Regel deaktiviert.")
+
+
+class RuleFiring(models.Model):
+    """A rule fired for an entity; the unique pair is what keeps a rule from firing twice."""
+
+    rule = models.ForeignKey(AutomationRule, on_delete=models.CASCADE, related_name="firings")
+    entity_epilot_id = models.CharField(max_length=64)
+    workflow_start = models.ForeignKey(WorkflowStart, null=True, blank=True, on_delete=models.SET_NULL)
+    fired_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "Regel-Auslösung"
+        verbose_name_plural = "Regel-Auslösungen"
+        constraints = [models.UniqueConstraint(fields=["rule", "entity_epilot_id"], name="rule_fires_once_per_entity")]
+
+
+class ProvisionedAutomation(models.Model):
+    """An epilot automation flow this back-office created; the trigger it covers belongs to epilot."""
+
+    name = models.CharField(max_length=200, unique=True)
+    flow_id = models.CharField(max_length=64)
+    schema = models.CharField(max_length=100)
+    attribute = models.CharField(max_length=100)
+    value = models.CharField(max_length=200)
+    definition_epilot_id = models.CharField(max_length=64)
+    enabled = models.BooleanField(default=True)
+    provisioned_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "epilot-Automation"
+        verbose_name_plural = "epilot-Automationen (von hier angelegt)"
+
+    def __str__(self) -> str:
+        return self.name

@@ -17,3 +17,14 @@ def sync_epilot_task(*, run_id: int | None = None, trigger: str = SyncRun.Trigge
     if run_id and run is None:
         return run_id  # already picked up by another delivery of this message
     return sync_run(trigger=run.trigger if run else trigger, schemas=schemas, full=full, run=run).pk
+
+
+@shared_task(name="projects.workflow_start_job", ignore_result=True, acks_late=True)
+def workflow_start_job_task(*, job_id: int) -> None:
+    """Work through a workflow-start job; starts already done are skipped, so a redelivery is harmless."""
+    from projects.models import WorkflowStartJob
+    from projects.services.workflows import workflow_start_job_run
+
+    job = WorkflowStartJob.objects.filter(pk=job_id).first()
+    if job is not None:
+        workflow_start_job_run(job)

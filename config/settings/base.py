@@ -158,3 +158,11 @@ SYNC_LOCK_SECONDS = env.int("SYNC_LOCK_SECONDS", default=600)
 SYNC_OVERLAP_SECONDS = env.int("SYNC_OVERLAP_SECONDS", default=120)
 # Opportunities with any of these tags are Ausbau projects; empty means every opportunity.
 AUSBAU_PROJECT_TAGS = env.list("AUSBAU_PROJECT_TAGS", default=[])
+
+# BACK-OFFICE ACTIONS
+# The opportunity status a conversion into an order sets (epilot's own value, kept as it is).
+CONVERSION_TARGET_STATUS = env("CONVERSION_TARGET_STATUS", default="geschlossen")
+# The workflow staff start by default ("Ausbau Glasfaser").
+DEFAULT_WORKFLOW_DEFINITION = env("DEFAULT_WORKFLOW_DEFINITION", default="wfQpwhJF6J")
+# The e-mail template the provisioned automation notifies the construction team with.
+AUTOMATION_EMAIL_TEMPLATE_ID = env("AUTOMATION_EMAIL_TEMPLATE_ID", default="")

@@ -62,11 +62,18 @@ class FaultConfig:
     latency_ms: int = 0
     retry_after_seconds: int = 1
     seed: int | None = None
+    operations: tuple[str, ...] = ()  # operationIds the faults apply to; empty means every operation
+
+    def applies_to(self, operation: str) -> bool:
+        return not self.operations or operation in self.operations
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> FaultConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        values = {key: value for key, value in data.items() if key in known}
+        if "operations" in values:
+            values["operations"] = tuple(values["operations"] or ())
+        return cls(**values)
 
 
 @dataclass
@@ -150,7 +157,7 @@ class SandboxApp:
         handler, params, style, operation = route
         with self._lock:
             faults = self.faults
-            roll = self._rng.random()
+            roll = self._rng.random() if faults.applies_to(operation) else 1.0
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
         self.stats["requests"] += 1

@@ -82,6 +82,7 @@ class _RunCounts:
     touched_opportunities: set[str] = field(default_factory=set)
     touched_orders: set[str] = field(default_factory=set)
     workflow_changes: list[tuple[str, str, Any]] = field(default_factory=list)
+    changed_refs: list[tuple[str, str]] = field(default_factory=list)
 
 
 def model_for(schema: str) -> type[models.Model]:
@@ -138,6 +139,7 @@ def sync_run(
         resolve_relations()
         _refresh_executions(client, counts)
         _refresh_projects(counts, full=full)
+        _evaluate_rules(counts, client)
         skipped = [schema for schema in wanted if schema not in locked]
         return _finish(run, counts, SyncRun.Status.SUCCEEDED, f"skipped (locked elsewhere): {', '.join(skipped)}" if skipped else "")
     except EpilotError as exc:
@@ -149,6 +151,38 @@ def sync_run(
     finally:
         for schema in locked:
             release_lock(schema, owner)
+
+
+def sync_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | None = None) -> None:
+    """Bring the named entities (schema, epilot id) into the mirror now, after a write; watermarks stay as they are."""
+    client = client or get_epilot_client()
+    by_schema: dict[str, list[str]] = {}
+    for schema, epilot_id in refs:
+        by_schema.setdefault(schema, []).append(epilot_id)
+    counts = _RunCounts()
+    for schema, ids in by_schema.items():
+        items: list[Entity | MalformedEntity] = []
+        for page in client.iter_list_entities([{"term": {"_schema": schema}}, {"ids": {"values": ids}}], include_deleted="true",
+                                               stable_for=0):
+            items.extend(page.results)
+        with transaction.atomic():
+            _store_page(schema, items, counts, None, None, rewrite=False)
+    _link_orders_from_items()
+    resolve_relations()
+    _refresh_executions(client, counts)
+    _refresh_projects(counts, full=False)
+    _evaluate_rules(counts, client)
+
+
+def _evaluate_rules(counts: _RunCounts, client: EpilotClient) -> None:
+    if not counts.changed_refs:
+        return
+    from projects.services.rules import rules_evaluate
+
+    try:
+        rules_evaluate(refs=counts.changed_refs, client=client)
+    except Exception:  # a rule must never make the mirror fail; the failure is in the audit trail and the log
+        logger.exception("local rules could not be evaluated")
 
 
 def sync_enqueue(*, trigger: str, schemas: list[str] | None = None, full: bool = False) -> SyncRun:
@@ -243,8 +277,8 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, owner: str, c
     SyncState.objects.filter(pk=state.pk).update(last_success_at=timezone.now())
 
 
-def _store_page(schema: str, items: list[Entity | MalformedEntity], counts: _RunCounts, run: SyncRun, state: SyncState, *,
-                rewrite: bool) -> int:
+def _store_page(schema: str, items: list[Entity | MalformedEntity], counts: _RunCounts, run: SyncRun | None,
+                state: SyncState | None, *, rewrite: bool) -> int:
     """Write one page in bulk and advance the watermark (called inside a transaction); returns rows written.
 
     Rows epilot has not changed since the mirror last saw them are skipped unless `rewrite`.
@@ -283,6 +317,7 @@ def _store_page(schema: str, items: list[Entity | MalformedEntity], counts: _Run
         workflows = row["payload"].get("workflows")
         if workflows and workflows != (before[2] if before else None):
             counts.workflow_changes.append((schema, epilot_id, workflows))
+    counts.changed_refs.extend((schema, epilot_id) for epilot_id in changed)
     if schema == "opportunity":
         counts.touched_opportunities.update(changed)
     elif schema == "order":
@@ -297,13 +332,13 @@ def _store_page(schema: str, items: list[Entity | MalformedEntity], counts: _Run
         QuarantinedEntity.objects.filter(schema=schema, epilot_id__in=list(rows)).delete()  # repaired in epilot
     counts.quarantined += sum(_quarantine(schema, epilot_id, reason, payload, run, now) for epilot_id, reason, payload in quarantined)
     last = max((item for item in items if isinstance(item, Entity) and item.updated_at), key=lambda e: (e.updated_at, e.id), default=None)
-    if last and (not state.watermark_updated_at or (last.updated_at, last.id) > (state.watermark_updated_at, state.watermark_id)):
+    if state is not None and last and (not state.watermark_updated_at or (last.updated_at, last.id) > (state.watermark_updated_at, state.watermark_id)):
         state.watermark_updated_at, state.watermark_id = last.updated_at, last.id
         SyncState.objects.filter(pk=state.pk).update(watermark_updated_at=last.updated_at, watermark_id=last.id)
     return len(changed)
 
 
-def _quarantine(schema: str, epilot_id: str, reason: str, payload: Any, run: SyncRun, now: dt.datetime) -> bool:
+def _quarantine(schema: str, epilot_id: str, reason: str, payload: Any, run: SyncRun | None, now: dt.datetime) -> bool:
     """Record a malformed entity; returns True when it is newly quarantined (not seen again unchanged)."""
     safe_payload = payload if _json_size(payload) <= MAX_PAYLOAD_BYTES else {"truncated": json.dumps(payload, default=str)[:MAX_PAYLOAD_BYTES]}
     known = QuarantinedEntity.objects.filter(schema=schema, epilot_id=epilot_id).first() if epilot_id else None

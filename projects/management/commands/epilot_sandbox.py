@@ -21,6 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--latency-ms", type=int, default=0, help="Added latency per request.")
         parser.add_argument("--retry-after", type=int, default=1, help="Seconds in the Retry-After of injected 429s.")
         parser.add_argument("--seed", type=int, default=None, help="Random seed for fault injection.")
+        parser.add_argument("--fault-operations", default="", help="Comma-separated operationIds the faults apply to (default: all).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["host"] not in ("127.0.0.1", "localhost", "::1"):
@@ -32,6 +33,7 @@ class Command(BaseCommand):
         faults = FaultConfig(
             rate_429=options["fault_429"], rate_5xx=options["fault_5xx"], rate_drop=options["fault_drop"],
             latency_ms=options["latency_ms"], retry_after_seconds=options["retry_after"], seed=options["seed"],
+            operations=tuple(op for op in options["fault_operations"].split(",") if op),
         )
         server = make_sandbox_server(SandboxApp(store, token=options["token"], faults=faults),
                                      host=options["host"], port=options["port"])

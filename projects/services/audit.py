@@ -1,0 +1,48 @@
+"""The audit trail of writes to epilot: recorded before the call, completed after it."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.utils import timezone
+
+from integrations.epilot import EpilotConflictError, EpilotError
+from projects.models import Conversion, EpilotWrite
+
+
+@dataclass
+class WriteOutcome:
+    """Filled in by the caller inside `audited_write` with what epilot returned."""
+
+    epilot_ids: list[str] = field(default_factory=list)
+    record: EpilotWrite | None = None
+
+
+@contextmanager
+def audited_write(*, action: str, target_schema: str, target_epilot_id: str = "", summary: dict[str, Any],
+                  user: Any = None, actor: str, conversion: Conversion | None = None) -> Iterator[WriteOutcome]:
+    """Record one epilot write around the block that performs it.
+
+    The pending row is saved before the call (outside any transaction of ours), so even a killed
+    process leaves a trace. EpilotErrors are recorded and re-raised.
+    """
+    record = EpilotWrite.objects.create(
+        action=action, user=user if getattr(user, "pk", None) else None, actor=actor, target_schema=target_schema,
+        target_epilot_id=target_epilot_id, request_summary=summary, conversion=conversion, started_at=timezone.now(),
+    )
+    outcome = WriteOutcome(record=record)
+    try:
+        yield outcome
+    except EpilotConflictError as exc:
+        _complete(record, EpilotWrite.Result.CONFLICT, exc.message, outcome.epilot_ids)
+        raise
+    except EpilotError as exc:
+        _complete(record, EpilotWrite.Result.FAILED, exc.message, outcome.epilot_ids)
+        raise
+    _complete(record, EpilotWrite.Result.SUCCEEDED, "", outcome.epilot_ids)
+
+
+def _complete(record: EpilotWrite, result: str, error: str, epilot_ids: list[str]) -> None:
+    EpilotWrite.objects.filter(pk=record.pk).update(result=result, error=error, epilot_ids=epilot_ids, finished_at=timezone.now())

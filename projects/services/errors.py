@@ -1,0 +1,32 @@
+"""Errors services raise for the admin, the API and commands to show as one clear message."""
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A use case could not be carried out; `message` is meant for staff."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotAllowed(ServiceError):
+    """The request contradicts the current state (already running, already converted, deleted...)."""
+
+
+class InProgress(ServiceError):
+    """Another request for the same thing is being carried out right now."""
+
+
+class RemoteFailure(ServiceError):
+    """epilot refused or failed; local state is consistent and the action can be retried."""
+
+
+class StatusConflict(ServiceError):
+    """epilot holds a newer version than the one staff edited."""
+
+    def __init__(self, *, ours: str, theirs: str, theirs_updated_at: str) -> None:
+        super().__init__(f"In epilot wurde der Status inzwischen geändert (jetzt: '{theirs}'); Ihre Änderung ('{ours}') wurde nicht gespeichert.")
+        self.ours = ours
+        self.theirs = theirs
+        self.theirs_updated_at = theirs_updated_at

@@ -1,0 +1,52 @@
+"""Local rules: when a mirrored entity of a schema has attribute = value, start a definition on it, once."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from django.db import IntegrityError, transaction
+
+from integrations.epilot import EpilotClient
+from projects.models import AutomationRule, ProvisionedAutomation, RuleFiring
+from projects.services.errors import ServiceError
+
+logger = logging.getLogger("projects.rules")
+
+
+def rule_conflicting_automation(*, schema: str, attribute: str, value: str, definition_epilot_id: str) -> ProvisionedAutomation | None:
+    """The enabled epilot automation that already owns this trigger, if any (both must not fire)."""
+    return ProvisionedAutomation.objects.filter(enabled=True, schema=schema, attribute=attribute, value=value,
+                                                definition_epilot_id=definition_epilot_id).first()
+
+
+def rules_evaluate(*, refs: Iterable[tuple[str, str]], client: EpilotClient | None = None) -> list[RuleFiring]:
+    """Fire every enabled rule that matches one of the (schema, epilot id) entities; each rule fires once per entity."""
+    from projects.services.sync import model_for
+    from projects.services.workflows import workflow_start
+
+    refs = list(refs)
+    fired: list[RuleFiring] = []
+    for rule in AutomationRule.objects.filter(enabled=True).select_related("definition"):
+        ids = [epilot_id for schema, epilot_id in refs if schema == rule.schema]
+        if not ids or rule_conflicting_automation(schema=rule.schema, attribute=rule.attribute, value=rule.value,
+                                                  definition_epilot_id=rule.definition.epilot_id):
+            continue
+        already = set(RuleFiring.objects.filter(rule=rule, entity_epilot_id__in=ids).values_list("entity_epilot_id", flat=True))
+        model = model_for(rule.schema)
+        candidates = model.objects.filter(epilot_id__in=[i for i in ids if i not in already], epilot_deleted_at__isnull=True)
+        for entity in candidates.only("epilot_id", "title", "payload"):
+            if str(entity.payload.get(rule.attribute)) != rule.value:
+                continue
+            try:
+                with transaction.atomic():
+                    firing = RuleFiring.objects.create(rule=rule, entity_epilot_id=entity.epilot_id)
+            except IntegrityError:
+                continue  # fired by a concurrent evaluation
+            try:
+                firing.workflow_start = workflow_start(definition=rule.definition, schema=rule.schema, entity_id=entity.epilot_id,
+                                                       entity_title=entity.title, actor=f"rule:{rule.pk}", client=client)
+                firing.save(update_fields=["workflow_start"])
+            except ServiceError as exc:
+                logger.info("rule %s on %s: %s", rule.pk, entity.epilot_id, exc.message)
+            fired.append(firing)
+    return fired

@@ -1,0 +1,50 @@
+"""Change an opportunity's status in epilot without overwriting a newer version."""
+from __future__ import annotations
+
+from typing import Any
+
+from integrations.epilot import EpilotClient, EpilotConflictError, EpilotError, EpilotNotFoundError
+from integrations.epilot.factory import get_epilot_client
+from projects.models import EpilotWrite, Opportunity
+from projects.services.audit import audited_write
+from projects.services.errors import NotAllowed, RemoteFailure, StatusConflict
+
+
+def opportunity_set_status(*, opportunity: Opportunity, status: str, user: Any = None, actor: str = "admin",
+                           expected_updated_at: str | None = None, client: EpilotClient | None = None) -> Opportunity:
+    """Write `status` with the `_updated_at` staff saw (the mirror's, unless given).
+
+    Raises StatusConflict when epilot holds a newer version (ours and theirs attached),
+    NotAllowed for a deleted opportunity, RemoteFailure for other epilot failures.
+    """
+    client = client or get_epilot_client()
+    status = status.strip()
+    if not status:
+        raise NotAllowed("Bitte einen Status angeben.")
+    if opportunity.is_deleted:
+        raise NotAllowed("Die Opportunity ist in epilot gelöscht.")
+    expected = expected_updated_at or opportunity.payload.get("_updated_at")
+    summary = {"status": status, "previous": opportunity.status, "_updated_at": expected}
+    try:
+        with audited_write(action=EpilotWrite.Action.WRITE_STATUS, target_schema="opportunity", target_epilot_id=opportunity.epilot_id,
+                           summary=summary, user=user, actor=actor):
+            client.patch_entity("opportunity", opportunity.epilot_id, {"status": status}, updated_at=expected)
+    except EpilotConflictError:
+        try:
+            theirs = client.get_entity("opportunity", opportunity.epilot_id)
+        except EpilotError as exc:
+            raise RemoteFailure(f"Konflikt, und die aktuelle Fassung ist nicht lesbar: {exc.message}") from None
+        raise StatusConflict(ours=status, theirs=str(theirs.data.get("status", "")),
+                             theirs_updated_at=str(theirs.data.get("_updated_at", ""))) from None
+    except EpilotNotFoundError:
+        raise NotAllowed("Die Opportunity gibt es in epilot nicht mehr.") from None
+    except EpilotError as exc:
+        raise RemoteFailure(f"epilot hat die Änderung nicht angenommen: {exc.message}") from None
+    from projects.services.sync import sync_entities
+
+    try:
+        sync_entities(refs=[("opportunity", opportunity.epilot_id)], client=client)
+    except EpilotError:
+        pass  # written in epilot; the next sync refreshes the mirror
+    opportunity.refresh_from_db()
+    return opportunity

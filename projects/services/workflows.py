@@ -1,0 +1,156 @@
+"""Start epilot workflows (V1 definitions or V2 flow templates) on any mirrored entity, at most once."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from integrations.epilot import (
+    EpilotClient,
+    EpilotClientError,
+    EpilotError,
+    EpilotRateLimitedError,
+    ExecutionContext,
+    WorkflowExecution as RemoteExecution,
+)
+from integrations.epilot.factory import get_epilot_client
+from projects.models import EpilotWrite, WorkflowDefinition, WorkflowStart, WorkflowStartJob
+from projects.services.audit import audited_write
+from projects.services.errors import InProgress, NotAllowed, RemoteFailure
+
+logger = logging.getLogger("projects.workflows")
+
+
+def running_executions(client: EpilotClient, definition: WorkflowDefinition, schema: str, entity_id: str) -> list[RemoteExecution]:
+    """Executions of `definition` that run on the entity now, asked of epilot (not the mirror)."""
+    if definition.engine == WorkflowDefinition.Engine.V2:
+        executions = client.search_flow_executions(entity_id=entity_id, entity_schema=schema)
+    else:
+        executions = client.get_executions(context=entity_id, schema=schema)
+    return [e for e in executions if e.definition_id == definition.epilot_id and e.status == "STARTED"]
+
+
+def workflow_start(*, definition: WorkflowDefinition, schema: str, entity_id: str, entity_title: str = "", user: Any = None,
+                   actor: str = "admin", allow_duplicate: bool = False, client: EpilotClient | None = None) -> WorkflowStart:
+    """Start `definition` on one entity and record it.
+
+    Raises NotAllowed (already running, definition gone), InProgress (a start of the same
+    definition on the entity is under way) or RemoteFailure (epilot refused or failed).
+    """
+    start = workflow_start_request(definition=definition, schema=schema, entity_id=entity_id, entity_title=entity_title,
+                                   user=user, actor=actor)
+    return workflow_start_execute(start, allow_duplicate=allow_duplicate, client=client)
+
+
+def workflow_start_request(*, definition: WorkflowDefinition, schema: str, entity_id: str, entity_title: str = "", user: Any = None,
+                           actor: str = "admin", job: WorkflowStartJob | None = None) -> WorkflowStart:
+    """Record a pending start; raises InProgress when one is pending for the same entity and definition."""
+    if definition.removed_in_epilot or not definition.enabled:
+        raise NotAllowed(f"Der Workflow '{definition.name}' ist in epilot nicht mehr verfügbar.")
+    try:
+        with transaction.atomic():
+            return WorkflowStart.objects.create(definition=definition, entity_schema=schema, entity_epilot_id=entity_id,
+                                                entity_title=entity_title[:500], requested_by=user if getattr(user, "pk", None) else None,
+                                                actor=actor, job=job)
+    except IntegrityError:
+        raise InProgress(f"'{definition.name}' wird auf {entity_title or entity_id} gerade schon gestartet.") from None
+
+
+def workflow_start_execute(start: WorkflowStart, *, allow_duplicate: bool = False, client: EpilotClient | None = None) -> WorkflowStart:
+    """Carry out a pending start; a retry after a lost answer adopts the execution epilot made instead of starting another."""
+    client = client or get_epilot_client()
+    definition = start.definition
+    try:
+        before = running_executions(client, definition, start.entity_schema, start.entity_epilot_id)
+    except EpilotError as exc:
+        return _fail(start, f"epilot konnte nicht gefragt werden, ob der Workflow schon läuft: {exc.message}")
+    if before and not allow_duplicate:
+        _finish(start, WorkflowStart.Status.REFUSED, execution_id=before[0].id,
+                error=f"'{definition.name}' läuft bereits (Ausführung {before[0].id}).")
+        raise NotAllowed(f"'{definition.name}' läuft auf {start.entity_title or start.entity_epilot_id} bereits "
+                         f"(Ausführung {before[0].id}). Zum erneuten Start ausdrücklich bestätigen.")
+    context = ExecutionContext(entity_id=start.entity_epilot_id, schema=start.entity_schema,
+                               title=start.entity_title or start.entity_epilot_id, is_primary=True)
+    summary = {"definition": definition.epilot_id, "engine": definition.engine, "entity": start.entity_epilot_id,
+               "schema": start.entity_schema, "allow_duplicate": allow_duplicate}
+    try:
+        with audited_write(action=EpilotWrite.Action.START_WORKFLOW, target_schema=start.entity_schema,
+                           target_epilot_id=start.entity_epilot_id, summary=summary, user=start.requested_by, actor=start.actor) as outcome:
+            try:
+                execution = _create(client, definition, context)
+            except (EpilotClientError, EpilotRateLimitedError):
+                raise
+            except EpilotError:
+                # The request may have been carried out with its answer lost: look before failing.
+                known = {e.id for e in before}
+                adopted = [e for e in running_executions(client, definition, start.entity_schema, start.entity_epilot_id)
+                           if e.id not in known]
+                if not adopted:
+                    raise
+                execution = adopted[0]
+            outcome.epilot_ids = [execution.id]
+    except EpilotError as exc:
+        return _fail(start, f"epilot hat den Start abgelehnt oder ist nicht erreichbar: {exc.message}")
+    _finish(start, WorkflowStart.Status.STARTED, execution_id=execution.id)
+    _mirror_after_start(client, start)
+    return start
+
+
+def _create(client: EpilotClient, definition: WorkflowDefinition, context: ExecutionContext) -> RemoteExecution:
+    if definition.engine == WorkflowDefinition.Engine.V2:
+        return client.start_flow_execution(definition.epilot_id, [context])
+    return client.create_execution(definition.epilot_id, [context])
+
+
+def _finish(start: WorkflowStart, status: str, *, execution_id: str = "", error: str = "") -> None:
+    start.status, start.execution_epilot_id, start.error = status, execution_id, error
+    start.save(update_fields=["status", "execution_epilot_id", "error", "updated_at"])
+
+
+def _fail(start: WorkflowStart, message: str) -> WorkflowStart:
+    _finish(start, WorkflowStart.Status.FAILED, error=message)
+    raise RemoteFailure(message)
+
+
+def _mirror_after_start(client: EpilotClient, start: WorkflowStart) -> None:
+    from projects.services.sync import sync_entities
+
+    try:
+        sync_entities(refs=[(start.entity_schema, start.entity_epilot_id)], client=client)
+    except EpilotError as exc:  # the start itself succeeded; the next sync brings the mirror up to date
+        logger.warning("mirror refresh after workflow start failed: %s", exc.message)
+
+
+def workflow_start_many(*, definition: WorkflowDefinition, entities: Iterable[tuple[str, str, str]], user: Any = None,
+                        allow_duplicate: bool = False) -> WorkflowStartJob:
+    """Queue starts of `definition` on (schema, id, title) entities as a background job with progress."""
+    from projects.tasks import workflow_start_job_task
+
+    if definition.removed_in_epilot or not definition.enabled:
+        raise NotAllowed(f"Der Workflow '{definition.name}' ist in epilot nicht mehr verfügbar.")
+    job = WorkflowStartJob.objects.create(definition=definition, requested_by=user if getattr(user, "pk", None) else None,
+                                          allow_duplicate=allow_duplicate)
+    for schema, entity_id, title in entities:
+        try:
+            workflow_start_request(definition=definition, schema=schema, entity_id=entity_id, entity_title=title, user=user, job=job)
+        except InProgress as exc:
+            WorkflowStart.objects.create(job=job, definition=definition, entity_schema=schema, entity_epilot_id=entity_id,
+                                         entity_title=title[:500], status=WorkflowStart.Status.REFUSED, error=exc.message)
+    transaction.on_commit(lambda: workflow_start_job_task.delay(job_id=job.pk))
+    return job
+
+
+def workflow_start_job_run(job: WorkflowStartJob, *, client: EpilotClient | None = None) -> WorkflowStartJob:
+    """Work through a job's pending starts one by one (the client's write budget keeps the pace)."""
+    WorkflowStartJob.objects.filter(pk=job.pk).update(status=WorkflowStartJob.Status.RUNNING)
+    for start in job.items.filter(status=WorkflowStart.Status.PENDING).select_related("definition", "requested_by"):
+        try:
+            workflow_start_execute(start, allow_duplicate=job.allow_duplicate, client=client)
+        except (NotAllowed, RemoteFailure) as exc:
+            logger.info("workflow start %s: %s", start.pk, exc.message)
+    WorkflowStartJob.objects.filter(pk=job.pk).update(status=WorkflowStartJob.Status.DONE, finished_at=timezone.now())
+    job.refresh_from_db()
+    return job
