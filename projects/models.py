@@ -26,13 +26,13 @@ class MirroredEntity(models.Model):
 
     epilot_id = models.CharField(max_length=64, unique=True)
     title = models.CharField("Titel", max_length=500, blank=True)
-    status = models.CharField(max_length=100, blank=True, db_index=True)
-    tags = models.JSONField(default=list, blank=True)
-    epilot_created_at = models.DateTimeField(null=True, blank=True)
-    epilot_updated_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    epilot_deleted_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField("Status", max_length=100, blank=True, db_index=True)
+    tags = models.JSONField("Tags", default=list, blank=True)
+    epilot_created_at = models.DateTimeField("in epilot angelegt", null=True, blank=True)
+    epilot_updated_at = models.DateTimeField("in epilot geändert", null=True, blank=True, db_index=True)
+    epilot_deleted_at = models.DateTimeField("in epilot gelöscht", null=True, blank=True)
     payload = PayloadField(default=dict)
-    synced_at = models.DateTimeField()
+    synced_at = models.DateTimeField("synchronisiert")
 
     class Meta:
         abstract = True
@@ -49,7 +49,7 @@ class MirroredEntity(models.Model):
 class Contact(MirroredEntity):
     """An epilot contact (customer)."""
 
-    email = models.CharField(max_length=254, blank=True)
+    email = models.CharField("E-Mail", max_length=254, blank=True)
 
     class Meta(MirroredEntity.Meta):
         verbose_name = "Kontakt"
@@ -59,7 +59,8 @@ class Contact(MirroredEntity):
 class Opportunity(MirroredEntity):
     """An epilot opportunity: an expansion in planning."""
 
-    customer = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="opportunities")
+    customer = models.ForeignKey(Contact, verbose_name="Kunde", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="opportunities")
     customer_epilot_id = models.CharField(max_length=64, blank=True, db_index=True)
     street = models.CharField("Straße", max_length=200, blank=True)
     postal_code = models.CharField("PLZ", max_length=20, blank=True)
@@ -80,7 +81,8 @@ class Order(MirroredEntity):
 
     amount_total = models.BigIntegerField(null=True, blank=True)
     currency = models.CharField(max_length=3, blank=True)
-    opportunity = models.ForeignKey(Opportunity, null=True, blank=True, on_delete=models.SET_NULL, related_name="orders")
+    opportunity = models.ForeignKey(Opportunity, verbose_name="Opportunity", null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="orders")
     opportunity_epilot_id = models.CharField(max_length=64, blank=True, db_index=True)
 
     class Meta(MirroredEntity.Meta):
@@ -131,21 +133,21 @@ class WorkflowExecution(models.Model):
     engine = models.CharField(max_length=2, choices=WorkflowDefinition.Engine.choices)
     definition_epilot_id = models.CharField(max_length=64, blank=True, db_index=True)
     definition = models.ForeignKey(WorkflowDefinition, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions")
-    name = models.CharField(max_length=300, blank=True)
-    entity_schema = models.CharField(max_length=100, db_index=True)
+    name = models.CharField("Name", max_length=300, blank=True)
+    entity_schema = models.CharField("Entitätstyp", max_length=100, db_index=True)
     entity_epilot_id = models.CharField(max_length=64, db_index=True)
     opportunity = models.ForeignKey(Opportunity, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions")
     order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions")
     contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions")
-    status = models.CharField(max_length=20, db_index=True)
-    current_section = models.CharField(max_length=300, blank=True)
-    current_step = models.CharField(max_length=300, blank=True)
+    status = models.CharField("Status", max_length=20, db_index=True)
+    current_section = models.CharField("Aktueller Abschnitt", max_length=300, blank=True)
+    current_step = models.CharField("Aktueller Schritt", max_length=300, blank=True)
     completed_steps = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     flow = PayloadField(default=dict)
-    started_at = models.DateTimeField(null=True, blank=True)
-    epilot_updated_at = models.DateTimeField(null=True, blank=True)
-    completed_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField("Gestartet", null=True, blank=True)
+    epilot_updated_at = models.DateTimeField("in epilot geändert", null=True, blank=True)
+    completed_at = models.DateTimeField("Abgeschlossen", null=True, blank=True)
     synced_at = models.DateTimeField()
 
     class Meta:

@@ -166,3 +166,5 @@ CONVERSION_TARGET_STATUS = env("CONVERSION_TARGET_STATUS", default="geschlossen"
 DEFAULT_WORKFLOW_DEFINITION = env("DEFAULT_WORKFLOW_DEFINITION", default="wfQpwhJF6J")
 # The e-mail template the provisioned automation notifies the construction team with.
 AUTOMATION_EMAIL_TEMPLATE_ID = env("AUTOMATION_EMAIL_TEMPLATE_ID", default="")
+# A schema whose last successful sync is older than this counts as unhealthy (dashboard, /health/).
+SYNC_HEALTH_MAX_AGE_MINUTES = env.int("SYNC_HEALTH_MAX_AGE_MINUTES", default=30)

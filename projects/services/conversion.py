@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +21,7 @@ from django.utils import timezone
 
 from integrations.epilot import EpilotClient, EpilotConflictError, EpilotError, RelationItem
 from integrations.epilot.factory import get_epilot_client
+from projects.formatting import format_amount
 from projects.models import Conversion, EpilotWrite, Opportunity, WorkflowDefinition, WorkflowStart
 from projects.services.audit import audited_write
 from projects.services.errors import InProgress, NotAllowed, RemoteFailure
@@ -44,7 +44,7 @@ class OrderPreview:
 
     @property
     def amount_display(self) -> str:
-        return f"{Decimal(self.amount_total) / 100:,.2f} {self.currency}" if self.amount_total is not None else "–"
+        return format_amount(self.amount_total, self.currency)
 
 
 def conversion_preview(opportunity: Opportunity, *, amount_total: int | None = None) -> OrderPreview:

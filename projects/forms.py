@@ -1,0 +1,58 @@
+"""Forms of the admin's intermediate pages."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django import forms
+from django.conf import settings
+
+from projects.models import WorkflowDefinition
+
+KNOWN_OPPORTUNITY_STATUSES = ["ausstehend", "bearbeitung", "geschlossen", "abgebrochen"]
+
+
+def definition_choices() -> forms.ModelChoiceField:
+    queryset = WorkflowDefinition.objects.filter(enabled=True, removed_in_epilot=False).order_by("engine", "name")
+    return forms.ModelChoiceField(queryset=queryset, label="Workflow", empty_label=None,
+                                  help_text="V1-Workflows und V2-Flows; die passende epilot-API wird automatisch gewählt.")
+
+
+class StartWorkflowForm(forms.Form):
+    definition = forms.ModelChoiceField(queryset=WorkflowDefinition.objects.none())
+    allow_duplicate = forms.BooleanField(
+        required=False, label="Auch starten, wo dieser Workflow schon läuft",
+        help_text="Ohne dieses Häkchen wird ein bereits laufender Workflow nicht ein zweites Mal gestartet.")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["definition"] = definition_choices()
+        default = self.fields["definition"].queryset.filter(epilot_id=settings.DEFAULT_WORKFLOW_DEFINITION).first()
+        if default and not self.is_bound:
+            self.initial.setdefault("definition", default.pk)
+
+
+class ConvertForm(forms.Form):
+    definition = forms.ModelChoiceField(queryset=WorkflowDefinition.objects.none())
+    amount = forms.DecimalField(label="Auftragssumme (EUR)", min_value=Decimal("0"), max_digits=14, decimal_places=2, required=False,
+                                help_text="Vorgabe: Budget der Opportunity")
+    target_status = forms.CharField(label="Status der Opportunity danach", max_length=100)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["definition"] = definition_choices()
+        self.fields["definition"].label = "Workflow auf dem Auftrag"
+        default = self.fields["definition"].queryset.filter(epilot_id=settings.DEFAULT_WORKFLOW_DEFINITION).first()
+        if not self.is_bound:
+            if default:
+                self.initial.setdefault("definition", default.pk)
+            self.initial.setdefault("target_status", settings.CONVERSION_TARGET_STATUS)
+
+    def amount_cents(self) -> int | None:
+        amount = self.cleaned_data.get("amount")
+        return int(amount * 100) if amount is not None else None
+
+
+class StatusForm(forms.Form):
+    status = forms.CharField(label="Neuer Status", max_length=100,
+                             widget=forms.TextInput(attrs={"list": "known-statuses", "autocomplete": "off"}))
+    expected_updated_at = forms.CharField(widget=forms.HiddenInput)

@@ -1,0 +1,61 @@
+"""Read-side queries for the dashboard and health."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import Count
+from django.utils import timezone
+
+from projects.models import AusbauProject, EpilotWrite, Opportunity, Order, SyncRun, SyncState, WorkflowExecution
+from projects.services.sync import configured_schemas
+
+
+@dataclass(frozen=True)
+class SchemaHealth:
+    schema: str
+    last_success_at: dt.datetime | None
+    healthy: bool
+
+    @property
+    def age_minutes(self) -> int | None:
+        return int((timezone.now() - self.last_success_at).total_seconds() // 60) if self.last_success_at else None
+
+
+def sync_health() -> list[SchemaHealth]:
+    """Per configured schema: when it last synced successfully, and whether that is recent enough."""
+    threshold = dt.timedelta(minutes=settings.SYNC_HEALTH_MAX_AGE_MINUTES)
+    states = {state.schema: state for state in SyncState.objects.all()}
+    now = timezone.now()
+    result = []
+    for schema in configured_schemas():
+        last = states[schema].last_success_at if schema in states else None
+        result.append(SchemaHealth(schema=schema, last_success_at=last, healthy=bool(last and now - last <= threshold)))
+    return result
+
+
+def dashboard_stats() -> dict:
+    """Everything the admin index shows, in a handful of aggregate queries."""
+    live_opportunities = Opportunity.objects.filter(epilot_deleted_at__isnull=True)
+    pipeline = list(live_opportunities.values("status").annotate(count=Count("id")).order_by("-count"))
+    phases = dict(AusbauProject.objects.values_list("phase").annotate(count=Count("id")))
+    converted = live_opportunities.filter(orders__isnull=False, orders__epilot_deleted_at__isnull=True).distinct().count()
+    total = live_opportunities.count()
+    running = list(WorkflowExecution.objects.filter(status="STARTED").values("current_section").annotate(count=Count("id"))
+                   .order_by("-count"))
+    week_ago = timezone.now() - dt.timedelta(days=7)
+    failed_writes = EpilotWrite.objects.filter(result__in=[EpilotWrite.Result.FAILED, EpilotWrite.Result.CONFLICT], started_at__gte=week_ago)
+    return {
+        "pipeline": pipeline,
+        "phases": [(label, phases.get(value, 0), value) for value, label in AusbauProject.Phase.choices],
+        "opportunities": total,
+        "converted": converted,
+        "conversion_rate": round(100 * converted / total) if total else 0,
+        "orders": Order.objects.filter(epilot_deleted_at__isnull=True).count(),
+        "running_by_section": running,
+        "last_run": SyncRun.objects.exclude(status=SyncRun.Status.QUEUED).first(),
+        "health": sync_health(),
+        "failed_writes": failed_writes.count(),
+        "recent_failed_writes": list(failed_writes[:5]),
+    }

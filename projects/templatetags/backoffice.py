@@ -1,0 +1,37 @@
+"""Template helpers for the admin: status badges and the dashboard."""
+from django import template
+from django.utils.html import format_html
+
+from projects.selectors import dashboard_stats
+
+register = template.Library()
+
+STATUS_COLOURS = {
+    # epilot opportunity statuses, as epilot has them
+    "ausstehend": "#6c757d", "bearbeitung": "#0d6efd", "geschlossen": "#198754", "abgebrochen": "#dc3545",
+    # order statuses (pricing API)
+    "draft": "#6c757d", "quote": "#6f42c1", "placed": "#0d6efd", "completed": "#198754", "cancelled": "#dc3545",
+    # workflow execution statuses
+    "STARTED": "#0d6efd", "DONE": "#198754", "CLOSED": "#6c757d",
+    # project phases
+    "planning": "#6c757d", "approved": "#6f42c1", "construction": "#fd7e14",
+    # audit and sync results
+    "succeeded": "#198754", "failed": "#dc3545", "conflict": "#fd7e14", "pending": "#6c757d", "running": "#0d6efd",
+    "queued": "#6c757d", "skipped": "#adb5bd", "done": "#198754", "started": "#0d6efd", "refused": "#fd7e14",
+}
+
+
+def badge(value: str, label: str | None = None) -> str:
+    colour = STATUS_COLOURS.get(value, "#495057")
+    return format_html('<span class="badge" style="background:{};color:#fff;padding:2px 8px;border-radius:10px;'
+                       'font-size:11px;white-space:nowrap">{}</span>', colour, label or value or "–")
+
+
+@register.simple_tag
+def status_badge(value: str, label: str | None = None) -> str:
+    return badge(value, label)
+
+
+@register.inclusion_tag("admin/projects/dashboard.html")
+def ausbau_dashboard() -> dict:
+    return {"stats": dashboard_stats()}
