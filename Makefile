@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup migrate seed demo-user sandbox check bench clean
+.PHONY: run test setup browser migrate seed demo-user sandbox check bench clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is needed ($(PYTHON) not found); set PYTHON=..."; exit 1; }
@@ -35,8 +35,15 @@ run: seed demo-user
 	@echo ""
 	$(VENV)/bin/honcho -f Procfile.dev start
 
+# The browser test drives Debian's chromium; as root this installs it, otherwise it says how.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing chromium (Debian) for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: the browser test is skipped without Debian's chromium (sudo apt-get install chromium)"; fi; }
+
 ## test: set up, then the whole suite (DATABASE_URL picks PostgreSQL; default SQLite)
-test: setup
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## sandbox: serve the epilot sandbox on 127.0.0.1:8765 for other processes

@@ -22,3 +22,5 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # (timeout in base settings) as the product does, instead of failing with "table is locked".
     VAR_DIR.mkdir(parents=True, exist_ok=True)  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}  # noqa: F405
+# Threads of the live server and concurrency tests must not keep connections past their request.
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405

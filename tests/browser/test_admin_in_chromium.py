@@ -1,0 +1,78 @@
+"""A new staff member in a real browser: log in, start a workflow, convert an opportunity.
+
+Playwright drives Debian's chromium (/usr/bin/chromium, no browser download); the app runs on
+pytest-django's live server on loopback against the embedded sandbox.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.core.management import call_command
+
+from integrations.epilot.factory import get_epilot_client
+from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, demo_id
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium; make test does it as root)"),
+]
+# Playwright's sync API runs an event loop in this thread; the ORM calls below happen outside it.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture
+def page(live_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        context = browser.new_context(locale="de-DE", viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        yield page
+        page.screenshot(path=str(tmp_path / "last-page.png"), full_page=True)
+        browser.close()
+
+
+def test_staff_log_in_start_a_workflow_and_convert_an_opportunity(page, live_server) -> None:
+    call_command("sync_epilot", stdout=open(os.devnull, "w"))
+    clerk = User.objects.create_user("sachbearbeiterin", password="Glasfaser-2026", is_staff=True)
+    clerk.groups.add(Group.objects.get(name="Backoffice"))
+
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", "sachbearbeiterin")
+    page.fill("#id_password", "Glasfaser-2026")
+    page.click("input[type=submit]")
+    assert page.locator("#ausbau-dashboard").is_visible()
+    assert "Sandbox" in page.locator(".epilot-banner").inner_text()
+
+    # Start "Ausbau Glasfaser" on one opportunity from the list.
+    page.get_by_role("link", name="Opportunities", exact=True).first.click()
+    row = page.locator("tr", has_text="Glasfaser Neubaugebiet Nordstraße")
+    row.locator("input.action-select").check()
+    page.select_option("select[name=action]", "start_workflow_action")
+    page.click("button[name=index]")
+    assert page.locator("#start-preview").inner_text().count("Glasfaser Neubaugebiet Nordstraße") == 1
+    page.click("input[value='In epilot starten']")
+    assert "gestartet" in page.locator("ul.messagelist").inner_text()
+    assert "Trassenplanung erstellen" in page.locator(".inline-group", has_text="Workflows").inner_text()
+    nord = demo_id("opportunity:nordstrasse")
+    assert [e.definition_id for e in get_epilot_client().get_executions(context=nord, schema="opportunity")] == [AUSBAU_DEFINITION_ID]
+
+    # Convert another opportunity from its page.
+    page.get_by_role("link", name="Opportunities", exact=True).first.click()
+    page.get_by_role("link", name="Glasfaser Kalkstraße").click()
+    page.get_by_role("link", name="In Auftrag umwandeln").click()
+    preview = page.locator("#order-preview").inner_text()
+    assert "Ausbau: Glasfaser Kalkstraße" in preview and "31.000,00 EUR" in preview and "Thomas Becker" in preview
+    page.click("input[value=Umwandeln]")
+    assert "angelegt, verknüpft und Workflow gestartet" in page.locator("ul.messagelist").inner_text()
+    assert "Fertig" in page.content()
+    kalk = get_epilot_client().get_entity("opportunity", demo_id("opportunity:kalkstrasse"))
+    assert kalk.data["status"] == "geschlossen" and len(kalk.relation_ids("items")) == 1
