@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup browser migrate seed demo-user sandbox check bench clean
+.PHONY: run test schema setup browser migrate seed demo-user sandbox check bench clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is needed ($(PYTHON) not found); set PYTHON=..."; exit 1; }
@@ -49,6 +49,10 @@ test: setup browser
 ## sandbox: serve the epilot sandbox on 127.0.0.1:8765 for other processes
 sandbox: seed
 	$(PY) manage.py epilot_sandbox --port 8765
+
+## schema: regenerate docs/openapi.yaml (a test keeps it in sync with the code)
+schema: setup
+	$(PY) manage.py spectacular --validate --lang en --file docs/openapi.yaml
 
 check: setup
 	$(PY) manage.py epilot_check

@@ -1,7 +1,8 @@
 """URL configuration: the admin is the product; the API lives under /api/."""
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
 
 admin.site.site_header = "Ausbau Backoffice"
 admin.site.site_title = "Ausbau Backoffice"
@@ -9,6 +10,11 @@ admin.site.index_title = "Glasfaserausbau Stadtwerke Wülfrath"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/v1/", include("projects.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema", authentication_classes=[], permission_classes=[AllowAny]),
+         name="api-docs"),
 ]
+
+handler404 = "projects.api.errors.json_or_html_404"
+handler500 = "projects.api.errors.json_or_html_500"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from django.conf import settings
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -20,7 +20,7 @@ from django.utils.html import format_html, format_html_join
 
 from integrations.epilot.types import WorkflowExecution as RemoteExecution
 from projects import models
-from projects.formatting import format_amount
+from projects.formatting import format_amount, portal_url
 from projects.forms import KNOWN_OPPORTUNITY_STATUSES, ConvertForm, StartWorkflowForm, StatusForm
 from projects.services.automations import AUSBAU_FLOW_NAME, automation_provision
 from projects.services.conversion import conversion_preview, opportunity_convert
@@ -29,17 +29,6 @@ from projects.services.status import opportunity_set_status
 from projects.services.sync import sync_enqueue
 from projects.services.workflows import workflow_start, workflow_start_many
 from projects.templatetags.backoffice import badge
-
-PORTAL_PATHS = {"opportunity": "opportunities", "order": "orders"}
-
-
-def portal_url(schema: str, epilot_id: str) -> str:
-    """The entity in the epilot portal, as the guide links it."""
-    base = settings.EPILOT_PORTAL_URL.rstrip("/")
-    if schema in PORTAL_PATHS:
-        return f"{base}/app/{PORTAL_PATHS[schema]}/{epilot_id}"
-    return f"{base}/app/entities/{schema}/{epilot_id}"
-
 
 def portal_link(schema: str, epilot_id: str) -> str:
     return format_html('<a href="{}" target="_blank" rel="noopener">In epilot öffnen ↗</a>', portal_url(schema, epilot_id))
@@ -668,3 +657,60 @@ class ProvisionedAutomationAdmin(ReadOnlyAdmin):
         else:
             verb = "angelegt" if created else "aktualisiert"
             self.message_user(request, f"Automation '{record.name}' in epilot {verb} (Flow {record.flow_id}).", messages.SUCCESS)
+
+
+class ApiClientForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(choices=models.ApiClient.Scope.choices, widget=forms.CheckboxSelectMultiple, initial=["read"])
+
+    class Meta:
+        model = models.ApiClient
+        fields = ["name", "scopes", "throttle_rate"]
+
+    def clean_throttle_rate(self) -> str:
+        from rest_framework.throttling import SimpleRateThrottle
+
+        rate = self.cleaned_data["throttle_rate"]
+        try:
+            SimpleRateThrottle.parse_rate(None, rate)
+        except (ValueError, KeyError, IndexError):
+            raise forms.ValidationError("Format: Anzahl/Zeitraum, z. B. 600/min, 10/s, 5000/hour") from None
+        return rate
+
+
+@admin.register(models.ApiClient)
+class ApiClientAdmin(admin.ModelAdmin):
+    form = ApiClientForm
+    list_display = ["name", "scopes", "throttle_rate", "active_badge", "last_used_at", "created_at"]
+    readonly_fields = ["token_prefix", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke_action", "rotate_action"]
+
+    @admin.display(description="Aktiv")
+    def active_badge(self, obj: models.ApiClient) -> str:
+        return badge("succeeded", "aktiv") if obj.is_active else badge("failed", "widerrufen")
+
+    def save_model(self, request: HttpRequest, obj: models.ApiClient, form: Any, change: bool) -> None:
+        from projects.services.api_clients import api_client_issue_token
+
+        if change:
+            obj.save()
+            return
+        token = api_client_issue_token(obj)
+        self.message_user(request, format_html("Token für '{}' (wird nur jetzt angezeigt): <code id='new-api-token'>{}</code>",
+                                               obj.name, token), messages.WARNING)
+
+    @admin.action(description="Widerrufen")
+    def revoke_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from projects.services.api_clients import api_client_revoke
+
+        for client in queryset:
+            api_client_revoke(client)
+        self.message_user(request, f"{queryset.count()} Client(s) widerrufen.", messages.SUCCESS)
+
+    @admin.action(description="Neues Token ausstellen")
+    def rotate_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from projects.services.api_clients import api_client_issue_token
+
+        for client in queryset:
+            token = api_client_issue_token(client)
+            self.message_user(request, format_html("Neues Token für '{}' (nur jetzt sichtbar): <code>{}</code>", client.name, token),
+                              messages.WARNING)

@@ -181,6 +181,7 @@ class AusbauProject(models.Model):
     current_step = models.CharField(max_length=300, blank=True)
     budget = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
     has_running_workflow = models.BooleanField(default=False, db_index=True)
+    tags = models.CharField(max_length=1000, blank=True, help_text="the opportunity's tags as ',a,b,' for filtering on any database")
     updated_at = models.DateTimeField(db_index=True)
 
     class Meta:
@@ -485,3 +486,35 @@ class ProvisionedAutomation(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ApiClient(models.Model):
+    """A tool that reads (or writes) through the REST API; its token is stored only as a hash."""
+
+    class Scope(models.TextChoices):
+        READ = "read", "Lesen"
+        WRITE = "write", "Schreiben (Workflow starten, umwandeln)"
+
+    name = models.CharField(max_length=200, unique=True)
+    token_prefix = models.CharField(max_length=16, unique=True, editable=False)
+    token_hash = models.CharField(max_length=64, editable=False)
+    scopes = models.JSONField(default=list, help_text="read and/or write")
+    throttle_rate = models.CharField(max_length=20, default="1200/min", help_text="requests per second/min/hour/day, e.g. 600/min")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API-Client"
+        verbose_name_plural = "API-Clients"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in (self.scopes or [])

@@ -52,6 +52,13 @@ def epilot(sandbox: SandboxApp, clock: FakeClock) -> Iterator[EpilotClient]:
 
 
 @pytest.fixture(autouse=True)
+def _empty_cache() -> None:
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _isolated_embedded_sandbox(settings, tmp_path) -> Iterator[None]:
     """Django code in a test uses a fresh embedded sandbox, never a configured epilot."""
     settings.EPILOT_API_TOKEN = ""

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "projects",
 ]
@@ -97,14 +98,37 @@ LOGGING = {
 
 # REST FRAMEWORK
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "projects.api.schema.ApiAutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["projects.api.auth.ApiClientAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["projects.api.auth.HasScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["projects.api.auth.ApiClientRateThrottle"],
+    "DEFAULT_PAGINATION_CLASS": "projects.api.pagination.StableCursorPagination",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "projects.api.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "DATETIME_FORMAT": "iso-8601",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Ausbau Backoffice API",
-    "DESCRIPTION": "Status of the Glasfaser expansion projects of Stadtwerke Wülfrath.",
+    "DESCRIPTION": (
+        "Status of the Glasfaser expansion projects of Stadtwerke Wülfrath, for GIS, planning, reporting and the customer site.\n\n"
+        "Authenticate with `Authorization: Bearer <token>` of an API client (created in the admin; the token is shown once). "
+        "Lists use cursor pagination: follow `next` until it is null. Times are ISO 8601 with time zone. "
+        "Errors are `{\"error\": {\"status\", \"code\", \"message\", \"fields\"}}`; "
+        "429 answers carry `Retry-After`. The status endpoint supports `ETag`/`If-None-Match` and `Last-Modified`/`If-Modified-Since`."
+    ),
     "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
+
+# CACHE
+# Throttling counts live here: locmem for one process, CACHE_URL=redis://... when several serve the API.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
 # CELERY
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html

@@ -141,12 +141,14 @@ def _refresh_chunk(ids: list[int]) -> int:
             out_of_scope.append(pk)
             continue
         facts = OpportunityFacts(status, deleted_at is not None, title, budget, updated_at)
-        projects.append(AusbauProject(opportunity_id=pk, **derive_project(facts, orders[pk], executions[pk])))
+        project = AusbauProject(opportunity_id=pk, **derive_project(facts, orders[pk], executions[pk]))
+        project.tags = ("," + ",".join(tag.replace(",", " ") for tag in tags or []) + ",")[:1000] if tags else ""
+        projects.append(project)
     if out_of_scope:
         AusbauProject.objects.filter(opportunity_id__in=out_of_scope).delete()
     AusbauProject.objects.bulk_create(
         projects, batch_size=1000, update_conflicts=True, unique_fields=["opportunity"],
         update_fields=["title", "phase", "progress_percent", "current_section", "current_step", "budget",
-                       "has_running_workflow", "updated_at"],
+                       "has_running_workflow", "tags", "updated_at"],
     )
     return len(projects)

@@ -1,0 +1,54 @@
+"""One error document for every API failure: {"error": {"status", "code", "message", "fields"?}}."""
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def _flatten(detail: Any) -> str:
+    if isinstance(detail, list):
+        return " ".join(_flatten(item) for item in detail)
+    if isinstance(detail, dict):
+        return "; ".join(f"{key}: {_flatten(value)}" for key, value in detail.items())
+    return str(detail)
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = response.data
+    error: dict[str, Any] = {"status": response.status_code, "code": getattr(exc, "default_code", "error")}
+    codes = getattr(exc, "get_codes", lambda: None)()
+    if isinstance(detail, dict) and "detail" not in detail:
+        error["code"] = "invalid"
+        error["fields"] = {key: value if isinstance(value, list) else [value] for key, value in detail.items()}
+        error["message"] = "Invalid request: " + _flatten(detail)
+    else:
+        error["message"] = _flatten(detail.get("detail", detail) if isinstance(detail, dict) else detail)
+        if isinstance(codes, dict) and isinstance(codes.get("detail"), str):
+            error["code"] = codes["detail"]
+    response.data = {"error": error}
+    return response
+
+
+def json_or_html_404(request: Any, exception: Exception | None = None) -> Any:
+    """Django's 404 for URLs no view matches: the API error document under /api/, the usual page elsewhere."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"status": 404, "code": "not_found", "message": "No such resource."}}, status=404)
+    return page_not_found(request, exception)
+
+
+def json_or_html_500(request: Any) -> Any:
+    from django.http import JsonResponse
+    from django.views.defaults import server_error
+
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"status": 500, "code": "server_error", "message": "Internal error; it has been logged."}},
+                            status=500)
+    return server_error(request)

@@ -1,0 +1,68 @@
+"""Query filters; an unknown value or a bad date is a 400 that names the parameter."""
+from __future__ import annotations
+
+import django_filters
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema_field
+
+from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
+
+BOOLEAN_CHOICES = [("true", "true"), ("false", "false")]
+
+
+@extend_schema_field({"type": "string", "enum": ["true", "false"]})
+class TrueFalseFilter(django_filters.TypedChoiceFilter):
+    """A boolean parameter that accepts only `true`/`false`; anything else is a 400 naming it."""
+
+
+def boolean_filter(**kwargs) -> TrueFalseFilter:
+    return TrueFalseFilter(choices=BOOLEAN_CHOICES, coerce=lambda value: value == "true", **kwargs)
+
+
+class ProjectFilter(django_filters.FilterSet):
+    phase = django_filters.ChoiceFilter(choices=AusbauProject.Phase.choices)
+    opportunity_status = django_filters.CharFilter(field_name="opportunity__status")
+    tag = django_filters.CharFilter(method="filter_tag", help_text="Projects whose opportunity carries this tag")
+    has_running_workflow = boolean_filter()
+    updated_since = django_filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte",
+                                                     help_text="ISO 8601 with time zone, e.g. 2026-11-01T00:00:00+01:00")
+
+    class Meta:
+        model = AusbauProject
+        fields = ["phase", "opportunity_status", "tag", "has_running_workflow", "updated_since"]
+
+    def filter_tag(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        return queryset.filter(tags__contains=f",{value},")
+
+
+class OpportunityFilter(django_filters.FilterSet):
+    status = django_filters.CharFilter()
+    updated_since = django_filters.IsoDateTimeFilter(field_name="epilot_updated_at", lookup_expr="gte")
+    deleted = boolean_filter(field_name="epilot_deleted_at", lookup_expr="isnull", exclude=True)
+
+    class Meta:
+        model = Opportunity
+        fields = ["status", "updated_since", "deleted"]
+
+
+class OrderFilter(django_filters.FilterSet):
+    status = django_filters.CharFilter()
+    opportunity = django_filters.CharFilter(field_name="opportunity_epilot_id", help_text="epilot id of the opportunity")
+    updated_since = django_filters.IsoDateTimeFilter(field_name="epilot_updated_at", lookup_expr="gte")
+    deleted = boolean_filter(field_name="epilot_deleted_at", lookup_expr="isnull", exclude=True)
+
+    class Meta:
+        model = Order
+        fields = ["status", "opportunity", "updated_since", "deleted"]
+
+
+class WorkflowExecutionFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=[("STARTED", "STARTED"), ("DONE", "DONE"), ("CLOSED", "CLOSED")])
+    entity_schema = django_filters.CharFilter()
+    entity = django_filters.CharFilter(field_name="entity_epilot_id", help_text="epilot id of the entity")
+    definition = django_filters.CharFilter(field_name="definition_epilot_id")
+    updated_since = django_filters.IsoDateTimeFilter(field_name="synced_at", lookup_expr="gte")
+
+    class Meta:
+        model = WorkflowExecution
+        fields = ["status", "entity_schema", "entity", "definition", "updated_since"]

@@ -1,0 +1,147 @@
+"""Output shapes of the REST API (read-only; writes take small input serializers)."""
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from integrations.epilot.types import MalformedPayload, WorkflowExecution as RemoteExecution
+from projects.formatting import portal_url
+from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
+
+
+class StepSerializer(serializers.Serializer):
+    section = serializers.CharField(allow_null=True)
+    name = serializers.CharField()
+    status = serializers.CharField(allow_null=True)
+
+
+class WorkflowExecutionSerializer(serializers.ModelSerializer):
+    definition_epilot_id = serializers.CharField()
+    progress_percent = serializers.IntegerField()
+    steps = serializers.SerializerMethodField()
+    entity_portal_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = WorkflowExecution
+        fields = ["id", "epilot_id", "engine", "name", "definition_epilot_id", "entity_schema", "entity_epilot_id", "entity_portal_url",
+                  "status", "current_section", "current_step", "completed_steps", "total_steps", "progress_percent", "steps",
+                  "started_at", "completed_at", "synced_at"]
+
+    @extend_schema_field(StepSerializer(many=True))
+    def get_steps(self, obj: WorkflowExecution) -> list[dict[str, Any]]:
+        parse = RemoteExecution.from_v2 if obj.engine == "v2" else RemoteExecution.from_v1
+        try:
+            return [{"section": step.section, "name": step.name, "status": step.status} for step in parse(obj.flow).steps]
+        except MalformedPayload:
+            return []
+
+    def get_entity_portal_url(self, obj: WorkflowExecution) -> str:
+        return portal_url(obj.entity_schema, obj.entity_epilot_id)
+
+
+class WorkflowExecutionListSerializer(WorkflowExecutionSerializer):
+    class Meta(WorkflowExecutionSerializer.Meta):
+        fields = [name for name in WorkflowExecutionSerializer.Meta.fields if name != "steps"]
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    opportunity_epilot_id = serializers.CharField()
+    portal_url = serializers.SerializerMethodField()
+    deleted = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Order
+        fields = ["id", "epilot_id", "title", "status", "amount_total", "currency", "opportunity_epilot_id", "tags", "deleted",
+                  "portal_url", "epilot_updated_at", "synced_at"]
+
+    def get_portal_url(self, obj: Order) -> str:
+        return portal_url("order", obj.epilot_id)
+
+    def get_deleted(self, obj: Order) -> bool:
+        return obj.epilot_deleted_at is not None
+
+
+class OpportunitySerializer(serializers.ModelSerializer):
+    customer = serializers.SerializerMethodField()
+    address = serializers.CharField()
+    portal_url = serializers.SerializerMethodField()
+    deleted = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Opportunity
+        fields = ["id", "epilot_id", "title", "status", "customer", "street", "postal_code", "city", "address", "budget", "tags",
+                  "deleted", "portal_url", "epilot_updated_at", "synced_at"]
+
+    def get_customer(self, obj: Opportunity) -> str | None:
+        return obj.customer.title if obj.customer_id else None
+
+    def get_portal_url(self, obj: Opportunity) -> str:
+        return portal_url("opportunity", obj.epilot_id)
+
+    def get_deleted(self, obj: Opportunity) -> bool:
+        return obj.epilot_deleted_at is not None
+
+
+class ProjectStatusSerializer(serializers.ModelSerializer):
+    """The compact document consumers poll."""
+
+    class Meta:
+        model = AusbauProject
+        fields = ["id", "phase", "progress_percent", "current_section", "current_step", "updated_at"]
+
+
+class ProjectListSerializer(serializers.ModelSerializer):
+    epilot_id = serializers.CharField(source="opportunity.epilot_id")
+    opportunity_status = serializers.CharField(source="opportunity.status")
+    address = serializers.CharField(source="opportunity.address")
+    tags = serializers.ListField(source="opportunity.tags", child=serializers.CharField())
+    portal_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AusbauProject
+        fields = ["id", "epilot_id", "title", "phase", "progress_percent", "current_section", "current_step", "budget",
+                  "has_running_workflow", "opportunity_status", "address", "tags", "portal_url", "updated_at"]
+
+    def get_portal_url(self, obj: AusbauProject) -> str:
+        return portal_url("opportunity", obj.opportunity.epilot_id)
+
+
+class ProjectDetailSerializer(ProjectListSerializer):
+    opportunity = OpportunitySerializer()
+    orders = serializers.SerializerMethodField()
+    workflow_executions = serializers.SerializerMethodField()
+    last_synced_at = serializers.DateTimeField(source="opportunity.synced_at")
+
+    class Meta(ProjectListSerializer.Meta):
+        fields = [*ProjectListSerializer.Meta.fields, "opportunity", "orders", "workflow_executions", "last_synced_at"]
+
+    @extend_schema_field(OrderSerializer(many=True))
+    def get_orders(self, obj: AusbauProject) -> list[dict[str, Any]]:
+        return OrderSerializer(obj.opportunity.orders.all(), many=True).data
+
+    @extend_schema_field(WorkflowExecutionSerializer(many=True))
+    def get_workflow_executions(self, obj: AusbauProject) -> list[dict[str, Any]]:
+        executions = list(obj.opportunity.executions.all()) + [e for order in obj.opportunity.orders.all() for e in order.executions.all()]
+        executions.sort(key=lambda e: (e.started_at is None, e.started_at), reverse=True)
+        return WorkflowExecutionSerializer(executions, many=True).data
+
+
+class StartWorkflowInput(serializers.Serializer):
+    definition = serializers.CharField(help_text="epilot id of a V1 definition or V2 flow template, e.g. wfQpwhJF6J")
+    target = serializers.ChoiceField(choices=["opportunity", "order"], default="opportunity",
+                                     help_text="Start on the opportunity, or on the project's (single) order")
+    allow_duplicate = serializers.BooleanField(default=False)
+
+
+class ConvertInput(serializers.Serializer):
+    definition = serializers.CharField(required=False, help_text="Workflow to start on the order (default: Ausbau Glasfaser)")
+    amount_total = serializers.IntegerField(required=False, min_value=0, help_text="Order total in cents (default: the budget)")
+
+
+class ActionResultSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    execution_epilot_id = serializers.CharField(allow_blank=True)
+    order_epilot_id = serializers.CharField(allow_blank=True, required=False)
+    message = serializers.CharField()

@@ -1,0 +1,213 @@
+"""REST API views: read-only viewsets over the mirror, and two writing actions that call the admin's services."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
+from django.utils import translation
+from django.utils.http import http_date, parse_http_date_safe
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import exceptions, filters, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from projects.api import serializers as s
+from projects.api.filters import OpportunityFilter, OrderFilter, ProjectFilter, WorkflowExecutionFilter
+from projects.models import AusbauProject, Opportunity, Order, WorkflowDefinition, WorkflowExecution
+from projects.services.conversion import opportunity_convert
+from projects.services.errors import InProgress, NotAllowed, RemoteFailure, ServiceError
+from projects.services.workflows import workflow_start
+
+ERRORS: dict[int, OpenApiResponse] = {}  # 400/401/403/404/429 are added to every operation by ApiAutoSchema
+
+
+class StrictOrderingFilter(filters.OrderingFilter):
+    """Like OrderingFilter, but an unknown field is a 400 instead of being ignored."""
+
+    def get_ordering(self, request: Request, queryset: QuerySet, view: Any) -> list[str]:
+        raw = request.query_params.get(self.ordering_param)
+        if raw:
+            allowed = {field for field, _ in self.get_valid_fields(queryset, view, {"request": request})}
+            wrong = [term for term in raw.split(",") if term.strip().lstrip("-") not in allowed]
+            if wrong or "," in raw:
+                raise exceptions.ValidationError({self.ordering_param: [f"Order by one of: {', '.join(sorted(allowed))} "
+                                                                        "(prefix '-' for descending)."]})
+        return super().get_ordering(request, queryset, view)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        fields = getattr(view, "ordering_fields", [])
+        for parameter in parameters:
+            if parameter["name"] == self.ordering_param:
+                parameter["schema"]["enum"] = [*fields, *(f"-{field}" for field in fields)]
+        return parameters
+
+
+class ServiceConflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+class UpstreamFailure(exceptions.APIException):
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_code = "epilot_failure"
+
+
+def raise_for_service_error(exc: ServiceError) -> None:
+    if isinstance(exc, (NotAllowed, InProgress)):
+        raise ServiceConflict(exc.message)
+    if isinstance(exc, RemoteFailure):
+        raise UpstreamFailure(exc.message)
+    raise exceptions.APIException(exc.message)
+
+
+class MirrorViewSet(viewsets.ReadOnlyModelViewSet):
+    filter_backends = [DjangoFilterBackend, filters.SearchFilter, StrictOrderingFilter]
+    ordering = ["id"]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        translation.activate("en")  # API messages are English whatever the admin's language
+        super().initial(request, *args, **kwargs)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List Ausbau projects", responses={200: s.ProjectListSerializer(many=True), **ERRORS},
+                       description="Cursor-paginated; the default order by id walks every project once even while data changes."),
+    retrieve=extend_schema(summary="One project with opportunity, orders and workflows", responses={200: s.ProjectDetailSerializer, **ERRORS}),
+)
+class ProjectViewSet(MirrorViewSet):
+    """Ausbau projects: one per opportunity in scope, with phase and workflow progress."""
+
+    filterset_class = ProjectFilter
+    search_fields = ["title", "opportunity__street", "opportunity__city", "opportunity__postal_code"]
+    ordering_fields = ["id", "updated_at", "progress_percent", "title"]
+    required_scopes = {"start_workflow": "write", "convert": "write"}
+
+    def get_queryset(self) -> QuerySet:
+        queryset = AusbauProject.objects.select_related("opportunity")
+        if self.action == "retrieve":
+            queryset = queryset.select_related("opportunity__customer").prefetch_related(
+                Prefetch("opportunity__orders", queryset=Order.objects.order_by("id").prefetch_related("executions")),
+                "opportunity__executions")
+        return queryset
+
+    def get_serializer_class(self) -> type:
+        return s.ProjectDetailSerializer if self.action == "retrieve" else s.ProjectListSerializer
+
+    @extend_schema(summary="Compact status for polling", responses={200: s.ProjectStatusSerializer, 304: None, **ERRORS},
+                   parameters=[OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER),
+                               OpenApiParameter("If-Modified-Since", OpenApiTypes.STR, OpenApiParameter.HEADER)],
+                   examples=[OpenApiExample("In Bau", response_only=True, value={
+                       "id": 7, "phase": "construction", "progress_percent": 38, "current_section": "Tiefbau",
+                       "current_step": "Tiefbau durchführen", "updated_at": "2026-11-20T14:03:11.120000+01:00"})])
+    @action(detail=True, methods=["get"], url_path="status", filter_backends=[], pagination_class=None)
+    def status_document(self, request: Request, pk: str | None = None) -> Response:
+        project = AusbauProject.objects.filter(pk=pk).only(*s.ProjectStatusSerializer.Meta.fields).first() if str(pk).isdigit() else None
+        if project is None:
+            raise exceptions.NotFound("No project with this id.")
+        data = s.ProjectStatusSerializer(project).data
+        etag = '"' + hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:32] + '"'
+        last_modified = int(project.updated_at.timestamp())
+        headers = {"ETag": etag, "Last-Modified": http_date(last_modified), "Cache-Control": "no-cache"}
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match is not None:
+            if if_none_match.strip() == "*" or etag in [tag.strip() for tag in if_none_match.split(",")]:
+                return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+        else:
+            since = parse_http_date_safe(request.headers.get("If-Modified-Since", ""))
+            if since is not None and last_modified <= since:
+                return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+        return Response(data, headers=headers)
+
+    @extend_schema(summary="Start a workflow on the project's opportunity or order (scope: write)", request=s.StartWorkflowInput,
+                   responses={201: s.ActionResultSerializer, 409: OpenApiResponse(description="Already running or in progress"),
+                              502: OpenApiResponse(description="epilot refused or failed"), **ERRORS})
+    @action(detail=True, methods=["post"], url_path="start-workflow", filter_backends=[], pagination_class=None)
+    def start_workflow(self, request: Request, pk: str | None = None) -> Response:
+        project = self.get_object()
+        payload = s.StartWorkflowInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        definition = self._definition(payload.validated_data["definition"])
+        opportunity = project.opportunity
+        if payload.validated_data["target"] == "order":
+            order = opportunity.orders.filter(epilot_deleted_at__isnull=True).order_by("id").first()
+            if order is None:
+                raise exceptions.ValidationError({"target": ["This project has no order yet."]})
+            target = ("order", order.epilot_id, order.title)
+        else:
+            target = ("opportunity", opportunity.epilot_id, opportunity.title)
+        try:
+            start = workflow_start(definition=definition, schema=target[0], entity_id=target[1], entity_title=target[2],
+                                   actor=f"api:{request.auth.name}", allow_duplicate=payload.validated_data["allow_duplicate"])
+        except ServiceError as exc:
+            raise_for_service_error(exc)
+        return Response({"status": start.status, "execution_epilot_id": start.execution_epilot_id,
+                         "message": f"'{definition.name}' started on {target[0]} {target[2]}."}, status=status.HTTP_201_CREATED)
+
+    @extend_schema(summary="Convert the project's opportunity into an order (scope: write)", request=s.ConvertInput,
+                   responses={201: s.ActionResultSerializer, 409: OpenApiResponse(description="Not allowed or in progress"),
+                              502: OpenApiResponse(description="A step failed in epilot; calling again resumes it"), **ERRORS})
+    @action(detail=True, methods=["post"], url_path="convert", filter_backends=[], pagination_class=None)
+    def convert(self, request: Request, pk: str | None = None) -> Response:
+        from django.conf import settings
+
+        project = self.get_object()
+        payload = s.ConvertInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        definition = self._definition(payload.validated_data.get("definition") or settings.DEFAULT_WORKFLOW_DEFINITION)
+        try:
+            conversion = opportunity_convert(opportunity=project.opportunity, definition=definition,
+                                             amount_total=payload.validated_data.get("amount_total"), actor=f"api:{request.auth.name}")
+        except ServiceError as exc:
+            raise_for_service_error(exc)
+        return Response({"status": conversion.status, "execution_epilot_id": conversion.execution_epilot_id,
+                         "order_epilot_id": conversion.order_epilot_id, "message": f"Converted into '{conversion.order_title}'."},
+                        status=status.HTTP_201_CREATED)
+
+    @staticmethod
+    def _definition(epilot_id: str) -> WorkflowDefinition:
+        definition = WorkflowDefinition.objects.filter(epilot_id=epilot_id).first()
+        if definition is None:
+            raise exceptions.ValidationError({"definition": [f"Unknown workflow definition {epilot_id!r}."]})
+        return definition
+
+
+@extend_schema_view(list=extend_schema(summary="List opportunities", responses={200: s.OpportunitySerializer(many=True), **ERRORS}),
+                    retrieve=extend_schema(summary="One opportunity"))
+class OpportunityViewSet(MirrorViewSet):
+    queryset = Opportunity.objects.select_related("customer")
+    serializer_class = s.OpportunitySerializer
+    filterset_class = OpportunityFilter
+    search_fields = ["title", "street", "city", "postal_code"]
+    ordering_fields = ["id", "epilot_updated_at", "title"]
+
+
+@extend_schema_view(list=extend_schema(summary="List orders", responses={200: s.OrderSerializer(many=True), **ERRORS}),
+                    retrieve=extend_schema(summary="One order"))
+class OrderViewSet(MirrorViewSet):
+    queryset = Order.objects.all()
+    serializer_class = s.OrderSerializer
+    filterset_class = OrderFilter
+    search_fields = ["title"]
+    ordering_fields = ["id", "epilot_updated_at", "amount_total"]
+
+
+@extend_schema_view(list=extend_schema(summary="List workflow executions",
+                                       responses={200: s.WorkflowExecutionListSerializer(many=True), **ERRORS}),
+                    retrieve=extend_schema(summary="One workflow execution with its steps"))
+class WorkflowExecutionViewSet(MirrorViewSet):
+    queryset = WorkflowExecution.objects.all()
+    filterset_class = WorkflowExecutionFilter
+    search_fields = ["name"]
+    ordering_fields = ["id", "started_at"]
+
+    def get_serializer_class(self) -> type:
+        return s.WorkflowExecutionSerializer if self.action == "retrieve" else s.WorkflowExecutionListSerializer
+
+    def get_queryset(self) -> QuerySet:
+        return WorkflowExecution.objects.defer("flow") if self.action == "list" else WorkflowExecution.objects.all()
