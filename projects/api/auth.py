@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import time
+
+from django.core.cache import cache
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
@@ -72,22 +75,29 @@ class HasScope(permissions.BasePermission):
         return True
 
 
-class ApiClientRateThrottle(throttling.SimpleRateThrottle):
-    """Per-client rate from the client's `throttle_rate` (429 with Retry-After beyond it)."""
+class ApiClientRateThrottle(throttling.BaseThrottle):
+    """Per-client fixed-window limit from the client's `throttle_rate` (429 with Retry-After beyond it).
 
-    scope = "api_client"
-
-    def __init__(self) -> None:  # the rate is per client, read in allow_request
-        pass
+    One counter per client and window (an atomic `incr` in the cache), rather than DRF's
+    SimpleRateThrottle, which stores and rewrites every request's timestamp on each request.
+    """
 
     def allow_request(self, request: Request, view: Any) -> bool:
         client = request.auth
         if not isinstance(client, ApiClient):
             return True
-        self.rate = client.throttle_rate
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request, view)
+        limit, duration = throttling.SimpleRateThrottle.parse_rate(None, client.throttle_rate)
+        now = time.time()
+        window = int(now // duration)
+        key = f"throttle:{client.pk}:{client.token_prefix}:{window}"
+        cache.add(key, 0, timeout=duration + 1)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=duration + 1)
+            count = 1
+        self._wait = (window + 1) * duration - now
+        return count <= limit
 
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
-        client = request.auth
-        return f"throttle_api_client_{client.pk}_{client.token_prefix}" if isinstance(client, ApiClient) else None
+    def wait(self) -> float:
+        return max(1.0, self._wait)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -106,6 +107,27 @@ class ProjectListSerializer(serializers.ModelSerializer):
 
     def get_portal_url(self, obj: AusbauProject) -> str:
         return portal_url("opportunity", obj.opportunity.epilot_id)
+
+
+class FastProjectListSerializer(ProjectListSerializer):
+    """The same document as ProjectListSerializer, built from `.values()` rows (the list is what tools poll)."""
+
+    VALUES = ["id", "title", "phase", "progress_percent", "current_section", "current_step", "budget", "has_running_workflow",
+              "updated_at", "opportunity__epilot_id", "opportunity__status", "opportunity__street", "opportunity__postal_code",
+              "opportunity__city", "opportunity__tags"]
+
+    def to_representation(self, row: dict[str, Any]) -> dict[str, Any]:
+        epilot_id = row["opportunity__epilot_id"]
+        place = f"{row['opportunity__postal_code']} {row['opportunity__city']}".strip()
+        return {
+            "id": row["id"], "epilot_id": epilot_id, "title": row["title"], "phase": row["phase"],
+            "progress_percent": row["progress_percent"], "current_section": row["current_section"], "current_step": row["current_step"],
+            "budget": None if row["budget"] is None else f"{row['budget']:.2f}", "has_running_workflow": row["has_running_workflow"],
+            "opportunity_status": row["opportunity__status"],
+            "address": ", ".join(part for part in (row["opportunity__street"], place) if part),
+            "tags": list(row["opportunity__tags"] or []), "portal_url": portal_url("opportunity", epilot_id),
+            "updated_at": timezone.localtime(row["updated_at"]).isoformat(),
+        }
 
 
 class ProjectDetailSerializer(ProjectListSerializer):

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from django.db.models import Prefetch, QuerySet
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.http import http_date, parse_http_date_safe
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
@@ -90,6 +90,9 @@ class ProjectViewSet(MirrorViewSet):
 
     def get_queryset(self) -> QuerySet:
         queryset = AusbauProject.objects.select_related("opportunity")
+        if self.action == "list":
+            # Plain rows, no model instances and no payloads: the list is what tools poll.
+            return AusbauProject.objects.values(*s.FastProjectListSerializer.VALUES)
         if self.action == "retrieve":
             queryset = queryset.select_related("opportunity__customer").prefetch_related(
                 Prefetch("opportunity__orders", queryset=Order.objects.order_by("id").prefetch_related("executions")),
@@ -97,7 +100,7 @@ class ProjectViewSet(MirrorViewSet):
         return queryset
 
     def get_serializer_class(self) -> type:
-        return s.ProjectDetailSerializer if self.action == "retrieve" else s.ProjectListSerializer
+        return s.ProjectDetailSerializer if self.action == "retrieve" else s.FastProjectListSerializer
 
     @extend_schema(summary="Compact status for polling", responses={200: s.ProjectStatusSerializer, 304: None, **ERRORS},
                    parameters=[OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER),
@@ -107,12 +110,13 @@ class ProjectViewSet(MirrorViewSet):
                        "current_step": "Tiefbau durchführen", "updated_at": "2026-11-20T14:03:11.120000+01:00"})])
     @action(detail=True, methods=["get"], url_path="status", filter_backends=[], pagination_class=None)
     def status_document(self, request: Request, pk: str | None = None) -> Response:
-        project = AusbauProject.objects.filter(pk=pk).only(*s.ProjectStatusSerializer.Meta.fields).first() if str(pk).isdigit() else None
-        if project is None:
+        fields = s.ProjectStatusSerializer.Meta.fields
+        row = AusbauProject.objects.filter(pk=pk).values(*fields).first() if str(pk).isdigit() else None
+        if row is None:
             raise exceptions.NotFound("No project with this id.")
-        data = s.ProjectStatusSerializer(project).data
-        etag = '"' + hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:32] + '"'
-        last_modified = int(project.updated_at.timestamp())
+        data = {**row, "updated_at": timezone.localtime(row["updated_at"]).isoformat()}
+        etag = '"' + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32] + '"'
+        last_modified = int(row["updated_at"].timestamp())
         headers = {"ETag": etag, "Last-Modified": http_date(last_modified), "Cache-Control": "no-cache"}
         if_none_match = request.headers.get("If-None-Match")
         if if_none_match is not None:

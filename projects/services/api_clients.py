@@ -5,6 +5,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import time
 
 from django.utils import timezone
 
@@ -12,6 +13,9 @@ from projects.models import ApiClient
 
 TOKEN_PREFIX = "abo_"
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
+# Verified tokens are remembered this long per process; a revocation takes effect within it.
+VERIFIED_TTL_SECONDS = 10.0
+_verified: dict[str, tuple[float, ApiClient]] = {}
 
 
 def _hash(token: str) -> str:
@@ -22,8 +26,10 @@ def api_client_issue_token(client: ApiClient) -> str:
     """Save `client` with a new token (an old one stops working at once); returns the token, which is not stored."""
     prefix = secrets.token_hex(6)
     token = f"{TOKEN_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    old_hash = client.token_hash
     client.token_prefix, client.token_hash, client.revoked_at = prefix, _hash(token), None
     client.save()
+    _verified.pop(old_hash, None)
     return token
 
 
@@ -34,17 +40,33 @@ def api_client_create(*, name: str, scopes: list[str], throttle_rate: str = "120
 
 
 def api_client_revoke(client: ApiClient) -> None:
+    """Revoke at once in this process; other processes stop accepting the token within VERIFIED_TTL_SECONDS."""
     ApiClient.objects.filter(pk=client.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    for token_hash, (_, known) in list(_verified.items()):
+        if known.pk == client.pk:
+            _verified.pop(token_hash, None)
 
 
 def api_client_authenticate(token: str) -> ApiClient | None:
-    """The active client owning `token`, or None; notes the use at most once a minute."""
+    """The active client owning `token`, or None; notes the use at most once a minute.
+
+    A verified token is remembered for VERIFIED_TTL_SECONDS in this process, so polling clients
+    cost no query per request; revoking therefore takes effect within that time.
+    """
     if not token.startswith(TOKEN_PREFIX) or token.count("_") < 2:
         return None
+    token_hash = _hash(token)
+    remembered = _verified.get(token_hash)
+    if remembered and remembered[0] > time.monotonic():
+        return remembered[1]
     prefix = token[len(TOKEN_PREFIX):].split("_", 1)[0]
     client = ApiClient.objects.filter(token_prefix=prefix).first()
-    if client is None or not hmac.compare_digest(client.token_hash, _hash(token)) or not client.is_active:
+    if client is None or not hmac.compare_digest(client.token_hash, token_hash) or not client.is_active:
+        _verified.pop(token_hash, None)
         return None
+    if len(_verified) > 1000:
+        _verified.clear()
+    _verified[token_hash] = (time.monotonic() + VERIFIED_TTL_SECONDS, client)
     now = timezone.now()
     if client.last_used_at is None or now - client.last_used_at > LAST_USED_RESOLUTION:
         ApiClient.objects.filter(pk=client.pk).update(last_used_at=now)
