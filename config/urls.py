@@ -4,11 +4,15 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
+from projects import views as project_views
+
 admin.site.site_header = "Ausbau Backoffice"
 admin.site.site_title = "Ausbau Backoffice"
 admin.site.index_title = "Glasfaserausbau Stadtwerke Wülfrath"
 
 urlpatterns = [
+    path("health/", project_views.health, name="health"),
+    path("health/live/", project_views.liveness, name="health-live"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("projects.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]), name="api-schema"),

@@ -262,6 +262,7 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, owner: str, c
     seen: set[str] = set()
     pages = entities = 0
     for page in client.iter_search_entities(_query(schema, None if full else state), include_deleted="true"):
+        page_started = time.monotonic()
         with transaction.atomic():
             written = _store_page(schema, list(page.results), counts, run, state, rewrite=full)
         _extend_lock(schema, owner)
@@ -269,7 +270,8 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, owner: str, c
         pages += 1
         entities += len(page.results)
         counts.pages += 1
-        logger.info("sync %s page %d: %d entities, %d written", schema, pages, len(page.results), written)
+        logger.info("sync run=%s schema=%s page=%d entities=%d written=%d store_ms=%.0f", run.pk, schema, pages, len(page.results),
+                    written, (time.monotonic() - page_started) * 1000)
         if on_progress:
             on_progress(Progress(schema=schema, pages=pages, entities=entities, total=page.hits, elapsed=time.monotonic() - started))
     if full:

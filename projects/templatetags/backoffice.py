@@ -34,4 +34,6 @@ def status_badge(value: str, label: str | None = None) -> str:
 
 @register.inclusion_tag("admin/projects/dashboard.html")
 def ausbau_dashboard() -> dict:
-    return {"stats": dashboard_stats()}
+    from projects.services.health import health_report
+
+    return {"stats": dashboard_stats(), "health": health_report(include_sync=False)}

@@ -1,0 +1,46 @@
+"""Health for load balancers and the production check."""
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.django_db
+
+
+def test_health_fails_until_every_schema_synced_then_passes(client, settings) -> None:
+    settings.CELERY_BROKER_URL = "memory://"
+    before = client.get(reverse("health"))
+    assert before.status_code == 503 and before.json()["checks"]["database"]["ok"]
+    assert before.json()["sync"]["contact"]["last_success_at"] is None
+    call_command("sync_epilot", stdout=open(os.devnull, "w"))
+    after = client.get(reverse("health"))
+    assert after.status_code == 200 and after.json()["status"] == "ok"
+    assert client.get(reverse("health-live")).status_code == 200
+
+
+def test_health_reports_a_stale_sync(client) -> None:
+    call_command("sync_epilot", stdout=open(os.devnull, "w"))
+    from django.utils import timezone
+
+    from projects.models import SyncState
+
+    SyncState.objects.filter(schema="order").update(last_success_at=timezone.now() - timezone.timedelta(hours=3))
+    answer = client.get(reverse("health"))
+    assert answer.status_code == 503 and answer.json()["sync"]["order"]["ok"] is False and answer.json()["sync"]["contact"]["ok"]
+
+
+def test_production_settings_pass_the_deploy_check() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("EPILOT_", "DJANGO_", "SECRET_KEY", "DATABASE_URL"))}
+    env.update({"DJANGO_SETTINGS_MODULE": "config.settings.production", "SECRET_KEY": secrets.token_urlsafe(50),
+                "EPILOT_API_TOKEN": "t", "ALLOWED_HOSTS": "backoffice.example.org", "LOG_LEVEL": "ERROR"})
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
