@@ -239,6 +239,7 @@ class SyncRun(models.Model):
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    owner = models.CharField(max_length=100, blank=True, help_text="host:pid of the process that ran it")
 
     class Meta:
         verbose_name = "Sync-Lauf"

@@ -119,6 +119,7 @@ class SandboxApp:
         self.stats: Counter[str] = Counter()
         self._rng = random.Random(self.faults.seed)
         self._lock = threading.Lock()
+        self._retry_not_before = 0.0
         self._routes: list[tuple[str, re.Pattern[str], Handler, str]] = []
         self._register_routes()
 
@@ -158,6 +159,8 @@ class SandboxApp:
         with self._lock:
             faults = self.faults
             roll = self._rng.random() if faults.applies_to(operation) else 1.0
+            if time.monotonic() < self._retry_not_before:
+                self.stats["retry_after_violations"] += 1  # a client came back before the Retry-After it was given
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
         self.stats["requests"] += 1
@@ -166,6 +169,8 @@ class SandboxApp:
             self._authenticate(request, style)
             if roll < faults.rate_429:
                 self.stats["injected_429"] += 1
+                with self._lock:
+                    self._retry_not_before = time.monotonic() + faults.retry_after_seconds * 0.95
                 raise HTTPError(429, "Too many requests. Try again later.", style=style,
                                 headers=[("Retry-After", str(faults.retry_after_seconds))])
             if roll < faults.rate_429 + faults.rate_5xx:

@@ -113,12 +113,12 @@ def sync_run(
     """
     client = client or get_epilot_client()
     wanted = list(dict.fromkeys(schemas or configured_schemas()))
-    if run is None:
-        run = SyncRun.objects.create(trigger=trigger, schemas=wanted, full=full, started_at=timezone.now())
-    else:
-        run.status, run.started_at, run.schemas, run.full = SyncRun.Status.RUNNING, timezone.now(), wanted, full
-        run.save(update_fields=["status", "started_at", "schemas", "full"])
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    if run is None:
+        run = SyncRun.objects.create(trigger=trigger, schemas=wanted, full=full, started_at=timezone.now(), owner=owner)
+    else:
+        run.status, run.started_at, run.schemas, run.full, run.owner = SyncRun.Status.RUNNING, timezone.now(), wanted, full, owner
+        run.save(update_fields=["status", "started_at", "schemas", "full", "owner"])
     counts = _RunCounts()
     locked: list[str] = []
     try:
@@ -225,9 +225,15 @@ def acquire_lock(schema: str, owner: str) -> bool:
     except IntegrityError:
         pass  # created by a concurrent run a moment ago
     now = timezone.now()
+    previous = SyncState.objects.filter(schema=schema).values_list("lock_owner", flat=True).first()
     taken = SyncState.objects.filter(schema=schema).filter(Q(lock_owner="") | Q(lock_expires_at__lt=now)).update(
         lock_owner=owner, lock_expires_at=now + dt.timedelta(seconds=settings.SYNC_LOCK_SECONDS)
     )
+    if taken and previous:
+        # The previous holder let its lock expire without releasing it: its process died mid-run.
+        SyncRun.objects.filter(owner=previous, status=SyncRun.Status.RUNNING).update(
+            status=SyncRun.Status.FAILED, finished_at=now, error="abandoned: the process running it stopped (lock expired)")
+        logger.warning("sync %s: took over the expired lock of %s", schema, previous)
     return taken == 1
 
 

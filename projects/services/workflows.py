@@ -1,6 +1,7 @@
 """Start epilot workflows (V1 definitions or V2 flow templates) on any mirrored entity, at most once."""
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -67,6 +68,12 @@ def workflow_start_execute(start: WorkflowStart, *, allow_duplicate: bool = Fals
         before = running_executions(client, definition, start.entity_schema, start.entity_epilot_id)
     except EpilotError as exc:
         return _fail(start, f"epilot konnte nicht gefragt werden, ob der Workflow schon läuft: {exc.message}")
+    ours = _started_by_this_request(before, start)
+    if ours is not None:
+        # An earlier attempt of this very request started it (the worker died before recording it).
+        _finish(start, WorkflowStart.Status.STARTED, execution_id=ours.id)
+        _mirror_after_start(client, start)
+        return start
     if before and not allow_duplicate:
         _finish(start, WorkflowStart.Status.REFUSED, execution_id=before[0].id,
                 error=f"'{definition.name}' läuft bereits (Ausführung {before[0].id}).")
@@ -97,6 +104,14 @@ def workflow_start_execute(start: WorkflowStart, *, allow_duplicate: bool = Fals
     _finish(start, WorkflowStart.Status.STARTED, execution_id=execution.id)
     _mirror_after_start(client, start)
     return start
+
+
+def _started_by_this_request(running: list[RemoteExecution], start: WorkflowStart) -> RemoteExecution | None:
+    """A running execution created after this pending start was requested, and claimed by no other start."""
+    claimed = set(WorkflowStart.objects.exclude(pk=start.pk).exclude(execution_epilot_id="").filter(
+        execution_epilot_id__in=[e.id for e in running]).values_list("execution_epilot_id", flat=True))
+    threshold = start.created_at - dt.timedelta(seconds=5)  # epilot's clock and ours are not the same clock
+    return next((e for e in running if e.id not in claimed and e.created_at and e.created_at >= threshold), None)
 
 
 def _create(client: EpilotClient, definition: WorkflowDefinition, context: ExecutionContext) -> RemoteExecution:
