@@ -7,16 +7,17 @@ from projects.models import SyncRun
 @shared_task(name="projects.sync_epilot", ignore_result=True, acks_late=True)
 def sync_epilot_task(*, run_id: int | None = None, trigger: str = SyncRun.Trigger.SCHEDULE, schemas: list[str] | None = None,
                      full: bool = False) -> int:
-    """Run a sync (a queued SyncRun when `run_id` is given); returns the SyncRun id.
+    """Run a sync (the recorded SyncRun when `run_id` is given); returns the id of the run that ran.
 
-    Overlapping runs are refused by the sync's own lock, not by Celery.
+    A redelivered message (its worker died) runs the sync again; overlapping runs are refused by
+    the sync's own lock, not by Celery.
     """
-    from projects.services.sync import sync_run
+    from projects.services.sync import sync_run, sync_run_resume
 
-    run = SyncRun.objects.filter(pk=run_id, status=SyncRun.Status.QUEUED).first() if run_id else None
-    if run_id and run is None:
-        return run_id  # already picked up by another delivery of this message
-    return sync_run(trigger=run.trigger if run else trigger, schemas=schemas, full=full, run=run).pk
+    if run_id is None:
+        return sync_run(trigger=trigger, schemas=schemas, full=full).pk
+    run = SyncRun.objects.filter(pk=run_id).first()
+    return sync_run_resume(run).pk if run else run_id
 
 
 @shared_task(name="projects.workflow_start_job", ignore_result=True, acks_late=True)

@@ -145,6 +145,11 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(VAR_DIR / "celery" / "processed"),
         "store_processed": False,
     }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # An unacknowledged task (its worker died) is handed to another worker after this many seconds.
+    # Sweep for such tasks every 10 s rather than kombu's default of about 100 s.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+                                       "unacked_restore_throttle": 1}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

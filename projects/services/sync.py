@@ -195,6 +195,24 @@ def sync_enqueue(*, trigger: str, schemas: list[str] | None = None, full: bool =
     return run
 
 
+def sync_run_resume(run: SyncRun, *, client: EpilotClient | None = None) -> SyncRun:
+    """Carry out a run handed over by the broker: a queued one now, one whose worker died as a new run.
+
+    A redelivered message of a run that is still alive elsewhere (its worker holds a live lock)
+    does nothing, so a task runs at most once at a time.
+    """
+    if run.status == SyncRun.Status.QUEUED:
+        return sync_run(trigger=run.trigger, schemas=run.schemas or None, full=run.full, run=run, client=client)
+    if run.status != SyncRun.Status.RUNNING:
+        return run
+    alive = SyncState.objects.filter(lock_owner=run.owner, lock_expires_at__gte=timezone.now()).exists()
+    if alive:
+        return run
+    SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
+        status=SyncRun.Status.FAILED, finished_at=timezone.now(), error="abandoned: the process running it stopped; run again")
+    return sync_run(trigger=run.trigger, schemas=run.schemas or None, full=run.full, client=client)
+
+
 def _finish(run: SyncRun, counts: _RunCounts, status: str, error: str = "") -> SyncRun:
     run.status = status
     run.error = error
