@@ -160,6 +160,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING above (LOG_FORMAT=json included)
 
 # EPILOT
 # One origin for every service (a sandbox, proxy or test double), or one URL per service.

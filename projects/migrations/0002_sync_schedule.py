@@ -1,4 +1,6 @@
 """The periodic sync, every 5 minutes by default; operators change it in the admin (django-celery-beat)."""
+import datetime
+
 from django.db import migrations
 
 
@@ -9,7 +11,9 @@ def create_schedule(apps, schema_editor):
     PeriodicTask.objects.get_or_create(
         name="epilot sync (incremental)",
         defaults={"task": "projects.sync_epilot", "interval": interval, "kwargs": '{"trigger": "schedule"}',
-                  "description": "Pulls changed epilot entities into the mirror."},
+                  "description": "Pulls changed epilot entities into the mirror.",
+                  # Long ago, so that a fresh installation's first beat runs it at once instead of in 5 minutes.
+                  "last_run_at": datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)},
     )
 
 
