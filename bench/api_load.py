@@ -12,7 +12,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,12 +29,6 @@ local prefix = os.getenv("BENCH_PREFIX"); local suffix = os.getenv("BENCH_SUFFIX
 math.randomseed(42)
 request = function() return wrk.format(nil, prefix .. math.random(low, high) .. suffix) end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wrk(url: str, *, token: str | None, seconds: int, connections: int, script: Path | None, env: dict[str, str]) -> tuple[float, str, str]:
@@ -80,7 +73,9 @@ def main() -> None:
              "c(name='bench-' + str(__import__('time').time()), scopes=['read'], throttle_rate='10000000/min')[1])")
     count, low, high, token = subprocess.run([sys.executable, "-c", setup], cwd=ROOT, env=env, check=True, capture_output=True,
                                              text=True).stdout.split()
-    port = free_port()
+    from integrations.epilot_sandbox import free_loopback_port
+
+    port = free_loopback_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "bench.wsgi", "--bind", f"127.0.0.1:{port}", "--workers",
                                str(args.workers), "--log-level", "warning"], cwd=ROOT, env=env)

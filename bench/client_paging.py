@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,27 +22,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from integrations.epilot import EpilotClient, ServiceURLs  # noqa: E402
-from integrations.epilot_sandbox import SandboxApp, SandboxStore, seed_bulk, seed_demo  # noqa: E402
+from integrations.epilot_sandbox import (  # noqa: E402
+    SandboxApp,
+    SandboxStore,
+    free_loopback_port,
+    seed_bulk,
+    seed_demo,
+    wait_until_serving,
+)
 from integrations.epilot_sandbox.app import Request, _dumps  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url: str, timeout: float = 20.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/__sandbox__/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"sandbox at {url} did not start")
 
 
 def main() -> None:
@@ -68,13 +55,13 @@ def main() -> None:
         timings.append((time.perf_counter() - started) * 1000)
         assert status == 200
 
-    port = free_port()
+    port = free_loopback_port()
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING"}
     server = subprocess.Popen([sys.executable, "manage.py", "epilot_sandbox", "--port", str(port), "--db", str(db)],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(url)
+        wait_until_serving(url)
         client = EpilotClient(token="bench", urls=ServiceURLs.single_origin(url))
         tracemalloc.start()
         started = time.perf_counter()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,12 +22,6 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main() -> None:
@@ -44,17 +37,14 @@ def main() -> None:
     subprocess.run([sys.executable, "manage.py", "seed_sandbox", "--db", str(sandbox_db), "--contacts", str(args.contacts),
                     "--opportunities", str(args.opportunities), "--orders", str(args.orders)],
                    cwd=ROOT, env=base_env, check=True, stdout=subprocess.DEVNULL)
-    port = free_port()
+    from integrations.epilot_sandbox import free_loopback_port, wait_until_serving
+
+    port = free_loopback_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "manage.py", "epilot_sandbox", "--port", str(port), "--db", str(sandbox_db)],
                               cwd=ROOT, env=base_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            try:
-                httpx.get(f"{url}/__sandbox__/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_until_serving(url)
         os.environ.update({"DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING", "EPILOT_API_URL": url,
                            "EPILOT_API_TOKEN": ""})
         os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'app.sqlite3'}")

@@ -511,12 +511,6 @@ class EpilotWriteAdmin(ReadOnlyAdmin):
     def result_badge(self, obj: models.EpilotWrite) -> str:
         return badge(obj.result, obj.get_result_display())
 
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
-        target = request.GET.get("target_epilot_id")
-        if target:
-            queryset = queryset.filter(target_epilot_id=target)
-        return super().get_search_results(request, queryset, search_term)
-
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
         return lookup == "target_epilot_id" or super().lookup_allowed(lookup, value, request)
 

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from integrations.epilot import (
     RetryPolicy,
     ServiceURLs,
 )
-from integrations.epilot_sandbox import SandboxStore, seed_bulk, seed_demo
+from integrations.epilot_sandbox import SandboxStore, free_loopback_port, seed_bulk, seed_demo, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK_SECONDS = 8
@@ -68,12 +67,6 @@ class Report:
         return not (self.lost or self.stale or self.phantom or self.duplicates)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_scenario(scenario: Scenario, *, echo: Callable[[str], None] = print) -> Report:
     """Run the scenario to the end (bounded in time) and compare the mirror with the sandbox."""
     report = Report()
@@ -82,7 +75,7 @@ def run_scenario(scenario: Scenario, *, echo: Callable[[str], None] = print) -> 
     store = SandboxStore(sandbox_db)
     seed_demo(store)
     seeded = seed_bulk(store, contacts=scenario.contacts, opportunities=scenario.opportunities, orders=scenario.orders, seed=scenario.seed)
-    port = _free_port()
+    port = free_loopback_port()
     origin = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local", "EPILOT_API_URL": origin, "EPILOT_API_TOKEN": "",
            "DATABASE_URL": scenario.database_url or f"sqlite:///{work / 'app.sqlite3'}", "SYNC_LOCK_SECONDS": str(LOCK_SECONDS),
@@ -96,7 +89,7 @@ def run_scenario(scenario: Scenario, *, echo: Callable[[str], None] = print) -> 
                               env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     started = time.monotonic()
     try:
-        _wait_for(origin)
+        wait_until_serving(origin)
         echo(f"sandbox {origin}: {seeded + 18} entities; faults 5xx {scenario.rate_5xx:.0%}, 429 {scenario.rate_429:.0%} "
              f"(Retry-After {scenario.retry_after} s), drops {scenario.rate_drop:.0%}, +{scenario.latency_ms} ms")
         if scenario.kill_worker:
@@ -121,17 +114,6 @@ def run_scenario(scenario: Scenario, *, echo: Callable[[str], None] = print) -> 
     report.say(f"phantom entities          {report.phantom}")
     report.say(f"duplicates in epilot      {report.duplicates}")
     return report
-
-
-def _wait_for(origin: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{origin}/__sandbox__/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise RuntimeError("the sandbox server did not start")
 
 
 def _killed_sync(manage: list[str], env: dict[str, str], echo: Callable[[str], None]) -> None:

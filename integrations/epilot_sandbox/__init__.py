@@ -4,7 +4,7 @@ Plain Python (no Django); it runs in-process behind httpx.WSGITransport or as a 
 """
 from integrations.epilot_sandbox.app import FaultConfig, SandboxApp
 from integrations.epilot_sandbox.seed import AUSBAU_DEFINITION_ID, demo_id, is_seeded, seed_bulk, seed_demo
-from integrations.epilot_sandbox.server import make_sandbox_server
+from integrations.epilot_sandbox.server import free_loopback_port, make_sandbox_server, wait_until_serving
 from integrations.epilot_sandbox.store import SandboxStore
 
 __all__ = [
@@ -13,8 +13,10 @@ __all__ = [
     "SandboxApp",
     "SandboxStore",
     "demo_id",
+    "free_loopback_port",
     "is_seeded",
     "make_sandbox_server",
     "seed_bulk",
     "seed_demo",
+    "wait_until_serving",
 ]

@@ -18,14 +18,10 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from integrations.epilot_sandbox import free_loopback_port
+
 ROOT = Path(__file__).resolve().parents[2]
 REDIS = shutil.which("redis-server")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(condition: Callable[[], object], *, timeout: float, what: str, interval: float = 0.3) -> object:
@@ -42,7 +38,7 @@ def wait_until(condition: Callable[[], object], *, timeout: float, what: str, in
 def redis_url(tmp_path_factory) -> Iterator[str]:
     if REDIS is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does it)")
-    port = _free_port()
+    port = free_loopback_port()
     directory = tmp_path_factory.mktemp("redis")
     server = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                                "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

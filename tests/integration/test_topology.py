@@ -111,11 +111,13 @@ def test_a_workflow_start_job_survives_a_worker_restart_without_starting_twice(t
 def test_epilot_down_fails_cleanly_and_recovers(topology: Topology, sandbox: SandboxApp) -> None:
     topology.start_worker("w1")
     sandbox.set_faults(FaultConfig(rate_5xx=1.0))
-    failed = wait_until(lambda r=enqueue_sync(topology): finished(r), timeout=180, what="the failing run")
+    failing = enqueue_sync(topology)
+    failed = wait_until(lambda: finished(failing), timeout=180, what="the failing run")
     assert failed.status == SyncRun.Status.FAILED and "503" in failed.error
     assert Contact.objects.count() == 0
     sandbox.set_faults(FaultConfig())
-    recovered = wait_until(lambda r=enqueue_sync(topology): finished(r), timeout=120, what="the recovering run")
+    recovering = enqueue_sync(topology)
+    recovered = wait_until(lambda: finished(recovering), timeout=120, what="the recovering run")
     assert recovered.status == SyncRun.Status.SUCCEEDED and mirror_equals_sandbox(sandbox)
 
 
@@ -123,7 +125,8 @@ def test_a_429_storm_slows_the_sync_but_drops_nothing(topology: Topology, sandbo
     seed_bulk(sandbox.store, contacts=1200, opportunities=200, orders=50, seed=33)
     sandbox.set_faults(FaultConfig(rate_429=0.5, retry_after_seconds=1, seed=3))
     topology.start_worker("w1")
-    run = wait_until(lambda r=enqueue_sync(topology): finished(r), timeout=240, what="the run through the storm")
+    storm_run = enqueue_sync(topology)
+    run = wait_until(lambda: finished(storm_run), timeout=240, what="the run through the storm")
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
     assert sandbox.stats["injected_429"] > 0 and sandbox.stats["retry_after_violations"] == 0
     assert mirror_equals_sandbox(sandbox)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ValidationError
 
-from integrations.epilot import EpilotClient, ExecutionContext, RetryPolicy
+from integrations.epilot import EpilotClient, RetryPolicy
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, FaultConfig, SandboxApp, demo_id
 from projects.models import (
     AusbauProject,
