@@ -145,8 +145,31 @@ def _sync_until_done(manage: list[str], env: dict[str, str], echo: Callable[[str
 
 def _mutate(origin: str, manage: list[str], env: dict[str, str], scenario: Scenario, echo: Callable[[str], None]) -> None:
     """Change epilot under the mirror (through the same faults), and convert opportunities from the back-office."""
-    logging.getLogger("integrations.epilot").setLevel(logging.ERROR)  # the report counts the retries; no line per request here
-    client = EpilotClient(token="chaos", urls=ServiceURLs.single_origin(origin), retry=RetryPolicy(max_attempts=12, max_elapsed_seconds=120))
+    gateway_log = logging.getLogger("integrations.epilot")
+    level = gateway_log.level
+    gateway_log.setLevel(logging.ERROR)  # the report counts the retries; no line per request here
+    try:
+        client = EpilotClient(token="chaos", urls=ServiceURLs.single_origin(origin),
+                              retry=RetryPolicy(max_attempts=12, max_elapsed_seconds=120))
+        opportunities = _change_epilot(client)
+        client.close()
+    finally:
+        gateway_log.setLevel(level)
+    echo("epilot changed: 40 opportunities updated, 20 contacts deleted, 5 purged, 20 created")
+    _sync_until_done(manage, env, echo, full=False)
+    candidates = [e for e in opportunities if e.data.get("status") in ("ausstehend", "bearbeitung")][: scenario.conversions]
+    converted = 0
+    for entity in candidates:
+        for _ in range(4):
+            result = subprocess.run([*manage, "convert_opportunity", entity.id], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+            if result.returncode == 0:
+                converted += 1
+                break
+    echo(f"converted {converted} of {len(candidates)} opportunities (each retried up to 4 times)")
+
+
+def _change_epilot(client: EpilotClient) -> list:
+    """Update, soft-delete, purge and create entities as epilot's own users would; returns the opportunities seen."""
     contacts = [e for page in client.iter_search_entities("_schema:contact", page_size=200) for e in page.results][:60]
     opportunities = [e for page in client.iter_search_entities("_schema:opportunity", page_size=200) for e in page.results]
     for entity in opportunities[:40]:
@@ -159,18 +182,7 @@ def _mutate(origin: str, manage: list[str], env: dict[str, str], scenario: Scena
         _eventually(lambda e=entity: client.delete_entity("contact", e.id, purge=True))
     for i in range(20):
         client.upsert_entity("contact", ["chaos_key"], {"chaos_key": f"chaos-{i}", "first_name": "Neu", "last_name": f"Kunde {i}"})
-    client.close()
-    echo("epilot changed: 40 opportunities updated, 20 contacts deleted, 5 purged, 20 created")
-    _sync_until_done(manage, env, echo, full=False)
-    candidates = [e for e in opportunities if e.data.get("status") in ("ausstehend", "bearbeitung")][: scenario.conversions]
-    converted = 0
-    for entity in candidates:
-        for _ in range(4):
-            result = subprocess.run([*manage, "convert_opportunity", entity.id], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
-            if result.returncode == 0:
-                converted += 1
-                break
-    echo(f"converted {converted} of {len(candidates)} opportunities (each retried up to 4 times)")
+    return opportunities
 
 
 def _eventually(write: Callable[[], object]) -> None:

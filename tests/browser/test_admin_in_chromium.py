@@ -17,7 +17,7 @@ from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, demo_id
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
-    pytest.mark.django_db(transaction=True),
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),  # the groups come from a data migration
     pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium; make test does it as root)"),
 ]
 # Playwright's sync API runs an event loop in this thread; the ORM calls below happen outside it.

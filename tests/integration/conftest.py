@@ -111,7 +111,8 @@ class Topology:
 
 
 @pytest.fixture
-def topology(redis_url, sandbox_server, tmp_path, transactional_db) -> Iterator[Topology]:
+def topology(redis_url, sandbox_server, tmp_path, django_db_serialized_rollback, transactional_db) -> Iterator[Topology]:
+    """Committed data the worker processes can see; the migrations' data (schedule, groups) restored first."""
     processes = Topology(redis_url, sandbox_server, tmp_path)
     yield processes
     processes.stop()

@@ -14,7 +14,7 @@ from projects.services.errors import InProgress
 from projects.services.sync import sync_run
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_concurrent_conversions_make_exactly_one_order(epilot: EpilotClient, sandbox: SandboxApp) -> None:
     sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot)
     definition = WorkflowDefinition.objects.get(epilot_id=AUSBAU_DEFINITION_ID)
