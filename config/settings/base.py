@@ -184,7 +184,6 @@ EPILOT_SANDBOX_DB = Path(env("EPILOT_SANDBOX_DB", default=str(VAR_DIR / "epilot_
 # SYNC
 # Further epilot schemas to mirror generically (workflows can run on any entity type).
 SYNC_EXTRA_SCHEMAS = env.list("SYNC_EXTRA_SCHEMAS", default=[])
-SYNC_INTERVAL_MINUTES = env.int("SYNC_INTERVAL_MINUTES", default=5)
 SYNC_LOCK_SECONDS = env.int("SYNC_LOCK_SECONDS", default=600)
 # How far before the watermark an incremental run re-reads (epilot search is near-real-time).
 SYNC_OVERLAP_SECONDS = env.int("SYNC_OVERLAP_SECONDS", default=120)

@@ -1,5 +1,5 @@
 """The epilot gateway. Never imports Django models; httpx is imported in this package only."""
-from integrations.epilot.client import EpilotClient, ServiceURLs, new_idempotency_key
+from integrations.epilot.client import EpilotClient, ServiceURLs
 from integrations.epilot.errors import (
     EpilotAuthenticationError,
     EpilotClientError,
@@ -61,5 +61,4 @@ __all__ = [
     "WorkflowExecution",
     "WorkflowStep",
     "WriteBudget",
-    "new_idempotency_key",
 ]

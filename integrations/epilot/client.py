@@ -9,7 +9,6 @@ import json
 import logging
 import random
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -549,11 +548,6 @@ class EpilotClient:
 
 # POSTs that only read; they count against the search pool, not the write budget.
 _READ_POSTS = frozenset({"searchEntities", "listEntities", "searchFlowExecutions"})
-
-
-def new_idempotency_key() -> str:
-    """A fresh key for marking an entity this client creates, so a retry can find it instead of creating it again."""
-    return uuid.uuid4().hex
 
 
 def _bool(value: bool) -> str:

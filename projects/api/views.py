@@ -5,6 +5,7 @@ import hashlib
 import json
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone, translation
 from django.utils.http import http_date, parse_http_date_safe
@@ -23,7 +24,6 @@ from projects.services.conversion import opportunity_convert
 from projects.services.errors import InProgress, NotAllowed, RemoteFailure, ServiceError
 from projects.services.workflows import workflow_start
 
-ERRORS: dict[int, OpenApiResponse] = {}  # 400/401/403/404/429 are added to every operation by ApiAutoSchema
 
 
 class StrictOrderingFilter(filters.OrderingFilter):
@@ -76,9 +76,9 @@ class MirrorViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List Ausbau projects", responses={200: s.ProjectListSerializer(many=True), **ERRORS},
+    list=extend_schema(summary="List Ausbau projects", responses={200: s.ProjectListSerializer(many=True)},
                        description="Cursor-paginated; the default order by id walks every project once even while data changes."),
-    retrieve=extend_schema(summary="One project with opportunity, orders and workflows", responses={200: s.ProjectDetailSerializer, **ERRORS}),
+    retrieve=extend_schema(summary="One project with opportunity, orders and workflows", responses={200: s.ProjectDetailSerializer}),
 )
 class ProjectViewSet(MirrorViewSet):
     """Ausbau projects: one per opportunity in scope, with phase and workflow progress."""
@@ -102,7 +102,7 @@ class ProjectViewSet(MirrorViewSet):
     def get_serializer_class(self) -> type:
         return s.ProjectDetailSerializer if self.action == "retrieve" else s.FastProjectListSerializer
 
-    @extend_schema(summary="Compact status for polling", responses={200: s.ProjectStatusSerializer, 304: None, **ERRORS},
+    @extend_schema(summary="Compact status for polling", responses={200: s.ProjectStatusSerializer, 304: None},
                    parameters=[OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER),
                                OpenApiParameter("If-Modified-Since", OpenApiTypes.STR, OpenApiParameter.HEADER)],
                    examples=[OpenApiExample("In Bau", response_only=True, value={
@@ -130,7 +130,7 @@ class ProjectViewSet(MirrorViewSet):
 
     @extend_schema(summary="Start a workflow on the project's opportunity or order (scope: write)", request=s.StartWorkflowInput,
                    responses={201: s.ActionResultSerializer, 409: OpenApiResponse(description="Already running or in progress"),
-                              502: OpenApiResponse(description="epilot refused or failed"), **ERRORS})
+                              502: OpenApiResponse(description="epilot refused or failed")})
     @action(detail=True, methods=["post"], url_path="start-workflow", filter_backends=[], pagination_class=None)
     def start_workflow(self, request: Request, pk: str | None = None) -> Response:
         project = self.get_object()
@@ -155,11 +155,9 @@ class ProjectViewSet(MirrorViewSet):
 
     @extend_schema(summary="Convert the project's opportunity into an order (scope: write)", request=s.ConvertInput,
                    responses={201: s.ActionResultSerializer, 409: OpenApiResponse(description="Not allowed or in progress"),
-                              502: OpenApiResponse(description="A step failed in epilot; calling again resumes it"), **ERRORS})
+                              502: OpenApiResponse(description="A step failed in epilot; calling again resumes it")})
     @action(detail=True, methods=["post"], url_path="convert", filter_backends=[], pagination_class=None)
     def convert(self, request: Request, pk: str | None = None) -> Response:
-        from django.conf import settings
-
         project = self.get_object()
         payload = s.ConvertInput(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -181,7 +179,7 @@ class ProjectViewSet(MirrorViewSet):
         return definition
 
 
-@extend_schema_view(list=extend_schema(summary="List opportunities", responses={200: s.OpportunitySerializer(many=True), **ERRORS}),
+@extend_schema_view(list=extend_schema(summary="List opportunities", responses={200: s.OpportunitySerializer(many=True)}),
                     retrieve=extend_schema(summary="One opportunity"))
 class OpportunityViewSet(MirrorViewSet):
     queryset = Opportunity.objects.select_related("customer")
@@ -191,7 +189,7 @@ class OpportunityViewSet(MirrorViewSet):
     ordering_fields = ["id", "epilot_updated_at", "title"]
 
 
-@extend_schema_view(list=extend_schema(summary="List orders", responses={200: s.OrderSerializer(many=True), **ERRORS}),
+@extend_schema_view(list=extend_schema(summary="List orders", responses={200: s.OrderSerializer(many=True)}),
                     retrieve=extend_schema(summary="One order"))
 class OrderViewSet(MirrorViewSet):
     queryset = Order.objects.all()
@@ -202,7 +200,7 @@ class OrderViewSet(MirrorViewSet):
 
 
 @extend_schema_view(list=extend_schema(summary="List workflow executions",
-                                       responses={200: s.WorkflowExecutionListSerializer(many=True), **ERRORS}),
+                                       responses={200: s.WorkflowExecutionListSerializer(many=True)}),
                     retrieve=extend_schema(summary="One workflow execution with its steps"))
 class WorkflowExecutionViewSet(MirrorViewSet):
     queryset = WorkflowExecution.objects.all()

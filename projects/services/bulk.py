@@ -14,8 +14,12 @@ from django.db import connection, models
 
 
 def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *, unique_field: str,
-                update_fields: Sequence[str]) -> int:
-    """Insert or update `rows` (field name to value) on `unique_field`; returns the number of rows sent."""
+                update_fields: Sequence[str], newer_by: str | None = None) -> int:
+    """Insert or update `rows` (field name to value) on `unique_field`; returns the number of rows sent.
+
+    With `newer_by` (a date field) an existing row is only overwritten by one at least as new, so two
+    writers that read epilot at different moments can never put an older version back.
+    """
     rows = list(rows)
     if not rows:
         return 0
@@ -24,8 +28,12 @@ def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *,
     columns = ", ".join(quote(field.column) for field in fields)
     placeholders = ", ".join(_placeholder(field) for field in fields)
     updates = ", ".join(f"{quote(field.column)} = EXCLUDED.{quote(field.column)}" for field in fields[1:])
-    sql = (f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders}) "
+    table = quote(model._meta.db_table)
+    sql = (f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "
            f"ON CONFLICT ({quote(fields[0].column)}) DO UPDATE SET {updates}")
+    if newer_by:
+        column = quote(model._meta.get_field(newer_by).column)
+        sql += f" WHERE {table}.{column} IS NULL OR EXCLUDED.{column} >= {table}.{column}"
     params = [[field.get_db_prep_save(row[field.name], connection) for field in fields] for row in rows]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":

@@ -353,7 +353,7 @@ def _store_page(schema: str, items: list[Entity | MalformedEntity], counts: _Run
         for row in changed.values():
             row["schema"] = schema
     bulk_upsert(model, ({"epilot_id": epilot_id, **row} for epilot_id, row in changed.items()),
-                unique_field="epilot_id", update_fields=update_fields)
+                unique_field="epilot_id", update_fields=update_fields, newer_by="epilot_updated_at")
     if rows:
         QuarantinedEntity.objects.filter(schema=schema, epilot_id__in=list(rows)).delete()  # repaired in epilot
     counts.quarantined += sum(_quarantine(schema, epilot_id, reason, payload, run, now) for epilot_id, reason, payload in quarantined)

@@ -215,3 +215,19 @@ def test_the_celery_task_runs_a_queued_run_once(epilot: EpilotClient, django_cap
     assert queued.status == SyncRun.Status.SUCCEEDED and queued.created == 18 and queued.trigger == "api"
     assert sync_epilot_task(run_id=queued.pk) == queued.pk  # a redelivered message does not run it again
     assert SyncRun.objects.count() == 1
+
+
+def test_an_older_version_never_overwrites_a_newer_one(epilot: EpilotClient, sandbox: SandboxApp) -> None:
+    from projects.services.bulk import bulk_upsert
+
+    run(epilot)
+    kalk = Opportunity.objects.get(epilot_id=demo_id("opportunity:kalkstrasse"))
+    newer = epilot.patch_entity("opportunity", kalk.epilot_id, {"status": "bearbeitung"})
+    run(epilot)
+    from projects.services.sync import COMMON_FIELDS, EXTRA_FIELDS
+
+    stale = {field: getattr(kalk, field) for field in [*COMMON_FIELDS, *EXTRA_FIELDS["opportunity"]]}
+    bulk_upsert(Opportunity, [{"epilot_id": kalk.epilot_id, **stale}], unique_field="epilot_id",
+                update_fields=list(stale), newer_by="epilot_updated_at")  # a writer that read epilot earlier
+    kalk.refresh_from_db()
+    assert kalk.status == "bearbeitung" and kalk.payload["_updated_at"] == newer.data["_updated_at"]
