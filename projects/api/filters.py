@@ -1,13 +1,29 @@
 """Query filters; an unknown value or a bad date is a 400 that names the parameter."""
 from __future__ import annotations
 
+import datetime as dt
+
 import django_filters
 from django.db.models import QuerySet
+from rest_framework.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema_field
 
 from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
 
 BOOLEAN_CHOICES = [("true", "true"), ("false", "false")]
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 bound, compared in UTC: PostgreSQL refuses unusual offsets such as -17:19, UTC it always takes."""
+
+    def filter(self, qs: QuerySet, value: dt.datetime | None) -> QuerySet:
+        if value is not None:
+            try:
+                value = value.astimezone(dt.timezone.utc)
+            except (OverflowError, ValueError):
+                parameter = next(name for name, known in self.parent.filters.items() if known is self)
+                raise ValidationError({parameter: ["Date out of range."]}) from None
+        return super().filter(qs, value)
 
 
 @extend_schema_field({"type": "string", "enum": ["true", "false"]})
@@ -24,7 +40,7 @@ class ProjectFilter(django_filters.FilterSet):
     opportunity_status = django_filters.CharFilter(field_name="opportunity__status")
     tag = django_filters.CharFilter(method="filter_tag", help_text="Projects whose opportunity carries this tag")
     has_running_workflow = boolean_filter()
-    updated_since = django_filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte",
+    updated_since = UtcDateTimeFilter(field_name="updated_at", lookup_expr="gte",
                                                      help_text="ISO 8601 with time zone, e.g. 2026-11-01T00:00:00+01:00")
 
     class Meta:
@@ -37,7 +53,7 @@ class ProjectFilter(django_filters.FilterSet):
 
 class OpportunityFilter(django_filters.FilterSet):
     status = django_filters.CharFilter()
-    updated_since = django_filters.IsoDateTimeFilter(field_name="epilot_updated_at", lookup_expr="gte")
+    updated_since = UtcDateTimeFilter(field_name="epilot_updated_at", lookup_expr="gte")
     deleted = boolean_filter(field_name="epilot_deleted_at", lookup_expr="isnull", exclude=True)
 
     class Meta:
@@ -48,7 +64,7 @@ class OpportunityFilter(django_filters.FilterSet):
 class OrderFilter(django_filters.FilterSet):
     status = django_filters.CharFilter()
     opportunity = django_filters.CharFilter(field_name="opportunity_epilot_id", help_text="epilot id of the opportunity")
-    updated_since = django_filters.IsoDateTimeFilter(field_name="epilot_updated_at", lookup_expr="gte")
+    updated_since = UtcDateTimeFilter(field_name="epilot_updated_at", lookup_expr="gte")
     deleted = boolean_filter(field_name="epilot_deleted_at", lookup_expr="isnull", exclude=True)
 
     class Meta:
@@ -61,7 +77,7 @@ class WorkflowExecutionFilter(django_filters.FilterSet):
     entity_schema = django_filters.CharFilter()
     entity = django_filters.CharFilter(field_name="entity_epilot_id", help_text="epilot id of the entity")
     definition = django_filters.CharFilter(field_name="definition_epilot_id")
-    updated_since = django_filters.IsoDateTimeFilter(field_name="synced_at", lookup_expr="gte")
+    updated_since = UtcDateTimeFilter(field_name="synced_at", lookup_expr="gte")
 
     class Meta:
         model = WorkflowExecution

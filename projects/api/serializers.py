@@ -20,7 +20,10 @@ class StepSerializer(serializers.Serializer):
 
 class WorkflowExecutionSerializer(serializers.ModelSerializer):
     definition_epilot_id = serializers.CharField()
-    progress_percent = serializers.IntegerField()
+    progress_percent = serializers.IntegerField(min_value=0, max_value=100)
+    # Declared, so that the schema does not depend on the database's integer ranges.
+    completed_steps = serializers.IntegerField(min_value=0)
+    total_steps = serializers.IntegerField(min_value=0)
     steps = serializers.SerializerMethodField()
     entity_portal_url = serializers.SerializerMethodField()
 
@@ -88,6 +91,8 @@ class OpportunitySerializer(serializers.ModelSerializer):
 class ProjectStatusSerializer(serializers.ModelSerializer):
     """The compact document consumers poll."""
 
+    progress_percent = serializers.IntegerField(min_value=0, max_value=100)
+
     class Meta:
         model = AusbauProject
         fields = ["id", "phase", "progress_percent", "current_section", "current_step", "updated_at"]
@@ -99,6 +104,7 @@ class ProjectListSerializer(serializers.ModelSerializer):
     address = serializers.CharField(source="opportunity.address")
     tags = serializers.ListField(source="opportunity.tags", child=serializers.CharField())
     portal_url = serializers.SerializerMethodField()
+    progress_percent = serializers.IntegerField(min_value=0, max_value=100)
 
     class Meta:
         model = AusbauProject
