@@ -10,13 +10,15 @@ import datetime as dt
 import json
 import logging
 import os
+import queue
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
@@ -41,6 +43,7 @@ from projects.services.bulk import bulk_upsert
 from projects.services.projects import projects_refresh
 
 logger = logging.getLogger("projects.sync")
+T = TypeVar("T")
 
 CORE_SCHEMAS = ("contact", "opportunity", "order")
 MAX_PAYLOAD_BYTES = 512 * 1024
@@ -285,7 +288,7 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, owner: str, c
     started = time.monotonic()
     seen: set[str] = set()
     pages = entities = 0
-    for page in client.iter_search_entities(_query(schema, None if full else state), include_deleted="true"):
+    for page in prefetched(client.iter_search_entities(_query(schema, None if full else state), include_deleted="true")):
         page_started = time.monotonic()
         with transaction.atomic():
             written = _store_page(schema, list(page.results), counts, run, state, rewrite=full)
@@ -301,6 +304,55 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, owner: str, c
     if full:
         counts.deleted += _mark_purged(schema, seen)
     SyncState.objects.filter(pk=state.pk).update(last_success_at=timezone.now())
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+def prefetched(pages: Iterator[T]) -> Iterator[T]:
+    """Yield the pages of `pages` while the next one is already being fetched in a thread.
+
+    epilot's answer time then overlaps the writing of the page before; an error of the fetch is
+    raised here, in order, after the pages before it.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand_over(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fetch() -> None:
+        try:
+            for page in pages:
+                if not hand_over(page):
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            hand_over(_Failed(exc))
+            return
+        hand_over(_END)
+
+    threading.Thread(target=fetch, name="epilot-prefetch", daemon=True).start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
 
 
 def _store_page(schema: str, items: list[Entity | MalformedEntity], counts: _RunCounts, run: SyncRun | None,
