@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from django.utils import timezone
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -115,6 +116,9 @@ class ProjectListSerializer(serializers.ModelSerializer):
         return portal_url("opportunity", obj.opportunity.epilot_id)
 
 
+LOCAL_TIME = ZoneInfo(settings.TIME_ZONE)
+
+
 class FastProjectListSerializer(ProjectListSerializer):
     """The same document as ProjectListSerializer, built from `.values()` rows (the list is what tools poll)."""
 
@@ -132,7 +136,7 @@ class FastProjectListSerializer(ProjectListSerializer):
             "opportunity_status": row["opportunity__status"],
             "address": ", ".join(part for part in (row["opportunity__street"], place) if part),
             "tags": list(row["opportunity__tags"] or []), "portal_url": portal_url("opportunity", epilot_id),
-            "updated_at": timezone.localtime(row["updated_at"]).isoformat(),
+            "updated_at": row["updated_at"].astimezone(LOCAL_TIME).isoformat(),
         }
 
 
