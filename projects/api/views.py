@@ -66,8 +66,18 @@ def raise_for_service_error(exc: ServiceError) -> None:
     raise exceptions.APIException(exc.message)
 
 
+class QueryFilterBackend(DjangoFilterBackend):
+    """django-filter, skipped when the request names none of its parameters (the common polling case)."""
+
+    def filter_queryset(self, request: Request, queryset: QuerySet, view: Any) -> QuerySet:
+        filterset_class = getattr(view, "filterset_class", None)
+        if filterset_class is not None and not any(name in request.query_params for name in filterset_class.base_filters):
+            return queryset
+        return super().filter_queryset(request, queryset, view)
+
+
 class MirrorViewSet(viewsets.ReadOnlyModelViewSet):
-    filter_backends = [DjangoFilterBackend, filters.SearchFilter, StrictOrderingFilter]
+    filter_backends = [QueryFilterBackend, filters.SearchFilter, StrictOrderingFilter]
     ordering = ["id"]
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
