@@ -28,6 +28,7 @@ from integrations.epilot.types import (
     RelationItem,
     WorkflowDefinition,
     WorkflowExecution,
+    parse_timestamp,
 )
 
 logger = logging.getLogger("integrations.epilot")
@@ -155,12 +156,29 @@ class EpilotClient:
     def patch_entity(
         self, slug: str, entity_id: str, attributes: Mapping[str, Any], *, updated_at: str | None = None
     ) -> Entity:
-        """patchEntity. With `updated_at` epilot refuses a stale write (EpilotConflictError) and the call is retried."""
+        """patchEntity. With `updated_at` epilot refuses a stale write (EpilotConflictError) and the call is retried.
+
+        The spec documents `_updated_at` in the body as the conflict guard but also marks it readOnly;
+        a server that enforces readOnly answers 400/422 naming it. Then the guard is checked here
+        (a read just before the write) and the patch is sent without it, once.
+        """
         body = dict(attributes)
-        if updated_at is not None:
-            body["_updated_at"] = updated_at
-        response = self._request("patchEntity", "PATCH", self.urls.entity, f"/v1/entity/{slug}/{entity_id}",
-                                 json_body=body, idempotent=updated_at is not None)
+        if updated_at is None:
+            response = self._request("patchEntity", "PATCH", self.urls.entity, f"/v1/entity/{slug}/{entity_id}",
+                                     json_body=body, idempotent=False)
+            return self._entity("patchEntity", self._json("patchEntity", response))
+        try:
+            response = self._request("patchEntity", "PATCH", self.urls.entity, f"/v1/entity/{slug}/{entity_id}",
+                                     json_body={**body, "_updated_at": updated_at}, idempotent=True)
+        except errors.EpilotValidationError as exc:
+            if "_updated_at" not in exc.message:
+                raise
+            current = self.get_entity(slug, entity_id)
+            if current.updated_at and current.updated_at > parse_timestamp(updated_at, name="_updated_at"):
+                raise errors.EpilotConflictError(f"patchEntity: {slug} {entity_id} changed in epilot since {updated_at}",
+                                                 operation="patchEntity", status=409) from None
+            response = self._request("patchEntity", "PATCH", self.urls.entity, f"/v1/entity/{slug}/{entity_id}",
+                                     json_body=body, idempotent=False)
         return self._entity("patchEntity", self._json("patchEntity", response))
 
     def upsert_entity(self, slug: str, unique_key: Sequence[str], attributes: Mapping[str, Any]) -> tuple[Entity, bool]:

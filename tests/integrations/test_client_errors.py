@@ -210,3 +210,18 @@ def test_search_iterator_follows_sort_end_and_stable_query_id(clock) -> None:
     assert second["search_after"] == [1735776000000, first[-1]["_id"]]
     assert second["stable_query_id"] == "ctx-1" and "from" not in second
     assert second["sort"] == ["_updated_at:asc", "_id:asc"] and second["size"] == 2
+
+
+def test_a_server_that_refuses_the_readonly_guard_gets_it_checked_client_side(clock) -> None:
+    refused = httpx.Response(400, json={"status": 400, "error": "_updated_at: Tried to write read-only property"})
+    current = httpx.Response(200, json={"entity": ENTITY, "relations": []})
+    script = Script(refused, current, httpx.Response(200, json=ENTITY))
+    make_client(script, clock).patch_entity("opportunity", ENTITY["_id"], {"status": "x"}, updated_at=ENTITY["_updated_at"])
+    assert [r.method for r in script.requests] == ["PATCH", "GET", "PATCH"]
+    assert "_updated_at" not in json.loads(script.requests[-1].content)
+
+    newer = {**ENTITY, "_updated_at": "2025-02-01T00:00:00.000Z"}
+    stale = Script(refused, httpx.Response(200, json={"entity": newer, "relations": []}))
+    with pytest.raises(EpilotConflictError):
+        make_client(stale, clock).patch_entity("opportunity", ENTITY["_id"], {"status": "x"}, updated_at=ENTITY["_updated_at"])
+    assert [r.method for r in stale.requests] == ["PATCH", "GET"]
