@@ -661,12 +661,12 @@ class ApiClientForm(forms.ModelForm):
         fields = ["name", "scopes", "throttle_rate"]
 
     def clean_throttle_rate(self) -> str:
-        from rest_framework.throttling import SimpleRateThrottle
+        from projects.api.auth import parse_throttle_rate
 
         rate = self.cleaned_data["throttle_rate"]
         try:
-            SimpleRateThrottle.parse_rate(None, rate)
-        except (ValueError, KeyError, IndexError):
+            parse_throttle_rate(rate)
+        except ValueError:
             raise forms.ValidationError("Format: Anzahl/Zeitraum, z. B. 600/min, 10/s, 5000/hour") from None
         return rate
 

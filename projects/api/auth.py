@@ -75,6 +75,15 @@ class HasScope(permissions.BasePermission):
         return True
 
 
+def parse_throttle_rate(rate: str) -> tuple[int, int]:
+    """(requests, seconds) for a rate such as '600/min'; raises ValueError for anything else."""
+    try:
+        count, period = rate.split("/")
+        return int(count), {"s": 1, "m": 60, "h": 3600, "d": 86400}[period.strip()[0]]
+    except (ValueError, KeyError, IndexError, AttributeError):
+        raise ValueError(f"not a rate: {rate!r}") from None
+
+
 class ApiClientRateThrottle(throttling.BaseThrottle):
     """Per-client fixed-window limit from the client's `throttle_rate` (429 with Retry-After beyond it).
 
@@ -86,7 +95,7 @@ class ApiClientRateThrottle(throttling.BaseThrottle):
         client = request.auth
         if not isinstance(client, ApiClient):
             return True
-        limit, duration = throttling.SimpleRateThrottle.parse_rate(None, client.throttle_rate)
+        limit, duration = parse_throttle_rate(client.throttle_rate)
         now = time.time()
         window = int(now // duration)
         key = f"throttle:{client.pk}:{client.token_prefix}:{window}"
