@@ -1,9 +1,11 @@
-"""The Celery application; settings come from Django settings prefixed CELERY_."""
-import os
+"""The Celery application; settings come from Django settings prefixed CELERY_.
 
+No default settings module is chosen here: `config/__init__.py` imports this module in every
+process, so a default set here would win over the one `config/wsgi.py` picks for the web
+process. Workers and beat name theirs (`DJANGO_SETTINGS_MODULE`, see the Procfiles); without
+it they refuse to start with Django's ImproperlyConfigured.
+"""
 from celery import Celery
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
 app = Celery("ausbau_backoffice")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -17,11 +17,16 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
+from django_celery_beat.admin import PeriodicTaskAdmin
+from django_celery_beat.models import PeriodicTask
+from kombu import exceptions as kombu_exceptions
 
 from integrations.epilot.types import WorkflowExecution as RemoteExecution
 from projects import models
 from projects.formatting import format_amount, portal_url
 from projects.forms import KNOWN_OPPORTUNITY_STATUSES, ConvertForm, StartWorkflowForm, StatusForm
+from projects.services.api_clients import api_client_issue_token, api_client_revoke, api_client_rotate, parse_throttle_rate
 from projects.services.automations import AUSBAU_FLOW_NAME, automation_provision
 from projects.services.conversion import conversion_preview, opportunity_convert
 from projects.services.errors import ServiceError, StatusConflict
@@ -530,13 +535,21 @@ class ConversionAdmin(ReadOnlyAdmin):
     search_fields = ["opportunity__title", "order_title", "order_epilot_id", "key"]
     actions = ["resume_action"]
     inlines = [ConversionWriteInline]
-    readonly_fields = ["opportunity", "order_link", "key", "definition", "target_status", "order_title", "amount_total", "currency",
-                       "step", "status", "error", "execution_epilot_id", "requested_by", "created_at", "updated_at"]
+    readonly_fields = ["opportunity", "order_link", "key", "definition", "resume_link", "source_status", "target_status", "order_title",
+                       "amount_total", "currency", "step", "status", "error", "execution_epilot_id", "requested_by", "created_at",
+                       "updated_at"]
     exclude = ["claimed_until", "order_epilot_id"]
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: models.Conversion) -> str:
         return badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="Fortsetzen")
+    def resume_link(self, obj: models.Conversion) -> str:
+        if obj.status == models.Conversion.Status.DONE:
+            return "–"
+        return format_html('<a href="{}">Mit (anderem) Workflow fortsetzen …</a>',
+                           reverse("admin:projects_opportunity_convert", args=[obj.opportunity_id]))
 
     @admin.display(description="Auftrag in epilot")
     def order_link(self, obj: models.Conversion) -> str:
@@ -661,8 +674,6 @@ class ApiClientForm(forms.ModelForm):
         fields = ["name", "scopes", "throttle_rate"]
 
     def clean_throttle_rate(self) -> str:
-        from projects.api.auth import parse_throttle_rate
-
         rate = self.cleaned_data["throttle_rate"]
         try:
             parse_throttle_rate(rate)
@@ -683,8 +694,6 @@ class ApiClientAdmin(admin.ModelAdmin):
         return badge("succeeded", "aktiv") if obj.is_active else badge("failed", "widerrufen")
 
     def save_model(self, request: HttpRequest, obj: models.ApiClient, form: Any, change: bool) -> None:
-        from projects.services.api_clients import api_client_issue_token
-
         if change:
             obj.save()
             return
@@ -692,19 +701,47 @@ class ApiClientAdmin(admin.ModelAdmin):
         self.message_user(request, format_html("Token für '{}' (wird nur jetzt angezeigt): <code id='new-api-token'>{}</code>",
                                                obj.name, token), messages.WARNING)
 
-    @admin.action(description="Widerrufen")
+    @admin.action(description="Widerrufen", permissions=["change"])
     def revoke_action(self, request: HttpRequest, queryset: QuerySet) -> None:
-        from projects.services.api_clients import api_client_revoke
-
         for client in queryset:
             api_client_revoke(client)
         self.message_user(request, f"{queryset.count()} Client(s) widerrufen.", messages.SUCCESS)
 
-    @admin.action(description="Neues Token ausstellen")
+    @admin.action(description="Neues Token ausstellen", permissions=["change"])
     def rotate_action(self, request: HttpRequest, queryset: QuerySet) -> None:
-        from projects.services.api_clients import api_client_issue_token
-
         for client in queryset:
-            token = api_client_issue_token(client)
+            try:
+                token = api_client_rotate(client)
+            except ServiceError as exc:
+                self.message_user(request, f"{client.name}: {exc.message}", messages.ERROR)
+                continue
             self.message_user(request, format_html("Neues Token für '{}' (nur jetzt sichtbar): <code>{}</code>", client.name, token),
                               messages.WARNING)
+
+
+class GuardedPeriodicTaskAdmin(PeriodicTaskAdmin):
+    """django-celery-beat's admin, whose actions declare no permission: here each needs `change`."""
+
+    @admin.action(description=_("Enable selected tasks"), permissions=["change"])
+    def enable_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
+        super().enable_tasks(request, queryset)
+
+    @admin.action(description=_("Disable selected tasks"), permissions=["change"])
+    def disable_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
+        super().disable_tasks(request, queryset)
+
+    @admin.action(description=_("Toggle activity of selected tasks"), permissions=["change"])
+    def toggle_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
+        super().toggle_tasks(request, queryset)
+
+    @admin.action(description=_("Run selected tasks"), permissions=["change"])
+    def run_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
+        try:
+            super().run_tasks(request, queryset)
+        except (ValueError, TypeError, kombu_exceptions.KombuError, OSError) as exc:
+            # Malformed JSON arguments or an unreachable broker: say so instead of a server error.
+            self.message_user(request, f"Aufgaben nicht eingeplant: {type(exc).__name__}: {exc}", messages.ERROR)
+
+
+admin.site.unregister(PeriodicTask)
+admin.site.register(PeriodicTask, GuardedPeriodicTaskAdmin)

@@ -12,6 +12,7 @@ class ProjectsConfig(AppConfig):
 
     def ready(self) -> None:
         from integrations.epilot.factory import connection_info
+        from projects import checks  # noqa: F401 - registers the system checks
 
         info = connection_info()
         if info.mode == "embedded-sandbox":

@@ -26,7 +26,7 @@ class StartWorkflowForm(forms.Form):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["definition"] = definition_choices()
-        default = self.fields["definition"].queryset.filter(epilot_id=settings.DEFAULT_WORKFLOW_DEFINITION).first()
+        default = self.fields["definition"].queryset.filter(epilot_id=settings.DEFAULT_WORKFLOW_DEFINITION).order_by("engine").first()
         if default and not self.is_bound:
             self.initial.setdefault("definition", default.pk)
 
@@ -41,7 +41,7 @@ class ConvertForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["definition"] = definition_choices()
         self.fields["definition"].label = "Workflow auf dem Auftrag"
-        default = self.fields["definition"].queryset.filter(epilot_id=settings.DEFAULT_WORKFLOW_DEFINITION).first()
+        default = self.fields["definition"].queryset.filter(epilot_id=settings.DEFAULT_WORKFLOW_DEFINITION).order_by("engine").first()
         if not self.is_bound:
             if default:
                 self.initial.setdefault("definition", default.pk)

@@ -107,7 +107,7 @@ class WorkflowDefinition(models.Model):
         V1 = "v1", "Workflow (V1)"
         V2 = "v2", "Flow (V2)"
 
-    epilot_id = models.CharField(max_length=64, unique=True)
+    epilot_id = models.CharField(max_length=64)
     engine = models.CharField(max_length=2, choices=Engine.choices)
     name = models.CharField(max_length=300)
     enabled = models.BooleanField(default=True)
@@ -121,9 +121,11 @@ class WorkflowDefinition(models.Model):
         verbose_name = "Workflow-Definition"
         verbose_name_plural = "Workflow-Definitionen"
         ordering = ["name"]
+        # epilot lists V1 definitions as V2 flow templates too: one id, two engines.
+        constraints = [models.UniqueConstraint(fields=["engine", "epilot_id"], name="one_definition_per_engine_and_id")]
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.epilot_id})"
+        return f"{self.name} ({self.epilot_id}, {self.engine.upper()})"
 
 
 class WorkflowExecution(models.Model):
@@ -259,7 +261,7 @@ class QuarantinedEntity(models.Model):
     """An epilot entity the sync could not mirror, with the reason and the raw payload."""
 
     schema = models.CharField(max_length=100)
-    epilot_id = models.CharField(max_length=64, blank=True)
+    epilot_id = models.CharField(max_length=255, blank=True)
     reason = models.TextField()
     payload = models.JSONField(default=dict)
     first_seen_at = models.DateTimeField()
@@ -363,6 +365,8 @@ class WorkflowStart(models.Model):
     error = models.TextField(blank=True)
     requested_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     actor = models.CharField(max_length=100, default="admin")
+    claimed_until = models.DateTimeField(null=True, blank=True,
+                                         help_text="lease of the attempt carrying out a pending start; after it, another may adopt it")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -403,6 +407,8 @@ class Conversion(models.Model):
     key = models.CharField(max_length=64, unique=True)
     definition = models.ForeignKey(WorkflowDefinition, null=True, blank=True, on_delete=models.PROTECT)
     target_status = models.CharField(max_length=100, default="geschlossen")
+    source_status = models.CharField(max_length=100, blank=True,
+                                     help_text="the opportunity's status when the conversion was requested; only that one is replaced")
     order_title = models.CharField(max_length=500)
     amount_total = models.BigIntegerField(null=True, blank=True, help_text="cents")
     currency = models.CharField(max_length=3, default="EUR")

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 
-from projects.models import AusbauProject, EpilotWrite, Opportunity, Order, SyncRun, SyncState, WorkflowExecution
+from projects.models import AusbauProject, EpilotWrite, Opportunity, Order, SyncRun, SyncState, WorkflowDefinition, WorkflowExecution
 from projects.services.sync import configured_schemas
 
 
@@ -59,3 +59,9 @@ def dashboard_stats() -> dict:
         "failed_writes": failed_writes.count(),
         "recent_failed_writes": list(failed_writes[:5]),
     }
+
+
+def definition_by_epilot_id(epilot_id: str) -> WorkflowDefinition | None:
+    """The definition staff mean by an epilot id; where an id is both a V1 definition and a V2 flow
+    template (epilot lists V1 definitions as templates too), the V1 definition, its native engine."""
+    return WorkflowDefinition.objects.filter(epilot_id=epilot_id).order_by("engine").first()

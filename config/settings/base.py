@@ -80,6 +80,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# MESSAGES
+# In the session, not in a cookie: a new API token is shown once in a message and must not travel in a cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 # STATIC
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
@@ -184,7 +188,8 @@ EPILOT_SANDBOX_DB = Path(env("EPILOT_SANDBOX_DB", default=str(VAR_DIR / "epilot_
 # SYNC
 # Further epilot schemas to mirror generically (workflows can run on any entity type).
 SYNC_EXTRA_SCHEMAS = env.list("SYNC_EXTRA_SCHEMAS", default=[])
-SYNC_LOCK_SECONDS = env.int("SYNC_LOCK_SECONDS", default=600)
+# Lease of a sync's lock, renewed by a heartbeat; a killed run's lock is free after at most this long.
+SYNC_LOCK_SECONDS = env.int("SYNC_LOCK_SECONDS", default=30)
 # How far before the watermark an incremental run re-reads (epilot search is near-real-time).
 SYNC_OVERLAP_SECONDS = env.int("SYNC_OVERLAP_SECONDS", default=120)
 # Opportunities with any of these tags are Ausbau projects; empty means every opportunity.

@@ -11,7 +11,7 @@ from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
 from projects.models import ApiClient
-from projects.services.api_clients import api_client_authenticate
+from projects.services.api_clients import api_client_authenticate, parse_throttle_rate
 
 
 class ApiClientUser:
@@ -73,15 +73,6 @@ class HasScope(permissions.BasePermission):
             self.message = f"This token lacks the '{scope}' scope."
             return False
         return True
-
-
-def parse_throttle_rate(rate: str) -> tuple[int, int]:
-    """(requests, seconds) for a rate such as '600/min'; raises ValueError for anything else."""
-    try:
-        count, period = rate.split("/")
-        return int(count), {"s": 1, "m": 60, "h": 3600, "d": 86400}[period.strip()[0]]
-    except (ValueError, KeyError, IndexError, AttributeError):
-        raise ValueError(f"not a rate: {rate!r}") from None
 
 
 class ApiClientRateThrottle(throttling.BaseThrottle):

@@ -20,8 +20,9 @@ from rest_framework.response import Response
 from projects.api import serializers as s
 from projects.api.filters import OpportunityFilter, OrderFilter, ProjectFilter, WorkflowExecutionFilter
 from projects.models import AusbauProject, Opportunity, Order, WorkflowDefinition, WorkflowExecution
+from projects.selectors import definition_by_epilot_id
 from projects.services.conversion import opportunity_convert
-from projects.services.errors import InProgress, NotAllowed, RemoteFailure, ServiceError
+from projects.services.errors import Conflict, InProgress, NotAllowed, RemoteFailure, ServiceError
 from projects.services.workflows import workflow_start
 
 
@@ -59,7 +60,7 @@ class UpstreamFailure(exceptions.APIException):
 
 
 def raise_for_service_error(exc: ServiceError) -> None:
-    if isinstance(exc, (NotAllowed, InProgress)):
+    if isinstance(exc, (NotAllowed, InProgress, Conflict)):
         raise ServiceConflict(exc.message)
     if isinstance(exc, RemoteFailure):
         raise UpstreamFailure(exc.message)
@@ -183,7 +184,7 @@ class ProjectViewSet(MirrorViewSet):
 
     @staticmethod
     def _definition(epilot_id: str) -> WorkflowDefinition:
-        definition = WorkflowDefinition.objects.filter(epilot_id=epilot_id).first()
+        definition = definition_by_epilot_id(epilot_id)
         if definition is None:
             raise exceptions.ValidationError({"definition": [f"Unknown workflow definition {epilot_id!r}."]})
         return definition

@@ -10,6 +10,7 @@ import time
 from django.utils import timezone
 
 from projects.models import ApiClient
+from projects.services.errors import NotAllowed
 
 TOKEN_PREFIX = "abo_"
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
@@ -23,20 +24,56 @@ def _hash(token: str) -> str:
 
 
 def api_client_issue_token(client: ApiClient) -> str:
-    """Save `client` with a new token (an old one stops working at once); returns the token, which is not stored."""
+    """Save `client` with a new token (an old one stops working at once); returns the token, which is not stored.
+
+    A revoked client stays revoked: its new token does not work until it is re-activated on purpose.
+    """
     prefix = secrets.token_hex(6)
     token = f"{TOKEN_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
     old_hash = client.token_hash
-    client.token_prefix, client.token_hash, client.revoked_at = prefix, _hash(token), None
+    client.token_prefix, client.token_hash = prefix, _hash(token)
     client.save()
     _verified.pop(old_hash, None)
     return token
 
 
+def api_client_rotate(client: ApiClient) -> str:
+    """Replace an active client's token; returns the new one. Raises NotAllowed for a revoked client."""
+    client.refresh_from_db()
+    if not client.is_active:
+        raise NotAllowed("Der Client ist widerrufen; ein neues Token würde ihn nicht wieder freischalten. "
+                         "Legen Sie einen neuen Client an.")
+    return api_client_issue_token(client)
+
+
 def api_client_create(*, name: str, scopes: list[str], throttle_rate: str = "1200/min") -> tuple[ApiClient, str]:
-    """Create a client; returns it with its token, shown this once."""
-    client = ApiClient(name=name, scopes=scopes, throttle_rate=throttle_rate)
+    """Create a client; returns it with its token, shown this once.
+
+    Raises NotAllowed for an unknown scope, a malformed rate or a name already taken.
+    """
+    unknown = sorted(set(scopes) - set(ApiClient.Scope.values))
+    if unknown or not scopes:
+        raise NotAllowed(f"Unknown or missing scopes {unknown}; use {', '.join(ApiClient.Scope.values)}.")
+    try:
+        parse_throttle_rate(throttle_rate)
+    except ValueError:
+        raise NotAllowed(f"Not a rate: {throttle_rate!r}; use e.g. 600/min, 10/s, 5000/hour.") from None
+    if ApiClient.objects.filter(name=name).exists():
+        raise NotAllowed(f"An API client named {name!r} exists already.")
+    client = ApiClient(name=name, scopes=list(dict.fromkeys(scopes)), throttle_rate=throttle_rate)
     return client, api_client_issue_token(client)
+
+
+def parse_throttle_rate(rate: str) -> tuple[int, int]:
+    """(requests, seconds) for a rate such as '600/min'; raises ValueError for anything else."""
+    try:
+        count, period = rate.split("/")
+        requests, seconds = int(count), {"s": 1, "m": 60, "h": 3600, "d": 86400}[period.strip()[0]]
+    except (ValueError, KeyError, IndexError, AttributeError):
+        raise ValueError(f"not a rate: {rate!r}") from None
+    if requests < 1 or not count.strip().isascii():
+        raise ValueError(f"not a rate: {rate!r}")
+    return requests, seconds
 
 
 def api_client_revoke(client: ApiClient) -> None:

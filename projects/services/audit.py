@@ -41,8 +41,21 @@ def audited_write(*, action: str, target_schema: str, target_epilot_id: str = ""
     except EpilotError as exc:
         _complete(record, EpilotWrite.Result.FAILED, exc.message, outcome.epilot_ids)
         raise
+    except BaseException as exc:  # whatever stopped the write, the row must not stay pending
+        _complete(record, EpilotWrite.Result.FAILED, f"{type(exc).__name__}: {exc}"[:1000], outcome.epilot_ids)
+        raise
     _complete(record, EpilotWrite.Result.SUCCEEDED, "", outcome.epilot_ids)
 
 
 def _complete(record: EpilotWrite, result: str, error: str, epilot_ids: list[str]) -> None:
     EpilotWrite.objects.filter(pk=record.pk).update(result=result, error=error, epilot_ids=epilot_ids, finished_at=timezone.now())
+
+
+def record_refused_write(*, action: str, target_schema: str, target_epilot_id: str, summary: dict[str, Any], reason: str,
+                         user: Any = None, actor: str, conversion: Conversion | None = None) -> EpilotWrite:
+    """Record a write that was not sent because epilot's state had moved on (result: conflict)."""
+    now = timezone.now()
+    return EpilotWrite.objects.create(
+        action=action, user=user if getattr(user, "pk", None) else None, actor=actor, target_schema=target_schema,
+        target_epilot_id=target_epilot_id, request_summary=summary, conversion=conversion, started_at=now, finished_at=now,
+        result=EpilotWrite.Result.CONFLICT, error=reason)

@@ -41,8 +41,8 @@ def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *,
             # pipelined as parameters of one prepared statement instead of being spliced into SQL text.
             import psycopg
 
-            with psycopg.Cursor(connection.connection) as raw:
-                raw.executemany(sql, params)
+            with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as raw:
+                raw.executemany(sql, params)  # errors surface as django.db errors, as through Django's cursor
         else:
             cursor.executemany(sql, params)
     return len(rows)

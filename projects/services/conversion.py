@@ -23,8 +23,8 @@ from integrations.epilot import EpilotClient, EpilotConflictError, EpilotError, 
 from integrations.epilot.factory import get_epilot_client
 from projects.formatting import format_amount
 from projects.models import Conversion, EpilotWrite, Opportunity, WorkflowDefinition, WorkflowStart
-from projects.services.audit import audited_write
-from projects.services.errors import InProgress, NotAllowed, RemoteFailure
+from projects.services.audit import audited_write, record_refused_write
+from projects.services.errors import Conflict, InProgress, NotAllowed, RemoteFailure, ServiceError
 
 CLAIM_SECONDS = 300
 CONVERSION_KEY_ATTRIBUTE = "backoffice_conversion_key"
@@ -74,18 +74,30 @@ def opportunity_convert(*, opportunity: Opportunity, definition: WorkflowDefinit
         raise NotAllowed("Die Opportunity ist in epilot gelöscht und kann nicht umgewandelt werden.")
     if opportunity.status == "abgebrochen":
         raise NotAllowed("Die Opportunity ist abgebrochen und kann nicht umgewandelt werden.")
+    existing = Conversion.objects.filter(opportunity=opportunity).select_related("definition").first()
+    if existing is not None and existing.status == Conversion.Status.DONE:
+        return existing
+    workflow_pending = existing is None or existing.step in (Conversion.Step.REQUESTED, Conversion.Step.ORDER_CREATED,
+                                                             Conversion.Step.LINKED)
+    chosen = definition if definition is not None or existing is None else existing.definition
+    if workflow_pending and chosen is not None and (chosen.removed_in_epilot or not chosen.enabled):
+        # Checked before the first write: a saga must not stop halfway on a workflow it cannot start.
+        raise NotAllowed(f"Der Workflow '{chosen.name}' ist in epilot nicht verfügbar (deaktiviert oder entfernt); "
+                         "bitte einen anderen wählen.")
     conversion = _get_or_create(opportunity, definition, amount_total, target_status or settings.CONVERSION_TARGET_STATUS, user)
     if conversion.status == Conversion.Status.DONE:
         return conversion
     if not _claim(conversion):
         raise InProgress("Diese Opportunity wird gerade von jemand anderem umgewandelt.")
+    if workflow_pending and definition is not None and conversion.definition_id != definition.pk:
+        _save(conversion, definition=definition)  # a resume may choose another workflow until it has started
     try:
         _run_steps(client, conversion, user=user, actor=actor)
     except EpilotError as exc:
         _save(conversion, status=Conversion.Status.FAILED, error=exc.message)
         raise RemoteFailure(f"Umwandlung bei Schritt '{conversion.get_step_display()}' unterbrochen: {exc.message}. "
                             "Sie kann fortgesetzt werden.") from None
-    except (NotAllowed, RemoteFailure) as exc:
+    except ServiceError as exc:
         _save(conversion, status=Conversion.Status.FAILED, error=exc.message)
         raise
     _save(conversion, status=Conversion.Status.DONE, step=Conversion.Step.DONE, error="")
@@ -103,6 +115,7 @@ def _get_or_create(opportunity: Opportunity, definition: WorkflowDefinition | No
         with transaction.atomic():
             return Conversion.objects.create(
                 opportunity=opportunity, key=uuid.uuid4().hex, definition=definition, target_status=target_status,
+                source_status=opportunity.status,
                 order_title=preview.title, amount_total=preview.amount_total, currency=preview.currency,
                 requested_by=user if getattr(user, "pk", None) else None)
     except IntegrityError:  # two requests at once: the other one created it
@@ -187,11 +200,26 @@ def _start_workflow(client: EpilotClient, conversion: Conversion, *, user: Any, 
 
 
 def _close_opportunity(client: EpilotClient, conversion: Conversion, *, user: Any, actor: str) -> None:
+    """Set the target status, but only over the status the opportunity had when the conversion was asked for.
+
+    Someone may have changed it in the meantime (to `abgebrochen`, say); then nothing is written
+    and the conversion stops as a conflict for staff to decide.
+    """
     opportunity = conversion.opportunity
     for attempt in (1, 2):
         current = client.get_entity("opportunity", opportunity.epilot_id)
-        if current.data.get("status") == conversion.target_status:
+        status = current.data.get("status")
+        if status == conversion.target_status:
             return
+        if not conversion.source_status:  # recorded before this field existed: the first read is the reference
+            _save(conversion, source_status=str(status or ""))
+        if (status or "") != conversion.source_status:
+            reason = (f"Der Status der Opportunity wurde inzwischen auf '{status}' geändert (vorher '{conversion.source_status}'); "
+                      f"'{conversion.target_status}' wurde nicht gesetzt.")
+            record_refused_write(action=EpilotWrite.Action.CLOSE_OPPORTUNITY, target_schema="opportunity",
+                                 target_epilot_id=opportunity.epilot_id, reason=reason, user=user, actor=actor, conversion=conversion,
+                                 summary={"status": conversion.target_status, "expected": conversion.source_status, "found": status})
+            raise Conflict(reason)
         summary = {"status": conversion.target_status, "_updated_at": current.data.get("_updated_at")}
         try:
             with audited_write(action=EpilotWrite.Action.CLOSE_OPPORTUNITY, target_schema="opportunity",

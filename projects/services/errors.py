@@ -22,6 +22,10 @@ class RemoteFailure(ServiceError):
     """epilot refused or failed; local state is consistent and the action can be retried."""
 
 
+class Conflict(ServiceError):
+    """epilot's state is no longer the one the request was based on; nothing was overwritten."""
+
+
 class StatusConflict(ServiceError):
     """epilot holds a newer version than the one staff edited."""
 

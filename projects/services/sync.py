@@ -9,8 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import queue
+import re
 import socket
 import threading
 import time
@@ -21,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
+from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
@@ -56,8 +58,12 @@ EXTRA_FIELDS: dict[str, list[str]] = {
 }
 
 
-class SyncAlreadyRunning(Exception):
-    """Another process holds the lock of every requested schema."""
+class UnknownSchema(ValueError):
+    """A schema name that is not one the mirror is configured for (or not a slug at all)."""
+
+
+class LeaseLost(RuntimeError):
+    """Another run took over a schema's lock: this run's lease ran out while it was still working."""
 
 
 class QuarantineReason(ValueError):
@@ -96,6 +102,24 @@ def configured_schemas() -> list[str]:
     return [*CORE_SCHEMAS, *(s for s in settings.SYNC_EXTRA_SCHEMAS if s not in CORE_SCHEMAS)]
 
 
+SCHEMA_SLUG = re.compile(r"[a-z][a-z0-9_]{0,99}")
+
+
+def validate_schemas(schemas: Iterable[str]) -> list[str]:
+    """The given schema names, de-duplicated, if each is a configured schema slug.
+
+    Schema names end up in search queries, so nothing else may pass. Raises UnknownSchema.
+    """
+    wanted = list(dict.fromkeys(schemas))
+    allowed = set(configured_schemas())
+    for schema in wanted:
+        if not isinstance(schema, str) or not SCHEMA_SLUG.fullmatch(schema):
+            raise UnknownSchema(f"not a schema slug: {str(schema)[:100]!r}")
+        if schema not in allowed:
+            raise UnknownSchema(f"schema {schema!r} is not mirrored (configured: {', '.join(sorted(allowed))}; see SYNC_EXTRA_SCHEMAS)")
+    return wanted
+
+
 # ------------------------------------------------------------------ the run
 
 
@@ -108,14 +132,18 @@ def sync_run(
     client: EpilotClient | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     run: SyncRun | None = None,
+    wait_for_lock_seconds: float = 0.0,
 ) -> SyncRun:
     """Sync the given schemas (default: all configured) and record the run (a queued `run` if given).
 
-    Returns the SyncRun (status succeeded, failed or skipped). Raises nothing for epilot
-    failures: they end the run as failed with the watermark at the last committed page.
+    A schema locked by another run is waited for up to `wait_for_lock_seconds` (a crashed
+    holder's lease runs out within SYNC_LOCK_SECONDS), then skipped. Returns the SyncRun (status
+    succeeded, failed or skipped). Raises UnknownSchema for a schema that is not configured;
+    nothing for epilot failures: they end the run as failed with the watermark at the last
+    committed page.
     """
+    wanted = validate_schemas(schemas) if schemas else configured_schemas()
     client = client or get_epilot_client()
-    wanted = list(dict.fromkeys(schemas or configured_schemas()))
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     if run is None:
         run = SyncRun.objects.create(trigger=trigger, schemas=wanted, full=full, started_at=timezone.now(), owner=owner)
@@ -123,24 +151,22 @@ def sync_run(
         run.status, run.started_at, run.schemas, run.full, run.owner = SyncRun.Status.RUNNING, timezone.now(), wanted, full, owner
         run.save(update_fields=["status", "started_at", "schemas", "full", "owner"])
     counts = _RunCounts()
-    locked: list[str] = []
+    lease = SyncLease(owner)
     try:
         if dry_run:
             _dry_run(client, wanted, full, on_progress)
             return _finish(run, counts, SyncRun.Status.SUCCEEDED)
-        for schema in wanted:
-            if acquire_lock(schema, owner):
-                locked.append(schema)
-            else:
-                logger.warning("sync %s: another run holds the lock; skipped", schema)
+        locked = lease.acquire(wanted, wait_seconds=wait_for_lock_seconds)
         if not locked:
             return _finish(run, counts, SyncRun.Status.SKIPPED, "another sync is running for " + ", ".join(wanted))
         sync_definitions(client)
         for schema in locked:
-            _sync_schema(client, schema, full=full, owner=owner, counts=counts, run=run, on_progress=on_progress)
+            _sync_schema(client, schema, full=full, lease=lease, counts=counts, run=run, on_progress=on_progress)
+        lease.check()
         _link_orders_from_items()
         resolve_relations()
-        _refresh_executions(client, counts)
+        _refresh_executions(client, counts, lease)
+        lease.check()
         _refresh_projects(counts, full=full)
         _evaluate_rules(counts, client)
         skipped = [schema for schema in wanted if schema not in locked]
@@ -148,20 +174,23 @@ def sync_run(
     except EpilotError as exc:
         logger.error("sync failed: %s", exc.message)
         return _finish(run, counts, SyncRun.Status.FAILED, exc.message)
+    except LeaseLost as exc:
+        logger.error("sync stopped: %s", exc)
+        return _finish(run, counts, SyncRun.Status.FAILED, str(exc))
     except Exception as exc:
         _finish(run, counts, SyncRun.Status.FAILED, f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        for schema in locked:
-            release_lock(schema, owner)
+        lease.release()
 
 
 def sync_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | None = None) -> None:
     """Bring the named entities (schema, epilot id) into the mirror now, after a write; watermarks stay as they are."""
-    client = client or get_epilot_client()
     by_schema: dict[str, list[str]] = {}
     for schema, epilot_id in refs:
         by_schema.setdefault(schema, []).append(epilot_id)
+    validate_schemas(by_schema)
+    client = client or get_epilot_client()
     counts = _RunCounts()
     for schema, ids in by_schema.items():
         items: list[Entity | MalformedEntity] = []
@@ -172,7 +201,7 @@ def sync_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | Non
             _store_page(schema, items, counts, None, None, rewrite=False)
     _link_orders_from_items()
     resolve_relations()
-    _refresh_executions(client, counts)
+    _refresh_executions(client, counts, None)
     _refresh_projects(counts, full=False)
     _evaluate_rules(counts, client)
 
@@ -192,6 +221,7 @@ def sync_enqueue(*, trigger: str, schemas: list[str] | None = None, full: bool =
     """Record a queued run and hand it to a worker once the record is committed."""
     from projects.tasks import sync_epilot_task
 
+    schemas = validate_schemas(schemas) if schemas else None
     run = SyncRun.objects.create(trigger=trigger, schemas=schemas or configured_schemas(), full=full,
                                  status=SyncRun.Status.QUEUED, started_at=timezone.now())
     transaction.on_commit(lambda: sync_epilot_task.delay(run_id=run.pk, schemas=schemas, full=full))
@@ -239,6 +269,10 @@ def _dry_run(client: EpilotClient, schemas: list[str], full: bool, on_progress: 
 # ------------------------------------------------------------------ single flight
 
 
+def lease_seconds() -> int:
+    return max(3, settings.SYNC_LOCK_SECONDS)
+
+
 def acquire_lock(schema: str, owner: str) -> bool:
     """Take the schema's lock unless a live holder has it; an expired holder (a crashed run) loses it."""
     try:
@@ -248,24 +282,109 @@ def acquire_lock(schema: str, owner: str) -> bool:
     now = timezone.now()
     previous = SyncState.objects.filter(schema=schema).values_list("lock_owner", flat=True).first()
     taken = SyncState.objects.filter(schema=schema).filter(Q(lock_owner="") | Q(lock_expires_at__lt=now)).update(
-        lock_owner=owner, lock_expires_at=now + dt.timedelta(seconds=settings.SYNC_LOCK_SECONDS)
+        lock_owner=owner, lock_expires_at=now + dt.timedelta(seconds=lease_seconds())
     )
     if taken and previous:
-        # The previous holder let its lock expire without releasing it: its process died mid-run.
+        # The previous holder let its lease run out without releasing it: its process died mid-run.
         SyncRun.objects.filter(owner=previous, status=SyncRun.Status.RUNNING).update(
             status=SyncRun.Status.FAILED, finished_at=now, error="abandoned: the process running it stopped (lock expired)")
         logger.warning("sync %s: took over the expired lock of %s", schema, previous)
     return taken == 1
 
 
-def _extend_lock(schema: str, owner: str) -> None:
-    expires = timezone.now() + dt.timedelta(seconds=settings.SYNC_LOCK_SECONDS)
-    if not SyncState.objects.filter(schema=schema, lock_owner=owner).update(lock_expires_at=expires):
-        raise RuntimeError(f"sync lock for {schema} was lost (expired and taken by another run)")
+def renew_lock(schema: str, owner: str) -> bool:
+    """Extend the lease of a lock `owner` holds; False when it is no longer the holder."""
+    expires = timezone.now() + dt.timedelta(seconds=lease_seconds())
+    return SyncState.objects.filter(schema=schema, lock_owner=owner).update(lock_expires_at=expires) == 1
 
 
 def release_lock(schema: str, owner: str) -> None:
     SyncState.objects.filter(schema=schema, lock_owner=owner).update(lock_owner="", lock_expires_at=None)
+
+
+class SyncLease:
+    """The locks of one run, as short leases kept alive by a heartbeat thread in every phase.
+
+    A live run renews its leases every third of SYNC_LOCK_SECONDS, also while it waits for
+    epilot or refreshes projects, so it is never taken over; a run killed with SIGKILL stops
+    renewing, and its locks are free within SYNC_LOCK_SECONDS. The main thread renews at page
+    boundaries as well, so short runs never need the heartbeat's own database connection.
+    """
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.schemas: list[str] = []
+        self._renewed_at = 0.0
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._mutex = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self, schemas: list[str], *, wait_seconds: float = 0.0) -> list[str]:
+        """Lock what can be locked, waiting up to `wait_seconds` for locked schemas; returns the locked ones."""
+        deadline = time.monotonic() + wait_seconds
+        pending = list(schemas)
+        while True:
+            for schema in list(pending):
+                if acquire_lock(schema, self.owner):
+                    self.schemas.append(schema)
+                    pending.remove(schema)
+            if not pending or time.monotonic() >= deadline:
+                break
+            if self.schemas and not self._thread:
+                self._start_heartbeat()
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        for schema in pending:
+            logger.warning("sync %s: another run holds the lock; skipped", schema)
+        self.schemas.sort(key=schemas.index)
+        self._renewed_at = time.monotonic()
+        if self.schemas and not self._thread:
+            self._start_heartbeat()
+        return list(self.schemas)
+
+    def renew_if_due(self) -> None:
+        """Renew from the calling thread when a sixth of the lease has passed; raises LeaseLost."""
+        self.check()
+        if time.monotonic() - self._renewed_at >= lease_seconds() / 6:
+            self._renew()
+            self.check()
+
+    def check(self) -> None:
+        """Raise LeaseLost when the heartbeat found a lock taken over."""
+        if self._lost:
+            raise LeaseLost(self._lost)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=lease_seconds())
+        for schema in self.schemas:
+            release_lock(schema, self.owner)
+
+    def _renew(self) -> None:
+        with self._mutex:
+            for schema in self.schemas:
+                if not renew_lock(schema, self.owner):
+                    self._lost = f"sync lock for {schema} was lost (lease expired and taken by another run)"
+            self._renewed_at = time.monotonic()
+
+    def _start_heartbeat(self) -> None:
+        self._thread = threading.Thread(target=self._heartbeat, name="sync-lease-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _heartbeat(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(1.0):
+                if time.monotonic() - self._renewed_at < lease_seconds() / 3:
+                    continue
+                try:
+                    self._renew()
+                except Exception:  # a failed renewal is tried again a second later; expiry is the only judge
+                    logger.exception("sync lease renewal failed")
+        finally:
+            connection.close()
 
 
 # ------------------------------------------------------------------ entities
@@ -282,7 +401,7 @@ def _query(schema: str, state: SyncState | None) -> str:
     return query
 
 
-def _sync_schema(client: EpilotClient, schema: str, *, full: bool, owner: str, counts: _RunCounts, run: SyncRun,
+def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLease, counts: _RunCounts, run: SyncRun,
                  on_progress: Callable[[Progress], None] | None) -> None:
     state = SyncState.objects.get(schema=schema)
     started = time.monotonic()
@@ -292,7 +411,7 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, owner: str, c
         page_started = time.monotonic()
         with transaction.atomic():
             written = _store_page(schema, list(page.results), counts, run, state, rewrite=full)
-        _extend_lock(schema, owner)
+        lease.renew_if_due()
         seen.update(item.id for item in page.results if item.id)
         pages += 1
         entities += len(page.results)
@@ -379,20 +498,37 @@ def _store_page(schema: str, items: list[Entity | MalformedEntity], counts: _Run
             "epilot_id", "epilot_updated_at", "epilot_deleted_at", "payload__workflows")
     }
     changed: dict[str, dict[str, Any]] = {}
+    kinds: dict[str, str] = {}
     for epilot_id, row in rows.items():
         before = existing.get(epilot_id)
         if before is None:
-            counts.created += 1
+            kinds[epilot_id] = "created"
         elif row["epilot_updated_at"] == before[0] and (row["epilot_deleted_at"] is None) == (before[1] is None):
             if rewrite:
                 changed[epilot_id] = row
             continue
         elif row["epilot_deleted_at"] is not None and before[1] is None:
-            counts.deleted += 1
+            kinds[epilot_id] = "deleted"
         else:
-            counts.updated += 1
+            kinds[epilot_id] = "updated"
         changed[epilot_id] = row
-        workflows = row["payload"].get("workflows")
+    update_fields = COMMON_FIELDS + EXTRA_FIELDS.get(schema, ["schema"] if schema not in CORE_SCHEMAS else [])
+    if schema not in CORE_SCHEMAS:
+        for row in changed.values():
+            row["schema"] = schema
+    refused = write_isolating_failures(
+        lambda batch: bulk_upsert(model, batch, unique_field="epilot_id", update_fields=update_fields, newer_by="epilot_updated_at"),
+        [{"epilot_id": epilot_id, **row} for epilot_id, row in changed.items()])
+    for row, reason in refused:
+        changed.pop(row["epilot_id"])
+        rows.pop(row["epilot_id"])
+        kinds.pop(row["epilot_id"], None)
+        quarantined.append((row["epilot_id"], reason, row["payload"]))
+    for kind in kinds.values():
+        setattr(counts, kind, getattr(counts, kind) + 1)
+    for epilot_id in kinds:
+        workflows = changed[epilot_id]["payload"].get("workflows")
+        before = existing.get(epilot_id)
         if workflows and workflows != (before[2] if before else None):
             counts.workflow_changes.append((schema, epilot_id, workflows))
     counts.changed_refs.extend((schema, epilot_id) for epilot_id in changed)
@@ -400,25 +536,56 @@ def _store_page(schema: str, items: list[Entity | MalformedEntity], counts: _Run
         counts.touched_opportunities.update(changed)
     elif schema == "order":
         counts.touched_orders.update(changed)
-    update_fields = COMMON_FIELDS + EXTRA_FIELDS.get(schema, ["schema"] if schema not in CORE_SCHEMAS else [])
-    if schema not in CORE_SCHEMAS:
-        for row in changed.values():
-            row["schema"] = schema
-    bulk_upsert(model, ({"epilot_id": epilot_id, **row} for epilot_id, row in changed.items()),
-                unique_field="epilot_id", update_fields=update_fields, newer_by="epilot_updated_at")
     if rows:
         QuarantinedEntity.objects.filter(schema=schema, epilot_id__in=list(rows)).delete()  # repaired in epilot
     counts.quarantined += sum(_quarantine(schema, epilot_id, reason, payload, run, now) for epilot_id, reason, payload in quarantined)
-    last = max((item for item in items if isinstance(item, Entity) and item.updated_at), key=lambda e: (e.updated_at, e.id), default=None)
+    max_id = SyncState._meta.get_field("watermark_id").max_length
+    last = max((item for item in items if isinstance(item, Entity) and item.updated_at and len(item.id) <= max_id),
+               key=lambda e: (e.updated_at, e.id), default=None)
     if state is not None and last and (not state.watermark_updated_at or (last.updated_at, last.id) > (state.watermark_updated_at, state.watermark_id)):
         state.watermark_updated_at, state.watermark_id = last.updated_at, last.id
         SyncState.objects.filter(pk=state.pk).update(watermark_updated_at=last.updated_at, watermark_id=last.id)
     return len(changed)
 
 
+def write_isolating_failures(write: Callable[[list[dict[str, Any]]], Any],
+                             rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """Write `rows` with `write`; rows the database refuses are narrowed down by halving and returned with the reason.
+
+    Each attempt runs in a savepoint, so a refused batch leaves the surrounding transaction
+    usable and every other row is written. Call inside a transaction.
+    """
+    if not rows:
+        return []
+    try:
+        with transaction.atomic():
+            write(rows)
+        return []
+    except DatabaseError as exc:
+        if len(rows) == 1:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return [(rows[0], f"the database refused the row: {detail[:300]}")]
+    middle = len(rows) // 2
+    return write_isolating_failures(write, rows[:middle]) + write_isolating_failures(write, rows[middle:])
+
+
 def _quarantine(schema: str, epilot_id: str, reason: str, payload: Any, run: SyncRun | None, now: dt.datetime) -> bool:
-    """Record a malformed entity; returns True when it is newly quarantined (not seen again unchanged)."""
-    safe_payload = payload if _json_size(payload) <= MAX_PAYLOAD_BYTES else {"truncated": json.dumps(payload, default=str)[:MAX_PAYLOAD_BYTES]}
+    """Record a malformed entity; returns True when it is newly quarantined (not seen again unchanged).
+
+    The record itself must be storable whatever the entity holds: an over-long id is shortened
+    (the payload keeps it whole) and a payload PostgreSQL cannot take is kept as JSON text.
+    """
+    encoded = _json(payload)
+    if len(encoded.encode()) > MAX_PAYLOAD_BYTES:
+        safe_payload: Any = {"truncated": encoded[:MAX_PAYLOAD_BYTES // 4]}
+    elif ESCAPED_NUL.search(encoded):
+        safe_payload = {"json_text": encoded}
+    else:
+        safe_payload = payload
+    max_id = QuarantinedEntity._meta.get_field("epilot_id").max_length
+    if len(epilot_id) > max_id:
+        reason = f"{reason} (id of {len(epilot_id)} characters shortened here; the payload has it whole)"
+        epilot_id = epilot_id[:max_id]
     known = QuarantinedEntity.objects.filter(schema=schema, epilot_id=epilot_id).first() if epilot_id else None
     if known is not None:
         is_new = known.payload != safe_payload or known.reason != reason
@@ -432,8 +599,12 @@ def _quarantine(schema: str, epilot_id: str, reason: str, payload: Any, run: Syn
     return is_new
 
 
-def _json_size(payload: Any) -> int:
-    return len(json.dumps(payload, default=str, ensure_ascii=False).encode())
+# A NUL in any string of a document, as json.dumps writes it (an escaped backslash before "u0000" is text).
+ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _json(payload: Any) -> str:
+    return json.dumps(payload, default=str, ensure_ascii=False)
 
 
 def _row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
@@ -441,11 +612,12 @@ def _row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
     payload = dict(entity.data)
     if entity.updated_at is None:
         raise QuarantineReason("_updated_at is missing")
-    if _json_size(payload) > MAX_PAYLOAD_BYTES:
+    encoded = _json(payload)
+    if len(encoded.encode()) > MAX_PAYLOAD_BYTES:
         raise QuarantineReason(f"payload is larger than {MAX_PAYLOAD_BYTES // 1024} KiB")
+    if ESCAPED_NUL.search(encoded):
+        raise QuarantineReason("the payload contains a NUL character (\\u0000), which PostgreSQL cannot store")
     title = entity.title or ""
-    if len(title) > MAX_TITLE:
-        raise QuarantineReason(f"_title is longer than {MAX_TITLE} characters")
     status = payload.get("status")
     if status is not None and not isinstance(status, str):
         raise QuarantineReason(f"status is {type(status).__name__}, not a string")
@@ -456,24 +628,69 @@ def _row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
     if schema == "contact":
         emails = payload.get("email")
         first = emails[0] if isinstance(emails, list) and emails else None
-        row["email"] = str(first.get("email", ""))[:254] if isinstance(first, dict) else ""
+        row["email"] = str(first.get("email", "")) if isinstance(first, dict) else ""
     elif schema == "opportunity":
         row["customer_epilot_id"] = _single_relation(payload, "customer")
         address = payload.get("address")
         address = address[0] if isinstance(address, list) and address else address
         address = address if isinstance(address, dict) else {}
-        row["street"] = " ".join(str(address.get(key, "")) for key in ("street", "street_number")).strip()[:200]
-        row["postal_code"] = str(address.get("postal_code", ""))[:20]
-        row["city"] = str(address.get("city", ""))[:100]
+        row["street"] = " ".join(_text(address.get(key)) for key in ("street", "street_number")).strip()
+        row["postal_code"] = _text(address.get("postal_code"))
+        row["city"] = _text(address.get("city"))
         row["budget"] = _decimal(payload.get("budget"), "budget")
     elif schema == "order":
         amount = payload.get("amount_total")
         if amount is not None and (isinstance(amount, bool) or not isinstance(amount, (int, float))):
             raise QuarantineReason(f"amount_total is {type(amount).__name__}, not a number")
+        if isinstance(amount, float) and not math.isfinite(amount):
+            raise QuarantineReason("amount_total is not a finite number")
         row["amount_total"] = int(amount) if amount is not None else None
-        row["currency"] = str(payload.get("currency") or "")[:3]
+        row["currency"] = _text(payload.get("currency"))
         row["opportunity_epilot_id"] = _single_relation(payload, "opportunity")
+    check_fits(model_for(schema), {"epilot_id": entity.id, **row})
     return row
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+INTEGER_RANGES = {
+    "BigIntegerField": (-(2**63), 2**63 - 1),
+    "IntegerField": (-(2**31), 2**31 - 1),
+    "PositiveIntegerField": (0, 2**31 - 1),
+    "PositiveSmallIntegerField": (0, 2**15 - 1),
+}
+
+
+# The epilot attribute each mirrored column comes from, to name it in a quarantine reason.
+SOURCE_ATTRIBUTES = {
+    "epilot_id": "_id", "title": "_title", "email": "email[0].email", "customer_epilot_id": "customer ($relation entity_id)",
+    "street": "address street + street_number", "postal_code": "address postal_code", "city": "address city",
+    "opportunity_epilot_id": "opportunity ($relation entity_id)", "definition_epilot_id": "definition id",
+}
+
+
+def check_fits(model: type[models.Model], row: dict[str, Any]) -> None:
+    """Raise QuarantineReason when a value does not fit its column whole (length, range, NUL).
+
+    PostgreSQL refuses such values and SQLite would keep them; a mirrored value is either
+    whole or quarantined, never cut.
+    """
+    for name, value in row.items():
+        if value is None or name == "payload":
+            continue
+        field = model._meta.get_field(name)
+        name = SOURCE_ATTRIBUTES.get(name, name)
+        if isinstance(value, str):
+            if field.max_length is not None and len(value) > field.max_length:
+                raise QuarantineReason(f"{name} is {len(value)} characters long; the mirror keeps at most {field.max_length}")
+            if "\x00" in value:
+                raise QuarantineReason(f"{name} contains a NUL character, which PostgreSQL cannot store")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            low, high = INTEGER_RANGES.get(field.get_internal_type(), (None, None))
+            if low is not None and not low <= value <= high:
+                raise QuarantineReason(f"{name} is out of range ({value})")
 
 
 def _single_relation(payload: dict[str, Any], attribute: str) -> str:
@@ -487,7 +704,7 @@ def _single_relation(payload: dict[str, Any], attribute: str) -> str:
             if not isinstance(refs, list) or not all(isinstance(ref, dict) and isinstance(ref.get("entity_id"), str) for ref in refs):
                 raise QuarantineReason(f"relation {attribute} is broken: $relation must be a list of {{entity_id}}")
     ids = relation_ids(value)
-    return ids[0][:64] if ids else ""
+    return ids[0] if ids else ""
 
 
 def _decimal(value: Any, name: str) -> Decimal | None:
@@ -546,66 +763,92 @@ def resolve_relations() -> None:
         WorkflowExecution.objects.filter(entity_schema=schema, **{f"{field_name}__isnull": True}).update(
             **{f"{field_name}_id": Subquery(model.objects.filter(epilot_id=OuterRef("entity_epilot_id")).values("id")[:1])})
     WorkflowExecution.objects.filter(definition__isnull=True).update(
-        definition_id=Subquery(WorkflowDefinition.objects.filter(epilot_id=OuterRef("definition_epilot_id")).values("id")[:1]))
+        definition_id=Subquery(WorkflowDefinition.objects.filter(epilot_id=OuterRef("definition_epilot_id"), engine=OuterRef("engine"))
+                               .values("id")[:1]))
 
 
 # ------------------------------------------------------------------ workflows
 
 
 def sync_definitions(client: EpilotClient) -> int:
-    """Mirror every V1 definition and V2 flow template; ones gone from epilot are flagged, not deleted."""
-    remote = [*client.get_definitions(), *client.list_flow_templates()]
+    """Mirror every V1 definition and V2 flow template; ones gone from epilot are flagged, not deleted.
+
+    A definition is identified by engine and id: epilot lists V1 definitions as flow templates
+    too, so one id may come back once per engine (and an answer may repeat an entry).
+    """
     now = timezone.now()
-    objects = [
-        WorkflowDefinition(epilot_id=d.id, engine=d.engine, name=d.name[:300], enabled=d.enabled, sections=d.sections,
-                           step_count=len(d.steps), payload=dict(d.data), removed_in_epilot=False, synced_at=now)
-        for d in remote
-    ]
+    unique: dict[tuple[str, str], dict[str, Any]] = {}
+    for d in [*client.get_definitions(), *client.list_flow_templates()]:
+        row = {"epilot_id": d.id, "engine": d.engine, "name": d.name, "enabled": d.enabled, "sections": d.sections,
+               "step_count": len(d.steps), "payload": dict(d.data), "removed_in_epilot": False, "synced_at": now}
+        try:
+            check_fits(WorkflowDefinition, {key: value for key, value in row.items() if key not in ("sections", "payload")})
+        except QuarantineReason as reason:
+            _quarantine("workflow_definition", d.id, str(reason), dict(d.data), None, now)
+            continue
+        unique[(d.engine, d.id)] = row
+    objects = [WorkflowDefinition(**row) for row in unique.values()]
     with transaction.atomic():
-        WorkflowDefinition.objects.bulk_create(objects, update_conflicts=True, unique_fields=["epilot_id"],
-                                               update_fields=["engine", "name", "enabled", "sections", "step_count", "payload",
+        WorkflowDefinition.objects.bulk_create(objects, update_conflicts=True, unique_fields=["engine", "epilot_id"],
+                                               update_fields=["name", "enabled", "sections", "step_count", "payload",
                                                               "removed_in_epilot", "synced_at"])
-        WorkflowDefinition.objects.exclude(epilot_id__in=[d.id for d in remote]).update(removed_in_epilot=True)
+        gone = WorkflowDefinition.objects.all()
+        for engine in {engine for engine, _ in unique}:
+            gone = gone.exclude(engine=engine, epilot_id__in=[epilot_id for known, epilot_id in unique if known == engine])
+        gone.update(removed_in_epilot=True)
     return len(objects)
 
 
-def _refresh_executions(client: EpilotClient, counts: _RunCounts) -> None:
+def _refresh_executions(client: EpilotClient, counts: _RunCounts, lease: SyncLease | None) -> None:
     """Fetch executions only for entities whose `workflows` attribute changed."""
     v2_ids = set(WorkflowDefinition.objects.filter(engine="v2").values_list("epilot_id", flat=True))
     for schema, epilot_id, workflows in counts.workflow_changes:
+        read_at = timezone.now()
         executions = client.get_executions(context=epilot_id, schema=schema)
         if isinstance(workflows, dict) and v2_ids & set(workflows):
             executions += client.search_flow_executions(entity_id=epilot_id, entity_schema=schema)
-        store_executions(schema, epilot_id, executions)
+        store_executions(schema, epilot_id, executions, read_at=read_at)
         if schema == "opportunity":
             counts.touched_opportunities.add(epilot_id)
         elif schema == "order":
             counts.touched_orders.add(epilot_id)
+        if lease:
+            lease.renew_if_due()
     if counts.workflow_changes:
         resolve_relations()
 
 
-def store_executions(schema: str, entity_id: str, executions: list[RemoteExecution]) -> None:
-    """Replace the mirrored executions of one entity with what epilot returned."""
+EXECUTION_FIELDS = ["engine", "definition_epilot_id", "name", "entity_schema", "entity_epilot_id", "status", "current_section",
+                    "current_step", "completed_steps", "total_steps", "flow", "started_at", "epilot_updated_at", "completed_at",
+                    "synced_at"]
+
+
+def store_executions(schema: str, entity_id: str, executions: list[RemoteExecution], *, read_at: dt.datetime | None = None) -> None:
+    """Bring the mirrored executions of one entity to what epilot returned when read at `read_at`.
+
+    An older version never overwrites a newer one, and an execution another writer stored after
+    `read_at` is kept even if this answer lacks it. Executions that do not fit the mirror are
+    quarantined (schema `workflow_execution`).
+    """
     now = timezone.now()
-    objects = [
-        WorkflowExecution(
-            epilot_id=e.id, engine=e.engine, definition_epilot_id=e.definition_id or "", name=(e.name or "")[:300],
-            entity_schema=schema, entity_epilot_id=entity_id, status=e.status or "",
-            current_section=(e.current_step.section or "")[:300] if e.current_step else "",
-            current_step=e.current_step.name[:300] if e.current_step else "",
-            completed_steps=e.completed_steps, total_steps=len(e.steps), flow=dict(e.data),
-            started_at=e.created_at, epilot_updated_at=e.updated_at, completed_at=e.completed_at, synced_at=now,
-        )
-        for e in executions
-    ]
+    read_at = read_at or now
+    rows = []
+    for e in executions:
+        row = {"epilot_id": e.id, "engine": e.engine, "definition_epilot_id": e.definition_id or "", "name": e.name or "",
+               "entity_schema": schema, "entity_epilot_id": entity_id, "status": e.status or "",
+               "current_section": (e.current_step.section or "") if e.current_step else "",
+               "current_step": e.current_step.name if e.current_step else "",
+               "completed_steps": e.completed_steps, "total_steps": len(e.steps), "flow": dict(e.data),
+               "started_at": e.created_at, "epilot_updated_at": e.updated_at, "completed_at": e.completed_at, "synced_at": now}
+        try:
+            check_fits(WorkflowExecution, {key: value for key, value in row.items() if key != "flow"})
+        except QuarantineReason as reason:
+            _quarantine("workflow_execution", e.id, str(reason), dict(e.data), None, now)
+            continue
+        rows.append(row)
     with transaction.atomic():
-        WorkflowExecution.objects.bulk_create(
-            objects, update_conflicts=True, unique_fields=["epilot_id"],
-            update_fields=["engine", "definition_epilot_id", "name", "entity_schema", "entity_epilot_id", "status", "current_section",
-                           "current_step", "completed_steps", "total_steps", "flow", "started_at", "epilot_updated_at",
-                           "completed_at", "synced_at"])
-        WorkflowExecution.objects.filter(entity_schema=schema, entity_epilot_id=entity_id).exclude(
+        bulk_upsert(WorkflowExecution, rows, unique_field="epilot_id", update_fields=EXECUTION_FIELDS, newer_by="epilot_updated_at")
+        WorkflowExecution.objects.filter(entity_schema=schema, entity_epilot_id=entity_id, synced_at__lt=read_at).exclude(
             epilot_id__in=[e.id for e in executions]).delete()
 
 

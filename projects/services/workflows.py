@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from integrations.epilot import (
@@ -46,24 +47,60 @@ def workflow_start(*, definition: WorkflowDefinition, schema: str, entity_id: st
     return workflow_start_execute(start, allow_duplicate=allow_duplicate, client=client)
 
 
+# How long one attempt may carry out a pending start before another attempt may adopt it. Longer
+# than gunicorn's --timeout (150 s in the Procfile) and than the gateway's retry budget of one call.
+START_LEASE_SECONDS = 300
+
+
 def workflow_start_request(*, definition: WorkflowDefinition, schema: str, entity_id: str, entity_title: str = "", user: Any = None,
                            actor: str = "admin", job: WorkflowStartJob | None = None) -> WorkflowStart:
-    """Record a pending start; raises InProgress when one is pending for the same entity and definition."""
+    """Record a pending start, or adopt one whose attempt died (its lease ran out).
+
+    Raises NotAllowed for a definition gone from epilot, InProgress when a live attempt (or a
+    queued job) is starting the same definition on the entity.
+    """
     if definition.removed_in_epilot or not definition.enabled:
         raise NotAllowed(f"Der Workflow '{definition.name}' ist in epilot nicht mehr verfügbar.")
+    now = timezone.now()
+    lease = dt.timedelta(seconds=START_LEASE_SECONDS)
     try:
         with transaction.atomic():
             return WorkflowStart.objects.create(definition=definition, entity_schema=schema, entity_epilot_id=entity_id,
                                                 entity_title=entity_title[:500], requested_by=user if getattr(user, "pk", None) else None,
-                                                actor=actor, job=job)
+                                                actor=actor, job=job, claimed_until=None if job else now + lease)
     except IntegrityError:
-        raise InProgress(f"'{definition.name}' wird auf {entity_title or entity_id} gerade schon gestartet.") from None
+        pass
+    pending = WorkflowStart.objects.filter(entity_epilot_id=entity_id, definition=definition, status=WorkflowStart.Status.PENDING).first()
+    if pending is not None and job is None:
+        # A start whose attempt died mid-call (killed worker, timed-out request) is adopted: carrying
+        # it out first asks epilot whether that attempt got through, so nothing starts twice.
+        stale = Q(claimed_until__lt=now) | Q(claimed_until__isnull=True, job__isnull=True, updated_at__lt=now - lease)
+        if WorkflowStart.objects.filter(Q(pk=pending.pk, status=WorkflowStart.Status.PENDING) & stale).update(claimed_until=now + lease):
+            logger.warning("workflow start %s: adopting a pending start whose attempt stopped", pending.pk)
+            pending.refresh_from_db()
+            return pending
+    raise InProgress(f"'{definition.name}' wird auf {entity_title or entity_id} gerade schon gestartet.")
+
+
+def _claim(start: WorkflowStart) -> bool:
+    """Take the lease of a pending start for this attempt (its own fresh claim, an unclaimed job item or an expired one)."""
+    now = timezone.now()
+    claimable = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+    if start.claimed_until is not None:
+        claimable |= Q(claimed_until=start.claimed_until)
+    until = now + dt.timedelta(seconds=START_LEASE_SECONDS)
+    if not WorkflowStart.objects.filter(Q(pk=start.pk, status=WorkflowStart.Status.PENDING) & claimable).update(claimed_until=until):
+        return False
+    start.claimed_until = until
+    return True
 
 
 def workflow_start_execute(start: WorkflowStart, *, allow_duplicate: bool = False, client: EpilotClient | None = None) -> WorkflowStart:
     """Carry out a pending start; a retry after a lost answer adopts the execution epilot made instead of starting another."""
     client = client or get_epilot_client()
     definition = start.definition
+    if not _claim(start):
+        raise InProgress(f"'{definition.name}' wird auf {start.entity_title or start.entity_epilot_id} gerade schon gestartet.")
     try:
         before = running_executions(client, definition, start.entity_schema, start.entity_epilot_id)
     except EpilotError as exc:
@@ -121,8 +158,8 @@ def _create(client: EpilotClient, definition: WorkflowDefinition, context: Execu
 
 
 def _finish(start: WorkflowStart, status: str, *, execution_id: str = "", error: str = "") -> None:
-    start.status, start.execution_epilot_id, start.error = status, execution_id, error
-    start.save(update_fields=["status", "execution_epilot_id", "error", "updated_at"])
+    start.status, start.execution_epilot_id, start.error, start.claimed_until = status, execution_id, error, None
+    start.save(update_fields=["status", "execution_epilot_id", "error", "claimed_until", "updated_at"])
 
 
 def _fail(start: WorkflowStart, message: str) -> WorkflowStart:
@@ -164,7 +201,7 @@ def workflow_start_job_run(job: WorkflowStartJob, *, client: EpilotClient | None
     for start in job.items.filter(status=WorkflowStart.Status.PENDING).select_related("definition", "requested_by"):
         try:
             workflow_start_execute(start, allow_duplicate=job.allow_duplicate, client=client)
-        except (NotAllowed, RemoteFailure) as exc:
+        except (NotAllowed, RemoteFailure, InProgress) as exc:
             logger.info("workflow start %s: %s", start.pk, exc.message)
     WorkflowStartJob.objects.filter(pk=job.pk).update(status=WorkflowStartJob.Status.DONE, finished_at=timezone.now())
     job.refresh_from_db()

@@ -5,7 +5,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from projects.models import Opportunity, WorkflowDefinition
+from projects.selectors import definition_by_epilot_id
+from projects.models import Opportunity
 from projects.services.conversion import opportunity_convert
 from projects.services.errors import ServiceError
 
@@ -23,7 +24,7 @@ class Command(BaseCommand):
         opportunity = Opportunity.objects.filter(epilot_id=options["opportunity"]).first()
         if opportunity is None:
             raise CommandError(f"Opportunity {options['opportunity']} is not mirrored; run sync_epilot first.")
-        definition = WorkflowDefinition.objects.filter(epilot_id=options["definition"]).first()
+        definition = definition_by_epilot_id(options["definition"])
         if definition is None:
             raise CommandError(f"Unknown workflow definition {options['definition']}.")
         amount = None

@@ -3,7 +3,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from projects.models import WorkflowDefinition
+from projects.selectors import definition_by_epilot_id
 from projects.services.errors import ServiceError
 from projects.services.sync import model_for
 from projects.services.workflows import workflow_start
@@ -19,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--force", action="store_true", help="Start even if the definition already runs on the entity.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        definition = WorkflowDefinition.objects.filter(epilot_id=options["definition"]).first()
+        definition = definition_by_epilot_id(options["definition"])
         if definition is None:
             raise CommandError(f"Unknown workflow definition {options['definition']}; run sync_epilot first or check the id.")
         entity = model_for(options["schema"]).objects.filter(epilot_id=options["entity"]).first()

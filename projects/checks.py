@@ -1,0 +1,25 @@
+"""System checks that guard rules no single test could: every admin action declares a permission."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.core import checks
+
+
+@checks.register(checks.Tags.admin, checks.Tags.security)
+def admin_actions_declare_permissions(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """An admin action without `permissions` (or with only `view`) is offered to every user who can see the list.
+
+    Django then runs it for a Viewer too, so such an action is an error here.
+    """
+    errors = []
+    for model, model_admin in admin.site._registry.items():
+        for func, name, _description in model_admin._get_base_actions():
+            permissions = set(getattr(func, "allowed_permissions", ()))
+            if not permissions - {"view"}:
+                errors.append(checks.Error(
+                    f"Admin action {name!r} of {model._meta.label} declares no permission that changes data.",
+                    hint="Use @admin.action(permissions=[...]) with change, delete or a custom permission.",
+                    obj=type(model_admin), id="projects.E001"))
+    return errors
