@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -34,6 +34,7 @@ from projects.services.status import opportunity_set_status
 from projects.services.sync import sync_enqueue
 from projects.services.workflows import workflow_start, workflow_start_many
 from projects.templatetags.backoffice import badge
+from projects.validation import parse_id, parse_id_list
 
 def portal_link(schema: str, epilot_id: str) -> str:
     return format_html('<a href="{}" target="_blank" rel="noopener">In epilot öffnen ↗</a>', portal_url(schema, epilot_id))
@@ -190,8 +191,9 @@ class MirroredAdmin(ReadOnlyAdmin):
     def start_workflow_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_start_workflow_permission(request):
             raise Http404
-        raw_ids = request.POST.get("ids") or request.GET.get("ids", "")
-        ids = [int(pk) for pk in raw_ids.split(",") if pk.strip().isdigit()]
+        ids = parse_id_list(request.POST.get("ids") or request.GET.get("ids", ""))
+        if ids is None:
+            return HttpResponseBadRequest("ids: comma-separated whole numbers expected")
         entities = list(self.model.objects.filter(pk__in=ids, epilot_deleted_at__isnull=True))
         if not entities:
             self.message_user(request, "Keine (nicht gelöschten) Einträge ausgewählt.", messages.WARNING)
@@ -326,7 +328,7 @@ class OpportunityAdmin(MirroredAdmin):
     def convert_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         if not self.has_convert_opportunity_permission(request):
             raise Http404
-        opportunity = get_object_or_404(models.Opportunity.objects.select_related("customer"), pk=pk)
+        opportunity = get_object_or_404(models.Opportunity.objects.select_related("customer"), pk=parse_id(pk))
         existing = models.Conversion.objects.filter(opportunity=opportunity).first()
         initial = {"amount": opportunity.budget} if opportunity.budget is not None else {}
         form = ConvertForm(request.POST or None, initial=initial)
@@ -354,7 +356,7 @@ class OpportunityAdmin(MirroredAdmin):
     def status_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         if not self.has_write_status_permission(request):
             raise Http404
-        opportunity = get_object_or_404(models.Opportunity, pk=pk)
+        opportunity = get_object_or_404(models.Opportunity, pk=parse_id(pk))
         initial = {"status": opportunity.status, "expected_updated_at": opportunity.payload.get("_updated_at", "")}
         form = StatusForm(request.POST or None, initial=initial)
         conflict = None
@@ -584,7 +586,7 @@ class WorkflowStartJobAdmin(ReadOnlyAdmin):
     change_form_template = "admin/projects/workflowstartjob/change_form.html"
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
-        job = get_object_or_404(models.WorkflowStartJob, pk=object_id)
+        job = get_object_or_404(models.WorkflowStartJob, pk=parse_id(object_id))
         counts = {status: job.items.filter(status=status).count() for status, _ in models.WorkflowStart.Status.choices}
         total = sum(counts.values())
         done = total - counts[models.WorkflowStart.Status.PENDING]
@@ -602,7 +604,7 @@ class WorkflowStartAdmin(ReadOnlyAdmin):
 
 @admin.register(models.AutomationRule)
 class AutomationRuleAdmin(admin.ModelAdmin):
-    list_display = ["name", "enabled", "trigger", "definition", "owner", "firings_count"]
+    list_display = ["name", "enabled", "trigger", "definition", "owner", "firings_count", "failed_starts"]
     list_filter = ["enabled", "schema"]
     fields = ["name", "enabled", "schema", "attribute", "value", "definition"]
 
@@ -623,6 +625,14 @@ class AutomationRuleAdmin(admin.ModelAdmin):
     @admin.display(description="Ausgelöst")
     def firings_count(self, obj: models.AutomationRule) -> int:
         return obj.firings.count()
+
+    @admin.display(description="Fehlgeschlagene Starts")
+    def failed_starts(self, obj: models.AutomationRule) -> str:
+        failed = models.WorkflowStart.objects.filter(actor=f"rule:{obj.pk}", status=models.WorkflowStart.Status.FAILED).count()
+        if not failed:
+            return "0"
+        url = reverse("admin:projects_workflowstart_changelist") + "?" + urlencode({"actor": f"rule:{obj.pk}", "status": "failed"})
+        return format_html('<a href="{}">{}</a> {}', url, failed, badge("failed", "wird bei der nächsten Änderung wiederholt"))
 
 
 @admin.register(models.ProvisionedAutomation)

@@ -1,6 +1,7 @@
 """Forms of the admin's intermediate pages."""
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 
 from django import forms
@@ -55,4 +56,13 @@ class ConvertForm(forms.Form):
 class StatusForm(forms.Form):
     status = forms.CharField(label="Neuer Status", max_length=100,
                              widget=forms.TextInput(attrs={"list": "known-statuses", "autocomplete": "off"}))
-    expected_updated_at = forms.CharField(widget=forms.HiddenInput)
+    expected_updated_at = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+    def clean_expected_updated_at(self) -> str:
+        value = self.cleaned_data["expected_updated_at"]
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+            (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+        except (ValueError, OverflowError):
+            raise forms.ValidationError("Der gelesene Stand der Opportunity fehlt oder ist unlesbar; bitte die Seite neu laden.") from None
+        return value

@@ -12,10 +12,11 @@ def sync_epilot_task(*, run_id: int | None = None, trigger: str = SyncRun.Trigge
     A redelivered message (its worker died) runs the sync again; overlapping runs are refused by
     the sync's own lock, not by Celery.
     """
-    from projects.services.sync import sync_run, sync_run_resume
+    from projects.services.sync import lease_seconds, sync_run, sync_run_resume
 
     if run_id is None:
-        return sync_run(trigger=trigger, schemas=schemas, full=full).pk
+        # A schedule that names an unknown schema fails here with UnknownSchema, before any query is built.
+        return sync_run(trigger=trigger, schemas=schemas, full=full, wait_for_lock_seconds=lease_seconds() + 2).pk
     run = SyncRun.objects.filter(pk=run_id).first()
     return sync_run_resume(run).pk if run else run_id
 

@@ -9,9 +9,13 @@ from projects.services.health import health_report
 @never_cache
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
-    """Database, broker and sync freshness per schema; 503 when any of them fails."""
+    """Database, broker and sync freshness per schema; 503 when any of them fails.
+
+    Error texts (driver messages, host names) are shown to signed-in staff only.
+    """
     report = health_report()
-    return JsonResponse(report.as_dict(), status=200 if report.ok else 503)
+    details = bool(getattr(request, "user", None) and request.user.is_active and request.user.is_staff)
+    return JsonResponse(report.as_dict(details=details), status=200 if report.ok else 503)
 
 
 @never_cache

@@ -15,10 +15,58 @@ from integrations.epilot_sandbox import SandboxApp
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _clean_env(**env: str) -> dict[str, str]:
+    names = ("EPILOT_", "SECRET_KEY", "DJANGO_", "CACHE_URL", "CELERY_BROKER_URL", "DATABASE_URL", "DEBUG")
+    return {**{key: value for key, value in os.environ.items() if not key.startswith(names)}, **env}
+
+
 def _import_production_settings(**env: str) -> subprocess.CompletedProcess[str]:
-    clean = {key: value for key, value in os.environ.items() if not key.startswith(("EPILOT_", "SECRET_KEY", "DJANGO_"))}
-    return subprocess.run([sys.executable, "-c", "import config.settings.production"], cwd=ROOT, env={**clean, **env},
+    env.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+    return subprocess.run([sys.executable, "-c", "import config.settings.production"], cwd=ROOT, env=_clean_env(**env),
                           capture_output=True, text=True, timeout=60)
+
+
+PRODUCTION = {"SECRET_KEY": "s" * 50, "EPILOT_API_URL": "http://127.0.0.1:8765", "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"}
+SHOW_SETTINGS = ("from django.conf import settings; "
+                 "print(settings.SETTINGS_MODULE, settings.DEBUG, settings.EPILOT_API_URL, settings.CACHES['default']['BACKEND'])")
+
+
+@pytest.mark.parametrize("entry_point", ["config.wsgi", "config.asgi"])
+def test_web_entry_points_load_production_settings_when_none_is_named(entry_point: str) -> None:
+    result = subprocess.run([sys.executable, "-c", f"import {entry_point}; {SHOW_SETTINGS}"], cwd=ROOT, env=_clean_env(**PRODUCTION),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["config.settings.production", "False", "http://127.0.0.1:8765",
+                                     "django.core.cache.backends.redis.RedisCache"]
+
+
+@pytest.mark.parametrize("entry_point", ["config.wsgi", "config.asgi"])
+def test_web_entry_points_refuse_to_start_unconfigured_rather_than_fall_back_to_local(entry_point: str) -> None:
+    result = subprocess.run([sys.executable, "-c", f"import {entry_point}"], cwd=ROOT, env=_clean_env(), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0 and "ImproperlyConfigured" in result.stderr
+
+
+def test_a_celery_process_without_named_settings_refuses_to_start() -> None:
+    result = subprocess.run([sys.executable, "-c", "from config.celery import app; print(app.conf.broker_url)"], cwd=ROOT,
+                            env=_clean_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "DJANGO_SETTINGS_MODULE" in result.stderr
+
+
+def test_manage_py_keeps_local_settings() -> None:
+    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", SHOW_SETTINGS], cwd=ROOT, env=_clean_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].split()[:2] == ["config.settings.local", "True"]
+
+
+def test_production_refuses_a_cache_of_its_own_per_process() -> None:
+    result = _import_production_settings(**{**PRODUCTION, "CELERY_BROKER_URL": "filesystem://"})
+    assert result.returncode != 0 and "CACHE_URL" in result.stderr
+    result = _import_production_settings(**{**PRODUCTION, "CACHE_URL": "locmemcache://"})
+    assert result.returncode != 0 and "CACHE_URL" in result.stderr
+    assert _import_production_settings(**{**PRODUCTION, "CELERY_BROKER_URL": "filesystem://",
+                                          "CACHE_URL": "redis://127.0.0.1:6379/1"}).returncode == 0
 
 
 def test_production_refuses_to_start_without_secret_key() -> None:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -139,7 +140,7 @@ class EpilotClient:
     def get_entity(self, slug: str, entity_id: str, *, hydrate: bool = False) -> Entity:
         """getEntity; raises EpilotNotFoundError for an unknown or deleted entity."""
         body = self._json(
-            "getEntity", self._request("getEntity", "GET", self.urls.entity, f"/v1/entity/{slug}/{entity_id}",
+            "getEntity", self._request("getEntity", "GET", self.urls.entity, f"/v1/entity/{_segment(slug)}/{_segment(entity_id)}",
                                        params={"hydrate": _bool(hydrate)}, idempotent=True)
         )
         if not isinstance(body, Mapping) or "entity" not in body:
@@ -149,7 +150,7 @@ class EpilotClient:
     def create_entity(self, slug: str, attributes: Mapping[str, Any], *, activity_id: str | None = None) -> Entity:
         """createEntity; not retried on 5xx or timeouts (it is not idempotent)."""
         params = {"activity_id": activity_id} if activity_id else None
-        response = self._request("createEntity", "POST", self.urls.entity, f"/v1/entity/{slug}",
+        response = self._request("createEntity", "POST", self.urls.entity, f"/v1/entity/{_segment(slug)}",
                                  params=params, json_body=dict(attributes), idempotent=False)
         return self._entity("createEntity", self._json("createEntity", response))
 
@@ -164,11 +165,11 @@ class EpilotClient:
         """
         body = dict(attributes)
         if updated_at is None:
-            response = self._request("patchEntity", "PATCH", self.urls.entity, f"/v1/entity/{slug}/{entity_id}",
+            response = self._request("patchEntity", "PATCH", self.urls.entity, f"/v1/entity/{_segment(slug)}/{_segment(entity_id)}",
                                      json_body=body, idempotent=False)
             return self._entity("patchEntity", self._json("patchEntity", response))
         try:
-            response = self._request("patchEntity", "PATCH", self.urls.entity, f"/v1/entity/{slug}/{entity_id}",
+            response = self._request("patchEntity", "PATCH", self.urls.entity, f"/v1/entity/{_segment(slug)}/{_segment(entity_id)}",
                                      json_body={**body, "_updated_at": updated_at}, idempotent=True)
         except errors.EpilotValidationError as exc:
             if "_updated_at" not in exc.message:
@@ -177,19 +178,19 @@ class EpilotClient:
             if current.updated_at and current.updated_at > parse_timestamp(updated_at, name="_updated_at"):
                 raise errors.EpilotConflictError(f"patchEntity: {slug} {entity_id} changed in epilot since {updated_at}",
                                                  operation="patchEntity", status=409) from None
-            response = self._request("patchEntity", "PATCH", self.urls.entity, f"/v1/entity/{slug}/{entity_id}",
+            response = self._request("patchEntity", "PATCH", self.urls.entity, f"/v1/entity/{_segment(slug)}/{_segment(entity_id)}",
                                      json_body=body, idempotent=False)
         return self._entity("patchEntity", self._json("patchEntity", response))
 
     def upsert_entity(self, slug: str, unique_key: Sequence[str], attributes: Mapping[str, Any]) -> tuple[Entity, bool]:
         """upsertEntity on `unique_key` attribute paths; returns (entity, created)."""
-        response = self._request("upsertEntity", "PATCH", self.urls.entity, f"/v1/entity/{slug}:upsert",
+        response = self._request("upsertEntity", "PATCH", self.urls.entity, f"/v1/entity/{_segment(slug)}:upsert",
                                  json_body={"unique_key": list(unique_key), "entity": dict(attributes)}, idempotent=True)
         return self._entity("upsertEntity", self._json("upsertEntity", response)), response.status_code == 201
 
     def delete_entity(self, slug: str, entity_id: str, *, purge: bool = False) -> None:
         """deleteEntity: a soft delete unless `purge`."""
-        self._request("deleteEntity", "DELETE", self.urls.entity, f"/v1/entity/{slug}/{entity_id}",
+        self._request("deleteEntity", "DELETE", self.urls.entity, f"/v1/entity/{_segment(slug)}/{_segment(entity_id)}",
                       params={"purge": _bool(purge)} if purge else None, idempotent=False)
 
     def search_entities(self, params: Mapping[str, Any]) -> EntitySearchPage:
@@ -238,7 +239,7 @@ class EpilotClient:
             if relation.tags:
                 item["_tags"] = list(relation.tags)
             body.append(item)
-        self._request("addRelations", "POST", self.urls.entity, f"/v1/entity/{slug}/{entity_id}/relations",
+        self._request("addRelations", "POST", self.urls.entity, f"/v1/entity/{_segment(slug)}/{_segment(entity_id)}/relations",
                       json_body=body, idempotent=True)
 
     def get_relations(self, slug: str, entity_id: str, *, include_reverse: bool = False) -> list[RelationItem]:
@@ -248,7 +249,7 @@ class EpilotClient:
         offset = 0
         while True:
             body = self._json("getRelations", self._request(
-                "getRelations", "GET", self.urls.entity, f"/v1/entity/{slug}/{entity_id}/relations",
+                "getRelations", "GET", self.urls.entity, f"/v1/entity/{_segment(slug)}/{_segment(entity_id)}/relations",
                 params={"include_reverse": _bool(include_reverse), "from": offset, "size": page_size}, idempotent=True,
             ))
             if not isinstance(body, list):
@@ -290,7 +291,7 @@ class EpilotClient:
     def get_definition(self, definition_id: str) -> WorkflowDefinition:
         """getDefinition (V1); raises EpilotNotFoundError."""
         body = self._json("getDefinition", self._request(
-            "getDefinition", "GET", self.urls.workflows_definition, f"/v1/workflows/definitions/{definition_id}", idempotent=True))
+            "getDefinition", "GET", self.urls.workflows_definition, f"/v1/workflows/definitions/{_segment(definition_id)}", idempotent=True))
         return self._parse("getDefinition", WorkflowDefinition.from_v1, body)
 
     def list_flow_templates(self, *, trigger_type: str | None = None, trigger_schema: str | None = None) -> list[WorkflowDefinition]:
@@ -330,7 +331,7 @@ class EpilotClient:
     def get_execution(self, execution_id: str) -> WorkflowExecution:
         """getExecution (V1); the spec answers an unknown id with an empty 200, reported as EpilotNotFoundError."""
         response = self._request("getExecution", "GET", self.urls.workflows_execution,
-                                 f"/v1/workflows/executions/{execution_id}", idempotent=True)
+                                 f"/v1/workflows/executions/{_segment(execution_id)}", idempotent=True)
         body = self._json("getExecution", response, allow_empty=True)
         if not body:
             raise errors.EpilotNotFoundError(f"getExecution: no execution {execution_id}", operation="getExecution", status=200)
@@ -338,7 +339,7 @@ class EpilotClient:
 
     def update_execution(self, execution_id: str, changes: Mapping[str, Any]) -> None:
         """updateExecution (V1), answered with 204."""
-        self._request("updateExecution", "PATCH", self.urls.workflows_execution, f"/v1/workflows/executions/{execution_id}",
+        self._request("updateExecution", "PATCH", self.urls.workflows_execution, f"/v1/workflows/executions/{_segment(execution_id)}",
                       json_body=dict(changes), idempotent=True)
 
     def close_execution(self, execution_id: str, *, reasons: Sequence[Mapping[str, str]] = (), description: str = "") -> None:
@@ -372,7 +373,7 @@ class EpilotClient:
     def get_flow_execution(self, execution_id: str) -> WorkflowExecution:
         """getFlowExecution (V2); raises EpilotNotFoundError."""
         body = self._json("getFlowExecution", self._request(
-            "getFlowExecution", "GET", self.urls.workflows_execution, f"/v2/flows/executions/{execution_id}", idempotent=True))
+            "getFlowExecution", "GET", self.urls.workflows_execution, f"/v2/flows/executions/{_segment(execution_id)}", idempotent=True))
         return self._parse("getFlowExecution", WorkflowExecution.from_v2, body)
 
     def search_flow_executions(self, *, entity_id: str, entity_schema: str) -> list[WorkflowExecution]:
@@ -412,7 +413,7 @@ class EpilotClient:
 
     def get_flow(self, flow_id: str) -> AutomationFlow:
         """getFlow; raises EpilotNotFoundError."""
-        body = self._json("getFlow", self._request("getFlow", "GET", self.urls.automation, f"/v1/automation/flows/{flow_id}", idempotent=True))
+        body = self._json("getFlow", self._request("getFlow", "GET", self.urls.automation, f"/v1/automation/flows/{_segment(flow_id)}", idempotent=True))
         return self._parse("getFlow", AutomationFlow.from_api, body)
 
     def create_flow(self, flow: Mapping[str, Any]) -> AutomationFlow:
@@ -422,7 +423,7 @@ class EpilotClient:
 
     def put_flow(self, flow_id: str, flow: Mapping[str, Any]) -> AutomationFlow:
         """putFlow: replace a flow as a whole."""
-        response = self._request("putFlow", "PUT", self.urls.automation, f"/v1/automation/flows/{flow_id}",
+        response = self._request("putFlow", "PUT", self.urls.automation, f"/v1/automation/flows/{_segment(flow_id)}",
                                  json_body=dict(flow), idempotent=True)
         return self._parse("putFlow", AutomationFlow.from_api, self._json("putFlow", response))
 
@@ -566,6 +567,11 @@ class EpilotClient:
 
 # POSTs that only read; they count against the search pool, not the write budget.
 _READ_POSTS = frozenset({"searchEntities", "listEntities", "searchFlowExecutions"})
+
+
+def _segment(value: str) -> str:
+    """One URL path segment: ids come from data and must not add segments, queries or fragments."""
+    return quote(str(value), safe="")
 
 
 def _bool(value: bool) -> str:

@@ -169,7 +169,9 @@ class StartWorkflowInput(serializers.Serializer):
 
 class ConvertInput(serializers.Serializer):
     definition = serializers.CharField(required=False, help_text="Workflow to start on the order (default: Ausbau Glasfaser)")
-    amount_total = serializers.IntegerField(required=False, min_value=0, help_text="Order total in cents (default: the budget)")
+    # epilot stores numbers as JavaScript does: above 2**53 - 1 cents a total would lose precision there.
+    amount_total = serializers.IntegerField(required=False, min_value=0, max_value=2**53 - 1,
+                                            help_text="Order total in cents (default: the budget)")
 
 
 class ActionResultSerializer(serializers.Serializer):

@@ -21,6 +21,7 @@ from projects.api import serializers as s
 from projects.api.filters import OpportunityFilter, OrderFilter, ProjectFilter, WorkflowExecutionFilter
 from projects.models import AusbauProject, Opportunity, Order, WorkflowDefinition, WorkflowExecution
 from projects.selectors import definition_by_epilot_id
+from projects.validation import parse_id
 from projects.services.conversion import opportunity_convert
 from projects.services.errors import Conflict, InProgress, NotAllowed, RemoteFailure, ServiceError
 from projects.services.workflows import workflow_start
@@ -122,7 +123,8 @@ class ProjectViewSet(MirrorViewSet):
     @action(detail=True, methods=["get"], url_path="status", filter_backends=[], pagination_class=None)
     def status_document(self, request: Request, pk: str | None = None) -> Response:
         fields = s.ProjectStatusSerializer.Meta.fields
-        row = AusbauProject.objects.filter(pk=pk).values(*fields).first() if str(pk).isdigit() else None
+        project_id = parse_id(pk)
+        row = AusbauProject.objects.filter(pk=project_id).values(*fields).first() if project_id else None
         if row is None:
             raise exceptions.NotFound("No project with this id.")
         data = {**row, "updated_at": timezone.localtime(row["updated_at"]).isoformat()}

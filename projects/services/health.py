@@ -26,10 +26,12 @@ class HealthReport:
     def ok(self) -> bool:
         return all(check.ok for check in self.checks) and all(schema.healthy for schema in self.schemas)
 
-    def as_dict(self) -> dict:
+    def as_dict(self, *, details: bool = True) -> dict:
+        """The report as JSON; without `details` a failed check says only that it failed (no driver or host text)."""
         return {
             "status": "ok" if self.ok else "fail",
-            "checks": {check.name: {"ok": check.ok, "detail": check.detail, "ms": round(check.milliseconds, 1)} for check in self.checks},
+            "checks": {check.name: {"ok": check.ok, "detail": check.detail if details or check.ok else "unavailable",
+                                    "ms": round(check.milliseconds, 1)} for check in self.checks},
             "sync": {schema.schema: {"ok": schema.healthy, "last_success_at": schema.last_success_at.isoformat() if schema.last_success_at else None,
                                      "age_minutes": schema.age_minutes} for schema in self.schemas},
         }

@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 
 from integrations.epilot import EpilotClient
 from projects.models import AutomationRule, ProvisionedAutomation, RuleFiring
-from projects.services.errors import ServiceError
+from projects.services.errors import RemoteFailure, ServiceError
 
 logger = logging.getLogger("projects.rules")
 
@@ -46,6 +46,13 @@ def rules_evaluate(*, refs: Iterable[tuple[str, str]], client: EpilotClient | No
                 firing.workflow_start = workflow_start(definition=rule.definition, schema=rule.schema, entity_id=entity.epilot_id,
                                                        entity_title=entity.title, actor=f"rule:{rule.pk}", client=client)
                 firing.save(update_fields=["workflow_start"])
+            except RemoteFailure as exc:
+                # epilot failed: the firing is withdrawn so the next change of the entity tries again. The failed
+                # start stays in the workflow starts and, where a write was sent, in the audit trail.
+                firing.delete()
+                logger.warning("rule %s on %s: workflow start failed, will retry on the next change: %s", rule.pk,
+                               entity.epilot_id, exc.message)
+                continue
             except ServiceError as exc:
                 logger.info("rule %s on %s: %s", rule.pk, entity.epilot_id, exc.message)
             fired.append(firing)

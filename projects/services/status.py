@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from integrations.epilot import EpilotClient, EpilotConflictError, EpilotError, EpilotNotFoundError
+from integrations.epilot.types import MalformedPayload, parse_timestamp
 from integrations.epilot.factory import get_epilot_client
 from projects.models import EpilotWrite, Opportunity
 from projects.services.audit import audited_write
@@ -24,6 +25,10 @@ def opportunity_set_status(*, opportunity: Opportunity, status: str, user: Any =
     if opportunity.is_deleted:
         raise NotAllowed("Die Opportunity ist in epilot gelöscht.")
     expected = expected_updated_at or opportunity.payload.get("_updated_at")
+    try:
+        parse_timestamp(expected, name="_updated_at")
+    except MalformedPayload:
+        raise NotAllowed("Der gelesene Stand (_updated_at) ist kein Zeitstempel; bitte neu laden.") from None
     summary = {"status": status, "previous": opportunity.status, "_updated_at": expected}
     try:
         with audited_write(action=EpilotWrite.Action.WRITE_STATUS, target_schema="opportunity", target_epilot_id=opportunity.epilot_id,

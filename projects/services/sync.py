@@ -235,7 +235,8 @@ def sync_run_resume(run: SyncRun, *, client: EpilotClient | None = None) -> Sync
     does nothing, so a task runs at most once at a time.
     """
     if run.status == SyncRun.Status.QUEUED:
-        return sync_run(trigger=run.trigger, schemas=run.schemas or None, full=run.full, run=run, client=client)
+        return sync_run(trigger=run.trigger, schemas=run.schemas or None, full=run.full, run=run, client=client,
+                        wait_for_lock_seconds=lease_seconds() + 2)
     if run.status != SyncRun.Status.RUNNING:
         return run
     alive = SyncState.objects.filter(lock_owner=run.owner, lock_expires_at__gte=timezone.now()).exists()
@@ -243,7 +244,8 @@ def sync_run_resume(run: SyncRun, *, client: EpilotClient | None = None) -> Sync
         return run
     SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
         status=SyncRun.Status.FAILED, finished_at=timezone.now(), error="abandoned: the process running it stopped; run again")
-    return sync_run(trigger=run.trigger, schemas=run.schemas or None, full=run.full, client=client)
+    return sync_run(trigger=run.trigger, schemas=run.schemas or None, full=run.full, client=client,
+                    wait_for_lock_seconds=lease_seconds() + 2)
 
 
 def _finish(run: SyncRun, counts: _RunCounts, status: str, error: str = "") -> SyncRun:

@@ -4,7 +4,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from projects.models import SyncRun
-from projects.services.sync import Progress, configured_schemas, sync_run
+from projects.services.sync import Progress, UnknownSchema, lease_seconds, sync_run
 
 
 class Command(BaseCommand):
@@ -14,14 +14,18 @@ class Command(BaseCommand):
         parser.add_argument("--schema", action="append", dest="schemas", help="Schema to sync (repeatable; default: all).")
         parser.add_argument("--full", action="store_true", help="Read everything and mark entities purged in epilot as deleted.")
         parser.add_argument("--dry-run", action="store_true", help="Only count what a run would read.")
+        parser.add_argument("--wait-for-lock", type=float, default=None, metavar="SECONDS",
+                            help="Wait this long for a schema another run holds (default: one lock lease, so a crashed "
+                                 "run's lock is waited out); 0 skips at once.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        unknown = set(options["schemas"] or []) - set(configured_schemas())
-        if unknown:
-            raise CommandError(f"Unknown schema {', '.join(sorted(unknown))}; configured: {', '.join(configured_schemas())} "
-                               "(add more with SYNC_EXTRA_SCHEMAS)")
-        run = sync_run(trigger=SyncRun.Trigger.COMMAND, schemas=options["schemas"], full=options["full"],
-                       dry_run=options["dry_run"], on_progress=self._progress)
+        wait = options["wait_for_lock"]
+        try:
+            run = sync_run(trigger=SyncRun.Trigger.COMMAND, schemas=options["schemas"], full=options["full"],
+                           dry_run=options["dry_run"], on_progress=self._progress,
+                           wait_for_lock_seconds=lease_seconds() + 2 if wait is None else max(0.0, wait))
+        except UnknownSchema as exc:
+            raise CommandError(f"{exc}") from None
         if options["dry_run"]:
             return
         summary = (f"{run.get_status_display()}: {run.created} created, {run.updated} updated, {run.deleted} deleted, "

@@ -1,0 +1,146 @@
+"""The sync against odd data: one id in two engines, values that do not fit, NUL characters, schema names, stale executions."""
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from django.db import DataError
+
+from integrations.epilot import EpilotClient, ExecutionContext, ServiceURLs
+from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, SandboxApp, demo_id
+from integrations.epilot_sandbox.seed import AUSBAU_DEFINITION, HAUSANSCHLUSS_TEMPLATE
+from integrations.epilot_sandbox.store import now_ms
+from projects.models import Opportunity, Order, QuarantinedEntity, SyncRun, WorkflowDefinition, WorkflowExecution
+from projects.services.sync import (
+    UnknownSchema,
+    store_executions,
+    sync_enqueue,
+    sync_entities,
+    sync_run,
+    write_isolating_failures,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def run(epilot: EpilotClient, **kwargs) -> SyncRun:
+    return sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot, **kwargs)
+
+
+class RepeatingTemplates(httpx.BaseTransport):
+    """A transport-level fake in front of the sandbox: every flow-template listing answers each template twice."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.url.path == "/v2/flows/templates":
+            body = json.loads(response.read())
+            body["results"] = body["results"] * 2
+            return httpx.Response(200, json=body)
+        return response
+
+
+def test_a_v1_definition_listed_as_v2_template_too_and_twice_in_one_answer_is_mirrored_once_per_engine(
+        sandbox: SandboxApp, clock) -> None:
+    with sandbox.store.write() as conn:  # epilot lists V1 definitions as flow templates as well: same id
+        sandbox.store.put_document(conn, "flow_template", AUSBAU_DEFINITION_ID,
+                                   {**HAUSANSCHLUSS_TEMPLATE, "id": AUSBAU_DEFINITION_ID, "name": AUSBAU_DEFINITION["name"],
+                                    "org_id": sandbox.store.org_id})
+    client = EpilotClient(token="t", urls=ServiceURLs.single_origin("http://sandbox.invalid"),
+                          transport=RepeatingTemplates(httpx.WSGITransport(app=sandbox)), sleep=clock.sleep, clock=clock)
+    assert run(client).status == SyncRun.Status.SUCCEEDED
+    assert run(client).status == SyncRun.Status.SUCCEEDED  # and again, now updating
+    engines = sorted(WorkflowDefinition.objects.filter(epilot_id=AUSBAU_DEFINITION_ID).values_list("engine", flat=True))
+    assert engines == ["v1", "v2"]
+    assert WorkflowDefinition.objects.filter(removed_in_epilot=False).count() == WorkflowDefinition.objects.count()
+
+
+def test_values_longer_than_their_column_are_quarantined_whole_and_the_rest_is_written(epilot: EpilotClient,
+                                                                                      sandbox: SandboxApp) -> None:
+    stamp = now_ms()
+    base = {"_schema": "opportunity", "_org": "1", "_created_at": stamp, "_updated_at": stamp, "_title": "odd"}
+    sandbox.store.bulk_insert_entities([
+        {**base, "_id": "long-status", "status": "s" * 101},
+        {**base, "_id": "long-city", "address": [{"street": "Goethestraße", "city": "W" * 101}]},
+        {**base, "_id": "x" * 80, "status": "ausstehend"},  # an id longer than the mirror's column
+        {**base, "_id": "fine", "status": "ausstehend", "address": [{"city": "W" * 100}]},
+    ])
+    result = run(epilot)
+    assert result.status == SyncRun.Status.SUCCEEDED and result.quarantined == 3
+    reasons = dict(QuarantinedEntity.objects.values_list("epilot_id", "reason"))
+    assert "status is 101 characters long" in reasons["long-status"]
+    assert "city" in reasons["long-city"]
+    assert "_id is 80 characters long" in reasons["x" * 80]
+    assert Opportunity.objects.get(epilot_id="fine").city == "W" * 100  # whole, not cut
+    assert not Opportunity.objects.filter(epilot_id__in=["long-status", "long-city"]).exists()
+    # The next schema and the next run go on as usual.
+    assert Order.objects.filter(epilot_id=demo_id("order:flehenberg")).exists()
+    assert run(epilot).status == SyncRun.Status.SUCCEEDED
+
+
+def test_a_nul_character_anywhere_is_quarantined_on_every_database(epilot: EpilotClient, sandbox: SandboxApp) -> None:
+    stamp = now_ms()
+    base = {"_schema": "contact", "_org": "1", "_created_at": stamp, "_updated_at": stamp}
+    sandbox.store.bulk_insert_entities([
+        {**base, "_id": "nul-title", "_title": "Anna\x00Meier"},
+        {**base, "_id": "nul-deep", "_title": "Deep", "notes": [{"text": "a\x00b"}]},
+        {**base, "_id": "escaped-text", "_title": "Backslash", "notes": "literally \\u0000"},
+    ])
+    result = run(epilot)
+    assert result.status == SyncRun.Status.SUCCEEDED
+    reasons = dict(QuarantinedEntity.objects.values_list("epilot_id", "reason"))
+    assert set(reasons) == {"nul-title", "nul-deep"} and all("NUL" in reason for reason in reasons.values())
+    assert QuarantinedEntity.objects.get(epilot_id="nul-deep").payload["json_text"].count("\\u0000") == 1
+
+
+def test_rows_the_database_refuses_are_narrowed_down_and_the_rest_is_written() -> None:
+    written: list[int] = []
+
+    def write(batch: list[dict]) -> None:
+        if any(row["n"] in (3, 11) for row in batch):
+            raise DataError("value too long for type character varying(100)")
+        written.extend(row["n"] for row in batch)
+
+    refused = write_isolating_failures(write, [{"n": n} for n in range(16)])
+    assert sorted(row["n"] for row, _ in refused) == [3, 11]
+    assert all("value too long" in reason for _, reason in refused)
+    assert sorted(written) == [n for n in range(16) if n not in (3, 11)]
+
+
+@pytest.mark.parametrize("schemas", [["opportunity OR _schema:*"], ["Contact"], ["infrastructure_project"], ["a" * 101]])
+def test_schema_names_outside_the_configured_set_are_refused_before_any_query(epilot: EpilotClient, sandbox: SandboxApp,
+                                                                               schemas: list[str]) -> None:
+    searches = sandbox.stats["op:searchEntities"]
+    with pytest.raises(UnknownSchema):
+        run(epilot, schemas=schemas)
+    with pytest.raises(UnknownSchema):
+        sync_enqueue(trigger=SyncRun.Trigger.ADMIN, schemas=schemas)
+    with pytest.raises(UnknownSchema):
+        sync_entities(refs=[(schemas[0], "x")], client=epilot)
+    assert sandbox.stats["op:searchEntities"] == searches
+    assert not SyncRun.objects.exists()
+
+
+def test_the_sync_task_refuses_a_schema_edited_into_its_arguments(epilot: EpilotClient) -> None:
+    from projects.tasks import sync_epilot_task
+
+    with pytest.raises(UnknownSchema):
+        sync_epilot_task.run(schemas=['opportunity AND _updated_at:["2020" TO *]'])
+
+
+def test_an_older_answer_never_replaces_a_newer_mirrored_execution(epilot: EpilotClient) -> None:
+    run(epilot)
+    nord = demo_id("opportunity:nordstrasse")
+    started = epilot.create_execution(AUSBAU_DEFINITION_ID, [ExecutionContext(entity_id=nord, schema="opportunity", title="Nord",
+                                                                               is_primary=True)])
+    old = epilot.get_execution(started.id)
+    sync_entities(refs=[("opportunity", nord)], client=epilot)
+    epilot.close_execution(started.id, description="done")
+    newer = epilot.get_execution(started.id)
+    store_executions("opportunity", nord, [newer])
+    assert WorkflowExecution.objects.get(epilot_id=started.id).status == newer.status
+    store_executions("opportunity", nord, [old])  # a slow reader that saw the execution earlier
+    assert WorkflowExecution.objects.get(epilot_id=started.id).status == newer.status != old.status
