@@ -37,10 +37,21 @@ def test_health_reports_a_stale_sync(client) -> None:
     assert answer.status_code == 503 and answer.json()["sync"]["order"]["ok"] is False and answer.json()["sync"]["contact"]["ok"]
 
 
+def test_failure_details_are_shown_to_staff_only(client, admin_client, settings) -> None:
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens there: the broker check fails
+    public = client.get(reverse("health"))
+    assert public.status_code == 503
+    assert public.json()["checks"]["broker"] == {"ok": False, "detail": "unavailable", "ms": public.json()["checks"]["broker"]["ms"]}
+    assert "127.0.0.1" not in public.content.decode() and "Error" not in public.content.decode()
+    staff = admin_client.get(reverse("health"))
+    assert staff.json()["checks"]["broker"]["detail"] != "unavailable"
+
+
 def test_production_settings_pass_the_deploy_check() -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("EPILOT_", "DJANGO_", "SECRET_KEY", "DATABASE_URL"))}
     env.update({"DJANGO_SETTINGS_MODULE": "config.settings.production", "SECRET_KEY": secrets.token_urlsafe(50),
-                "EPILOT_API_TOKEN": "t", "ALLOWED_HOSTS": "backoffice.example.org", "LOG_LEVEL": "ERROR"})
+                "EPILOT_API_TOKEN": "t", "ALLOWED_HOSTS": "backoffice.example.org", "LOG_LEVEL": "ERROR",
+                "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"})
     result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -132,7 +132,7 @@ class SandboxStore:
         """Insert or replace a full entity document and its relation index (inside `write()`)."""
         conn.execute(
             "INSERT OR REPLACE INTO entities (id, schema, title, created_at, updated_at, deleted_at, body) VALUES (?,?,?,?,?,?,?)",
-            (body["_id"], body["_schema"], body.get("_title"), body["_created_at"], body["_updated_at"],
+            (body["_id"], body["_schema"], _index_text(body.get("_title")), body["_created_at"], body["_updated_at"],
              body.get("_deleted_at"), json.dumps(body, separators=(",", ":"), ensure_ascii=False)),
         )
         conn.execute("DELETE FROM relations WHERE from_id = ?", (body["_id"],))
@@ -145,7 +145,7 @@ class SandboxStore:
         """Fast path for seeding: one transaction, executemany."""
         rows, relations = [], []
         for body in bodies:
-            rows.append((body["_id"], body["_schema"], body.get("_title"), body["_created_at"], body["_updated_at"],
+            rows.append((body["_id"], body["_schema"], _index_text(body.get("_title")), body["_created_at"], body["_updated_at"],
                          body.get("_deleted_at"), json.dumps(body, separators=(",", ":"), ensure_ascii=False)))
             relations.extend((body["_id"], attribute, to_id, json.dumps(tags)) for attribute, to_id, tags in relation_refs(body))
         with self.write() as conn:
@@ -243,3 +243,8 @@ class SandboxStore:
 
     def count_entities(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM entities").fetchone()[0]
+
+
+def _index_text(value: Any) -> str | None:
+    """The title column indexes text; a document may hold anything there (the body keeps it as it is)."""
+    return value if value is None or isinstance(value, str) else json.dumps(value)

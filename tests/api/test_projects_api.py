@@ -243,3 +243,19 @@ def test_api_clients_are_managed_in_the_admin_with_the_token_shown_once(admin_cl
     assert api.get(PROJECTS).status_code == 401
     bad_rate = admin_client.post(reverse("admin:projects_apiclient_add"), {"name": "x", "scopes": ["read"], "throttle_rate": "viel"})
     assert "Format" in bad_rate.content.decode()
+
+
+def test_operators_provision_clients_by_script(db) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    out = StringIO()
+    call_command("create_api_client", "Leitstelle", "--scopes", "read,write", "--rate", "600/min", stdout=out)
+    token = out.getvalue().strip().splitlines()[-1]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert client.get("/api/v1/projects/").status_code == 200
+    for bad in (["Leitstelle"], ["Neu", "--scopes", "admin"], ["Neu", "--rate", "viel"], ["Neu", "--rate", "0/min"]):
+        with pytest.raises(CommandError):
+            call_command("create_api_client", *bad, stdout=StringIO())

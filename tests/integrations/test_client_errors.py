@@ -225,3 +225,13 @@ def test_a_server_that_refuses_the_readonly_guard_gets_it_checked_client_side(cl
     with pytest.raises(EpilotConflictError):
         make_client(stale, clock).patch_entity("opportunity", ENTITY["_id"], {"status": "x"}, updated_at=ENTITY["_updated_at"])
     assert [r.method for r in stale.requests] == ["PATCH", "GET"]
+
+
+def test_ids_from_data_stay_one_path_segment(clock) -> None:
+    script = Script(httpx.Response(404, json={"message": "not found"}))
+    client = make_client(script, clock)
+    with pytest.raises(EpilotNotFoundError):
+        client.get_entity("opportunity", "../../v1/entity:search?q=*#x")
+    url = script.requests[0].url
+    assert url.raw_path.decode().split("?")[0] == "/v1/entity/opportunity/..%2F..%2Fv1%2Fentity%3Asearch%3Fq%3D%2A%23x"
+    assert url.query == b"hydrate=false" and url.fragment == ""
