@@ -114,9 +114,10 @@ def validate_schemas(schemas: Iterable[str]) -> list[str]:
     allowed = set(configured_schemas())
     for schema in wanted:
         if not isinstance(schema, str) or not SCHEMA_SLUG.fullmatch(schema):
-            raise UnknownSchema(f"not a schema slug: {str(schema)[:100]!r}")
+            raise UnknownSchema(f"Unknown schema {str(schema)[:100]!r}: not a schema slug")
         if schema not in allowed:
-            raise UnknownSchema(f"schema {schema!r} is not mirrored (configured: {', '.join(sorted(allowed))}; see SYNC_EXTRA_SCHEMAS)")
+            raise UnknownSchema(f"Unknown schema {schema!r}: not mirrored (configured: {', '.join(sorted(allowed))}; "
+                                "add more with SYNC_EXTRA_SCHEMAS)")
     return wanted
 
 
@@ -159,6 +160,8 @@ def sync_run(
         locked = lease.acquire(wanted, wait_seconds=wait_for_lock_seconds)
         if not locked:
             return _finish(run, counts, SyncRun.Status.SKIPPED, "another sync is running for " + ", ".join(wanted))
+        run.started_at = timezone.now()  # the run starts once it holds its locks, not while it waits for them
+        SyncRun.objects.filter(pk=run.pk).update(started_at=run.started_at)
         sync_definitions(client)
         for schema in locked:
             _sync_schema(client, schema, full=full, lease=lease, counts=counts, run=run, on_progress=on_progress)
@@ -323,24 +326,25 @@ class SyncLease:
         self._thread: threading.Thread | None = None
 
     def acquire(self, schemas: list[str], *, wait_seconds: float = 0.0) -> list[str]:
-        """Lock what can be locked, waiting up to `wait_seconds` for locked schemas; returns the locked ones."""
+        """Lock every schema, waiting up to `wait_seconds` while another run holds one; returns the locked ones.
+
+        Nothing is held while waiting (all or none, so two waiting runs cannot split the schemas
+        between them); once the wait is over, the schemas that are free are taken and the rest skipped.
+        """
         deadline = time.monotonic() + wait_seconds
-        pending = list(schemas)
         while True:
-            for schema in list(pending):
-                if acquire_lock(schema, self.owner):
-                    self.schemas.append(schema)
-                    pending.remove(schema)
-            if not pending or time.monotonic() >= deadline:
+            locked = [schema for schema in schemas if acquire_lock(schema, self.owner)]
+            if len(locked) == len(schemas) or time.monotonic() >= deadline:
                 break
-            if self.schemas and not self._thread:
-                self._start_heartbeat()
-            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-        for schema in pending:
-            logger.warning("sync %s: another run holds the lock; skipped", schema)
-        self.schemas.sort(key=schemas.index)
+            for schema in locked:
+                release_lock(schema, self.owner)
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        for schema in schemas:
+            if schema not in locked:
+                logger.warning("sync %s: another run holds the lock; skipped", schema)
+        self.schemas = locked
         self._renewed_at = time.monotonic()
-        if self.schemas and not self._thread:
+        if self.schemas:
             self._start_heartbeat()
         return list(self.schemas)
 
