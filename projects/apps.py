@@ -11,7 +11,7 @@ class ProjectsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from integrations.epilot.factory import connection_info
+        from integrations.connection import connection_info
         from projects import checks  # noqa: F401 - registers the system checks
 
         info = connection_info()

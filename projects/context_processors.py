@@ -3,7 +3,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from integrations.epilot.factory import connection_info
+from integrations.connection import connection_info
 
 
 def epilot_connection(request: HttpRequest) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from projects.models import AusbauProject, EpilotWrite, Opportunity, Order, SyncRun, SyncState, WorkflowDefinition, WorkflowExecution
-from projects.services.sync import configured_schemas
+from projects.schemas import configured_schemas
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """Celery tasks: thin adapters over services."""
 from celery import shared_task
 
-from projects.models import SyncRun
+from projects.models import SyncRun, WorkflowStartJob
+from projects.services.lease import lease_seconds
+from projects.services.sync import sync_run, sync_run_resume
+from projects.services.workflows import workflow_start_job_run
 
 
 @shared_task(name="projects.sync_epilot", ignore_result=True, acks_late=True)
@@ -12,8 +15,6 @@ def sync_epilot_task(*, run_id: int | None = None, trigger: str = SyncRun.Trigge
     A redelivered message (its worker died) runs the sync again; overlapping runs are refused by
     the sync's own lock, not by Celery.
     """
-    from projects.services.sync import lease_seconds, sync_run, sync_run_resume
-
     if run_id is None:
         # A schedule that names an unknown schema fails here with UnknownSchema, before any query is built.
         return sync_run(trigger=trigger, schemas=schemas, full=full, wait_for_lock_seconds=lease_seconds() + 2).pk
@@ -24,9 +25,6 @@ def sync_epilot_task(*, run_id: int | None = None, trigger: str = SyncRun.Trigge
 @shared_task(name="projects.workflow_start_job", ignore_result=True, acks_late=True)
 def workflow_start_job_task(*, job_id: int) -> None:
     """Work through a workflow-start job; starts already done are skipped, so a redelivery is harmless."""
-    from projects.models import WorkflowStartJob
-    from projects.services.workflows import workflow_start_job_run
-
     job = WorkflowStartJob.objects.filter(pk=job_id).first()
     if job is not None:
         workflow_start_job_run(job)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from integrations.epilot import EpilotClient
-from integrations.epilot.factory import reset_epilot_client
+from integrations.connection import reset_epilot_client
 from integrations.epilot_sandbox import SandboxApp, SandboxStore, make_sandbox_server, seed_demo
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import JsonResponse
+from django.views.defaults import page_not_found, server_error
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -36,18 +38,12 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
 
 def json_or_html_404(request: Any, exception: Exception | None = None) -> Any:
     """Django's 404 for URLs no view matches: the API error document under /api/, the usual page elsewhere."""
-    from django.http import JsonResponse
-    from django.views.defaults import page_not_found
-
     if request.path.startswith("/api/"):
         return JsonResponse({"error": {"status": 404, "code": "not_found", "message": "No such resource."}}, status=404)
     return page_not_found(request, exception)
 
 
 def json_or_html_500(request: Any) -> Any:
-    from django.http import JsonResponse
-    from django.views.defaults import server_error
-
     if request.path.startswith("/api/"):
         return JsonResponse({"error": {"status": 500, "code": "server_error", "message": "Internal error; it has been logged."}},
                             status=500)

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from integrations.epilot import EpilotClient, EpilotError
-from integrations.epilot.factory import get_epilot_client
+from integrations.connection import get_epilot_client
 from projects.models import AutomationRule, EpilotWrite, ProvisionedAutomation
 from projects.services.audit import audited_write
 from projects.services.errors import NotAllowed, RemoteFailure

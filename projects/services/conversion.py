@@ -20,11 +20,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from integrations.epilot import EpilotClient, EpilotConflictError, EpilotError, RelationItem
-from integrations.epilot.factory import get_epilot_client
+from integrations.connection import get_epilot_client
 from projects.formatting import format_amount
 from projects.models import Conversion, EpilotWrite, Opportunity, WorkflowDefinition, WorkflowStart
 from projects.services.audit import audited_write, record_refused_write
 from projects.services.errors import Conflict, InProgress, NotAllowed, RemoteFailure, ServiceError
+from projects.services.mirror import mirror_entities
+from projects.services.rules import rules_evaluate_safely
+from projects.services.workflows import running_executions, workflow_start
 
 CLAIM_SECONDS = 300
 CONVERSION_KEY_ATTRIBUTE = "backoffice_conversion_key"
@@ -186,8 +189,6 @@ def _create_order(client: EpilotClient, conversion: Conversion, *, user: Any, ac
 
 
 def _start_workflow(client: EpilotClient, conversion: Conversion, *, user: Any, actor: str) -> str:
-    from projects.services.workflows import running_executions, workflow_start
-
     definition = conversion.definition
     already = running_executions(client, definition, "order", conversion.order_epilot_id)
     if already:  # started by an earlier attempt whose answer was lost
@@ -233,12 +234,12 @@ def _close_opportunity(client: EpilotClient, conversion: Conversion, *, user: An
 
 
 def _mirror(client: EpilotClient, conversion: Conversion) -> None:
-    from projects.services.sync import sync_entities
-
     refs = [("opportunity", conversion.opportunity.epilot_id)]
     if conversion.order_epilot_id:
         refs.append(("order", conversion.order_epilot_id))
     try:
-        sync_entities(refs=refs, client=client)
+        changes = mirror_entities(refs=refs, client=client)
     except EpilotError:
         pass  # the conversion is done in epilot; the next scheduled sync brings the mirror up to date
+    else:
+        rules_evaluate_safely(refs=changes.changed_refs, client=client)

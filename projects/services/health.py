@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from django.db import connection
 
+from config.celery import app
+
 from projects.selectors import SchemaHealth, sync_health
 
 
@@ -55,8 +57,6 @@ def _database() -> str:
 
 
 def _broker() -> str:
-    from config.celery import app
-
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
         return conn.transport.driver_type

@@ -8,7 +8,9 @@ from django.db import IntegrityError, transaction
 
 from integrations.epilot import EpilotClient
 from projects.models import AutomationRule, ProvisionedAutomation, RuleFiring
+from projects.schemas import model_for
 from projects.services.errors import RemoteFailure, ServiceError
+from projects.services.workflows import workflow_start
 
 logger = logging.getLogger("projects.rules")
 
@@ -20,10 +22,11 @@ def rule_conflicting_automation(*, schema: str, attribute: str, value: str, defi
 
 
 def rules_evaluate(*, refs: Iterable[tuple[str, str]], client: EpilotClient | None = None) -> list[RuleFiring]:
-    """Fire every enabled rule that matches one of the (schema, epilot id) entities; each rule fires once per entity."""
-    from projects.services.sync import model_for
-    from projects.services.workflows import workflow_start
+    """Fire every enabled rule that matches one of the (schema, epilot id) entities; each rule fires once per entity.
 
+    Called by the top-level use cases (a sync run, a status change, a conversion) once, after they
+    refreshed the mirror; the workflow starts it makes refresh the mirror but evaluate no rules.
+    """
     refs = list(refs)
     fired: list[RuleFiring] = []
     for rule in AutomationRule.objects.filter(enabled=True).select_related("definition"):
@@ -57,3 +60,13 @@ def rules_evaluate(*, refs: Iterable[tuple[str, str]], client: EpilotClient | No
                 logger.info("rule %s on %s: %s", rule.pk, entity.epilot_id, exc.message)
             fired.append(firing)
     return fired
+
+
+def rules_evaluate_safely(*, refs: Iterable[tuple[str, str]], client: EpilotClient | None = None) -> None:
+    """rules_evaluate for use cases whose own work is done: a failing rule is logged, never raised."""
+    if not refs:
+        return
+    try:
+        rules_evaluate(refs=refs, client=client)
+    except Exception:  # a rule must never undo or fail the write that triggered it; the log and the audit trail show it
+        logger.exception("local rules could not be evaluated")

@@ -5,10 +5,12 @@ from typing import Any
 
 from integrations.epilot import EpilotClient, EpilotConflictError, EpilotError, EpilotNotFoundError
 from integrations.epilot.types import MalformedPayload, parse_timestamp
-from integrations.epilot.factory import get_epilot_client
+from integrations.connection import get_epilot_client
 from projects.models import EpilotWrite, Opportunity
 from projects.services.audit import audited_write
 from projects.services.errors import NotAllowed, RemoteFailure, StatusConflict
+from projects.services.mirror import mirror_entities
+from projects.services.rules import rules_evaluate_safely
 
 
 def opportunity_set_status(*, opportunity: Opportunity, status: str, user: Any = None, actor: str = "admin",
@@ -45,11 +47,11 @@ def opportunity_set_status(*, opportunity: Opportunity, status: str, user: Any =
         raise NotAllowed("Die Opportunity gibt es in epilot nicht mehr.") from None
     except EpilotError as exc:
         raise RemoteFailure(f"epilot hat die Änderung nicht angenommen: {exc.message}") from None
-    from projects.services.sync import sync_entities
-
     try:
-        sync_entities(refs=[("opportunity", opportunity.epilot_id)], client=client)
+        changes = mirror_entities(refs=[("opportunity", opportunity.epilot_id)], client=client)
     except EpilotError:
-        pass  # written in epilot; the next sync refreshes the mirror
+        pass  # written in epilot; the next sync refreshes the mirror (and evaluates the rules)
+    else:
+        rules_evaluate_safely(refs=changes.changed_refs, client=client)
     opportunity.refresh_from_db()
     return opportunity

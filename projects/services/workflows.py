@@ -18,10 +18,11 @@ from integrations.epilot import (
     ExecutionContext,
     WorkflowExecution as RemoteExecution,
 )
-from integrations.epilot.factory import get_epilot_client
+from integrations.connection import get_epilot_client
 from projects.models import EpilotWrite, WorkflowDefinition, WorkflowStart, WorkflowStartJob
 from projects.services.audit import audited_write
 from projects.services.errors import InProgress, NotAllowed, RemoteFailure
+from projects.services.mirror import mirror_entities
 
 logger = logging.getLogger("projects.workflows")
 
@@ -168,10 +169,8 @@ def _fail(start: WorkflowStart, message: str) -> WorkflowStart:
 
 
 def _mirror_after_start(client: EpilotClient, start: WorkflowStart) -> None:
-    from projects.services.sync import sync_entities
-
     try:
-        sync_entities(refs=[(start.entity_schema, start.entity_epilot_id)], client=client)
+        mirror_entities(refs=[(start.entity_schema, start.entity_epilot_id)], client=client)
     except EpilotError as exc:  # the start itself succeeded; the next sync brings the mirror up to date
         logger.warning("mirror refresh after workflow start failed: %s", exc.message)
 

@@ -3,6 +3,7 @@ from django import template
 from django.utils.html import format_html
 
 from projects.selectors import dashboard_stats
+from projects.services.health import health_report
 
 register = template.Library()
 
@@ -34,6 +35,4 @@ def status_badge(value: str, label: str | None = None) -> str:
 
 @register.inclusion_tag("admin/projects/dashboard.html")
 def ausbau_dashboard() -> dict:
-    from projects.services.health import health_report
-
     return {"stats": dashboard_stats(), "health": health_report(include_sync=False)}

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from integrations.epilot.factory import get_epilot_client
+from integrations.connection import get_epilot_client
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, SandboxStore, demo_id, seed_bulk
 from projects.models import AusbauProject, Opportunity, SyncRun
 from projects.services.api_clients import api_client_create, api_client_revoke

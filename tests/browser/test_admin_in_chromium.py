@@ -12,7 +12,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 
-from integrations.epilot.factory import get_epilot_client
+from integrations.connection import get_epilot_client
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, demo_id
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -6,7 +6,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from integrations.epilot.factory import get_epilot_client
+from integrations.connection import get_epilot_client
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, demo_id
 from projects.models import Conversion, EpilotWrite, Opportunity, ProvisionedAutomation, WorkflowDefinition, WorkflowStartJob
 

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 from integrations.epilot import EpilotClient
 from integrations.epilot_sandbox import SandboxApp
 from projects.models import QuarantinedEntity, SyncRun
-from projects.services.sync import model_for, sync_run
+from projects.schemas import model_for
+from projects.services.sync import sync_run
 
 pytestmark = pytest.mark.django_db
 

@@ -21,7 +21,8 @@ from projects.models import (
     WorkflowDefinition,
     WorkflowExecution,
 )
-from projects.services.sync import acquire_lock, sync_run
+from projects.services.lease import acquire_lock
+from projects.services.sync import sync_run
 
 pytestmark = pytest.mark.django_db
 
@@ -225,7 +226,7 @@ def test_an_older_version_never_overwrites_a_newer_one(epilot: EpilotClient, san
     kalk = Opportunity.objects.get(epilot_id=demo_id("opportunity:kalkstrasse"))
     newer = epilot.patch_entity("opportunity", kalk.epilot_id, {"status": "bearbeitung"})
     run(epilot)
-    from projects.services.sync import COMMON_FIELDS, EXTRA_FIELDS
+    from projects.services.rows import COMMON_FIELDS, EXTRA_FIELDS
 
     stale = {field: getattr(kalk, field) for field in [*COMMON_FIELDS, *EXTRA_FIELDS["opportunity"]]}
     bulk_upsert(Opportunity, [{"epilot_id": kalk.epilot_id, **stale}], unique_field="epilot_id",

@@ -12,14 +12,9 @@ from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, SandboxApp, demo_i
 from integrations.epilot_sandbox.seed import AUSBAU_DEFINITION, HAUSANSCHLUSS_TEMPLATE
 from integrations.epilot_sandbox.store import now_ms
 from projects.models import Opportunity, Order, QuarantinedEntity, SyncRun, WorkflowDefinition, WorkflowExecution
-from projects.services.sync import (
-    UnknownSchema,
-    store_executions,
-    sync_enqueue,
-    sync_entities,
-    sync_run,
-    write_isolating_failures,
-)
+from projects.schemas import UnknownSchema
+from projects.services.mirror import mirror_entities, store_executions, write_isolating_failures
+from projects.services.sync import sync_enqueue, sync_run
 
 pytestmark = pytest.mark.django_db
 
@@ -119,7 +114,7 @@ def test_schema_names_outside_the_configured_set_are_refused_before_any_query(ep
     with pytest.raises(UnknownSchema):
         sync_enqueue(trigger=SyncRun.Trigger.ADMIN, schemas=schemas)
     with pytest.raises(UnknownSchema):
-        sync_entities(refs=[(schemas[0], "x")], client=epilot)
+        mirror_entities(refs=[(schemas[0], "x")], client=epilot)
     assert sandbox.stats["op:searchEntities"] == searches
     assert not SyncRun.objects.exists()
 
@@ -137,7 +132,7 @@ def test_an_older_answer_never_replaces_a_newer_mirrored_execution(epilot: Epilo
     started = epilot.create_execution(AUSBAU_DEFINITION_ID, [ExecutionContext(entity_id=nord, schema="opportunity", title="Nord",
                                                                                is_primary=True)])
     old = epilot.get_execution(started.id)
-    sync_entities(refs=[("opportunity", nord)], client=epilot)
+    mirror_entities(refs=[("opportunity", nord)], client=epilot)
     epilot.close_execution(started.id, description="done")
     newer = epilot.get_execution(started.id)
     store_executions("opportunity", nord, [newer])

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from integrations.epilot import EpilotClient, RetryPolicy
 from integrations.epilot.errors import EpilotConfigurationError
-from integrations.epilot.factory import build_epilot_client, connection_info
+from integrations.connection import build_epilot_client, connection_info
 from integrations.epilot.health import check_services
 
 

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from projects.selectors import definition_by_epilot_id
 from projects.services.errors import ServiceError
-from projects.services.sync import model_for
+from projects.schemas import model_for
 from projects.services.workflows import workflow_start
 
 

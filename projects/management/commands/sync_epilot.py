@@ -4,7 +4,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from projects.models import SyncRun
-from projects.services.sync import Progress, UnknownSchema, lease_seconds, sync_run
+from projects.schemas import UnknownSchema
+from projects.services.lease import lease_seconds
+from projects.services.sync import Progress, sync_run
 
 
 class Command(BaseCommand):

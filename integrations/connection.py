@@ -1,4 +1,7 @@
-"""Build the process-wide EpilotClient from Django settings (the only Django the gateway sees)."""
+"""The composition root of the epilot connection: real epilot, a standalone sandbox or the embedded one, from settings.
+
+The gateway (`integrations/epilot`) knows neither Django nor the sandbox; this module joins them.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,7 +11,8 @@ from typing import Literal
 
 from django.conf import settings
 
-from integrations.epilot.client import EpilotClient, ServiceURLs
+from integrations.epilot import EpilotClient, ServiceURLs
+from integrations.epilot_sandbox import SandboxApp, SandboxStore, is_seeded, seed_demo
 
 logger = logging.getLogger("integrations.epilot")
 
@@ -64,8 +68,6 @@ def build_epilot_client() -> EpilotClient:
         "org_id": settings.EPILOT_ORG_ID or None,
     }
     if info.mode == "embedded-sandbox":
-        from integrations.epilot_sandbox import SandboxApp, SandboxStore, is_seeded, seed_demo
-
         store = SandboxStore(info.sandbox_db)
         if not is_seeded(store):
             seed_demo(store)

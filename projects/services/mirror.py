@@ -1,0 +1,342 @@
+"""Writing epilot's documents into the mirror: pages of entities, quarantine, relations, definitions, executions, projects.
+
+Everything here is called inside or between the sync's transactions and after writes of the
+back-office; nothing here calls epilot except to read executions and definitions, and nothing
+evaluates local rules (the use cases do that once, explicitly).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import DatabaseError, transaction
+from django.db.models import OuterRef, Subquery
+from django.utils import timezone
+
+from integrations.connection import get_epilot_client
+from integrations.epilot import Entity, EpilotClient, MalformedEntity, WorkflowExecution as RemoteExecution
+from integrations.epilot.types import relation_ids
+from projects.models import Contact, Opportunity, Order, QuarantinedEntity, SyncRun, SyncState, WorkflowDefinition, WorkflowExecution
+from projects.schemas import CORE_SCHEMAS, model_for, validate_schemas
+from projects.services.bulk import bulk_upsert
+from projects.services.projects import projects_refresh
+from projects.services.rows import (
+    COMMON_FIELDS,
+    EXTRA_FIELDS,
+    ESCAPED_NUL,
+    MAX_PAYLOAD_BYTES,
+    QuarantineReason,
+    check_fits,
+    dumps_payload,
+    entity_row,
+)
+
+logger = logging.getLogger("projects.sync")
+
+
+@dataclass
+class MirrorChanges:
+    """What a run or a refresh changed: counts for the ledger, and what rules and project refreshes look at."""
+
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+    pages: int = 0
+    touched_opportunities: set[str] = field(default_factory=set)
+    touched_orders: set[str] = field(default_factory=set)
+    workflow_changes: list[tuple[str, str, Any]] = field(default_factory=list)
+    changed_refs: list[tuple[str, str]] = field(default_factory=list)
+
+
+def mirror_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | None = None) -> MirrorChanges:
+    """Bring the named entities (schema, epilot id) into the mirror now, after a write; watermarks stay as they are.
+
+    Returns what changed, for the caller to evaluate local rules on. Raises UnknownSchema for a
+    schema that is not mirrored, EpilotError when epilot cannot be read.
+    """
+    by_schema: dict[str, list[str]] = {}
+    for schema, epilot_id in refs:
+        by_schema.setdefault(schema, []).append(epilot_id)
+    validate_schemas(by_schema)
+    client = client or get_epilot_client()
+    counts = MirrorChanges()
+    for schema, ids in by_schema.items():
+        items: list[Entity | MalformedEntity] = []
+        for page in client.iter_list_entities([{"term": {"_schema": schema}}, {"ids": {"values": ids}}], include_deleted="true",
+                                               stable_for=0):
+            items.extend(page.results)
+        with transaction.atomic():
+            store_page(schema, items, counts, None, None, rewrite=False)
+    link_orders_from_items()
+    resolve_relations()
+    refresh_executions(client, counts)
+    refresh_projects(counts, full=False)
+    return counts
+
+
+def store_page(schema: str, items: list[Entity | MalformedEntity], counts: MirrorChanges, run: SyncRun | None,
+                state: SyncState | None, *, rewrite: bool) -> int:
+    """Write one page in bulk and advance the watermark (called inside a transaction); returns rows written.
+
+    Rows epilot has not changed since the mirror last saw them are skipped unless `rewrite`.
+    """
+    model = model_for(schema)
+    now = timezone.now()
+    rows: dict[str, dict[str, Any]] = {}
+    quarantined: list[tuple[str, str, Any]] = []
+    for item in items:
+        if isinstance(item, MalformedEntity):
+            quarantined.append((item.id or "", item.reason, item.data))
+            continue
+        try:
+            rows[item.id] = entity_row(schema, item, now)
+        except QuarantineReason as reason:
+            quarantined.append((item.id, str(reason), dict(item.data)))
+    existing = {
+        epilot_id: (updated_at, deleted_at, workflows)
+        for epilot_id, updated_at, deleted_at, workflows in model.objects.filter(epilot_id__in=list(rows)).values_list(
+            "epilot_id", "epilot_updated_at", "epilot_deleted_at", "payload__workflows")
+    }
+    changed: dict[str, dict[str, Any]] = {}
+    kinds: dict[str, str] = {}
+    for epilot_id, row in rows.items():
+        before = existing.get(epilot_id)
+        if before is None:
+            kinds[epilot_id] = "created"
+        elif row["epilot_updated_at"] == before[0] and (row["epilot_deleted_at"] is None) == (before[1] is None):
+            if rewrite:
+                changed[epilot_id] = row
+            continue
+        elif row["epilot_deleted_at"] is not None and before[1] is None:
+            kinds[epilot_id] = "deleted"
+        else:
+            kinds[epilot_id] = "updated"
+        changed[epilot_id] = row
+    update_fields = COMMON_FIELDS + EXTRA_FIELDS.get(schema, ["schema"] if schema not in CORE_SCHEMAS else [])
+    if schema not in CORE_SCHEMAS:
+        for row in changed.values():
+            row["schema"] = schema
+    refused = write_isolating_failures(
+        lambda batch: bulk_upsert(model, batch, unique_field="epilot_id", update_fields=update_fields, newer_by="epilot_updated_at"),
+        [{"epilot_id": epilot_id, **row} for epilot_id, row in changed.items()])
+    for row, reason in refused:
+        changed.pop(row["epilot_id"])
+        rows.pop(row["epilot_id"])
+        kinds.pop(row["epilot_id"], None)
+        quarantined.append((row["epilot_id"], reason, row["payload"]))
+    for kind in kinds.values():
+        setattr(counts, kind, getattr(counts, kind) + 1)
+    for epilot_id in kinds:
+        workflows = changed[epilot_id]["payload"].get("workflows")
+        before = existing.get(epilot_id)
+        if workflows and workflows != (before[2] if before else None):
+            counts.workflow_changes.append((schema, epilot_id, workflows))
+    counts.changed_refs.extend((schema, epilot_id) for epilot_id in changed)
+    if schema == "opportunity":
+        counts.touched_opportunities.update(changed)
+    elif schema == "order":
+        counts.touched_orders.update(changed)
+    if rows:
+        QuarantinedEntity.objects.filter(schema=schema, epilot_id__in=list(rows)).delete()  # repaired in epilot
+    counts.quarantined += sum(quarantine(schema, epilot_id, reason, payload, run, now) for epilot_id, reason, payload in quarantined)
+    max_id = SyncState._meta.get_field("watermark_id").max_length
+    last = max((item for item in items if isinstance(item, Entity) and item.updated_at and len(item.id) <= max_id),
+               key=lambda e: (e.updated_at, e.id), default=None)
+    if state is not None and last and (not state.watermark_updated_at or (last.updated_at, last.id) > (state.watermark_updated_at, state.watermark_id)):
+        state.watermark_updated_at, state.watermark_id = last.updated_at, last.id
+        SyncState.objects.filter(pk=state.pk).update(watermark_updated_at=last.updated_at, watermark_id=last.id)
+    return len(changed)
+
+
+def write_isolating_failures(write: Callable[[list[dict[str, Any]]], Any],
+                             rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """Write `rows` with `write`; rows the database refuses are narrowed down by halving and returned with the reason.
+
+    Each attempt runs in a savepoint, so a refused batch leaves the surrounding transaction
+    usable and every other row is written. Call inside a transaction.
+    """
+    if not rows:
+        return []
+    try:
+        with transaction.atomic():
+            write(rows)
+        return []
+    except DatabaseError as exc:
+        if len(rows) == 1:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return [(rows[0], f"the database refused the row: {detail[:300]}")]
+    middle = len(rows) // 2
+    return write_isolating_failures(write, rows[:middle]) + write_isolating_failures(write, rows[middle:])
+
+
+def quarantine(schema: str, epilot_id: str, reason: str, payload: Any, run: SyncRun | None, now: dt.datetime) -> bool:
+    """Record a malformed entity; returns True when it is newly quarantined (not seen again unchanged).
+
+    The record itself must be storable whatever the entity holds: an over-long id is shortened
+    (the payload keeps it whole) and a payload PostgreSQL cannot take is kept as JSON text.
+    """
+    encoded = dumps_payload(payload)
+    if len(encoded.encode()) > MAX_PAYLOAD_BYTES:
+        safe_payload: Any = {"truncated": encoded[:MAX_PAYLOAD_BYTES // 4]}
+    elif ESCAPED_NUL.search(encoded):
+        safe_payload = {"json_text": encoded}
+    else:
+        safe_payload = payload
+    max_id = QuarantinedEntity._meta.get_field("epilot_id").max_length
+    if len(epilot_id) > max_id:
+        reason = f"{reason} (id of {len(epilot_id)} characters shortened here; the payload has it whole)"
+        epilot_id = epilot_id[:max_id]
+    known = QuarantinedEntity.objects.filter(schema=schema, epilot_id=epilot_id).first() if epilot_id else None
+    if known is not None:
+        is_new = known.payload != safe_payload or known.reason != reason
+        QuarantinedEntity.objects.filter(pk=known.pk).update(reason=reason, payload=safe_payload, last_seen_at=now, sync_run=run)
+    else:
+        is_new = True
+        QuarantinedEntity.objects.create(schema=schema, epilot_id=epilot_id, reason=reason, payload=safe_payload,
+                                         first_seen_at=now, last_seen_at=now, sync_run=run)
+    if is_new:
+        logger.warning("sync %s: quarantined %s: %s", schema, epilot_id or "(no id)", reason)
+    return is_new
+
+
+# A NUL in any string of a document, as json.dumps writes it (an escaped backslash before "u0000" is text).
+
+
+def mark_purged(schema: str, seen: set[str]) -> int:
+    """After a full pass: entities we mirror that epilot no longer returns at all were purged there."""
+    model = model_for(schema)
+    queryset = model.objects.filter(epilot_deleted_at__isnull=True)
+    if schema not in CORE_SCHEMAS:
+        queryset = queryset.filter(schema=schema)
+    missing = [pk for pk, epilot_id in queryset.values_list("pk", "epilot_id").iterator(chunk_size=5000) if epilot_id not in seen]
+    now = timezone.now()
+    for start in range(0, len(missing), 1000):
+        model.objects.filter(pk__in=missing[start:start + 1000]).update(epilot_deleted_at=now, synced_at=now)
+    if missing:
+        logger.info("sync %s: %d entities purged in epilot marked deleted", schema, len(missing))
+    return len(missing)
+
+
+def link_orders_from_items() -> None:
+    """Orders named in an opportunity's `items` relation belong to it, when the order does not say otherwise."""
+    unlinked = set(Order.objects.filter(opportunity_epilot_id="").values_list("epilot_id", flat=True))
+    if not unlinked:
+        return
+    links: dict[str, str] = {}
+    for epilot_id, items in Opportunity.objects.filter(payload__has_key="items").values_list("epilot_id", "payload__items"):
+        for order_id in relation_ids(items):
+            if order_id in unlinked:
+                links[order_id] = epilot_id
+    for order_id, opportunity_id in links.items():
+        Order.objects.filter(epilot_id=order_id, opportunity_epilot_id="").update(opportunity_epilot_id=opportunity_id)
+
+
+def resolve_relations() -> None:
+    """Point foreign keys at mirrored rows; references to entities not mirrored yet stay open for a later run."""
+    Opportunity.objects.exclude(customer_epilot_id="").filter(customer__isnull=True).update(
+        customer_id=Subquery(Contact.objects.filter(epilot_id=OuterRef("customer_epilot_id")).values("id")[:1]))
+    Order.objects.exclude(opportunity_epilot_id="").filter(opportunity__isnull=True).update(
+        opportunity_id=Subquery(Opportunity.objects.filter(epilot_id=OuterRef("opportunity_epilot_id")).values("id")[:1]))
+    for schema, field_name, model in (("opportunity", "opportunity", Opportunity), ("order", "order", Order), ("contact", "contact", Contact)):
+        WorkflowExecution.objects.filter(entity_schema=schema, **{f"{field_name}__isnull": True}).update(
+            **{f"{field_name}_id": Subquery(model.objects.filter(epilot_id=OuterRef("entity_epilot_id")).values("id")[:1])})
+    WorkflowExecution.objects.filter(definition__isnull=True).update(
+        definition_id=Subquery(WorkflowDefinition.objects.filter(epilot_id=OuterRef("definition_epilot_id"), engine=OuterRef("engine"))
+                               .values("id")[:1]))
+
+
+def sync_definitions(client: EpilotClient) -> int:
+    """Mirror every V1 definition and V2 flow template; ones gone from epilot are flagged, not deleted.
+
+    A definition is identified by engine and id: epilot lists V1 definitions as flow templates
+    too, so one id may come back once per engine (and an answer may repeat an entry).
+    """
+    now = timezone.now()
+    unique: dict[tuple[str, str], dict[str, Any]] = {}
+    for d in [*client.get_definitions(), *client.list_flow_templates()]:
+        row = {"epilot_id": d.id, "engine": d.engine, "name": d.name, "enabled": d.enabled, "sections": d.sections,
+               "step_count": len(d.steps), "payload": dict(d.data), "removed_in_epilot": False, "synced_at": now}
+        try:
+            check_fits(WorkflowDefinition, {key: value for key, value in row.items() if key not in ("sections", "payload")})
+        except QuarantineReason as reason:
+            quarantine("workflow_definition", d.id, str(reason), dict(d.data), None, now)
+            continue
+        unique[(d.engine, d.id)] = row
+    objects = [WorkflowDefinition(**row) for row in unique.values()]
+    with transaction.atomic():
+        WorkflowDefinition.objects.bulk_create(objects, update_conflicts=True, unique_fields=["engine", "epilot_id"],
+                                               update_fields=["name", "enabled", "sections", "step_count", "payload",
+                                                              "removed_in_epilot", "synced_at"])
+        gone = WorkflowDefinition.objects.all()
+        for engine in {engine for engine, _ in unique}:
+            gone = gone.exclude(engine=engine, epilot_id__in=[epilot_id for known, epilot_id in unique if known == engine])
+        gone.update(removed_in_epilot=True)
+    return len(objects)
+
+
+def refresh_executions(client: EpilotClient, counts: MirrorChanges, heartbeat: Callable[[], None] | None = None) -> None:
+    """Fetch executions only for entities whose `workflows` attribute changed; `heartbeat` is called after each entity."""
+    v2_ids = set(WorkflowDefinition.objects.filter(engine="v2").values_list("epilot_id", flat=True))
+    for schema, epilot_id, workflows in counts.workflow_changes:
+        read_at = timezone.now()
+        executions = client.get_executions(context=epilot_id, schema=schema)
+        if isinstance(workflows, dict) and v2_ids & set(workflows):
+            executions += client.search_flow_executions(entity_id=epilot_id, entity_schema=schema)
+        store_executions(schema, epilot_id, executions, read_at=read_at)
+        if schema == "opportunity":
+            counts.touched_opportunities.add(epilot_id)
+        elif schema == "order":
+            counts.touched_orders.add(epilot_id)
+        if heartbeat:
+            heartbeat()
+    if counts.workflow_changes:
+        resolve_relations()
+
+
+EXECUTION_FIELDS = ["engine", "definition_epilot_id", "name", "entity_schema", "entity_epilot_id", "status", "current_section",
+                    "current_step", "completed_steps", "total_steps", "flow", "started_at", "epilot_updated_at", "completed_at",
+                    "synced_at"]
+
+
+def store_executions(schema: str, entity_id: str, executions: list[RemoteExecution], *, read_at: dt.datetime | None = None) -> None:
+    """Bring the mirrored executions of one entity to what epilot returned when read at `read_at`.
+
+    An older version never overwrites a newer one, and an execution another writer stored after
+    `read_at` is kept even if this answer lacks it. Executions that do not fit the mirror are
+    quarantined (schema `workflow_execution`).
+    """
+    now = timezone.now()
+    read_at = read_at or now
+    rows = []
+    for e in executions:
+        row = {"epilot_id": e.id, "engine": e.engine, "definition_epilot_id": e.definition_id or "", "name": e.name or "",
+               "entity_schema": schema, "entity_epilot_id": entity_id, "status": e.status or "",
+               "current_section": (e.current_step.section or "") if e.current_step else "",
+               "current_step": e.current_step.name if e.current_step else "",
+               "completed_steps": e.completed_steps, "total_steps": len(e.steps), "flow": dict(e.data),
+               "started_at": e.created_at, "epilot_updated_at": e.updated_at, "completed_at": e.completed_at, "synced_at": now}
+        try:
+            check_fits(WorkflowExecution, {key: value for key, value in row.items() if key != "flow"})
+        except QuarantineReason as reason:
+            quarantine("workflow_execution", e.id, str(reason), dict(e.data), None, now)
+            continue
+        rows.append(row)
+    with transaction.atomic():
+        bulk_upsert(WorkflowExecution, rows, unique_field="epilot_id", update_fields=EXECUTION_FIELDS, newer_by="epilot_updated_at")
+        WorkflowExecution.objects.filter(entity_schema=schema, entity_epilot_id=entity_id, synced_at__lt=read_at).exclude(
+            epilot_id__in=[e.id for e in executions]).delete()
+
+
+def refresh_projects(counts: MirrorChanges, *, full: bool) -> None:
+    if full:
+        projects_refresh()
+        return
+    ids = set(Opportunity.objects.filter(epilot_id__in=list(counts.touched_opportunities)).values_list("id", flat=True))
+    ids |= set(Order.objects.filter(epilot_id__in=list(counts.touched_orders), opportunity__isnull=False)
+               .values_list("opportunity_id", flat=True))
+    if ids:
+        projects_refresh(opportunity_ids=ids)

@@ -1,0 +1,152 @@
+"""epilot documents to mirror rows: every value whole and fitting its column, or a reason to quarantine."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.db import models
+
+from integrations.epilot import Entity
+from integrations.epilot.types import relation_ids
+from projects.schemas import model_for
+
+MAX_PAYLOAD_BYTES = 512 * 1024
+
+
+COMMON_FIELDS = ["title", "status", "tags", "epilot_created_at", "epilot_updated_at", "epilot_deleted_at", "payload", "synced_at"]
+EXTRA_FIELDS: dict[str, list[str]] = {
+    "contact": ["email"],
+    "opportunity": ["customer_epilot_id", "street", "postal_code", "city", "budget"],
+    "order": ["amount_total", "currency", "opportunity_epilot_id"],
+}
+
+
+class QuarantineReason(ValueError):
+    """An entity is readable but cannot be mirrored; the message says why."""
+
+
+ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def dumps_payload(payload: Any) -> str:
+    return json.dumps(payload, default=str, ensure_ascii=False)
+
+
+def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
+    """The model fields of one entity; raises QuarantineReason for what cannot be mirrored."""
+    payload = dict(entity.data)
+    if entity.updated_at is None:
+        raise QuarantineReason("_updated_at is missing")
+    encoded = dumps_payload(payload)
+    if len(encoded.encode()) > MAX_PAYLOAD_BYTES:
+        raise QuarantineReason(f"payload is larger than {MAX_PAYLOAD_BYTES // 1024} KiB")
+    if ESCAPED_NUL.search(encoded):
+        raise QuarantineReason("the payload contains a NUL character (\\u0000), which PostgreSQL cannot store")
+    title = entity.title or ""
+    status = payload.get("status")
+    if status is not None and not isinstance(status, str):
+        raise QuarantineReason(f"status is {type(status).__name__}, not a string")
+    row: dict[str, Any] = {
+        "title": title, "status": status or "", "tags": list(entity.tags), "epilot_created_at": entity.created_at,
+        "epilot_updated_at": entity.updated_at, "epilot_deleted_at": entity.deleted_at, "payload": payload, "synced_at": now,
+    }
+    if schema == "contact":
+        emails = payload.get("email")
+        first = emails[0] if isinstance(emails, list) and emails else None
+        row["email"] = str(first.get("email", "")) if isinstance(first, dict) else ""
+    elif schema == "opportunity":
+        row["customer_epilot_id"] = single_relation(payload, "customer")
+        address = payload.get("address")
+        address = address[0] if isinstance(address, list) and address else address
+        address = address if isinstance(address, dict) else {}
+        row["street"] = " ".join(as_text(address.get(key)) for key in ("street", "street_number")).strip()
+        row["postal_code"] = as_text(address.get("postal_code"))
+        row["city"] = as_text(address.get("city"))
+        row["budget"] = as_decimal(payload.get("budget"), "budget")
+    elif schema == "order":
+        amount = payload.get("amount_total")
+        if amount is not None and (isinstance(amount, bool) or not isinstance(amount, (int, float))):
+            raise QuarantineReason(f"amount_total is {type(amount).__name__}, not a number")
+        if isinstance(amount, float) and not math.isfinite(amount):
+            raise QuarantineReason("amount_total is not a finite number")
+        row["amount_total"] = int(amount) if amount is not None else None
+        row["currency"] = as_text(payload.get("currency"))
+        row["opportunity_epilot_id"] = single_relation(payload, "opportunity")
+    check_fits(model_for(schema), {"epilot_id": entity.id, **row})
+    return row
+
+
+def as_text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+INTEGER_RANGES = {
+    "BigIntegerField": (-(2**63), 2**63 - 1),
+    "IntegerField": (-(2**31), 2**31 - 1),
+    "PositiveIntegerField": (0, 2**31 - 1),
+    "PositiveSmallIntegerField": (0, 2**15 - 1),
+}
+
+
+# The epilot attribute each mirrored column comes from, to name it in a quarantine reason.
+
+
+SOURCE_ATTRIBUTES = {
+    "epilot_id": "_id", "title": "_title", "email": "email[0].email", "customer_epilot_id": "customer ($relation entity_id)",
+    "street": "address street + street_number", "postal_code": "address postal_code", "city": "address city",
+    "opportunity_epilot_id": "opportunity ($relation entity_id)", "definition_epilot_id": "definition id",
+}
+
+
+def check_fits(model: type[models.Model], row: dict[str, Any]) -> None:
+    """Raise QuarantineReason when a value does not fit its column whole (length, range, NUL).
+
+    PostgreSQL refuses such values and SQLite would keep them; a mirrored value is either
+    whole or quarantined, never cut.
+    """
+    for name, value in row.items():
+        if value is None or name == "payload":
+            continue
+        field = model._meta.get_field(name)
+        name = SOURCE_ATTRIBUTES.get(name, name)
+        if isinstance(value, str):
+            if field.max_length is not None and len(value) > field.max_length:
+                raise QuarantineReason(f"{name} is {len(value)} characters long; the mirror keeps at most {field.max_length}")
+            if "\x00" in value:
+                raise QuarantineReason(f"{name} contains a NUL character, which PostgreSQL cannot store")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            low, high = INTEGER_RANGES.get(field.get_internal_type(), (None, None))
+            if low is not None and not low <= value <= high:
+                raise QuarantineReason(f"{name} is out of range ({value})")
+
+
+def single_relation(payload: dict[str, Any], attribute: str) -> str:
+    value = payload.get(attribute)
+    if value is None:
+        return ""
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, dict) and "$relation" in item:
+            refs = item["$relation"]
+            if not isinstance(refs, list) or not all(isinstance(ref, dict) and isinstance(ref.get("entity_id"), str) for ref in refs):
+                raise QuarantineReason(f"relation {attribute} is broken: $relation must be a list of {{entity_id}}")
+    ids = relation_ids(value)
+    return ids[0] if ids else ""
+
+
+def as_decimal(value: Any, name: str) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise QuarantineReason(f"{name} is a boolean, not a number")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise QuarantineReason(f"{name} is not a number: {str(value)[:40]!r}") from None
+    if not number.is_finite() or abs(number) >= Decimal("1e12"):
+        raise QuarantineReason(f"{name} is out of range")
+    return number.quantize(Decimal("0.01"))
