@@ -30,7 +30,7 @@ from integrations.epilot_sandbox import (  # noqa: E402
     seed_demo,
     wait_until_serving,
 )
-from integrations.epilot_sandbox.app import Request, _dumps  # noqa: E402
+from integrations.epilot_sandbox.http import Request, dumps as _dumps  # noqa: E402
 
 
 def main() -> None:
