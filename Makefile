@@ -16,7 +16,7 @@ $(STAMP): requirements.txt | $(PY)
 	touch $(STAMP)
 
 setup: $(STAMP)
-	mkdir -p var/celery/broker var/celery/processed
+	mkdir -p var/celery/broker var/celery/processed var/celery/control
 
 migrate: setup
 	$(PY) manage.py migrate --noinput

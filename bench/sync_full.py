@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -37,7 +36,7 @@ def main() -> None:
     subprocess.run([sys.executable, "manage.py", "seed_sandbox", "--db", str(sandbox_db), "--contacts", str(args.contacts),
                     "--opportunities", str(args.opportunities), "--orders", str(args.orders)],
                    cwd=ROOT, env=base_env, check=True, stdout=subprocess.DEVNULL)
-    from integrations.epilot_sandbox import free_loopback_port, wait_until_serving
+    from integrations.epilot_sandbox import free_loopback_port, sandbox_stats, wait_until_serving
 
     port = free_loopback_port()
     url = f"http://127.0.0.1:{port}"
@@ -65,11 +64,11 @@ def main() -> None:
         full = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True)
         elapsed = time.perf_counter() - started
         total = full.created + full.updated
-        before = httpx.get(f"{url}/__sandbox__/stats").json()
+        before = sandbox_stats(url)
         started = time.perf_counter()
         quiet = sync_run(trigger=SyncRun.Trigger.COMMAND)
         quiet_elapsed = time.perf_counter() - started
-        after = httpx.get(f"{url}/__sandbox__/stats").json()
+        after = sandbox_stats(url)
     finally:
         server.terminate()
         server.wait(timeout=10)

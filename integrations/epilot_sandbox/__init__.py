@@ -4,7 +4,7 @@ Plain Python (no Django); it runs in-process behind httpx.WSGITransport or as a 
 """
 from integrations.epilot_sandbox.app import FaultConfig, SandboxApp
 from integrations.epilot_sandbox.seed import AUSBAU_DEFINITION_ID, demo_id, is_seeded, seed_bulk, seed_demo
-from integrations.epilot_sandbox.server import free_loopback_port, make_sandbox_server, wait_until_serving
+from integrations.epilot_sandbox.server import free_loopback_port, make_sandbox_server, sandbox_stats, wait_until_serving
 from integrations.epilot_sandbox.store import SandboxStore
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "free_loopback_port",
     "is_seeded",
     "make_sandbox_server",
+    "sandbox_stats",
     "seed_bulk",
     "seed_demo",
     "wait_until_serving",

@@ -1,6 +1,7 @@
 """Serve the sandbox on a loopback port so other processes can use it through EPILOT_API_URL."""
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import socketserver
@@ -47,3 +48,9 @@ def wait_until_serving(origin: str, *, timeout: float = 30.0) -> None:
         except (urllib.error.URLError, OSError):
             time.sleep(0.1)
     raise TimeoutError(f"no sandbox answered at {origin} within {timeout:.0f} s")
+
+
+def sandbox_stats(origin: str) -> dict[str, int]:
+    """The request and fault counters of a sandbox server at `origin` (its control endpoint)."""
+    with urllib.request.urlopen(f"{origin}/__sandbox__/stats", timeout=10) as answer:  # noqa: S310 - loopback only
+        return json.loads(answer.read())

@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from integrations.epilot import (
     EpilotClient,
     EpilotConflictError,
@@ -29,7 +27,7 @@ from integrations.epilot import (
     RetryPolicy,
     ServiceURLs,
 )
-from integrations.epilot_sandbox import SandboxStore, free_loopback_port, seed_bulk, seed_demo, wait_until_serving
+from integrations.epilot_sandbox import SandboxStore, free_loopback_port, sandbox_stats, seed_bulk, seed_demo, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK_SECONDS = 8
@@ -98,7 +96,7 @@ def run_scenario(scenario: Scenario, *, echo: Callable[[str], None] = print) -> 
         _sync_until_done(manage, env, echo, full=False)
         _mutate(origin, manage, env, scenario, echo)
         _sync_until_done(manage, env, echo, full=True)
-        stats = httpx.get(f"{origin}/__sandbox__/stats", timeout=10).json()
+        stats = sandbox_stats(origin)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=20)

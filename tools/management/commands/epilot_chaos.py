@@ -3,7 +3,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from projects.chaos import Scenario, run_scenario
+from tools.chaos import Scenario, run_scenario
 
 
 class Command(BaseCommand):
