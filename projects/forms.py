@@ -7,7 +7,9 @@ from decimal import Decimal
 from django import forms
 from django.conf import settings
 
-from projects.models import WorkflowDefinition
+from projects.models import ApiClient, AutomationRule, WorkflowDefinition
+from projects.selectors import automation_owning_trigger
+from projects.services.api_clients import parse_throttle_rate
 
 KNOWN_OPPORTUNITY_STATUSES = ["ausstehend", "bearbeitung", "geschlossen", "abgebrochen"]
 
@@ -66,3 +68,39 @@ class StatusForm(forms.Form):
         except (ValueError, OverflowError):
             raise forms.ValidationError("Der gelesene Stand der Opportunity fehlt oder ist unlesbar; bitte die Seite neu laden.") from None
         return value
+
+
+class ApiClientForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(choices=ApiClient.Scope.choices, widget=forms.CheckboxSelectMultiple, initial=["read"])
+
+    class Meta:
+        model = ApiClient
+        fields = ["name", "scopes", "throttle_rate"]
+
+    def clean_throttle_rate(self) -> str:
+        rate = self.cleaned_data["throttle_rate"]
+        try:
+            parse_throttle_rate(rate)
+        except ValueError:
+            raise forms.ValidationError("Format: Anzahl/Zeitraum, z. B. 600/min, 10/s, 5000/hour") from None
+        return rate
+
+
+class AutomationRuleForm(forms.ModelForm):
+    """A local rule; a trigger has one owner, so one an enabled epilot automation covers is refused."""
+
+    class Meta:
+        model = AutomationRule
+        fields = ["name", "enabled", "schema", "attribute", "value", "definition"]
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        definition = cleaned.get("definition")
+        if cleaned.get("enabled") and definition is not None:
+            owner = automation_owning_trigger(schema=cleaned.get("schema", ""), attribute=cleaned.get("attribute", ""),
+                                              value=cleaned.get("value", ""), definition_epilot_id=definition.epilot_id)
+            if owner:
+                raise forms.ValidationError(
+                    f"Diesen Auslöser besitzt die epilot-Automation '{owner.name}'. Beide würden den Workflow starten; "
+                    "schalten Sie die Automation in epilot ab oder lassen Sie die Regel deaktiviert.")
+        return cleaned

@@ -5,8 +5,9 @@ epilot through services and come back on the next sync.
 """
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
 from django.db import models
+
+from integrations.epilot.types import MalformedPayload, WorkflowExecution as RemoteExecution, WorkflowStep
 
 
 class PayloadField(models.JSONField):
@@ -163,6 +164,14 @@ class WorkflowExecution(models.Model):
     @property
     def progress_percent(self) -> int:
         return round(100 * self.completed_steps / self.total_steps) if self.total_steps else 0
+
+    def steps(self) -> list[WorkflowStep]:
+        """The steps (V1) or tasks (V2) of the mirrored document, in order; none when epilot sent something unreadable."""
+        parse = RemoteExecution.from_v2 if self.engine == WorkflowDefinition.Engine.V2 else RemoteExecution.from_v1
+        try:
+            return list(parse(self.flow).steps)
+        except MalformedPayload:
+            return []
 
 
 class AusbauProject(models.Model):
@@ -449,16 +458,6 @@ class AutomationRule(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    def clean(self) -> None:
-        """A trigger has one owner: refuse a rule an enabled epilot automation already covers."""
-        if not self.enabled or not self.definition_id:
-            return
-        owner = ProvisionedAutomation.objects.filter(enabled=True, schema=self.schema, attribute=self.attribute, value=self.value,
-                                                     definition_epilot_id=self.definition.epilot_id).first()
-        if owner:
-            raise ValidationError(f"Diesen Auslöser besitzt die epilot-Automation '{owner.name}'. Beide würden den Workflow starten; "
-                                  "schalten Sie die Automation in epilot ab oder lassen Sie die Regel deaktiviert.")
 
 
 class RuleFiring(models.Model):

@@ -8,7 +8,20 @@ from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 
-from projects.models import AusbauProject, EpilotWrite, Opportunity, Order, SyncRun, SyncState, WorkflowDefinition, WorkflowExecution
+from projects.models import (
+    AusbauProject,
+    AutomationRule,
+    EpilotWrite,
+    Opportunity,
+    Order,
+    ProvisionedAutomation,
+    SyncRun,
+    SyncState,
+    WorkflowDefinition,
+    WorkflowExecution,
+    WorkflowStart,
+    WorkflowStartJob,
+)
 from projects.schemas import configured_schemas
 
 
@@ -65,3 +78,43 @@ def definition_by_epilot_id(epilot_id: str) -> WorkflowDefinition | None:
     """The definition staff mean by an epilot id; where an id is both a V1 definition and a V2 flow
     template (epilot lists V1 definitions as templates too), the V1 definition, its native engine."""
     return WorkflowDefinition.objects.filter(epilot_id=epilot_id).order_by("engine").first()
+
+
+def automation_owning_trigger(*, schema: str, attribute: str, value: str, definition_epilot_id: str) -> ProvisionedAutomation | None:
+    """The enabled epilot automation that starts this definition on this trigger, if any (a local rule must not too)."""
+    return ProvisionedAutomation.objects.filter(enabled=True, schema=schema, attribute=attribute, value=value,
+                                                definition_epilot_id=definition_epilot_id).first()
+
+
+def rule_owning_trigger(*, schema: str, attribute: str, value: str, definition_epilot_id: str) -> AutomationRule | None:
+    """The enabled local rule that starts this definition on this trigger, if any (an epilot automation must not too)."""
+    return AutomationRule.objects.filter(enabled=True, schema=schema, attribute=attribute, value=value,
+                                         definition__epilot_id=definition_epilot_id).first()
+
+
+def running_workflows_by_entity(entity_epilot_ids: list[str]) -> dict[str, list[str]]:
+    """Names of the workflows running on each of the entities, as the mirror knows them."""
+    running: dict[str, list[str]] = {}
+    for epilot_id, name, definition_id in WorkflowExecution.objects.filter(
+            entity_epilot_id__in=entity_epilot_ids, status="STARTED").values_list("entity_epilot_id", "name", "definition_epilot_id"):
+        running.setdefault(epilot_id, []).append(name or definition_id)
+    return running
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    counts: dict[str, int]
+    total: int
+    done: int
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.done / self.total) if self.total else 100
+
+
+def job_progress(job: WorkflowStartJob) -> JobProgress:
+    """How many starts of a job are in each status, in one query."""
+    counts = {status: 0 for status, _ in WorkflowStart.Status.choices}
+    counts.update(dict(job.items.values_list("status").annotate(count=Count("id"))))
+    total = sum(counts.values())
+    return JobProgress(counts=counts, total=total, done=total - counts[WorkflowStart.Status.PENDING])

@@ -5,8 +5,11 @@ from typing import Any
 
 from django.http import JsonResponse
 from django.views.defaults import page_not_found, server_error
+from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from projects.services.errors import Conflict, InProgress, NotAllowed, RemoteFailure, ServiceError, StatusConflict
 
 
 def _flatten(detail: Any) -> str:
@@ -17,7 +20,29 @@ def _flatten(detail: Any) -> str:
     return str(detail)
 
 
+class ServiceConflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+class UpstreamFailure(exceptions.APIException):
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_code = "epilot_failure"
+
+
+def _from_service_error(exc: ServiceError) -> exceptions.APIException:
+    """The HTTP answer to a use case that could not be carried out: 409 for the state, 502 for epilot."""
+    if isinstance(exc, RemoteFailure):
+        return UpstreamFailure(exc.message)
+    if isinstance(exc, (NotAllowed, InProgress, Conflict, StatusConflict)):
+        return ServiceConflict(exc.message)
+    return exceptions.APIException(exc.message)
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Every API failure as one document; service errors mapped here, once, for every view."""
+    if isinstance(exc, ServiceError):
+        exc = _from_service_error(exc)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

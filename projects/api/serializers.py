@@ -8,7 +8,6 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from integrations.epilot.types import MalformedPayload, WorkflowExecution as RemoteExecution
 from projects.formatting import portal_url
 from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
 
@@ -36,11 +35,7 @@ class WorkflowExecutionSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(StepSerializer(many=True))
     def get_steps(self, obj: WorkflowExecution) -> list[dict[str, Any]]:
-        parse = RemoteExecution.from_v2 if obj.engine == "v2" else RemoteExecution.from_v1
-        try:
-            return [{"section": step.section, "name": step.name, "status": step.status} for step in parse(obj.flow).steps]
-        except MalformedPayload:
-            return []
+        return [{"section": step.section, "name": step.name, "status": step.status} for step in obj.steps()]
 
     def get_entity_portal_url(self, obj: WorkflowExecution) -> str:
         return portal_url(obj.entity_schema, obj.entity_epilot_id)

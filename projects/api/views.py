@@ -23,8 +23,7 @@ from projects.models import AusbauProject, Opportunity, Order, WorkflowDefinitio
 from projects.selectors import definition_by_epilot_id
 from projects.validation import parse_id
 from projects.services.conversion import opportunity_convert
-from projects.services.errors import Conflict, InProgress, NotAllowed, RemoteFailure, ServiceError
-from projects.services.workflows import workflow_start
+from projects.services.workflows import project_workflow_target, workflow_start
 
 
 
@@ -48,24 +47,6 @@ class StrictOrderingFilter(filters.OrderingFilter):
             if parameter["name"] == self.ordering_param:
                 parameter["schema"]["enum"] = [*fields, *(f"-{field}" for field in fields)]
         return parameters
-
-
-class ServiceConflict(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
-
-
-class UpstreamFailure(exceptions.APIException):
-    status_code = status.HTTP_502_BAD_GATEWAY
-    default_code = "epilot_failure"
-
-
-def raise_for_service_error(exc: ServiceError) -> None:
-    if isinstance(exc, (NotAllowed, InProgress, Conflict)):
-        raise ServiceConflict(exc.message)
-    if isinstance(exc, RemoteFailure):
-        raise UpstreamFailure(exc.message)
-    raise exceptions.APIException(exc.message)
 
 
 class QueryFilterBackend(DjangoFilterBackend):
@@ -150,19 +131,9 @@ class ProjectViewSet(MirrorViewSet):
         payload = s.StartWorkflowInput(data=request.data)
         payload.is_valid(raise_exception=True)
         definition = self._definition(payload.validated_data["definition"])
-        opportunity = project.opportunity
-        if payload.validated_data["target"] == "order":
-            order = opportunity.orders.filter(epilot_deleted_at__isnull=True).order_by("id").first()
-            if order is None:
-                raise exceptions.ValidationError({"target": ["This project has no order yet."]})
-            target = ("order", order.epilot_id, order.title)
-        else:
-            target = ("opportunity", opportunity.epilot_id, opportunity.title)
-        try:
-            start = workflow_start(definition=definition, schema=target[0], entity_id=target[1], entity_title=target[2],
-                                   actor=f"api:{request.auth.name}", allow_duplicate=payload.validated_data["allow_duplicate"])
-        except ServiceError as exc:
-            raise_for_service_error(exc)
+        target = project_workflow_target(project, payload.validated_data["target"])
+        start = workflow_start(definition=definition, schema=target[0], entity_id=target[1], entity_title=target[2],
+                               actor=f"api:{request.auth.name}", allow_duplicate=payload.validated_data["allow_duplicate"])
         return Response({"status": start.status, "execution_epilot_id": start.execution_epilot_id,
                          "message": f"'{definition.name}' started on {target[0]} {target[2]}."}, status=status.HTTP_201_CREATED)
 
@@ -175,11 +146,8 @@ class ProjectViewSet(MirrorViewSet):
         payload = s.ConvertInput(data=request.data)
         payload.is_valid(raise_exception=True)
         definition = self._definition(payload.validated_data.get("definition") or settings.DEFAULT_WORKFLOW_DEFINITION)
-        try:
-            conversion = opportunity_convert(opportunity=project.opportunity, definition=definition,
-                                             amount_total=payload.validated_data.get("amount_total"), actor=f"api:{request.auth.name}")
-        except ServiceError as exc:
-            raise_for_service_error(exc)
+        conversion = opportunity_convert(opportunity=project.opportunity, definition=definition,
+                                         amount_total=payload.validated_data.get("amount_total"), actor=f"api:{request.auth.name}")
         return Response({"status": conversion.status, "execution_epilot_id": conversion.execution_epilot_id,
                          "order_epilot_id": conversion.order_epilot_id, "message": f"Converted into '{conversion.order_title}'."},
                         status=status.HTTP_201_CREATED)

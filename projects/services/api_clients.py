@@ -7,6 +7,7 @@ import hmac
 import secrets
 import time
 
+from django.utils.translation import gettext as _
 from django.utils import timezone
 
 from projects.models import ApiClient
@@ -41,8 +42,7 @@ def api_client_rotate(client: ApiClient) -> str:
     """Replace an active client's token; returns the new one. Raises NotAllowed for a revoked client."""
     client.refresh_from_db()
     if not client.is_active:
-        raise NotAllowed("Der Client ist widerrufen; ein neues Token würde ihn nicht wieder freischalten. "
-                         "Legen Sie einen neuen Client an.")
+        raise NotAllowed(_("The client is revoked; a new token would not re-activate it. Create a new client."))
     return api_client_issue_token(client)
 
 
@@ -53,13 +53,13 @@ def api_client_create(*, name: str, scopes: list[str], throttle_rate: str = "120
     """
     unknown = sorted(set(scopes) - set(ApiClient.Scope.values))
     if unknown or not scopes:
-        raise NotAllowed(f"Unknown or missing scopes {unknown}; use {', '.join(ApiClient.Scope.values)}.")
+        raise NotAllowed(_("Unknown or missing scopes %(unknown)s; use %(known)s.") % {"unknown": unknown, "known": ", ".join(ApiClient.Scope.values)})
     try:
         parse_throttle_rate(throttle_rate)
     except ValueError:
-        raise NotAllowed(f"Not a rate: {throttle_rate!r}; use e.g. 600/min, 10/s, 5000/hour.") from None
+        raise NotAllowed(_("Not a rate: %(rate)r; use e.g. 600/min, 10/s, 5000/hour.") % {"rate": throttle_rate}) from None
     if ApiClient.objects.filter(name=name).exists():
-        raise NotAllowed(f"An API client named {name!r} exists already.")
+        raise NotAllowed(_("An API client named %(name)r exists already.") % {"name": name})
     client = ApiClient(name=name, scopes=list(dict.fromkeys(scopes)), throttle_rate=throttle_rate)
     return client, api_client_issue_token(client)
 
@@ -79,7 +79,7 @@ def parse_throttle_rate(rate: str) -> tuple[int, int]:
 def api_client_revoke(client: ApiClient) -> None:
     """Revoke at once in this process; other processes stop accepting the token within VERIFIED_TTL_SECONDS."""
     ApiClient.objects.filter(pk=client.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    for token_hash, (_, known) in list(_verified.items()):
+    for token_hash, (_expires, known) in list(_verified.items()):
         if known.pk == client.pk:
             _verified.pop(token_hash, None)
 

@@ -12,6 +12,11 @@ from integrations.epilot import EpilotConflictError, EpilotError
 from projects.models import Conversion, EpilotWrite
 
 
+def stored_user(user: Any) -> Any:
+    """The user to record on a row: a saved user, or None for anonymous callers, API clients and scripts."""
+    return user if getattr(user, "pk", None) else None
+
+
 @dataclass
 class WriteOutcome:
     """Filled in by the caller inside `audited_write` with what epilot returned."""
@@ -29,7 +34,7 @@ def audited_write(*, action: str, target_schema: str, target_epilot_id: str = ""
     process leaves a trace. EpilotErrors are recorded and re-raised.
     """
     record = EpilotWrite.objects.create(
-        action=action, user=user if getattr(user, "pk", None) else None, actor=actor, target_schema=target_schema,
+        action=action, user=stored_user(user), actor=actor, target_schema=target_schema,
         target_epilot_id=target_epilot_id, request_summary=summary, conversion=conversion, started_at=timezone.now(),
     )
     outcome = WriteOutcome(record=record)
@@ -56,6 +61,6 @@ def record_refused_write(*, action: str, target_schema: str, target_epilot_id: s
     """Record a write that was not sent because epilot's state had moved on (result: conflict)."""
     now = timezone.now()
     return EpilotWrite.objects.create(
-        action=action, user=user if getattr(user, "pk", None) else None, actor=actor, target_schema=target_schema,
+        action=action, user=stored_user(user), actor=actor, target_schema=target_schema,
         target_epilot_id=target_epilot_id, request_summary=summary, conversion=conversion, started_at=now, finished_at=now,
         result=EpilotWrite.Result.CONFLICT, error=reason)

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext as _
 from django.conf import settings
 from django.utils import timezone
 
 from integrations.epilot import EpilotClient, EpilotError
 from integrations.connection import get_epilot_client
-from projects.models import AutomationRule, EpilotWrite, ProvisionedAutomation
+from projects.models import EpilotWrite, ProvisionedAutomation
+from projects.selectors import rule_owning_trigger
 from projects.services.audit import audited_write
 from projects.services.errors import NotAllowed, RemoteFailure
 
@@ -49,11 +51,10 @@ def automation_provision(*, user: Any = None, actor: str = "admin", definition_e
     """
     client = client or get_epilot_client()
     definition_epilot_id = definition_epilot_id or settings.DEFAULT_WORKFLOW_DEFINITION
-    rule = AutomationRule.objects.filter(enabled=True, schema=TRIGGER["schema"], attribute=TRIGGER["attribute"], value=TRIGGER["value"],
-                                         definition__epilot_id=definition_epilot_id).first()
+    rule = rule_owning_trigger(definition_epilot_id=definition_epilot_id, **TRIGGER)
     if rule:
-        raise NotAllowed(f"Die lokale Regel '{rule.name}' löst diesen Workflow schon aus. Erst die Regel abschalten, "
-                         "sonst startet der Workflow doppelt.")
+        raise NotAllowed(_("The local rule '%(rule)s' starts this workflow already. Switch the rule off first, or the workflow "
+                           "starts twice.") % {"rule": rule.name})
     body = ausbau_flow_body(definition_epilot_id=definition_epilot_id, email_template_id=settings.AUTOMATION_EMAIL_TEMPLATE_ID)
     try:
         existing = next((flow for flow in client.iter_flows(schema=TRIGGER["schema"]) if flow.name == AUSBAU_FLOW_NAME), None)
@@ -63,8 +64,8 @@ def automation_provision(*, user: Any = None, actor: str = "admin", definition_e
             flow = client.put_flow(existing.id, body) if existing else client.create_flow(body)
             outcome.epilot_ids = [flow.id]
     except EpilotError as exc:
-        raise RemoteFailure(f"Die Automation konnte nicht angelegt werden: {exc.message}") from None
-    record, _ = ProvisionedAutomation.objects.update_or_create(
+        raise RemoteFailure(_("The automation could not be provisioned: %(error)s") % {"error": exc.message}) from None
+    record, _created = ProvisionedAutomation.objects.update_or_create(
         name=AUSBAU_FLOW_NAME,
         defaults={"flow_id": flow.id, "definition_epilot_id": definition_epilot_id, "enabled": flow.enabled,
                   "provisioned_at": timezone.now(), **TRIGGER})

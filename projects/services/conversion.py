@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.utils.translation import gettext as _
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -23,7 +24,7 @@ from integrations.epilot import EpilotClient, EpilotConflictError, EpilotError, 
 from integrations.connection import get_epilot_client
 from projects.formatting import format_amount
 from projects.models import Conversion, EpilotWrite, Opportunity, WorkflowDefinition, WorkflowStart
-from projects.services.audit import audited_write, record_refused_write
+from projects.services.audit import audited_write, stored_user, record_refused_write
 from projects.services.errors import Conflict, InProgress, NotAllowed, RemoteFailure, ServiceError
 from projects.services.mirror import mirror_entities
 from projects.services.rules import rules_evaluate_safely
@@ -74,9 +75,9 @@ def opportunity_convert(*, opportunity: Opportunity, definition: WorkflowDefinit
     """
     client = client or get_epilot_client()
     if opportunity.is_deleted:
-        raise NotAllowed("Die Opportunity ist in epilot gelöscht und kann nicht umgewandelt werden.")
+        raise NotAllowed(_("The opportunity is deleted in epilot and cannot be converted."))
     if opportunity.status == "abgebrochen":
-        raise NotAllowed("Die Opportunity ist abgebrochen und kann nicht umgewandelt werden.")
+        raise NotAllowed(_("The opportunity is cancelled (abgebrochen) and cannot be converted."))
     existing = Conversion.objects.filter(opportunity=opportunity).select_related("definition").first()
     if existing is not None and existing.status == Conversion.Status.DONE:
         return existing
@@ -85,21 +86,21 @@ def opportunity_convert(*, opportunity: Opportunity, definition: WorkflowDefinit
     chosen = definition if definition is not None or existing is None else existing.definition
     if workflow_pending and chosen is not None and (chosen.removed_in_epilot or not chosen.enabled):
         # Checked before the first write: a saga must not stop halfway on a workflow it cannot start.
-        raise NotAllowed(f"Der Workflow '{chosen.name}' ist in epilot nicht verfügbar (deaktiviert oder entfernt); "
-                         "bitte einen anderen wählen.")
+        raise NotAllowed(_("The workflow '%(name)s' is not available in epilot (disabled or removed); please choose another one.")
+                         % {"name": chosen.name})
     conversion = _get_or_create(opportunity, definition, amount_total, target_status or settings.CONVERSION_TARGET_STATUS, user)
     if conversion.status == Conversion.Status.DONE:
         return conversion
     if not _claim(conversion):
-        raise InProgress("Diese Opportunity wird gerade von jemand anderem umgewandelt.")
+        raise InProgress(_("Someone else is converting this opportunity right now."))
     if workflow_pending and definition is not None and conversion.definition_id != definition.pk:
         _save(conversion, definition=definition)  # a resume may choose another workflow until it has started
     try:
         _run_steps(client, conversion, user=user, actor=actor)
     except EpilotError as exc:
         _save(conversion, status=Conversion.Status.FAILED, error=exc.message)
-        raise RemoteFailure(f"Umwandlung bei Schritt '{conversion.get_step_display()}' unterbrochen: {exc.message}. "
-                            "Sie kann fortgesetzt werden.") from None
+        raise RemoteFailure(_("The conversion stopped at step '%(step)s': %(error)s. It can be resumed.")
+                            % {"step": conversion.get_step_display(), "error": exc.message}) from None
     except ServiceError as exc:
         _save(conversion, status=Conversion.Status.FAILED, error=exc.message)
         raise
@@ -120,7 +121,7 @@ def _get_or_create(opportunity: Opportunity, definition: WorkflowDefinition | No
                 opportunity=opportunity, key=uuid.uuid4().hex, definition=definition, target_status=target_status,
                 source_status=opportunity.status,
                 order_title=preview.title, amount_total=preview.amount_total, currency=preview.currency,
-                requested_by=user if getattr(user, "pk", None) else None)
+                requested_by=stored_user(user))
     except IntegrityError:  # two requests at once: the other one created it
         return Conversion.objects.get(opportunity=opportunity)
 
@@ -196,7 +197,7 @@ def _start_workflow(client: EpilotClient, conversion: Conversion, *, user: Any, 
     start = workflow_start(definition=definition, schema="order", entity_id=conversion.order_epilot_id,
                            entity_title=conversion.order_title, user=user, actor=actor, client=client)
     if start.status != WorkflowStart.Status.STARTED:
-        raise RemoteFailure(start.error or "Workflow-Start fehlgeschlagen")
+        raise RemoteFailure(start.error or _("The workflow start failed."))
     return start.execution_epilot_id
 
 
@@ -215,8 +216,8 @@ def _close_opportunity(client: EpilotClient, conversion: Conversion, *, user: An
         if not conversion.source_status:  # recorded before this field existed: the first read is the reference
             _save(conversion, source_status=str(status or ""))
         if (status or "") != conversion.source_status:
-            reason = (f"Der Status der Opportunity wurde inzwischen auf '{status}' geändert (vorher '{conversion.source_status}'); "
-                      f"'{conversion.target_status}' wurde nicht gesetzt.")
+            reason = (_("The opportunity's status was changed to '%(status)s' meanwhile (before: '%(before)s'); '%(target)s' "
+                        "was not set.") % {"status": status, "before": conversion.source_status, "target": conversion.target_status})
             record_refused_write(action=EpilotWrite.Action.CLOSE_OPPORTUNITY, target_schema="opportunity",
                                  target_epilot_id=opportunity.epilot_id, reason=reason, user=user, actor=actor, conversion=conversion,
                                  summary={"status": conversion.target_status, "expected": conversion.source_status, "found": status})

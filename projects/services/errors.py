@@ -1,6 +1,8 @@
 """Errors services raise for the admin, the API and commands to show as one clear message."""
 from __future__ import annotations
 
+from django.utils.translation import gettext as _
+
 
 class ServiceError(Exception):
     """A use case could not be carried out; `message` is meant for staff."""
@@ -30,7 +32,8 @@ class StatusConflict(ServiceError):
     """epilot holds a newer version than the one staff edited."""
 
     def __init__(self, *, ours: str, theirs: str, theirs_updated_at: str) -> None:
-        super().__init__(f"In epilot wurde der Status inzwischen geändert (jetzt: '{theirs}'); Ihre Änderung ('{ours}') wurde nicht gespeichert.")
+        super().__init__(_("The status was changed in epilot meanwhile (now: '%(theirs)s'); your change ('%(ours)s') was not saved.")
+                         % {"theirs": theirs, "ours": ours})
         self.ours = ours
         self.theirs = theirs
         self.theirs_updated_at = theirs_updated_at

@@ -7,18 +7,13 @@ from collections.abc import Iterable
 from django.db import IntegrityError, transaction
 
 from integrations.epilot import EpilotClient
-from projects.models import AutomationRule, ProvisionedAutomation, RuleFiring
+from projects.models import AutomationRule, RuleFiring
 from projects.schemas import model_for
+from projects.selectors import automation_owning_trigger
 from projects.services.errors import RemoteFailure, ServiceError
 from projects.services.workflows import workflow_start
 
 logger = logging.getLogger("projects.rules")
-
-
-def rule_conflicting_automation(*, schema: str, attribute: str, value: str, definition_epilot_id: str) -> ProvisionedAutomation | None:
-    """The enabled epilot automation that already owns this trigger, if any (both must not fire)."""
-    return ProvisionedAutomation.objects.filter(enabled=True, schema=schema, attribute=attribute, value=value,
-                                                definition_epilot_id=definition_epilot_id).first()
 
 
 def rules_evaluate(*, refs: Iterable[tuple[str, str]], client: EpilotClient | None = None) -> list[RuleFiring]:
@@ -31,7 +26,7 @@ def rules_evaluate(*, refs: Iterable[tuple[str, str]], client: EpilotClient | No
     fired: list[RuleFiring] = []
     for rule in AutomationRule.objects.filter(enabled=True).select_related("definition"):
         ids = [epilot_id for schema, epilot_id in refs if schema == rule.schema]
-        if not ids or rule_conflicting_automation(schema=rule.schema, attribute=rule.attribute, value=rule.value,
+        if not ids or automation_owning_trigger(schema=rule.schema, attribute=rule.attribute, value=rule.value,
                                                   definition_epilot_id=rule.definition.epilot_id):
             continue
         already = set(RuleFiring.objects.filter(rule=rule, entity_epilot_id__in=ids).values_list("entity_epilot_id", flat=True))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext as _
 from integrations.epilot import EpilotClient, EpilotConflictError, EpilotError, EpilotNotFoundError
 from integrations.epilot.types import MalformedPayload, parse_timestamp
 from integrations.connection import get_epilot_client
@@ -23,14 +24,14 @@ def opportunity_set_status(*, opportunity: Opportunity, status: str, user: Any =
     client = client or get_epilot_client()
     status = status.strip()
     if not status:
-        raise NotAllowed("Bitte einen Status angeben.")
+        raise NotAllowed(_("Please give a status."))
     if opportunity.is_deleted:
-        raise NotAllowed("Die Opportunity ist in epilot gelöscht.")
+        raise NotAllowed(_("The opportunity is deleted in epilot."))
     expected = expected_updated_at or opportunity.payload.get("_updated_at")
     try:
         parse_timestamp(expected, name="_updated_at")
     except MalformedPayload:
-        raise NotAllowed("Der gelesene Stand (_updated_at) ist kein Zeitstempel; bitte neu laden.") from None
+        raise NotAllowed(_("The version you saw (_updated_at) is not a timestamp; please reload.")) from None
     summary = {"status": status, "previous": opportunity.status, "_updated_at": expected}
     try:
         with audited_write(action=EpilotWrite.Action.WRITE_STATUS, target_schema="opportunity", target_epilot_id=opportunity.epilot_id,
@@ -40,13 +41,13 @@ def opportunity_set_status(*, opportunity: Opportunity, status: str, user: Any =
         try:
             theirs = client.get_entity("opportunity", opportunity.epilot_id)
         except EpilotError as exc:
-            raise RemoteFailure(f"Konflikt, und die aktuelle Fassung ist nicht lesbar: {exc.message}") from None
+            raise RemoteFailure(_("A conflict, and the current version cannot be read: %(error)s") % {"error": exc.message}) from None
         raise StatusConflict(ours=status, theirs=str(theirs.data.get("status", "")),
                              theirs_updated_at=str(theirs.data.get("_updated_at", ""))) from None
     except EpilotNotFoundError:
-        raise NotAllowed("Die Opportunity gibt es in epilot nicht mehr.") from None
+        raise NotAllowed(_("The opportunity no longer exists in epilot.")) from None
     except EpilotError as exc:
-        raise RemoteFailure(f"epilot hat die Änderung nicht angenommen: {exc.message}") from None
+        raise RemoteFailure(_("epilot did not accept the change: %(error)s") % {"error": exc.message}) from None
     try:
         changes = mirror_entities(refs=[("opportunity", opportunity.epilot_id)], client=client)
     except EpilotError:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from django.utils.translation import gettext as _
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -19,8 +20,8 @@ from integrations.epilot import (
     WorkflowExecution as RemoteExecution,
 )
 from integrations.connection import get_epilot_client
-from projects.models import EpilotWrite, WorkflowDefinition, WorkflowStart, WorkflowStartJob
-from projects.services.audit import audited_write
+from projects.models import AusbauProject, EpilotWrite, WorkflowDefinition, WorkflowStart, WorkflowStartJob
+from projects.services.audit import audited_write, stored_user
 from projects.services.errors import InProgress, NotAllowed, RemoteFailure
 from projects.services.mirror import mirror_entities
 
@@ -61,13 +62,13 @@ def workflow_start_request(*, definition: WorkflowDefinition, schema: str, entit
     queued job) is starting the same definition on the entity.
     """
     if definition.removed_in_epilot or not definition.enabled:
-        raise NotAllowed(f"Der Workflow '{definition.name}' ist in epilot nicht mehr verfügbar.")
+        raise NotAllowed(_("The workflow '%(name)s' is no longer available in epilot.") % {"name": definition.name})
     now = timezone.now()
     lease = dt.timedelta(seconds=START_LEASE_SECONDS)
     try:
         with transaction.atomic():
             return WorkflowStart.objects.create(definition=definition, entity_schema=schema, entity_epilot_id=entity_id,
-                                                entity_title=entity_title[:500], requested_by=user if getattr(user, "pk", None) else None,
+                                                entity_title=entity_title[:500], requested_by=stored_user(user),
                                                 actor=actor, job=job, claimed_until=None if job else now + lease)
     except IntegrityError:
         pass
@@ -80,7 +81,7 @@ def workflow_start_request(*, definition: WorkflowDefinition, schema: str, entit
             logger.warning("workflow start %s: adopting a pending start whose attempt stopped", pending.pk)
             pending.refresh_from_db()
             return pending
-    raise InProgress(f"'{definition.name}' wird auf {entity_title or entity_id} gerade schon gestartet.")
+    raise InProgress(_("'%(name)s' is being started on %(entity)s right now.") % {"name": definition.name, "entity": entity_title or entity_id})
 
 
 def _claim(start: WorkflowStart) -> bool:
@@ -101,11 +102,12 @@ def workflow_start_execute(start: WorkflowStart, *, allow_duplicate: bool = Fals
     client = client or get_epilot_client()
     definition = start.definition
     if not _claim(start):
-        raise InProgress(f"'{definition.name}' wird auf {start.entity_title or start.entity_epilot_id} gerade schon gestartet.")
+        raise InProgress(_("'%(name)s' is being started on %(entity)s right now.")
+                         % {"name": definition.name, "entity": start.entity_title or start.entity_epilot_id})
     try:
         before = running_executions(client, definition, start.entity_schema, start.entity_epilot_id)
     except EpilotError as exc:
-        return _fail(start, f"epilot konnte nicht gefragt werden, ob der Workflow schon läuft: {exc.message}")
+        return _fail(start, _("Could not ask epilot whether the workflow runs already: %(error)s") % {"error": exc.message})
     ours = _started_by_this_request(before, start)
     if ours is not None:
         # An earlier attempt of this very request started it (the worker died before recording it).
@@ -114,9 +116,9 @@ def workflow_start_execute(start: WorkflowStart, *, allow_duplicate: bool = Fals
         return start
     if before and not allow_duplicate:
         _finish(start, WorkflowStart.Status.REFUSED, execution_id=before[0].id,
-                error=f"'{definition.name}' läuft bereits (Ausführung {before[0].id}).")
-        raise NotAllowed(f"'{definition.name}' läuft auf {start.entity_title or start.entity_epilot_id} bereits "
-                         f"(Ausführung {before[0].id}). Zum erneuten Start ausdrücklich bestätigen.")
+                error=_("'%(name)s' runs already (execution %(execution)s).") % {"name": definition.name, "execution": before[0].id})
+        raise NotAllowed(_("'%(name)s' runs on %(entity)s already (execution %(execution)s). Confirm explicitly to start it again.")
+                         % {"name": definition.name, "entity": start.entity_title or start.entity_epilot_id, "execution": before[0].id})
     context = ExecutionContext(entity_id=start.entity_epilot_id, schema=start.entity_schema,
                                title=start.entity_title or start.entity_epilot_id, is_primary=True)
     summary = {"definition": definition.epilot_id, "engine": definition.engine, "entity": start.entity_epilot_id,
@@ -138,7 +140,7 @@ def workflow_start_execute(start: WorkflowStart, *, allow_duplicate: bool = Fals
                 execution = adopted[0]
             outcome.epilot_ids = [execution.id]
     except EpilotError as exc:
-        return _fail(start, f"epilot hat den Start abgelehnt oder ist nicht erreichbar: {exc.message}")
+        return _fail(start, _("epilot refused the start or cannot be reached: %(error)s") % {"error": exc.message})
     _finish(start, WorkflowStart.Status.STARTED, execution_id=execution.id)
     _mirror_after_start(client, start)
     return start
@@ -181,8 +183,8 @@ def workflow_start_many(*, definition: WorkflowDefinition, entities: Iterable[tu
     from projects.tasks import workflow_start_job_task
 
     if definition.removed_in_epilot or not definition.enabled:
-        raise NotAllowed(f"Der Workflow '{definition.name}' ist in epilot nicht mehr verfügbar.")
-    job = WorkflowStartJob.objects.create(definition=definition, requested_by=user if getattr(user, "pk", None) else None,
+        raise NotAllowed(_("The workflow '%(name)s' is no longer available in epilot.") % {"name": definition.name})
+    job = WorkflowStartJob.objects.create(definition=definition, requested_by=stored_user(user),
                                           allow_duplicate=allow_duplicate)
     for schema, entity_id, title in entities:
         try:
@@ -205,3 +207,17 @@ def workflow_start_job_run(job: WorkflowStartJob, *, client: EpilotClient | None
     WorkflowStartJob.objects.filter(pk=job.pk).update(status=WorkflowStartJob.Status.DONE, finished_at=timezone.now())
     job.refresh_from_db()
     return job
+
+
+def project_workflow_target(project: AusbauProject, target: str) -> tuple[str, str, str]:
+    """(schema, epilot id, title) a workflow started "on a project" runs on: its opportunity, or its first live order.
+
+    Raises NotAllowed when the order is asked for and the project has none.
+    """
+    opportunity = project.opportunity
+    if target != "order":
+        return "opportunity", opportunity.epilot_id, opportunity.title
+    order = opportunity.orders.filter(epilot_deleted_at__isnull=True).order_by("id").first()
+    if order is None:
+        raise NotAllowed(_("This project has no order yet."))
+    return "order", order.epilot_id, order.title

@@ -206,7 +206,7 @@ def test_writes_go_through_the_back_office_services(mirror, write_token) -> None
     started = api.post(f"{PROJECTS}{pk}/start-workflow/", {"definition": AUSBAU_DEFINITION_ID}, format="json")
     assert started.status_code == 201 and started.json()["execution_epilot_id"]
     again = api.post(f"{PROJECTS}{pk}/start-workflow/", {"definition": AUSBAU_DEFINITION_ID}, format="json")
-    assert again.status_code == 409 and "bereits" in again.json()["error"]["message"]
+    assert again.status_code == 409 and "already" in again.json()["error"]["message"]  # the API answers in English
     unknown = api.post(f"{PROJECTS}{pk}/start-workflow/", {"definition": "nope"}, format="json")
     assert unknown.status_code == 400 and "definition" in unknown.json()["error"]["fields"]
     converted = api.post(f"{PROJECTS}{project_id('kalkstrasse')}/convert/", {}, format="json")

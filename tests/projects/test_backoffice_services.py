@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
-from django.core.exceptions import ValidationError
 
 from integrations.epilot import EpilotClient, RetryPolicy
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, FaultConfig, SandboxApp, demo_id
+from projects.forms import AutomationRuleForm
 from projects.models import (
     AusbauProject,
     AutomationRule,
@@ -255,7 +255,7 @@ def test_a_trigger_has_one_owner(epilot, ausbau) -> None:
         automation_provision(client=epilot)
     AutomationRule.objects.all().delete()
     automation_provision(client=epilot)
-    rule = AutomationRule(name="doppelt", schema="opportunity", attribute="status", value="bearbeitung", definition=ausbau)
-    with pytest.raises(ValidationError, match="epilot-Automation"):
-        rule.full_clean()
+    form = AutomationRuleForm({"name": "doppelt", "enabled": True, "schema": "opportunity", "attribute": "status",
+                               "value": "bearbeitung", "definition": ausbau.pk})
+    assert not form.is_valid() and "epilot-Automation" in str(form.errors)
     assert ProvisionedAutomation.objects.get().enabled

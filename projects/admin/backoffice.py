@@ -1,0 +1,158 @@
+"""What the back-office did and decides: the audit trail, conversions, local rules and provisioned automations."""
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from projects import models
+from projects.forms import AutomationRuleForm
+from projects.services.automations import AUSBAU_FLOW_NAME, automation_provision
+from projects.services.conversion import opportunity_convert
+from projects.services.errors import ServiceError
+from projects.templatetags.backoffice import badge
+
+
+from projects.selectors import automation_owning_trigger
+from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, portal_link
+
+
+@admin.register(models.EpilotWrite)
+class EpilotWriteAdmin(ReadOnlyAdmin):
+    list_display = ["started_at", "action", "result_badge", "user", "actor", "target_schema", "target_epilot_id", "error"]
+    list_filter = ["action", "result", "target_schema", "actor"]
+    search_fields = ["target_epilot_id", "epilot_ids", "error"]
+    date_hierarchy = "started_at"
+    list_select_related = ["user"]
+
+    @admin.display(description="Ergebnis", ordering="result")
+    def result_badge(self, obj: models.EpilotWrite) -> str:
+        return badge(obj.result, obj.get_result_display())
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        return lookup == "target_epilot_id" or super().lookup_allowed(lookup, value, request)
+
+
+class ConversionWriteInline(ReadOnlyInline):
+    model = models.EpilotWrite
+    fields = ["started_at", "action", "result", "epilot_ids", "error"]
+    readonly_fields = fields
+    show_change_link = True
+    verbose_name_plural = "Schritte in epilot"
+
+
+@admin.register(models.Conversion)
+class ConversionAdmin(ReadOnlyAdmin):
+    list_display = ["opportunity", "order_title", "step", "status_badge", "requested_by", "updated_at"]
+    list_filter = ["status", "step"]
+    search_fields = ["opportunity__title", "order_title", "order_epilot_id", "key"]
+    actions = ["resume_action"]
+    inlines = [ConversionWriteInline]
+    readonly_fields = ["opportunity", "order_link", "key", "definition", "resume_link", "source_status", "target_status", "order_title",
+                       "amount_total", "currency", "step", "status", "error", "execution_epilot_id", "requested_by", "created_at",
+                       "updated_at"]
+    exclude = ["claimed_until", "order_epilot_id"]
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: models.Conversion) -> str:
+        return badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="Fortsetzen")
+    def resume_link(self, obj: models.Conversion) -> str:
+        if obj.status == models.Conversion.Status.DONE:
+            return "–"
+        return format_html('<a href="{}">Mit (anderem) Workflow fortsetzen …</a>',
+                           reverse("admin:projects_opportunity_convert", args=[obj.opportunity_id]))
+
+    @admin.display(description="Auftrag in epilot")
+    def order_link(self, obj: models.Conversion) -> str:
+        return portal_link("order", obj.order_epilot_id) if obj.order_epilot_id else "–"
+
+    def has_convert_opportunity_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("projects.convert_opportunity")
+
+    @admin.action(description="Umwandlung fortsetzen", permissions=["convert_opportunity"])
+    def resume_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for conversion in queryset.exclude(status=models.Conversion.Status.DONE).select_related("opportunity", "definition"):
+            try:
+                opportunity_convert(opportunity=conversion.opportunity, definition=conversion.definition, user=request.user)
+            except ServiceError as exc:
+                self.message_user(request, f"{conversion}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{conversion}: abgeschlossen.", messages.SUCCESS)
+
+
+@admin.register(models.AutomationRule)
+class AutomationRuleAdmin(admin.ModelAdmin):
+    list_display = ["name", "enabled", "trigger", "definition", "owner", "firings_count", "failed_starts"]
+    list_filter = ["enabled", "schema"]
+    form = AutomationRuleForm
+
+    @admin.display(description="Auslöser")
+    def trigger(self, obj: models.AutomationRule) -> str:
+        return f"{obj.schema}.{obj.attribute} = {obj.value}"
+
+    @admin.display(description="Wer löst aus?")
+    def owner(self, obj: models.AutomationRule) -> str:
+        automation = automation_owning_trigger(schema=obj.schema, attribute=obj.attribute, value=obj.value,
+                                                 definition_epilot_id=obj.definition.epilot_id)
+        if automation:
+            return badge("conflict", f"epilot-Automation '{automation.name}' (Regel wirkt nicht)")
+        return badge("started", "diese lokale Regel") if obj.enabled else badge("skipped", "niemand (Regel aus)")
+
+    @admin.display(description="Ausgelöst")
+    def firings_count(self, obj: models.AutomationRule) -> int:
+        return obj.firings.count()
+
+    @admin.display(description="Fehlgeschlagene Starts")
+    def failed_starts(self, obj: models.AutomationRule) -> str:
+        failed = models.WorkflowStart.objects.filter(actor=f"rule:{obj.pk}", status=models.WorkflowStart.Status.FAILED).count()
+        if not failed:
+            return "0"
+        url = reverse("admin:projects_workflowstart_changelist") + "?" + urlencode({"actor": f"rule:{obj.pk}", "status": "failed"})
+        return format_html('<a href="{}">{}</a> {}', url, failed, badge("failed", "wird bei der nächsten Änderung wiederholt"))
+
+
+@admin.register(models.ProvisionedAutomation)
+class ProvisionedAutomationAdmin(ReadOnlyAdmin):
+    list_display = ["name", "flow_id", "trigger", "definition_epilot_id", "enabled", "provisioned_at"]
+    actions = ["provision_action"]
+    change_list_template = "admin/projects/provisionedautomation/change_list.html"
+
+    @admin.display(description="Auslöser (gehört epilot)")
+    def trigger(self, obj: models.ProvisionedAutomation) -> str:
+        return f"{obj.schema}.{obj.attribute} = {obj.value}"
+
+    def has_provision_automation_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("projects.provision_automation")
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):  # noqa: ANN201 - Django's signature
+        extra_context = {**(extra_context or {}), "can_provision": self.has_provision_automation_permission(request),
+                         "flow_name": AUSBAU_FLOW_NAME}
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self):  # noqa: ANN201 - Django's signature
+        return [path("provision/", self.admin_site.admin_view(self.provision_view), name="projects_provisionedautomation_provision"),
+                *super().get_urls()]
+
+    def provision_view(self, request: HttpRequest) -> HttpResponseRedirect:
+        if request.method == "POST" and self.has_provision_automation_permission(request):
+            self._provision(request)
+        return HttpResponseRedirect(reverse("admin:projects_provisionedautomation_changelist"))
+
+    @admin.action(description="In epilot anlegen/aktualisieren", permissions=["provision_automation"])
+    def provision_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._provision(request)
+
+    def _provision(self, request: HttpRequest) -> None:
+        try:
+            record, created = automation_provision(user=request.user)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        else:
+            verb = "angelegt" if created else "aktualisiert"
+            self.message_user(request, f"Automation '{record.name}' in epilot {verb} (Flow {record.flow_id}).", messages.SUCCESS)

@@ -1,0 +1,364 @@
+"""Mirrored entities (contacts, opportunities, orders, further schemas) and Ausbau projects, with their actions and pages."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from projects import models
+from projects.formatting import format_amount, portal_url
+from projects.forms import KNOWN_OPPORTUNITY_STATUSES, ConvertForm, StartWorkflowForm, StatusForm
+from projects.services.conversion import conversion_preview, opportunity_convert
+from projects.services.errors import ServiceError, StatusConflict
+from projects.services.status import opportunity_set_status
+from projects.services.workflows import workflow_start, workflow_start_many
+from projects.templatetags.backoffice import badge
+from projects.validation import parse_id, parse_id_list
+
+
+from projects.selectors import running_workflows_by_entity
+from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, audit_link, portal_link, schema_of
+
+
+class ExecutionInline(ReadOnlyInline):
+    model = models.WorkflowExecution
+    fk_name = "opportunity"
+    fields = ["name", "status_badge", "current_section", "current_step", "progress", "started_at"]
+    readonly_fields = fields
+    verbose_name_plural = "Workflows"
+
+    @admin.display(description="Status")
+    def status_badge(self, obj: models.WorkflowExecution) -> str:
+        return badge(obj.status)
+
+    @admin.display(description="Fortschritt")
+    def progress(self, obj: models.WorkflowExecution) -> str:
+        return f"{obj.completed_steps}/{obj.total_steps} ({obj.progress_percent} %)"
+
+
+class OrderExecutionInline(ExecutionInline):
+    fk_name = "order"
+
+
+class ContactExecutionInline(ExecutionInline):
+    fk_name = "contact"
+
+
+class OrderInline(ReadOnlyInline):
+    model = models.Order
+    fk_name = "opportunity"
+    fields = ["title", "status_badge", "amount", "epilot_updated_at"]
+    readonly_fields = fields
+    verbose_name_plural = "Aufträge"
+
+    @admin.display(description="Status")
+    def status_badge(self, obj: models.Order) -> str:
+        return badge(obj.status)
+
+    @admin.display(description="Betrag")
+    def amount(self, obj: models.Order) -> str:
+        return format_amount(obj.amount_total, obj.currency)
+
+
+class MirroredAdmin(ReadOnlyAdmin):
+    """Lists and detail pages of mirrored entities, with 'start workflow' for every schema."""
+
+    list_filter = ["status", ("epilot_deleted_at", admin.EmptyFieldListFilter)]
+    search_fields = ["title", "epilot_id"]
+    date_hierarchy = "epilot_updated_at"
+    list_per_page = 50
+    actions = ["start_workflow_action"]
+    change_form_template = "admin/projects/entity_change_form.html"
+    exclude = ["payload"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields if f.name not in ("id", "payload")] + ["links", "payload_pretty"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list:
+        technical = [name for name in self.get_readonly_fields(request, obj)
+                     if name.endswith("epilot_id") or name.startswith("epilot_") or name in ("synced_at", "payload_pretty", "tags")]
+        main = [name for name in self.get_readonly_fields(request, obj) if name not in technical]
+        return [(None, {"fields": main}), ("Technische Details aus epilot", {"classes": ["collapse"], "fields": technical})]
+
+    @admin.display(description="epilot")
+    def epilot_link(self, obj: Any) -> str:
+        return format_html('<a href="{}" target="_blank" rel="noopener" title="In epilot öffnen">↗ Portal</a>',
+                           portal_url(schema_of(obj), obj.epilot_id))
+
+    @admin.display(description="Links")
+    def links(self, obj: Any) -> str:
+        return format_html("{} · {}", portal_link(schema_of(obj), obj.epilot_id), audit_link(obj.epilot_id))
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: Any) -> str:
+        return badge(obj.status)
+
+    @admin.display(description="Zuletzt synchronisiert", ordering="synced_at")
+    def last_sync(self, obj: Any) -> Any:
+        return obj.synced_at
+
+    @admin.display(description="Daten aus epilot")
+    def payload_pretty(self, obj: Any) -> str:
+        import json
+
+        return format_html("<pre style='max-height:400px;overflow:auto;white-space:pre-wrap'>{}</pre>",
+                           json.dumps(obj.payload, indent=2, ensure_ascii=False))
+
+    def has_start_workflow_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("projects.start_workflow")
+
+    @admin.action(description="Workflow starten …", permissions=["start_workflow"])
+    def start_workflow_action(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseRedirect:
+        ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
+        return HttpResponseRedirect(reverse(f"admin:projects_{self.model._meta.model_name}_start_workflow") + f"?ids={ids}")
+
+    def get_urls(self):  # noqa: ANN201 - Django's signature
+        name = self.model._meta.model_name
+        return [
+            path("start-workflow/", self.admin_site.admin_view(self.start_workflow_view), name=f"projects_{name}_start_workflow"),
+            *self.extra_urls(),
+            *super().get_urls(),
+        ]
+
+    def extra_urls(self) -> list:
+        return []
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "entity_buttons": self.entity_buttons(request, object_id)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def entity_buttons(self, request: HttpRequest, object_id: str) -> list[tuple[str, str]]:
+        buttons = []
+        if self.has_start_workflow_permission(request):
+            url = reverse(f"admin:projects_{self.model._meta.model_name}_start_workflow") + f"?ids={object_id}"
+            buttons.append(("Workflow starten", url))
+        return buttons
+
+    def start_workflow_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_start_workflow_permission(request):
+            raise Http404
+        ids = parse_id_list(request.POST.get("ids") or request.GET.get("ids", ""))
+        if ids is None:
+            return HttpResponseBadRequest("ids: comma-separated whole numbers expected")
+        entities = list(self.model.objects.filter(pk__in=ids, epilot_deleted_at__isnull=True))
+        if not entities:
+            self.message_user(request, "Keine (nicht gelöschten) Einträge ausgewählt.", messages.WARNING)
+            return HttpResponseRedirect(reverse(f"admin:projects_{self.model._meta.model_name}_changelist"))
+        form = StartWorkflowForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            definition = form.cleaned_data["definition"]
+            allow_duplicate = form.cleaned_data["allow_duplicate"]
+            if len(entities) == 1:
+                entity = entities[0]
+                try:
+                    start = workflow_start(definition=definition, schema=schema_of(entity), entity_id=entity.epilot_id,
+                                           entity_title=entity.title, user=request.user, allow_duplicate=allow_duplicate)
+                except ServiceError as exc:
+                    self.message_user(request, exc.message, messages.ERROR)
+                else:
+                    self.message_user(request, f"'{definition.name}' auf '{entity.title}' gestartet (Ausführung {start.execution_epilot_id}).",
+                                      messages.SUCCESS)
+                    return HttpResponseRedirect(reverse(f"admin:projects_{self.model._meta.model_name}_change", args=[entity.pk]))
+            else:
+                try:
+                    job = workflow_start_many(definition=definition, user=request.user, allow_duplicate=allow_duplicate,
+                                              entities=[(schema_of(e), e.epilot_id, e.title) for e in entities])
+                except ServiceError as exc:
+                    self.message_user(request, exc.message, messages.ERROR)
+                else:
+                    self.message_user(request, f"{len(entities)} Starts eingeplant; der Fortschritt steht unten.", messages.SUCCESS)
+                    return HttpResponseRedirect(reverse("admin:projects_workflowstartjob_change", args=[job.pk]))
+        running = running_workflows_by_entity([e.epilot_id for e in entities])
+        context = {
+            **self.admin_site.each_context(request), "title": "Workflow starten", "opts": self.model._meta, "form": form,
+            "ids": ",".join(str(e.pk) for e in entities),
+            "rows": [(e, schema_of(e), running.get(e.epilot_id, [])) for e in entities],
+        }
+        return TemplateResponse(request, "admin/projects/start_workflow.html", context)
+
+
+@admin.register(models.Contact)
+class ContactAdmin(MirroredAdmin):
+    list_display = ["title", "email", "last_sync", "epilot_link"]
+    list_filter = [("epilot_deleted_at", admin.EmptyFieldListFilter)]
+    search_fields = ["title", "email", "epilot_id"]
+    inlines = [ContactExecutionInline]
+
+
+class PhaseFilter(admin.SimpleListFilter):
+    title = "Projektphase"
+    parameter_name = "phase"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return list(models.AusbauProject.Phase.choices)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(project__phase=self.value()) if self.value() else queryset
+
+
+class HasOrderFilter(admin.SimpleListFilter):
+    title = "Auftrag"
+    parameter_name = "has_order"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "mit Auftrag"), ("no", "ohne Auftrag")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(orders__isnull=False).distinct()
+        if self.value() == "no":
+            return queryset.filter(orders__isnull=True)
+        return queryset
+
+
+@admin.register(models.Opportunity)
+class OpportunityAdmin(MirroredAdmin):
+    list_display = ["title", "status_badge", "customer", "address_display", "budget_display", "phase", "workflow_progress",
+                    "epilot_link"]
+    list_select_related = ["customer", "project"]
+    list_filter = ["status", PhaseFilter, HasOrderFilter, ("epilot_deleted_at", admin.EmptyFieldListFilter)]
+    search_fields = ["title", "street", "city", "postal_code", "customer__title", "epilot_id"]
+    actions = ["start_workflow_action", "convert_action"]
+    inlines = [OrderInline, ExecutionInline]
+
+    @admin.display(description="Adresse", ordering="street")
+    def address_display(self, obj: models.Opportunity) -> str:
+        return obj.address or "–"
+
+    @admin.display(description="Budget", ordering="budget")
+    def budget_display(self, obj: models.Opportunity) -> str:
+        return format_amount(int(obj.budget * 100), "EUR") if obj.budget is not None else "–"
+
+    @admin.display(description="Phase", ordering="project__phase")
+    def phase(self, obj: models.Opportunity) -> str:
+        project = getattr(obj, "project", None)
+        return badge(project.phase, project.get_phase_display()) if project else "–"
+
+    @admin.display(description="Workflow")
+    def workflow_progress(self, obj: models.Opportunity) -> str:
+        project = getattr(obj, "project", None)
+        if not project or not (project.has_running_workflow or project.progress_percent):
+            return "–"
+        return format_html('<progress max="100" value="{}" style="width:70px"></progress> {} % {}', project.progress_percent,
+                           project.progress_percent, project.current_section)
+
+    def has_convert_opportunity_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("projects.convert_opportunity")
+
+    def has_write_status_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("projects.write_status")
+
+    @admin.action(description="In Auftrag umwandeln …", permissions=["convert_opportunity"])
+    def convert_action(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseRedirect | None:
+        if queryset.count() != 1:
+            self.message_user(request, "Bitte genau eine Opportunity zum Umwandeln auswählen.", messages.WARNING)
+            return None
+        return HttpResponseRedirect(reverse("admin:projects_opportunity_convert", args=[queryset.get().pk]))
+
+    def extra_urls(self) -> list:
+        return [
+            path("<int:pk>/convert/", self.admin_site.admin_view(self.convert_view), name="projects_opportunity_convert"),
+            path("<int:pk>/status/", self.admin_site.admin_view(self.status_view), name="projects_opportunity_status"),
+        ]
+
+    def entity_buttons(self, request: HttpRequest, object_id: str) -> list[tuple[str, str]]:
+        buttons = super().entity_buttons(request, object_id)
+        if self.has_convert_opportunity_permission(request):
+            buttons.append(("In Auftrag umwandeln", reverse("admin:projects_opportunity_convert", args=[object_id])))
+        if self.has_write_status_permission(request):
+            buttons.append(("Status ändern", reverse("admin:projects_opportunity_status", args=[object_id])))
+        return buttons
+
+    def convert_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if not self.has_convert_opportunity_permission(request):
+            raise Http404
+        opportunity = get_object_or_404(models.Opportunity.objects.select_related("customer"), pk=parse_id(pk))
+        existing = models.Conversion.objects.filter(opportunity=opportunity).first()
+        initial = {"amount": opportunity.budget} if opportunity.budget is not None else {}
+        form = ConvertForm(request.POST or None, initial=initial)
+        if request.method == "POST" and form.is_valid():
+            try:
+                conversion = opportunity_convert(opportunity=opportunity, definition=form.cleaned_data["definition"],
+                                                 amount_total=form.amount_cents(), target_status=form.cleaned_data["target_status"],
+                                                 user=request.user)
+            except ServiceError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                existing = models.Conversion.objects.filter(opportunity=opportunity).first()
+                if existing:
+                    return HttpResponseRedirect(reverse("admin:projects_conversion_change", args=[existing.pk]))
+            else:
+                self.message_user(request, f"Auftrag '{conversion.order_title}' angelegt, verknüpft und Workflow gestartet.",
+                                  messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:projects_conversion_change", args=[conversion.pk]))
+        amount = form.amount_cents() if form.is_bound and form.is_valid() else None
+        context = {
+            **self.admin_site.each_context(request), "title": "In Auftrag umwandeln", "opts": self.model._meta, "form": form,
+            "opportunity": opportunity, "preview": conversion_preview(opportunity, amount_total=amount), "existing": existing,
+        }
+        return TemplateResponse(request, "admin/projects/convert.html", context)
+
+    def status_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if not self.has_write_status_permission(request):
+            raise Http404
+        opportunity = get_object_or_404(models.Opportunity, pk=parse_id(pk))
+        initial = {"status": opportunity.status, "expected_updated_at": opportunity.payload.get("_updated_at", "")}
+        form = StatusForm(request.POST or None, initial=initial)
+        conflict = None
+        if request.method == "POST" and form.is_valid():
+            try:
+                opportunity_set_status(opportunity=opportunity, status=form.cleaned_data["status"], user=request.user,
+                                       expected_updated_at=form.cleaned_data["expected_updated_at"])
+            except StatusConflict as exc:
+                conflict = exc
+                form = StatusForm(initial={"status": exc.ours, "expected_updated_at": exc.theirs_updated_at})
+            except ServiceError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+            else:
+                self.message_user(request, f"Status in epilot auf '{form.cleaned_data['status']}' gesetzt.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:projects_opportunity_change", args=[pk]))
+        context = {
+            **self.admin_site.each_context(request), "title": "Status ändern", "opts": self.model._meta, "form": form,
+            "opportunity": opportunity, "conflict": conflict, "known_statuses": KNOWN_OPPORTUNITY_STATUSES,
+        }
+        return TemplateResponse(request, "admin/projects/status.html", context)
+
+
+@admin.register(models.Order)
+class OrderAdmin(MirroredAdmin):
+    list_display = ["title", "status_badge", "opportunity", "amount", "last_sync", "epilot_link"]
+    list_select_related = ["opportunity"]
+    search_fields = ["title", "epilot_id", "opportunity__title"]
+    inlines = [OrderExecutionInline]
+
+    @admin.display(description="Betrag", ordering="amount_total")
+    def amount(self, obj: models.Order) -> str:
+        return format_amount(obj.amount_total, obj.currency)
+
+
+@admin.register(models.GenericEntity)
+class GenericEntityAdmin(MirroredAdmin):
+    list_display = ["title", "schema", "status_badge", "last_sync", "epilot_link"]
+    list_filter = ["schema", "status"]
+
+
+@admin.register(models.AusbauProject)
+class AusbauProjectAdmin(ReadOnlyAdmin):
+    list_display = ["title", "phase_badge", "progress", "current_section", "current_step", "budget", "has_running_workflow", "updated_at"]
+    list_filter = ["phase", "has_running_workflow"]
+    search_fields = ["title", "opportunity__street", "opportunity__city"]
+    date_hierarchy = "updated_at"
+    list_select_related = ["opportunity"]
+
+    @admin.display(description="Phase", ordering="phase")
+    def phase_badge(self, obj: models.AusbauProject) -> str:
+        return badge(obj.phase, obj.get_phase_display())
+
+    @admin.display(description="Fortschritt", ordering="progress_percent")
+    def progress(self, obj: models.AusbauProject) -> str:
+        return format_html('<progress max="100" value="{}" style="width:80px"></progress> {} %', obj.progress_percent, obj.progress_percent)

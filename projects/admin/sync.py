@@ -1,0 +1,94 @@
+"""The sync: runs, per-schema state, quarantine, and the schedule (django-celery-beat, with guarded actions)."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.translation import gettext_lazy as _
+from django_celery_beat.admin import PeriodicTaskAdmin
+from django_celery_beat.models import PeriodicTask
+from kombu import exceptions as kombu_exceptions
+
+from projects import models
+from projects.services.sync import sync_enqueue
+from projects.templatetags.backoffice import badge
+
+
+from projects.admin.base import ReadOnlyAdmin
+
+
+@admin.register(models.QuarantinedEntity)
+class QuarantinedEntityAdmin(ReadOnlyAdmin):
+    list_display = ["schema", "epilot_id", "reason", "first_seen_at", "last_seen_at"]
+    list_filter = ["schema"]
+    search_fields = ["epilot_id", "reason"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("projects.delete_quarantinedentity")
+
+
+@admin.register(models.SyncState)
+class SyncStateAdmin(ReadOnlyAdmin):
+    list_display = ["schema", "watermark_updated_at", "watermark_id", "last_success_at", "lock_owner", "lock_expires_at"]
+
+
+@admin.register(models.SyncRun)
+class SyncRunAdmin(ReadOnlyAdmin):
+    list_display = ["started_at", "trigger", "status_badge", "created", "updated", "deleted", "quarantined", "pages", "duration", "error"]
+    list_filter = ["status", "trigger"]
+    date_hierarchy = "started_at"
+    change_list_template = "admin/projects/syncrun/change_list.html"
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: models.SyncRun) -> str:
+        return badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="Dauer")
+    def duration(self, obj: models.SyncRun) -> str:
+        return f"{obj.duration_seconds:.1f} s" if obj.duration_seconds is not None else "–"
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):  # noqa: ANN201 - Django's signature
+        extra_context = {**(extra_context or {}), "can_run_sync": request.user.has_perm("projects.run_sync")}
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self):  # noqa: ANN201 - Django's signature
+        return [path("sync-now/", self.admin_site.admin_view(self.sync_now), name="projects_syncrun_sync_now"), *super().get_urls()]
+
+    def sync_now(self, request: HttpRequest) -> HttpResponseRedirect:
+        if request.method != "POST" or not request.user.has_perm("projects.run_sync"):
+            messages.error(request, "Keine Berechtigung, einen Sync zu starten.")
+            return HttpResponseRedirect(reverse("admin:projects_syncrun_changelist"))
+        run = sync_enqueue(trigger=models.SyncRun.Trigger.ADMIN)
+        messages.success(request, f"Sync eingeplant (Lauf #{run.pk}); ein Worker startet ihn gleich.")
+        return HttpResponseRedirect(reverse("admin:projects_syncrun_change", args=[run.pk]))
+
+
+class GuardedPeriodicTaskAdmin(PeriodicTaskAdmin):
+    """django-celery-beat's admin, whose actions declare no permission: here each needs `change`."""
+
+    @admin.action(description=_("Enable selected tasks"), permissions=["change"])
+    def enable_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
+        super().enable_tasks(request, queryset)
+
+    @admin.action(description=_("Disable selected tasks"), permissions=["change"])
+    def disable_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
+        super().disable_tasks(request, queryset)
+
+    @admin.action(description=_("Toggle activity of selected tasks"), permissions=["change"])
+    def toggle_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
+        super().toggle_tasks(request, queryset)
+
+    @admin.action(description=_("Run selected tasks"), permissions=["change"])
+    def run_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
+        try:
+            super().run_tasks(request, queryset)
+        except (ValueError, TypeError, kombu_exceptions.KombuError, OSError) as exc:
+            # Malformed JSON arguments or an unreachable broker: say so instead of a server error.
+            self.message_user(request, f"Aufgaben nicht eingeplant: {type(exc).__name__}: {exc}", messages.ERROR)
+
+
+admin.site.unregister(PeriodicTask)
+admin.site.register(PeriodicTask, GuardedPeriodicTaskAdmin)

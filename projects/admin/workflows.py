@@ -1,0 +1,89 @@
+"""Workflow definitions, executions and the starts made from here (single and as jobs)."""
+from __future__ import annotations
+
+
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.utils.html import format_html, format_html_join
+
+from projects import models
+from projects.templatetags.backoffice import badge
+from projects.validation import parse_id
+
+
+from projects.selectors import job_progress
+from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, portal_link
+
+
+@admin.register(models.WorkflowDefinition)
+class WorkflowDefinitionAdmin(ReadOnlyAdmin):
+    list_display = ["name", "epilot_id", "engine", "enabled", "sections_display", "step_count", "removed_in_epilot", "synced_at"]
+    list_filter = ["engine", "enabled", "removed_in_epilot"]
+    search_fields = ["name", "epilot_id"]
+    exclude = ["payload"]
+
+    @admin.display(description="Abschnitte")
+    def sections_display(self, obj: models.WorkflowDefinition) -> str:
+        return " → ".join(obj.sections)
+
+
+@admin.register(models.WorkflowExecution)
+class WorkflowExecutionAdmin(ReadOnlyAdmin):
+    list_display = ["name", "entity_link", "status_badge", "current_section", "current_step", "progress", "started_at"]
+    list_filter = ["status", "engine", "entity_schema", "current_section"]
+    search_fields = ["name", "epilot_id", "entity_epilot_id"]
+    date_hierarchy = "started_at"
+    exclude = ["flow"]
+    readonly_fields = ["steps_table"]
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: models.WorkflowExecution) -> str:
+        return badge(obj.status)
+
+    @admin.display(description="Fortschritt")
+    def progress(self, obj: models.WorkflowExecution) -> str:
+        return format_html('<progress max="{}" value="{}" style="width:70px"></progress> {}/{}', obj.total_steps or 1,
+                           obj.completed_steps, obj.completed_steps, obj.total_steps)
+
+    @admin.display(description="Entität")
+    def entity_link(self, obj: models.WorkflowExecution) -> str:
+        return format_html("{} · {}", obj.entity_schema, portal_link(obj.entity_schema, obj.entity_epilot_id))
+
+    @admin.display(description="Schritte")
+    def steps_table(self, obj: models.WorkflowExecution) -> str:
+        steps = obj.steps()
+        if not steps:
+            return "–"
+        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                                ((step.section or "", step.name, badge(step.status or "")) for step in steps))
+        return format_html("<table><tr><th>Abschnitt</th><th>Schritt</th><th>Status</th></tr>{}</table>", rows)
+
+
+class JobItemInline(ReadOnlyInline):
+    model = models.WorkflowStart
+    fields = ["entity_schema", "entity_title", "status", "execution_epilot_id", "error"]
+    readonly_fields = fields
+    show_change_link = False
+    verbose_name_plural = "Einzelne Starts"
+
+
+@admin.register(models.WorkflowStartJob)
+class WorkflowStartJobAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "definition", "status", "requested_by", "finished_at"]
+    inlines = [JobItemInline]
+    change_form_template = "admin/projects/workflowstartjob/change_form.html"
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+        job = get_object_or_404(models.WorkflowStartJob, pk=parse_id(object_id))
+        progress = job_progress(job)
+        extra_context = {**(extra_context or {}), "job": job, "counts": progress.counts, "total": progress.total,
+                         "done": progress.done, "percent": progress.percent}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+@admin.register(models.WorkflowStart)
+class WorkflowStartAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "definition", "entity_schema", "entity_title", "status", "actor", "execution_epilot_id", "error"]
+    list_filter = ["status", "entity_schema", "actor"]
+    search_fields = ["entity_epilot_id", "entity_title", "execution_epilot_id"]
