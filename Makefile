@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test schema setup browser migrate seed demo-user sandbox check bench clean
+.PHONY: run test lint schema setup browser migrate seed demo-user sandbox check bench clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is needed ($(PYTHON) not found); set PYTHON=..."; exit 1; }
@@ -42,8 +42,12 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "note: the browser test is skipped without Debian's chromium (sudo apt-get install chromium)"; fi; }
 
-## test: set up, then the whole suite (DATABASE_URL picks PostgreSQL; default SQLite)
-test: setup browser
+## lint: ruff over the whole tree (configuration in pyproject.toml)
+lint: setup
+	$(VENV)/bin/ruff check .
+
+## test: set up, lint, then the whole suite (DATABASE_URL picks PostgreSQL; default SQLite)
+test: setup browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## sandbox: serve the epilot sandbox on 127.0.0.1:8765 for other processes

@@ -16,9 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
-
 import urllib.request
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -31,13 +30,17 @@ request = function() return wrk.format(nil, prefix .. math.random(low, high) .. 
 """
 
 
-def wrk(url: str, *, token: str | None, seconds: int, connections: int, script: Path | None, env: dict[str, str]) -> tuple[float, str, str]:
+def wrk(
+    url: str, *, token: str | None, seconds: int, connections: int, script: Path | None, env: dict[str, str]
+) -> tuple[float, str, str]:
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
     if token:
         command += ["-H", f"Authorization: Bearer {token}"]
     if script:
         command += ["-s", str(script)]
-    output = subprocess.run([*command, url], capture_output=True, text=True, env={**os.environ, **env}, timeout=seconds + 30).stdout
+    output = subprocess.run(
+        [*command, url], capture_output=True, text=True, env={**os.environ, **env}, timeout=seconds + 30
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     distribution = re.search(r"Latency Distribution.*?50%\s+(\S+).*?99%\s+(\S+)", output, re.S)
     p50, p99 = distribution.group(1), distribution.group(2)
@@ -65,7 +68,9 @@ def main() -> None:
     env.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'app.sqlite3'}")
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    subprocess.run([*manage, "seed_sandbox", "--opportunities", str(args.projects)], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*manage, "seed_sandbox", "--opportunities", str(args.projects)], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
+    )
     subprocess.run([*manage, "sync_epilot", "--full"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     setup = ("import django; django.setup(); from projects.models import AusbauProject as P; "
              "from projects.services.api_clients import api_client_create as c; "
@@ -82,7 +87,7 @@ def main() -> None:
     try:
         for _ in range(100):
             try:
-                with urllib.request.urlopen(f"{base}/floor/projects/", timeout=2) as answer:  # noqa: S310 - loopback only
+                with urllib.request.urlopen(f"{base}/floor/projects/", timeout=2) as answer:
                     if answer.status == 200:
                         break
             except OSError:
@@ -93,16 +98,28 @@ def main() -> None:
         runs = [
             ("api  projects/?page_size=100", f"{base}/api/v1/projects/?page_size=100", token, None, {}),
             ("floor projects (100 rows)", f"{base}/floor/projects/", None, None, {}),
-            ("api  projects/{id}/status/", base, token, script, {**ids, "BENCH_PREFIX": "/api/v1/projects/", "BENCH_SUFFIX": "/status/"}),
+            (
+                "api  projects/{id}/status/",
+                base,
+                token,
+                script,
+                {**ids, "BENCH_PREFIX": "/api/v1/projects/", "BENCH_SUFFIX": "/status/"},
+            ),
             ("floor status", base, None, script, {**ids, "BENCH_PREFIX": "/floor/projects/", "BENCH_SUFFIX": "/status/"}),
         ]
-        print(f"{count} projects, gunicorn {args.workers} workers, wrk 2 threads {args.connections} connections, {args.seconds} s each")
+        print(
+            f"{count} projects, gunicorn {args.workers} workers, "
+            f"wrk 2 threads {args.connections} connections, {args.seconds} s each"
+        )
         results = {}
         for label, url, auth, lua, extra in runs:
             rps, p50, p99 = wrk(url, token=auth, seconds=args.seconds, connections=args.connections, script=lua, env=extra)
             results[label] = rps
             print(f"{label:32} {rps:8.0f} req/s   p50 {p50:>8}   p99 {p99:>8}")
-        print(f"list:   API at {results['api  projects/?page_size=100'] / results['floor projects (100 rows)']:.2f} of the floor's rate")
+        print(
+            "list:   API at "
+            f"{results['api  projects/?page_size=100'] / results['floor projects (100 rows)']:.2f} of the floor's rate"
+        )
         print(f"status: API at {results['api  projects/{id}/status/'] / results['floor status']:.2f} of the floor's rate")
     finally:
         server.terminate()

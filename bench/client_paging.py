@@ -30,7 +30,8 @@ from integrations.epilot_sandbox import (  # noqa: E402
     seed_demo,
     wait_until_serving,
 )
-from integrations.epilot_sandbox.http import Request, dumps as _dumps  # noqa: E402
+from integrations.epilot_sandbox.http import Request  # noqa: E402
+from integrations.epilot_sandbox.http import dumps as _dumps  # noqa: E402
 
 
 def main() -> None:
@@ -81,7 +82,9 @@ def main() -> None:
     print(f"entities paged:            {count} in {pages} pages")
     print(f"client throughput:         {count / elapsed:,.0f} entities/s ({elapsed:.2f} s)")
     print(f"client peak memory:        {peak_traced / 1e6:.1f} MB traced by Python, {max_rss_mb:.0f} MB max RSS (process)")
-    print(f"sandbox 1,000-entity page: median {statistics.median(timings):.1f} ms, max {max(timings):.1f} ms (in-process, 20 runs)")
+    print(
+        f"sandbox 1,000-entity page: median {statistics.median(timings):.1f} ms, max {max(timings):.1f} ms (in-process, 20 runs)"
+    )
 
 
 if __name__ == "__main__":

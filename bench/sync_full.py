@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -54,7 +53,16 @@ def main() -> None:
         from django.db import connection
 
         call_command("migrate", verbosity=0)
-        from projects.models import AusbauProject, Contact, GenericEntity, Opportunity, Order, SyncRun, SyncState, WorkflowExecution
+        from projects.models import (
+            AusbauProject,
+            Contact,
+            GenericEntity,
+            Opportunity,
+            Order,
+            SyncRun,
+            SyncState,
+            WorkflowExecution,
+        )
         from projects.services.sync import sync_run
 
         for model in (AusbauProject, WorkflowExecution, Order, Opportunity, Contact, GenericEntity, SyncState):

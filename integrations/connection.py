@@ -56,7 +56,9 @@ def connection_info() -> ConnectionInfo:
     if settings.EPILOT_API_URL:
         return ConnectionInfo(mode="sandbox-url", urls=urls, sandbox_db=None)
     origin = "http://epilot-sandbox.invalid"
-    return ConnectionInfo(mode="embedded-sandbox", urls=ServiceURLs.single_origin(origin), sandbox_db=str(settings.EPILOT_SANDBOX_DB))
+    return ConnectionInfo(
+        mode="embedded-sandbox", urls=ServiceURLs.single_origin(origin), sandbox_db=str(settings.EPILOT_SANDBOX_DB)
+    )
 
 
 def build_epilot_client() -> EpilotClient:

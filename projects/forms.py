@@ -29,22 +29,32 @@ class StartWorkflowForm(forms.Form):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["definition"] = definition_choices()
-        default = self.fields["definition"].queryset.filter(epilot_id=settings.DEFAULT_WORKFLOW_DEFINITION).order_by("engine").first()
+        default = (
+            self.fields["definition"].queryset.filter(epilot_id=settings.DEFAULT_WORKFLOW_DEFINITION).order_by("engine").first()
+        )
         if default and not self.is_bound:
             self.initial.setdefault("definition", default.pk)
 
 
 class ConvertForm(forms.Form):
     definition = forms.ModelChoiceField(queryset=WorkflowDefinition.objects.none())
-    amount = forms.DecimalField(label="Auftragssumme (EUR)", min_value=Decimal("0"), max_digits=14, decimal_places=2, required=False,
-                                help_text="Vorgabe: Budget der Opportunity")
+    amount = forms.DecimalField(
+        label="Auftragssumme (EUR)",
+        min_value=Decimal("0"),
+        max_digits=14,
+        decimal_places=2,
+        required=False,
+        help_text="Vorgabe: Budget der Opportunity",
+    )
     target_status = forms.CharField(label="Status der Opportunity danach", max_length=100)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["definition"] = definition_choices()
         self.fields["definition"].label = "Workflow auf dem Auftrag"
-        default = self.fields["definition"].queryset.filter(epilot_id=settings.DEFAULT_WORKFLOW_DEFINITION).order_by("engine").first()
+        default = (
+            self.fields["definition"].queryset.filter(epilot_id=settings.DEFAULT_WORKFLOW_DEFINITION).order_by("engine").first()
+        )
         if not self.is_bound:
             if default:
                 self.initial.setdefault("definition", default.pk)
@@ -64,9 +74,11 @@ class StatusForm(forms.Form):
         value = self.cleaned_data["expected_updated_at"]
         try:
             parsed = dt.datetime.fromisoformat(value)
-            (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+            (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
         except (ValueError, OverflowError):
-            raise forms.ValidationError("Der gelesene Stand der Opportunity fehlt oder ist unlesbar; bitte die Seite neu laden.") from None
+            raise forms.ValidationError(
+                "Der gelesene Stand der Opportunity fehlt oder ist unlesbar; bitte die Seite neu laden."
+            ) from None
         return value
 
 

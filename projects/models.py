@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from django.db import models
 
-from integrations.epilot.types import MalformedPayload, WorkflowExecution as RemoteExecution, WorkflowStep
+from integrations.epilot.types import MalformedPayload, WorkflowStep
+from integrations.epilot.types import WorkflowExecution as RemoteExecution
 
 
 class PayloadField(models.JSONField):
@@ -18,7 +19,7 @@ class PayloadField(models.JSONField):
     several times slower. Having `get_placeholder` opts the insert out of UNNEST.
     """
 
-    def get_placeholder(self, value, compiler, connection):  # noqa: ANN001, ANN201 - Django's field API
+    def get_placeholder(self, value, compiler, connection):
         return "%s"
 
 
@@ -135,7 +136,9 @@ class WorkflowExecution(models.Model):
     epilot_id = models.CharField(max_length=64, unique=True)
     engine = models.CharField(max_length=2, choices=WorkflowDefinition.Engine.choices)
     definition_epilot_id = models.CharField(max_length=64, blank=True, db_index=True)
-    definition = models.ForeignKey(WorkflowDefinition, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions")
+    definition = models.ForeignKey(
+        WorkflowDefinition, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
+    )
     name = models.CharField("Name", max_length=300, blank=True)
     entity_schema = models.CharField("Entitätstyp", max_length=100, db_index=True)
     entity_epilot_id = models.CharField(max_length=64, db_index=True)
@@ -192,7 +195,9 @@ class AusbauProject(models.Model):
     current_step = models.CharField(max_length=300, blank=True)
     budget = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
     has_running_workflow = models.BooleanField(default=False, db_index=True)
-    tags = models.CharField(max_length=1000, blank=True, help_text="the opportunity's tags as ',a,b,' for filtering on any database")
+    tags = models.CharField(
+        max_length=1000, blank=True, help_text="the opportunity's tags as ',a,b,' for filtering on any database"
+    )
     updated_at = models.DateTimeField(db_index=True)
 
     class Meta:
@@ -374,8 +379,9 @@ class WorkflowStart(models.Model):
     error = models.TextField(blank=True)
     requested_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     actor = models.CharField(max_length=100, default="admin")
-    claimed_until = models.DateTimeField(null=True, blank=True,
-                                         help_text="lease of the attempt carrying out a pending start; after it, another may adopt it")
+    claimed_until = models.DateTimeField(
+        null=True, blank=True, help_text="lease of the attempt carrying out a pending start; after it, another may adopt it"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -416,8 +422,11 @@ class Conversion(models.Model):
     key = models.CharField(max_length=64, unique=True)
     definition = models.ForeignKey(WorkflowDefinition, null=True, blank=True, on_delete=models.PROTECT)
     target_status = models.CharField(max_length=100, default="geschlossen")
-    source_status = models.CharField(max_length=100, blank=True,
-                                     help_text="the opportunity's status when the conversion was requested; only that one is replaced")
+    source_status = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="the opportunity's status when the conversion was requested; only that one is replaced",
+    )
     order_title = models.CharField(max_length=500)
     amount_total = models.BigIntegerField(null=True, blank=True, help_text="cents")
     currency = models.CharField(max_length=3, default="EUR")
@@ -505,7 +514,9 @@ class ApiClient(models.Model):
     token_prefix = models.CharField(max_length=16, unique=True, editable=False)
     token_hash = models.CharField(max_length=64, editable=False)
     scopes = models.JSONField(default=list, help_text="read and/or write")
-    throttle_rate = models.CharField(max_length=20, default="1200/min", help_text="requests per second/min/hour/day, e.g. 600/min")
+    throttle_rate = models.CharField(
+        max_length=20, default="1200/min", help_text="requests per second/min/hour/day, e.g. 600/min"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)

@@ -58,7 +58,9 @@ def dashboard_stats() -> dict:
     running = list(WorkflowExecution.objects.filter(status="STARTED").values("current_section").annotate(count=Count("id"))
                    .order_by("-count"))
     week_ago = timezone.now() - dt.timedelta(days=7)
-    failed_writes = EpilotWrite.objects.filter(result__in=[EpilotWrite.Result.FAILED, EpilotWrite.Result.CONFLICT], started_at__gte=week_ago)
+    failed_writes = EpilotWrite.objects.filter(
+        result__in=[EpilotWrite.Result.FAILED, EpilotWrite.Result.CONFLICT], started_at__gte=week_ago
+    )
     return {
         "pipeline": pipeline,
         "phases": [(label, phases.get(value, 0), value) for value, label in AusbauProject.Phase.choices],
@@ -80,7 +82,9 @@ def definition_by_epilot_id(epilot_id: str) -> WorkflowDefinition | None:
     return WorkflowDefinition.objects.filter(epilot_id=epilot_id).order_by("engine").first()
 
 
-def automation_owning_trigger(*, schema: str, attribute: str, value: str, definition_epilot_id: str) -> ProvisionedAutomation | None:
+def automation_owning_trigger(
+    *, schema: str, attribute: str, value: str, definition_epilot_id: str
+) -> ProvisionedAutomation | None:
     """The enabled epilot automation that starts this definition on this trigger, if any (a local rule must not too)."""
     return ProvisionedAutomation.objects.filter(enabled=True, schema=schema, attribute=attribute, value=value,
                                                 definition_epilot_id=definition_epilot_id).first()
@@ -96,7 +100,8 @@ def running_workflows_by_entity(entity_epilot_ids: list[str]) -> dict[str, list[
     """Names of the workflows running on each of the entities, as the mirror knows them."""
     running: dict[str, list[str]] = {}
     for epilot_id, name, definition_id in WorkflowExecution.objects.filter(
-            entity_epilot_id__in=entity_epilot_ids, status="STARTED").values_list("entity_epilot_id", "name", "definition_epilot_id"):
+        entity_epilot_id__in=entity_epilot_ids, status="STARTED"
+    ).values_list("entity_epilot_id", "name", "definition_epilot_id"):
         running.setdefault(epilot_id, []).append(name or definition_id)
     return running
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from integrations.epilot import EpilotClient
 from integrations.connection import reset_epilot_client
+from integrations.epilot import EpilotClient
 from integrations.epilot_sandbox import SandboxApp, SandboxStore, make_sandbox_server, seed_demo
 
 

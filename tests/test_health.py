@@ -5,6 +5,7 @@ import os
 import secrets
 import subprocess
 import sys
+from io import StringIO
 from pathlib import Path
 
 import pytest
@@ -20,14 +21,14 @@ def test_health_fails_until_every_schema_synced_then_passes(client, settings) ->
     before = client.get(reverse("health"))
     assert before.status_code == 503 and before.json()["checks"]["database"]["ok"]
     assert before.json()["sync"]["contact"]["last_success_at"] is None
-    call_command("sync_epilot", stdout=open(os.devnull, "w"))
+    call_command("sync_epilot", stdout=StringIO())
     after = client.get(reverse("health"))
     assert after.status_code == 200 and after.json()["status"] == "ok"
     assert client.get(reverse("health-live")).status_code == 200
 
 
 def test_health_reports_a_stale_sync(client) -> None:
-    call_command("sync_epilot", stdout=open(os.devnull, "w"))
+    call_command("sync_epilot", stdout=StringIO())
     from django.utils import timezone
 
     from projects.models import SyncState
@@ -41,14 +42,22 @@ def test_failure_details_are_shown_to_staff_only(client, admin_client, settings)
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens there: the broker check fails
     public = client.get(reverse("health"))
     assert public.status_code == 503
-    assert public.json()["checks"]["broker"] == {"ok": False, "detail": "unavailable", "ms": public.json()["checks"]["broker"]["ms"]}
+    assert public.json()["checks"]["broker"] == {
+        "ok": False,
+        "detail": "unavailable",
+        "ms": public.json()["checks"]["broker"]["ms"],
+    }
     assert "127.0.0.1" not in public.content.decode() and "Error" not in public.content.decode()
     staff = admin_client.get(reverse("health"))
     assert staff.json()["checks"]["broker"]["detail"] != "unavailable"
 
 
 def test_production_settings_pass_the_deploy_check() -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("EPILOT_", "DJANGO_", "SECRET_KEY", "DATABASE_URL"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("EPILOT_", "DJANGO_", "SECRET_KEY", "DATABASE_URL"))
+    }
     env.update({"DJANGO_SETTINGS_MODULE": "config.settings.production", "SECRET_KEY": secrets.token_urlsafe(50),
                 "EPILOT_API_TOKEN": "t", "ALLOWED_HOSTS": "backoffice.example.org", "LOG_LEVEL": "ERROR",
                 "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"})

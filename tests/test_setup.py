@@ -27,14 +27,22 @@ def _import_production_settings(**env: str) -> subprocess.CompletedProcess[str]:
 
 
 PRODUCTION = {"SECRET_KEY": "s" * 50, "EPILOT_API_URL": "http://127.0.0.1:8765", "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"}
-SHOW_SETTINGS = ("from django.conf import settings; "
-                 "print(settings.SETTINGS_MODULE, settings.DEBUG, settings.EPILOT_API_URL, settings.CACHES['default']['BACKEND'])")
+SHOW_SETTINGS = (
+    "from django.conf import settings; "
+    "print(settings.SETTINGS_MODULE, settings.DEBUG, settings.EPILOT_API_URL, settings.CACHES['default']['BACKEND'])"
+)
 
 
 @pytest.mark.parametrize("entry_point", ["config.wsgi", "config.asgi"])
 def test_web_entry_points_load_production_settings_when_none_is_named(entry_point: str) -> None:
-    result = subprocess.run([sys.executable, "-c", f"import {entry_point}; {SHOW_SETTINGS}"], cwd=ROOT, env=_clean_env(**PRODUCTION),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {entry_point}; {SHOW_SETTINGS}"],
+        cwd=ROOT,
+        env=_clean_env(**PRODUCTION),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["config.settings.production", "False", "http://127.0.0.1:8765",
                                      "django.core.cache.backends.redis.RedisCache"]

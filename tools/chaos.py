@@ -72,7 +72,9 @@ def run_scenario(scenario: Scenario, *, echo: Callable[[str], None] = print) -> 
     sandbox_db = work / "sandbox.sqlite3"
     store = SandboxStore(sandbox_db)
     seed_demo(store)
-    seeded = seed_bulk(store, contacts=scenario.contacts, opportunities=scenario.opportunities, orders=scenario.orders, seed=scenario.seed)
+    seeded = seed_bulk(
+        store, contacts=scenario.contacts, opportunities=scenario.opportunities, orders=scenario.orders, seed=scenario.seed
+    )
     port = free_loopback_port()
     origin = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local", "EPILOT_API_URL": origin, "EPILOT_API_TOKEN": "",
@@ -103,8 +105,11 @@ def run_scenario(scenario: Scenario, *, echo: Callable[[str], None] = print) -> 
     _compare(store, env, report)
     report.say(f"duration                  {time.monotonic() - started:.0f} s")
     report.say(f"requests to epilot        {stats.get('requests', 0)}")
-    report.say(f"injected 5xx / 429 / drop {stats.get('injected_5xx', 0)} / {stats.get('injected_429', 0)} / {stats.get('injected_drop', 0)}"
-               "  (each answered by a retry or a clean failure)")
+    report.say(
+        f"injected 5xx / 429 / drop {stats.get('injected_5xx', 0)} / {stats.get('injected_429', 0)} / "
+        f"{stats.get('injected_drop', 0)}"
+        "  (each answered by a retry or a clean failure)"
+    )
     report.say(f"429s honoured             {stats.get('injected_429', 0) - stats.get('retry_after_violations', 0)} of "
                f"{stats.get('injected_429', 0)} (retries sent before Retry-After: {stats.get('retry_after_violations', 0)})")
     report.say(f"lost entities             {report.lost}")
@@ -116,7 +121,9 @@ def run_scenario(scenario: Scenario, *, echo: Callable[[str], None] = print) -> 
 
 def _killed_sync(manage: list[str], env: dict[str, str], echo: Callable[[str], None]) -> None:
     """Start a sync worker and SIGKILL it after its second page."""
-    worker = subprocess.Popen([*manage, "sync_epilot"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    worker = subprocess.Popen(
+        [*manage, "sync_epilot"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     pages = 0
     deadline = time.monotonic() + 300
     for line in worker.stdout:
@@ -133,7 +140,9 @@ def _sync_until_done(manage: list[str], env: dict[str, str], echo: Callable[[str
     for attempt in range(1, 9):
         result = subprocess.run([*manage, "sync_epilot", *(["--full"] if full else [])], env=env, cwd=ROOT, capture_output=True,
                                 text=True, timeout=900)
-        summary = (result.stdout.strip().splitlines() or [""])[-1] if result.returncode == 0 else result.stderr.strip().splitlines()[-1]
+        summary = (
+            (result.stdout.strip().splitlines() or [""])[-1] if result.returncode == 0 else result.stderr.strip().splitlines()[-1]
+        )
         echo(f"{'full' if full else 'incremental'} sync, attempt {attempt}: {summary[:140]}")
         if result.returncode == 0:
             return
@@ -159,7 +168,9 @@ def _mutate(origin: str, manage: list[str], env: dict[str, str], scenario: Scena
     converted = 0
     for entity in candidates:
         for _ in range(4):
-            result = subprocess.run([*manage, "convert_opportunity", entity.id], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+            result = subprocess.run(
+                [*manage, "convert_opportunity", entity.id], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+            )
             if result.returncode == 0:
                 converted += 1
                 break
@@ -179,7 +190,9 @@ def _change_epilot(client: EpilotClient) -> list:
     for entity in contacts[20:25]:
         _eventually(lambda e=entity: client.delete_entity("contact", e.id, purge=True))
     for i in range(20):
-        client.upsert_entity("contact", ["chaos_key"], {"chaos_key": f"chaos-{i}", "first_name": "Neu", "last_name": f"Kunde {i}"})
+        client.upsert_entity(
+            "contact", ["chaos_key"], {"chaos_key": f"chaos-{i}", "first_name": "Neu", "last_name": f"Kunde {i}"}
+        )
     return opportunities
 
 
@@ -197,15 +210,22 @@ def _eventually(write: Callable[[], object]) -> None:
 
 
 def _compare(store: SandboxStore, env: dict[str, str], report: Report) -> None:
-    epilot = {row["id"]: (row["schema"], row["updated_at"], row["deleted_at"]) for row in
-              store.conn.execute("SELECT id, schema, updated_at, deleted_at FROM entities WHERE schema IN ('contact','opportunity','order')")}
+    epilot = {
+        row["id"]: (row["schema"], row["updated_at"], row["deleted_at"])
+        for row in store.conn.execute(
+            "SELECT id, schema, updated_at, deleted_at FROM entities WHERE schema IN ('contact','opportunity','order')"
+        )
+    }
     dump = subprocess.run(
         [sys.executable, "-c", "import django, json; django.setup(); from projects.models import Contact, Opportunity, Order; "
          "print(json.dumps([[m.__name__.lower(), e, p['_updated_at'], d is not None] for m in (Contact, Opportunity, Order) "
          "for e, p, d in m.objects.values_list('epilot_id', 'payload', 'epilot_deleted_at')]))"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
-    mirror = {epilot_id: (schema, updated_at, deleted) for schema, epilot_id, updated_at, deleted in json.loads(dump.stdout.splitlines()[-1])}
-    for epilot_id, (schema, updated_at, deleted_at) in epilot.items():
+    mirror = {
+        epilot_id: (schema, updated_at, deleted)
+        for schema, epilot_id, updated_at, deleted in json.loads(dump.stdout.splitlines()[-1])
+    }
+    for epilot_id, (_schema, updated_at, _deleted_at) in epilot.items():
         if epilot_id not in mirror:
             report.lost += 1
         elif mirror[epilot_id][1] != updated_at:
@@ -214,14 +234,21 @@ def _compare(store: SandboxStore, env: dict[str, str], report: Report) -> None:
     keys = [row[0] for row in store.conn.execute(
         "SELECT json_extract(body, '$.backoffice_conversion_key') FROM entities WHERE schema = 'order' AND "
         "json_extract(body, '$.backoffice_conversion_key') IS NOT NULL")]
-    per_entity = [row[0] for row in store.conn.execute(
-        "SELECT COUNT(*) FROM documents d JOIN document_links l ON l.document_id = d.id AND l.kind = d.kind "
-        "WHERE d.kind = 'execution' AND json_extract(d.body, '$.status') = 'STARTED' GROUP BY l.entity_id, json_extract(d.body, '$.definitionId')")]
+    per_entity = [
+        row[0]
+        for row in store.conn.execute(
+            "SELECT COUNT(*) FROM documents d JOIN document_links l ON l.document_id = d.id AND l.kind = d.kind "
+            "WHERE d.kind = 'execution' AND json_extract(d.body, '$.status') = 'STARTED' "
+            "GROUP BY l.entity_id, json_extract(d.body, '$.definitionId')"
+        )
+    ]
     report.duplicates = (len(keys) - len(set(keys))) + sum(count - 1 for count in per_entity if count > 1)
     opportunities_with_orders = [row[0] for row in store.conn.execute(
         "SELECT COUNT(*) FROM entities WHERE schema = 'order' AND json_extract(body, '$.backoffice_conversion_key') IS NOT NULL "
         "GROUP BY json_extract(body, '$.opportunity.\"$relation\"[0].entity_id')")]
     report.duplicates += sum(count - 1 for count in opportunities_with_orders if count > 1)
-    report.say(f"entities compared         {len(epilot)} in epilot, {len(mirror)} mirrored; {len(keys)} orders made by conversion")
+    report.say(
+        f"entities compared         {len(epilot)} in epilot, {len(mirror)} mirrored; {len(keys)} orders made by conversion"
+    )
     if isinstance(store.conn, sqlite3.Connection):
         store.conn.close()

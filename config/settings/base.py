@@ -119,11 +119,13 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "Ausbau Backoffice API",
     "DESCRIPTION": (
-        "Status of the Glasfaser expansion projects of Stadtwerke Wülfrath, for GIS, planning, reporting and the customer site.\n\n"
+        "Status of the Glasfaser expansion projects of Stadtwerke Wülfrath, "
+        "for GIS, planning, reporting and the customer site.\n\n"
         "Authenticate with `Authorization: Bearer <token>` of an API client (created in the admin; the token is shown once). "
         "Lists use cursor pagination: follow `next` until it is null. Times are ISO 8601 with time zone. "
-        "Errors are `{\"error\": {\"status\", \"code\", \"message\", \"fields\"}}`; "
-        "429 answers carry `Retry-After`. The status endpoint supports `ETag`/`If-None-Match` and `Last-Modified`/`If-Modified-Since`."
+        'Errors are `{"error": {"status", "code", "message", "fields"}}`; '
+        "429 answers carry `Retry-After`. "
+        "The status endpoint supports `ETag`/`If-None-Match` and `Last-Modified`/`If-Modified-Since`."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,

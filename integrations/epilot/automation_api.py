@@ -4,8 +4,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from integrations.epilot.types import AutomationFlow
 from integrations.epilot.transport import Transport, segment
+from integrations.epilot.types import AutomationFlow
 
 
 class AutomationAPI(Transport):
@@ -36,12 +36,17 @@ class AutomationAPI(Transport):
 
     def get_flow(self, flow_id: str) -> AutomationFlow:
         """getFlow; raises EpilotNotFoundError."""
-        body = self._json("getFlow", self._request("getFlow", "GET", self.urls.automation, f"/v1/automation/flows/{segment(flow_id)}", idempotent=True))
+        body = self._json(
+            "getFlow",
+            self._request("getFlow", "GET", self.urls.automation, f"/v1/automation/flows/{segment(flow_id)}", idempotent=True),
+        )
         return self._parse("getFlow", AutomationFlow.from_api, body)
 
     def create_flow(self, flow: Mapping[str, Any]) -> AutomationFlow:
         """createFlow; the body needs flow_name, triggers and actions."""
-        response = self._request("createFlow", "POST", self.urls.automation, "/v1/automation/flows", json_body=dict(flow), idempotent=False)
+        response = self._request(
+            "createFlow", "POST", self.urls.automation, "/v1/automation/flows", json_body=dict(flow), idempotent=False
+        )
         return self._parse("createFlow", AutomationFlow.from_api, self._json("createFlow", response))
 
     def put_flow(self, flow_id: str, flow: Mapping[str, Any]) -> AutomationFlow:

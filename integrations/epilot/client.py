@@ -27,7 +27,9 @@ class EpilotClient(EntityAPI, WorkflowsAPI, AutomationAPI):
     """
 
     @classmethod
-    def for_wsgi_app(cls, app: Callable[..., Any], *, origin: str = "http://epilot-sandbox.invalid", **kwargs: Any) -> EpilotClient:
+    def for_wsgi_app(
+        cls, app: Callable[..., Any], *, origin: str = "http://epilot-sandbox.invalid", **kwargs: Any
+    ) -> EpilotClient:
         """A client that talks to a WSGI app in-process (the embedded sandbox) instead of the network."""
         kwargs.setdefault("token", "sandbox")
         return cls(urls=ServiceURLs.single_origin(origin), transport=httpx.WSGITransport(app=app), **kwargs)

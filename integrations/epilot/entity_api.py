@@ -5,8 +5,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import integrations.epilot.errors as errors
-from integrations.epilot.types import Entity, EntitySchemaSummary, EntitySearchPage, MalformedEntity, MalformedPayload, RelationItem, parse_timestamp
 from integrations.epilot.transport import Transport, as_bool, segment
+from integrations.epilot.types import (
+    Entity,
+    EntitySchemaSummary,
+    EntitySearchPage,
+    MalformedEntity,
+    MalformedPayload,
+    RelationItem,
+    parse_timestamp,
+)
 
 SEARCH_PAGE_SIZE = 1000
 DEFAULT_SORT = ("_updated_at:asc", "_id:asc")
@@ -145,7 +153,9 @@ class EntityAPI(Transport):
 
     def list_schemas(self) -> list[EntitySchemaSummary]:
         """listSchemas."""
-        body = self._json("listSchemas", self._request("listSchemas", "GET", self.urls.entity, "/v1/entity/schemas", idempotent=True))
+        body = self._json(
+            "listSchemas", self._request("listSchemas", "GET", self.urls.entity, "/v1/entity/schemas", idempotent=True)
+        )
         results = body.get("results") if isinstance(body, Mapping) else None
         if not isinstance(results, list):
             raise self._invalid("listSchemas", "the body has no 'results' list")
@@ -185,7 +195,9 @@ class EntityAPI(Transport):
                 params["stable_query_id"] = page.stable_query_id
 
     def _search_page(self, operation: str, path: str, params: Mapping[str, Any]) -> EntitySearchPage:
-        body = self._json(operation, self._request(operation, "POST", self.urls.entity, path, json_body=dict(params), idempotent=True))
+        body = self._json(
+            operation, self._request(operation, "POST", self.urls.entity, path, json_body=dict(params), idempotent=True)
+        )
         if not isinstance(body, Mapping):
             raise self._invalid(operation, "the body is not an object")
         raw_results = body.get("results", [])

@@ -133,15 +133,27 @@ class Transport:
             try:
                 response = self._http.request(method, url, params=_clean(params), content=content, headers=headers)
             except httpx.TimeoutException as exc:
-                error = errors.EpilotTimeoutError(f"{operation}: epilot did not answer in time ({type(exc).__name__})", operation=operation)
+                error = errors.EpilotTimeoutError(
+                    f"{operation}: epilot did not answer in time ({type(exc).__name__})", operation=operation
+                )
                 retryable = idempotent or isinstance(exc, httpx.ConnectTimeout)
             except httpx.TransportError as exc:
-                error = errors.EpilotConnectionError(f"{operation}: connection to epilot failed ({type(exc).__name__})", operation=operation)
+                error = errors.EpilotConnectionError(
+                    f"{operation}: connection to epilot failed ({type(exc).__name__})", operation=operation
+                )
                 retryable = idempotent or isinstance(exc, httpx.ConnectError)
             else:
                 elapsed_ms = (self._clock() - sent_at) * 1000
                 log = logger.info if is_write else logger.debug
-                log("epilot %s %s %s -> %s in %.0f ms (attempt %d)", operation, method, path, response.status_code, elapsed_ms, attempt)
+                log(
+                    "epilot %s %s %s -> %s in %.0f ms (attempt %d)",
+                    operation,
+                    method,
+                    path,
+                    response.status_code,
+                    elapsed_ms,
+                    attempt,
+                )
                 if response.is_success:
                     return response
                 error = _error_from_response(operation, response)

@@ -27,7 +27,7 @@ def parse_timestamp(value: Any, *, name: str) -> dt.datetime | None:
     except ValueError:
         raise MalformedPayload(f"{name} is not an ISO 8601 timestamp: {value[:40]!r}") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed
 
 

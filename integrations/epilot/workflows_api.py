@@ -5,8 +5,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import integrations.epilot.errors as errors
-from integrations.epilot.types import ExecutionContext, WorkflowDefinition, WorkflowExecution
 from integrations.epilot.transport import Transport, segment
+from integrations.epilot.types import ExecutionContext, WorkflowDefinition, WorkflowExecution
 
 
 class WorkflowsAPI(Transport):
@@ -22,15 +22,34 @@ class WorkflowsAPI(Transport):
 
     def get_definition(self, definition_id: str) -> WorkflowDefinition:
         """getDefinition (V1); raises EpilotNotFoundError."""
-        body = self._json("getDefinition", self._request(
-            "getDefinition", "GET", self.urls.workflows_definition, f"/v1/workflows/definitions/{segment(definition_id)}", idempotent=True))
+        body = self._json(
+            "getDefinition",
+            self._request(
+                "getDefinition",
+                "GET",
+                self.urls.workflows_definition,
+                f"/v1/workflows/definitions/{segment(definition_id)}",
+                idempotent=True,
+            ),
+        )
         return self._parse("getDefinition", WorkflowDefinition.from_v1, body)
 
-    def list_flow_templates(self, *, trigger_type: str | None = None, trigger_schema: str | None = None) -> list[WorkflowDefinition]:
+    def list_flow_templates(
+        self, *, trigger_type: str | None = None, trigger_schema: str | None = None
+    ) -> list[WorkflowDefinition]:
         """listFlowTemplates (V2)."""
         params = {key: value for key, value in (("trigger_type", trigger_type), ("trigger_schema", trigger_schema)) if value}
-        body = self._json("listFlowTemplates", self._request(
-            "listFlowTemplates", "GET", self.urls.workflows_definition, "/v2/flows/templates", params=params or None, idempotent=True))
+        body = self._json(
+            "listFlowTemplates",
+            self._request(
+                "listFlowTemplates",
+                "GET",
+                self.urls.workflows_definition,
+                "/v2/flows/templates",
+                params=params or None,
+                idempotent=True,
+            ),
+        )
         results = body.get("results") if isinstance(body, Mapping) else None
         if not isinstance(results, list):
             raise self._invalid("listFlowTemplates", "the body has no 'results' list")
@@ -54,8 +73,17 @@ class WorkflowsAPI(Transport):
     def get_executions(self, *, context: str | None = None, schema: str | None = None) -> list[WorkflowExecution]:
         """getExecutions (V1) of one entity: `context` is its id, `schema` its slug."""
         params = {key: value for key, value in (("context", context), ("schema", schema)) if value}
-        body = self._json("getExecutions", self._request(
-            "getExecutions", "GET", self.urls.workflows_execution, "/v1/workflows/executions", params=params or None, idempotent=True))
+        body = self._json(
+            "getExecutions",
+            self._request(
+                "getExecutions",
+                "GET",
+                self.urls.workflows_execution,
+                "/v1/workflows/executions",
+                params=params or None,
+                idempotent=True,
+            ),
+        )
         if not isinstance(body, list):
             raise self._invalid("getExecutions", "the body is not a list")
         return [self._parse("getExecutions", WorkflowExecution.from_v1, item) for item in body]
@@ -71,8 +99,14 @@ class WorkflowsAPI(Transport):
 
     def update_execution(self, execution_id: str, changes: Mapping[str, Any]) -> None:
         """updateExecution (V1), answered with 204."""
-        self._request("updateExecution", "PATCH", self.urls.workflows_execution, f"/v1/workflows/executions/{segment(execution_id)}",
-                      json_body=dict(changes), idempotent=True)
+        self._request(
+            "updateExecution",
+            "PATCH",
+            self.urls.workflows_execution,
+            f"/v1/workflows/executions/{segment(execution_id)}",
+            json_body=dict(changes),
+            idempotent=True,
+        )
 
     def close_execution(self, execution_id: str, *, reasons: Sequence[Mapping[str, str]] = (), description: str = "") -> None:
         """Close (cancel) a V1 execution through updateExecution."""
@@ -94,7 +128,11 @@ class WorkflowsAPI(Transport):
             "flow_template_id": flow_template_id,
             "trigger": {"type": trigger},
             "contexts": [
-                {"entity_id": ctx.entity_id, "entity_schema": ctx.schema, "is_primary": ctx.is_primary or (not has_primary and i == 0)}
+                {
+                    "entity_id": ctx.entity_id,
+                    "entity_schema": ctx.schema,
+                    "is_primary": ctx.is_primary or (not has_primary and i == 0),
+                }
                 for i, ctx in enumerate(contexts)
             ],
         }
@@ -104,8 +142,16 @@ class WorkflowsAPI(Transport):
 
     def get_flow_execution(self, execution_id: str) -> WorkflowExecution:
         """getFlowExecution (V2); raises EpilotNotFoundError."""
-        body = self._json("getFlowExecution", self._request(
-            "getFlowExecution", "GET", self.urls.workflows_execution, f"/v2/flows/executions/{segment(execution_id)}", idempotent=True))
+        body = self._json(
+            "getFlowExecution",
+            self._request(
+                "getFlowExecution",
+                "GET",
+                self.urls.workflows_execution,
+                f"/v2/flows/executions/{segment(execution_id)}",
+                idempotent=True,
+            ),
+        )
         return self._parse("getFlowExecution", WorkflowExecution.from_v2, body)
 
     def search_flow_executions(self, *, entity_id: str, entity_schema: str) -> list[WorkflowExecution]:

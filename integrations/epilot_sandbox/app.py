@@ -87,7 +87,7 @@ class SandboxApp(EntityHandlers, WorkflowHandlers, AutomationHandlers):
                   405: "Method Not Allowed", 409: "Conflict", 422: "Unprocessable Entity", 429: "Too Many Requests",
                   500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}.get(status, "Status")
         response_headers = [("Content-Type", "application/json")] if payload else []
-        response_headers += headers + [("Content-Length", str(len(payload)))]
+        response_headers += [*headers, ("Content-Length", str(len(payload)))]
         start_response(f"{status} {reason}", response_headers)
         return [payload]
 

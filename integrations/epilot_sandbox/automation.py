@@ -22,7 +22,9 @@ class AutomationHandlers:
             flows = [flow for flow in flows if flow.get("entity_schema") == schema]
         target = request.arg("target_workflow")
         if target:
-            flows = [f for f in flows if any((a.get("config") or {}).get("target_workflow") == target for a in f.get("actions", []))]
+            flows = [
+                f for f in flows if any((a.get("config") or {}).get("target_workflow") == target for a in f.get("actions", []))
+            ]
         size, offset = int(request.arg("size", "25") or 25), int(request.arg("from", "0") or 0)
         return 200, {"total": len(flows), "results": flows[offset: offset + size]}
 

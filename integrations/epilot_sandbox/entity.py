@@ -149,7 +149,11 @@ class EntityHandlers:
     def upsertEntity(self, request: Request, slug: str) -> Response:
         _slug(slug)
         data = json_object(request.json())
-        if set(data) - {"unique_key", "entity"} or not isinstance(data.get("unique_key"), list) or not isinstance(data.get("entity"), Mapping):
+        if (
+            set(data) - {"unique_key", "entity"}
+            or not isinstance(data.get("unique_key"), list)
+            or not isinstance(data.get("entity"), Mapping)
+        ):
             raise HTTPError(400, "body must be {unique_key: [...], entity: {...}}")
         entity = dict(data["entity"])
         conditions, params = ["schema = ?"], [slug]
@@ -162,14 +166,21 @@ class EntityHandlers:
                 params.append(str(value))
             else:
                 conditions.append("json_extract(body, ?) = ?")
-                params += ["$." + ".".join(f"[{p}]" if p.isdigit() else f'"{p}"' for p in str(path).split(".")).replace(".[", "["), value]
+                params += [
+                    "$." + ".".join(f"[{p}]" if p.isdigit() else f'"{p}"' for p in str(path).split(".")).replace(".[", "["),
+                    value,
+                ]
         with self.store.write() as conn:
-            rows = conn.execute(f"SELECT body FROM entities WHERE {' AND '.join(conditions)} ORDER BY created_at", params).fetchall()  # noqa: S608
+            rows = conn.execute(
+                f"SELECT body FROM entities WHERE {' AND '.join(conditions)} ORDER BY created_at", params
+            ).fetchall()
             matches = [json.loads(row["body"]) for row in rows]
             if len(matches) > 1 and request.flag("strict"):
                 raise HTTPError(409, "Conflict: multiple entities were matched with unique_key")
             if matches and matches[0].get("_deleted_at"):
-                raise HTTPError(405, "Deleted entities cannot be updated. You'll need to recover the entity first before updating.")
+                raise HTTPError(
+                    405, "Deleted entities cannot be updated. You'll need to recover the entity first before updating."
+                )
             if matches:
                 body = self._merge(matches[0], entity)
                 status = 200
@@ -216,7 +227,9 @@ class EntityHandlers:
 
     def addRelations(self, request: Request, slug: str, entity_id: str) -> Response:
         items = request.json()
-        if not isinstance(items, list) or not all(isinstance(i, Mapping) and i.get("entity_id") and i.get("attribute") for i in items):
+        if not isinstance(items, list) or not all(
+            isinstance(i, Mapping) and i.get("entity_id") and i.get("attribute") for i in items
+        ):
             raise HTTPError(400, "body must be an array of {attribute, entity_id}")
         with self.store.write() as conn:
             body = self._live_entity(slug, entity_id)
@@ -233,7 +246,11 @@ class EntityHandlers:
             body["_updated_at"] = later_than(body["_updated_at"])
             self.store.put_entity(conn, body)
         first = items[0] if items else {}
-        return 200, {"entity_id": first.get("entity_id", entity_id), "attribute": first.get("attribute", ""), "_tags": first.get("_tags", [])}
+        return 200, {
+            "entity_id": first.get("entity_id", entity_id),
+            "attribute": first.get("attribute", ""),
+            "_tags": first.get("_tags", []),
+        }
 
     def _live_entity(self, slug: str, entity_id: str) -> dict[str, Any]:
         body = self.store.get_entity(entity_id)
@@ -244,9 +261,21 @@ class EntityHandlers:
     def _new_entity(self, slug: str, data: Mapping[str, Any]) -> dict[str, Any]:
         stamp = now_ms()
         body = {key: value for key, value in data.items() if key not in SYSTEM_READ_ONLY}
-        body.update({"_id": str(uuid.uuid4()), "_schema": slug, "_org": self.store.org_id, "_created_at": stamp, "_updated_at": stamp,
-                     "_owners": [{"org_id": self.store.org_id}], "_acl": {"view": [f"org:{self.store.org_id}"],
-                     "edit": [f"org:{self.store.org_id}"], "delete": [f"org:{self.store.org_id}"]}})
+        body.update(
+            {
+                "_id": str(uuid.uuid4()),
+                "_schema": slug,
+                "_org": self.store.org_id,
+                "_created_at": stamp,
+                "_updated_at": stamp,
+                "_owners": [{"org_id": self.store.org_id}],
+                "_acl": {
+                    "view": [f"org:{self.store.org_id}"],
+                    "edit": [f"org:{self.store.org_id}"],
+                    "delete": [f"org:{self.store.org_id}"],
+                },
+            }
+        )
         body["_title"] = _title(slug, body)
         body.setdefault("_tags", [])
         return body

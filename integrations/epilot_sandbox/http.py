@@ -10,6 +10,7 @@ from typing import Any
 
 from integrations.epilot_sandbox.query import BadQuery, iso_ms
 
+
 class HTTPError(Exception):
     def __init__(self, status: int, message: str, *, style: str = "entity", headers: Iterable[tuple[str, str]] = (),
                  details: list[Any] | None = None) -> None:

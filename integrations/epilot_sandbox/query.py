@@ -25,17 +25,17 @@ class BadQuery(ValueError):
 def iso_ms(value: Any) -> str:
     """Normalise a timestamp (ISO string or epoch milliseconds) to `YYYY-MM-DDTHH:MM:SS.mmmZ`."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        moment = dt.datetime.fromtimestamp(value / 1000, tz=dt.timezone.utc)
+        moment = dt.datetime.fromtimestamp(value / 1000, tz=dt.UTC)
     elif isinstance(value, str):
         try:
             moment = dt.datetime.fromisoformat(value.strip())
         except ValueError:
             raise BadQuery(f"not a date: {value!r}") from None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=dt.timezone.utc)
+            moment = moment.replace(tzinfo=dt.UTC)
     else:
         raise BadQuery(f"not a date: {value!r}")
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def epoch_ms(iso: str) -> int:
@@ -346,7 +346,7 @@ def search_after_sql(keys: list[tuple[str, str]], values: list[Any], params: lis
     if len(values) != len(keys):
         raise BadQuery(f"search_after needs {len(keys)} values (the previous sort_end)")
     normalised = []
-    for (name, _), value in zip(keys, values):
+    for (name, _), value in zip(keys, values, strict=False):
         if name in DATE_FIELDS and value is not None:
             normalised.append(iso_ms(value))
         else:

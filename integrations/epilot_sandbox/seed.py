@@ -21,15 +21,20 @@ def demo_id(name: str) -> str:
 
 
 def _stamp(day_offset: float) -> str:
-    base = dt.datetime(2025, 11, 3, 8, 0, tzinfo=dt.timezone.utc)
+    base = dt.datetime(2025, 11, 3, 8, 0, tzinfo=dt.UTC)
     return iso_ms((base + dt.timedelta(days=day_offset)).isoformat())
 
 
 def _entity(schema: str, key: str, day: float, attributes: dict[str, Any], *, org_id: str) -> dict[str, Any]:
     stamp = _stamp(day)
     body = {
-        "_id": demo_id(f"{schema}:{key}"), "_schema": schema, "_org": org_id, "_created_at": stamp, "_updated_at": stamp,
-        "_owners": [{"org_id": org_id}], "_acl": {"view": [f"org:{org_id}"], "edit": [f"org:{org_id}"], "delete": [f"org:{org_id}"]},
+        "_id": demo_id(f"{schema}:{key}"),
+        "_schema": schema,
+        "_org": org_id,
+        "_created_at": stamp,
+        "_updated_at": stamp,
+        "_owners": [{"org_id": org_id}],
+        "_acl": {"view": [f"org:{org_id}"], "edit": [f"org:{org_id}"], "delete": [f"org:{org_id}"]},
         "_tags": [],
     }
     body.update(attributes)
@@ -101,25 +106,85 @@ HAUSANSCHLUSS_TEMPLATE: dict[str, Any] = {
         {"id": "tkMontage", "name": "Glasfaser-Modem montieren", "task_type": "MANUAL", "phase_id": "phMontage"},
         {"id": "tkAktiv", "name": "Anschluss aktivieren", "task_type": "MANUAL", "phase_id": "phMontage"},
     ],
-    "edges": [{"id": "e1", "from_id": "tkTermin", "to_id": "tkMontage"}, {"id": "e2", "from_id": "tkMontage", "to_id": "tkAktiv"}],
+    "edges": [
+        {"id": "e1", "from_id": "tkTermin", "to_id": "tkMontage"},
+        {"id": "e2", "from_id": "tkMontage", "to_id": "tkAktiv"},
+    ],
 }
 
 SCHEMAS = [
-    {"slug": "contact", "name": "Contact", "plural": "Contacts", "title_template": "{{first_name}} {{last_name}}", "attributes": [], "capabilities": []},
-    {"slug": "opportunity", "name": "Opportunity", "plural": "Opportunities", "title_template": "{{title}}", "attributes": [], "capabilities": []},
-    {"slug": "order", "name": "Order", "plural": "Orders", "title_template": "{{order_number}}", "attributes": [], "capabilities": []},
+    {
+        "slug": "contact",
+        "name": "Contact",
+        "plural": "Contacts",
+        "title_template": "{{first_name}} {{last_name}}",
+        "attributes": [],
+        "capabilities": [],
+    },
+    {
+        "slug": "opportunity",
+        "name": "Opportunity",
+        "plural": "Opportunities",
+        "title_template": "{{title}}",
+        "attributes": [],
+        "capabilities": [],
+    },
+    {
+        "slug": "order",
+        "name": "Order",
+        "plural": "Orders",
+        "title_template": "{{order_number}}",
+        "attributes": [],
+        "capabilities": [],
+    },
 ]
 
 # (key, title, status, street, house number, contact key, budget, tags)
 DEMO_OPPORTUNITIES = [
-    ("nordstrasse", "Glasfaser Neubaugebiet Nordstraße", "ausstehend", "Nordstraße", "12", "meier", 45000, ["glasfaser", "neubau"]),
-    ("rohdenhaus", "Glasfaser Gewerbegebiet Rohdenhaus", "bearbeitung", "Rohdenhauser Straße", "40", "schmitz", 120000, ["glasfaser", "gewerbe"]),
+    (
+        "nordstrasse",
+        "Glasfaser Neubaugebiet Nordstraße",
+        "ausstehend",
+        "Nordstraße",
+        "12",
+        "meier",
+        45000,
+        ["glasfaser", "neubau"],
+    ),
+    (
+        "rohdenhaus",
+        "Glasfaser Gewerbegebiet Rohdenhaus",
+        "bearbeitung",
+        "Rohdenhauser Straße",
+        "40",
+        "schmitz",
+        120000,
+        ["glasfaser", "gewerbe"],
+    ),
     ("duessel", "FTTH Düssel Ortskern", "bearbeitung", "Dorfstraße", "3", "yilmaz", 68000, ["glasfaser", "ftth"]),
     ("flehenberg", "Glasfaser Flehenberg", "geschlossen", "Flehenberger Weg", "7", "krueger", 52000, ["glasfaser"]),
-    ("schulzentrum", "Anbindung Schulzentrum Wülfrath", "geschlossen", "Fliethe", "20", "stadt", 90000, ["glasfaser", "öffentlich"]),
+    (
+        "schulzentrum",
+        "Anbindung Schulzentrum Wülfrath",
+        "geschlossen",
+        "Fliethe",
+        "20",
+        "stadt",
+        90000,
+        ["glasfaser", "öffentlich"],
+    ),
     ("kalkstrasse", "Glasfaser Kalkstraße", "ausstehend", "Kalkstraße", "58", "becker", 31000, ["glasfaser"]),
     ("angerbach", "Glasfaser Wohnpark Angerbach", "abgebrochen", "Am Angerbach", "1", "wagner", 27000, ["glasfaser", "neubau"]),
-    ("tiefenbach", "Glasfaser Tiefenbach Höfe", "ausstehend", "Tiefenbacher Weg", "15", "hoffmann", 38000, ["glasfaser", "außenbereich"]),
+    (
+        "tiefenbach",
+        "Glasfaser Tiefenbach Höfe",
+        "ausstehend",
+        "Tiefenbacher Weg",
+        "15",
+        "hoffmann",
+        38000,
+        ["glasfaser", "außenbereich"],
+    ),
 ]
 
 DEMO_CONTACTS = {
@@ -135,7 +200,14 @@ DEMO_CONTACTS = {
 
 
 def _address(street: str, number: str) -> dict[str, Any]:
-    return {"street": street, "street_number": number, "postal_code": "42489", "city": "Wülfrath", "country": "DE", "_tags": ["billing"]}
+    return {
+        "street": street,
+        "street_number": number,
+        "postal_code": "42489",
+        "city": "Wülfrath",
+        "country": "DE",
+        "_tags": ["billing"],
+    }
 
 
 def demo_documents(org_id: str = "739224") -> list[dict[str, Any]]:
@@ -163,15 +235,32 @@ def demo_documents(org_id: str = "739224") -> list[dict[str, Any]]:
         docs.append(body)
     for i, key in enumerate(("flehenberg", "schulzentrum")):
         opportunity = next(o for o in DEMO_OPPORTUNITIES if o[0] == key)
-        order = _entity("order", key, 6 + i, {
-            "_title": f"Ausbau: {opportunity[1]}", "order_number": f"AUF-2025-{201 + i}", "status": "placed" if i else "completed",
-            "amount_total": opportunity[6] * 100, "amount_subtotal": round(opportunity[6] * 100 / 1.19), "currency": "EUR",
-            "customer": {"$relation": [{"entity_id": demo_id(f"contact:{opportunity[5]}")}]},
-            "opportunity": {"$relation": [{"entity_id": demo_id(f"opportunity:{key}")}]},
-            "billing_address": [_address(opportunity[3], opportunity[4])],
-            "line_items": [{"_position": 1, "description": "Glasfaser-Ausbau Pauschale", "quantity": 1,
-                            "amount_total": opportunity[6] * 100, "currency": "EUR"}],
-        }, org_id=org_id)
+        order = _entity(
+            "order",
+            key,
+            6 + i,
+            {
+                "_title": f"Ausbau: {opportunity[1]}",
+                "order_number": f"AUF-2025-{201 + i}",
+                "status": "placed" if i else "completed",
+                "amount_total": opportunity[6] * 100,
+                "amount_subtotal": round(opportunity[6] * 100 / 1.19),
+                "currency": "EUR",
+                "customer": {"$relation": [{"entity_id": demo_id(f"contact:{opportunity[5]}")}]},
+                "opportunity": {"$relation": [{"entity_id": demo_id(f"opportunity:{key}")}]},
+                "billing_address": [_address(opportunity[3], opportunity[4])],
+                "line_items": [
+                    {
+                        "_position": 1,
+                        "description": "Glasfaser-Ausbau Pauschale",
+                        "quantity": 1,
+                        "amount_total": opportunity[6] * 100,
+                        "currency": "EUR",
+                    }
+                ],
+            },
+            org_id=org_id,
+        )
         order["_tags"] = ["ausbau", "glasfaser"]
         docs.append(order)
         opportunity_doc = next(d for d in docs if d["_id"] == demo_id(f"opportunity:{key}"))
@@ -203,7 +292,9 @@ LAST = ["Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner"
 STATUSES = ["ausstehend", "bearbeitung", "geschlossen", "abgebrochen"]
 
 
-def bulk_documents(*, contacts: int, opportunities: int, orders: int, seed: int = 42, org_id: str = "739224") -> Iterator[dict[str, Any]]:
+def bulk_documents(
+    *, contacts: int, opportunities: int, orders: int, seed: int = 42, org_id: str = "739224"
+) -> Iterator[dict[str, Any]]:
     """A deterministic large data set: the same arguments always give the same entities."""
     rng = random.Random(seed)
     contact_ids = []

@@ -21,7 +21,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base class
+    def log_message(self, format: str, *args: object) -> None:
         logger.debug("%s " + format, self.address_string(), *args)
 
 
@@ -42,7 +42,7 @@ def wait_until_serving(origin: str, *, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{origin}/__sandbox__/health", timeout=2) as answer:  # noqa: S310 - loopback only
+            with urllib.request.urlopen(f"{origin}/__sandbox__/health", timeout=2) as answer:
                 if answer.status == 200:
                     return
         except (urllib.error.URLError, OSError):
@@ -52,5 +52,5 @@ def wait_until_serving(origin: str, *, timeout: float = 30.0) -> None:
 
 def sandbox_stats(origin: str) -> dict[str, int]:
     """The request and fault counters of a sandbox server at `origin` (its control endpoint)."""
-    with urllib.request.urlopen(f"{origin}/__sandbox__/stats", timeout=10) as answer:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(f"{origin}/__sandbox__/stats", timeout=10) as answer:
         return json.loads(answer.read())

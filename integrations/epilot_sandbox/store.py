@@ -50,11 +50,13 @@ CREATE INDEX IF NOT EXISTS document_links_entity ON document_links (kind, entity
 CREATE TABLE IF NOT EXISTS schemas (slug TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
 
-SYSTEM_READ_ONLY = frozenset({"_id", "_org", "_owners", "_created_at", "_updated_at", "_deleted_at", "_acl", "_changesets", "_schema"})
+SYSTEM_READ_ONLY = frozenset(
+    {"_id", "_org", "_owners", "_created_at", "_updated_at", "_deleted_at", "_acl", "_changesets", "_schema"}
+)
 
 
 def now_ms() -> str:
-    return iso_ms(dt.datetime.now(dt.timezone.utc).isoformat())
+    return iso_ms(dt.datetime.now(dt.UTC).isoformat())
 
 
 def later_than(previous: str | None) -> str:
@@ -77,6 +79,10 @@ def relation_refs(body: Mapping[str, Any]) -> Iterator[tuple[str, str, list[str]
                     if isinstance(ref, Mapping) and isinstance(ref.get("entity_id"), str):
                         tags = ref.get("_tags") if isinstance(ref.get("_tags"), list) else []
                         yield attribute, ref["entity_id"], tags
+
+
+INSERT_ENTITY = ("INSERT OR REPLACE INTO entities (id, schema, title, created_at, updated_at, deleted_at, body) "
+                 "VALUES (?,?,?,?,?,?,?)")
 
 
 class SandboxStore:
@@ -120,7 +126,7 @@ class SandboxStore:
     def reset(self) -> None:
         with self.write() as conn:
             for table in ("entities", "relations", "documents", "document_links", "schemas"):
-                conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+                conn.execute(f"DELETE FROM {table}")
 
     # ------------------------------------------------------------------ entities
 
@@ -131,9 +137,16 @@ class SandboxStore:
     def put_entity(self, conn: sqlite3.Connection, body: dict[str, Any]) -> None:
         """Insert or replace a full entity document and its relation index (inside `write()`)."""
         conn.execute(
-            "INSERT OR REPLACE INTO entities (id, schema, title, created_at, updated_at, deleted_at, body) VALUES (?,?,?,?,?,?,?)",
-            (body["_id"], body["_schema"], _index_text(body.get("_title")), body["_created_at"], body["_updated_at"],
-             body.get("_deleted_at"), json.dumps(body, separators=(",", ":"), ensure_ascii=False)),
+            INSERT_ENTITY,
+            (
+                body["_id"],
+                body["_schema"],
+                _index_text(body.get("_title")),
+                body["_created_at"],
+                body["_updated_at"],
+                body.get("_deleted_at"),
+                json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+            ),
         )
         conn.execute("DELETE FROM relations WHERE from_id = ?", (body["_id"],))
         conn.executemany(
@@ -149,7 +162,10 @@ class SandboxStore:
                          body.get("_deleted_at"), json.dumps(body, separators=(",", ":"), ensure_ascii=False)))
             relations.extend((body["_id"], attribute, to_id, json.dumps(tags)) for attribute, to_id, tags in relation_refs(body))
         with self.write() as conn:
-            conn.executemany("INSERT OR REPLACE INTO entities (id, schema, title, created_at, updated_at, deleted_at, body) VALUES (?,?,?,?,?,?,?)", rows)
+            conn.executemany(
+                INSERT_ENTITY,
+                rows,
+            )
             conn.executemany("INSERT OR REPLACE INTO relations (from_id, attribute, to_id, tags) VALUES (?,?,?,?)", relations)
         return len(rows)
 
@@ -182,10 +198,10 @@ class SandboxStore:
                limit: int, offset: int) -> tuple[int, list[sqlite3.Row]]:
         """(hits of the query, one page of rows) for a SQL condition built by the query module."""
         conn = self.conn
-        total = conn.execute(f"SELECT COUNT(*) FROM entities WHERE {where}", params).fetchone()[0]  # noqa: S608
+        total = conn.execute(f"SELECT COUNT(*) FROM entities WHERE {where}", params).fetchone()[0]
         condition = f"({where}) AND {after}" if after else where
         rows = conn.execute(
-            f"SELECT id, schema, title, created_at, updated_at, deleted_at, body FROM entities WHERE {condition} "  # noqa: S608
+            f"SELECT id, schema, title, created_at, updated_at, deleted_at, body FROM entities WHERE {condition} "
             f"ORDER BY {order_by} LIMIT ? OFFSET ?",
             [*params, *after_params, limit, offset],
         ).fetchall()
@@ -222,8 +238,10 @@ class SandboxStore:
                 conditions.append("l.schema = ?")
                 params.append(schema)
             rows = self.conn.execute(
-                "SELECT DISTINCT d.body, d.seq FROM documents d JOIN document_links l ON l.kind = d.kind AND l.document_id = d.id "
-                f"WHERE {' AND '.join(conditions)} ORDER BY d.seq", params,  # noqa: S608
+                "SELECT DISTINCT d.body, d.seq FROM documents d "
+                "JOIN document_links l ON l.kind = d.kind AND l.document_id = d.id "
+                f"WHERE {' AND '.join(conditions)} ORDER BY d.seq",
+                params,
             ).fetchall()
         else:
             rows = self.conn.execute("SELECT body FROM documents WHERE kind = ? ORDER BY seq", (kind,)).fetchall()

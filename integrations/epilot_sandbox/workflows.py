@@ -51,7 +51,9 @@ class WorkflowHandlers:
         if definition is None:
             raise HTTPError(400, f"Invalid workflowId: definition {workflow_id} not found", style="workflow")
         contexts = data.get("contexts") or []
-        if not isinstance(contexts, list) or not all(isinstance(c, Mapping) and c.get("id") and c.get("schema") and "title" in c for c in contexts):
+        if not isinstance(contexts, list) or not all(
+            isinstance(c, Mapping) and c.get("id") and c.get("schema") and "title" in c for c in contexts
+        ):
             raise HTTPError(400, "each context needs id, schema and title", style="workflow")
         trigger = data.get("trigger", "MANUAL")
         if trigger not in ("MANUAL", "AUTOMATIC"):
@@ -127,9 +129,14 @@ class WorkflowHandlers:
         definition_id = execution.get("flow_template_id") if v2 else execution.get("definitionId")
         current = _current_v2(execution) if v2 else _current_v1(execution)
         summary = {
-            "id": execution["id"], "definition_id": definition_id, "name": execution.get("name"), "status": execution.get("status"),
-            "task_id": current[1]["id"] if current[1] else None, "task_name": current[1]["name"] if current[1] else None,
-            "phase_id": current[0]["id"] if current[0] else None, "phase_name": current[0]["name"] if current[0] else None,
+            "id": execution["id"],
+            "definition_id": definition_id,
+            "name": execution.get("name"),
+            "status": execution.get("status"),
+            "task_id": current[1]["id"] if current[1] else None,
+            "task_name": current[1]["name"] if current[1] else None,
+            "phase_id": current[0]["id"] if current[0] else None,
+            "phase_name": current[0]["name"] if current[0] else None,
         }
         for ctx in contexts:
             entity_id = str(ctx.get("id") or ctx.get("entity_id"))
@@ -137,7 +144,9 @@ class WorkflowHandlers:
             if entity is None:
                 continue
             workflows = entity.get("workflows") if isinstance(entity.get("workflows"), dict) else {}
-            runs = [run for run in workflows.get(definition_id, []) if isinstance(run, Mapping) and run.get("id") != execution["id"]]
+            runs = [
+                run for run in workflows.get(definition_id, []) if isinstance(run, Mapping) and run.get("id") != execution["id"]
+            ]
             if not removed:
                 runs.append(summary)
             workflows = {key: value for key, value in workflows.items() if key != "primary"}
@@ -197,7 +206,9 @@ class WorkflowHandlers:
             execution = self.store.get_document("flow_execution", execution_id)
             if execution is None:
                 raise HTTPError(404, "Not Found", style="workflow")
-            execution.update({k: v for k, v in changes.items() if k in ("status", "assigned_to", "closing_reason", "due_date", "contexts")})
+            execution.update(
+                {k: v for k, v in changes.items() if k in ("status", "assigned_to", "closing_reason", "due_date", "contexts")}
+            )
             execution["updated_at"] = now_ms()
             if changes.get("status") == "CLOSED":
                 execution.setdefault("analytics", {})["closed_at"] = execution["updated_at"]
@@ -323,24 +334,58 @@ def _execution_from_definition(definition: Mapping[str, Any], contexts: list[Any
     return execution
 
 
-def _flow_execution_from_template(template: Mapping[str, Any], contexts: list[Any], trigger: Mapping[str, Any], org_id: str) -> dict[str, Any]:
+def _flow_execution_from_template(
+    template: Mapping[str, Any], contexts: list[Any], trigger: Mapping[str, Any], org_id: str
+) -> dict[str, Any]:
     stamp = now_ms()
     phase_ids = {phase["id"]: short_id(8) for phase in template.get("phases", [])}
     task_ids = {task["id"]: short_id(8) for task in template.get("tasks", [])}
     phases = [{"id": phase_ids[p["id"]], "template_id": p["id"], "name": p.get("name", ""), "status": "OPEN", "updated_at": stamp}
               for p in template.get("phases", [])]
-    tasks = [{"id": task_ids[t["id"]], "template_id": t["id"], "name": t.get("name", ""), "task_type": t.get("task_type", "MANUAL"),
-              "status": "PENDING", "analytics": {}, "enabled": True, "created_at": stamp, "updated_at": stamp,
-              **({"phase_id": phase_ids[t["phase_id"]]} if t.get("phase_id") in phase_ids else {})}
-             for t in template.get("tasks", [])]
-    edges = [{"id": e["id"], "from_id": task_ids.get(e["from_id"], e["from_id"]), "to_id": task_ids.get(e.get("to_id"), e.get("to_id"))}
-             for e in template.get("edges", []) if e.get("to_id")]
+    tasks = [
+        {
+            "id": task_ids[t["id"]],
+            "template_id": t["id"],
+            "name": t.get("name", ""),
+            "task_type": t.get("task_type", "MANUAL"),
+            "status": "PENDING",
+            "analytics": {},
+            "enabled": True,
+            "created_at": stamp,
+            "updated_at": stamp,
+            **({"phase_id": phase_ids[t["phase_id"]]} if t.get("phase_id") in phase_ids else {}),
+        }
+        for t in template.get("tasks", [])
+    ]
+    edges = [
+        {
+            "id": e["id"],
+            "from_id": task_ids.get(e["from_id"], e["from_id"]),
+            "to_id": task_ids.get(e.get("to_id"), e.get("to_id")),
+        }
+        for e in template.get("edges", [])
+        if e.get("to_id")
+    ]
     return {
-        "id": short_id(12), "flow_template_id": template["id"], "org_id": org_id, "name": template.get("name", ""),
-        "created_at": stamp, "updated_at": stamp, "status": "STARTED", "trigger": {"type": trigger.get("type", "MANUAL")},
-        "analytics": {"started_at": stamp}, "contexts": [
-            {"entity_id": str(c["entity_id"]), "entity_schema": str(c["entity_schema"]), "is_primary": bool(c.get("is_primary", False))}
-            for c in contexts],
+        "id": short_id(12),
+        "flow_template_id": template["id"],
+        "org_id": org_id,
+        "name": template.get("name", ""),
+        "created_at": stamp,
+        "updated_at": stamp,
+        "status": "STARTED",
+        "trigger": {"type": trigger.get("type", "MANUAL")},
+        "analytics": {"started_at": stamp},
+        "contexts": [
+            {
+                "entity_id": str(c["entity_id"]),
+                "entity_schema": str(c["entity_schema"]),
+                "is_primary": bool(c.get("is_primary", False)),
+            }
+            for c in contexts
+        ],
         "crt_tasks": [{"id": tasks[0]["id"], "crt_since": stamp}] if tasks else [],
-        "phases": phases, "tasks": tasks, "edges": edges,
+        "phases": phases,
+        "tasks": tasks,
+        "edges": edges,
     }

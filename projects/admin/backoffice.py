@@ -10,15 +10,13 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from projects import models
+from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, portal_link
 from projects.forms import AutomationRuleForm
+from projects.selectors import automation_owning_trigger
 from projects.services.automations import AUSBAU_FLOW_NAME, automation_provision
 from projects.services.conversion import opportunity_convert
 from projects.services.errors import ServiceError
 from projects.templatetags.backoffice import badge
-
-
-from projects.selectors import automation_owning_trigger
-from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, portal_link
 
 
 @admin.register(models.EpilotWrite)
@@ -52,9 +50,25 @@ class ConversionAdmin(ReadOnlyAdmin):
     search_fields = ["opportunity__title", "order_title", "order_epilot_id", "key"]
     actions = ["resume_action"]
     inlines = [ConversionWriteInline]
-    readonly_fields = ["opportunity", "order_link", "key", "definition", "resume_link", "source_status", "target_status", "order_title",
-                       "amount_total", "currency", "step", "status", "error", "execution_epilot_id", "requested_by", "created_at",
-                       "updated_at"]
+    readonly_fields = [
+        "opportunity",
+        "order_link",
+        "key",
+        "definition",
+        "resume_link",
+        "source_status",
+        "target_status",
+        "order_title",
+        "amount_total",
+        "currency",
+        "step",
+        "status",
+        "error",
+        "execution_epilot_id",
+        "requested_by",
+        "created_at",
+        "updated_at",
+    ]
     exclude = ["claimed_until", "order_epilot_id"]
 
     @admin.display(description="Status", ordering="status")
@@ -113,7 +127,9 @@ class AutomationRuleAdmin(admin.ModelAdmin):
         failed = models.WorkflowStart.objects.filter(actor=f"rule:{obj.pk}", status=models.WorkflowStart.Status.FAILED).count()
         if not failed:
             return "0"
-        url = reverse("admin:projects_workflowstart_changelist") + "?" + urlencode({"actor": f"rule:{obj.pk}", "status": "failed"})
+        url = (
+            reverse("admin:projects_workflowstart_changelist") + "?" + urlencode({"actor": f"rule:{obj.pk}", "status": "failed"})
+        )
         return format_html('<a href="{}">{}</a> {}', url, failed, badge("failed", "wird bei der nächsten Änderung wiederholt"))
 
 
@@ -130,14 +146,16 @@ class ProvisionedAutomationAdmin(ReadOnlyAdmin):
     def has_provision_automation_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("projects.provision_automation")
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):  # noqa: ANN201 - Django's signature
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         extra_context = {**(extra_context or {}), "can_provision": self.has_provision_automation_permission(request),
                          "flow_name": AUSBAU_FLOW_NAME}
         return super().changelist_view(request, extra_context)
 
-    def get_urls(self):  # noqa: ANN201 - Django's signature
-        return [path("provision/", self.admin_site.admin_view(self.provision_view), name="projects_provisionedautomation_provision"),
-                *super().get_urls()]
+    def get_urls(self):
+        return [
+            path("provision/", self.admin_site.admin_view(self.provision_view), name="projects_provisionedautomation_provision"),
+            *super().get_urls(),
+        ]
 
     def provision_view(self, request: HttpRequest) -> HttpResponseRedirect:
         if request.method == "POST" and self.has_provision_automation_permission(request):

@@ -22,7 +22,10 @@ def audit_link(epilot_id: str) -> str:
 
 
 def schema_of(obj: Any) -> str:
-    return getattr(obj, "schema", None) or {"contact": "contact", "opportunity": "opportunity", "order": "order"}[obj._meta.model_name]
+    return (
+        getattr(obj, "schema", None)
+        or {"contact": "contact", "opportunity": "opportunity", "order": "order"}[obj._meta.model_name]
+    )
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

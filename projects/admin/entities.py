@@ -12,18 +12,16 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from projects import models
+from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, audit_link, portal_link, schema_of
 from projects.formatting import format_amount, portal_url
 from projects.forms import KNOWN_OPPORTUNITY_STATUSES, ConvertForm, StartWorkflowForm, StatusForm
+from projects.selectors import running_workflows_by_entity
 from projects.services.conversion import conversion_preview, opportunity_convert
 from projects.services.errors import ServiceError, StatusConflict
 from projects.services.status import opportunity_set_status
 from projects.services.workflows import workflow_start, workflow_start_many
 from projects.templatetags.backoffice import badge
 from projects.validation import parse_id, parse_id_list
-
-
-from projects.selectors import running_workflows_by_entity
-from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, audit_link, portal_link, schema_of
 
 
 class ExecutionInline(ReadOnlyInline):
@@ -81,8 +79,11 @@ class MirroredAdmin(ReadOnlyAdmin):
         return [f.name for f in self.model._meta.fields if f.name not in ("id", "payload")] + ["links", "payload_pretty"]
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list:
-        technical = [name for name in self.get_readonly_fields(request, obj)
-                     if name.endswith("epilot_id") or name.startswith("epilot_") or name in ("synced_at", "payload_pretty", "tags")]
+        technical = [
+            name
+            for name in self.get_readonly_fields(request, obj)
+            if name.endswith("epilot_id") or name.startswith("epilot_") or name in ("synced_at", "payload_pretty", "tags")
+        ]
         main = [name for name in self.get_readonly_fields(request, obj) if name not in technical]
         return [(None, {"fields": main}), ("Technische Details aus epilot", {"classes": ["collapse"], "fields": technical})]
 
@@ -118,7 +119,7 @@ class MirroredAdmin(ReadOnlyAdmin):
         ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
         return HttpResponseRedirect(reverse(f"admin:projects_{self.model._meta.model_name}_start_workflow") + f"?ids={ids}")
 
-    def get_urls(self):  # noqa: ANN201 - Django's signature
+    def get_urls(self):
         name = self.model._meta.model_name
         return [
             path("start-workflow/", self.admin_site.admin_view(self.start_workflow_view), name=f"projects_{name}_start_workflow"),
@@ -129,7 +130,9 @@ class MirroredAdmin(ReadOnlyAdmin):
     def extra_urls(self) -> list:
         return []
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
         extra_context = {**(extra_context or {}), "entity_buttons": self.entity_buttons(request, object_id)}
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -162,8 +165,11 @@ class MirroredAdmin(ReadOnlyAdmin):
                 except ServiceError as exc:
                     self.message_user(request, exc.message, messages.ERROR)
                 else:
-                    self.message_user(request, f"'{definition.name}' auf '{entity.title}' gestartet (Ausführung {start.execution_epilot_id}).",
-                                      messages.SUCCESS)
+                    self.message_user(
+                        request,
+                        f"'{definition.name}' auf '{entity.title}' gestartet (Ausführung {start.execution_epilot_id}).",
+                        messages.SUCCESS,
+                    )
                     return HttpResponseRedirect(reverse(f"admin:projects_{self.model._meta.model_name}_change", args=[entity.pk]))
             else:
                 try:
@@ -172,7 +178,9 @@ class MirroredAdmin(ReadOnlyAdmin):
                 except ServiceError as exc:
                     self.message_user(request, exc.message, messages.ERROR)
                 else:
-                    self.message_user(request, f"{len(entities)} Starts eingeplant; der Fortschritt steht unten.", messages.SUCCESS)
+                    self.message_user(
+                        request, f"{len(entities)} Starts eingeplant; der Fortschritt steht unten.", messages.SUCCESS
+                    )
                     return HttpResponseRedirect(reverse("admin:projects_workflowstartjob_change", args=[job.pk]))
         running = running_workflows_by_entity([e.epilot_id for e in entities])
         context = {
@@ -284,9 +292,13 @@ class OpportunityAdmin(MirroredAdmin):
         form = ConvertForm(request.POST or None, initial=initial)
         if request.method == "POST" and form.is_valid():
             try:
-                conversion = opportunity_convert(opportunity=opportunity, definition=form.cleaned_data["definition"],
-                                                 amount_total=form.amount_cents(), target_status=form.cleaned_data["target_status"],
-                                                 user=request.user)
+                conversion = opportunity_convert(
+                    opportunity=opportunity,
+                    definition=form.cleaned_data["definition"],
+                    amount_total=form.amount_cents(),
+                    target_status=form.cleaned_data["target_status"],
+                    user=request.user,
+                )
             except ServiceError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
                 existing = models.Conversion.objects.filter(opportunity=opportunity).first()
@@ -349,7 +361,16 @@ class GenericEntityAdmin(MirroredAdmin):
 
 @admin.register(models.AusbauProject)
 class AusbauProjectAdmin(ReadOnlyAdmin):
-    list_display = ["title", "phase_badge", "progress", "current_section", "current_step", "budget", "has_running_workflow", "updated_at"]
+    list_display = [
+        "title",
+        "phase_badge",
+        "progress",
+        "current_section",
+        "current_step",
+        "budget",
+        "has_running_workflow",
+        "updated_at",
+    ]
     list_filter = ["phase", "has_running_workflow"]
     search_fields = ["title", "opportunity__street", "opportunity__city"]
     date_hierarchy = "updated_at"
@@ -361,4 +382,6 @@ class AusbauProjectAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Fortschritt", ordering="progress_percent")
     def progress(self, obj: models.AusbauProject) -> str:
-        return format_html('<progress max="100" value="{}" style="width:80px"></progress> {} %', obj.progress_percent, obj.progress_percent)
+        return format_html(
+            '<progress max="100" value="{}" style="width:80px"></progress> {} %', obj.progress_percent, obj.progress_percent
+        )

@@ -13,11 +13,9 @@ from django_celery_beat.models import PeriodicTask
 from kombu import exceptions as kombu_exceptions
 
 from projects import models
+from projects.admin.base import ReadOnlyAdmin
 from projects.services.sync import sync_enqueue
 from projects.templatetags.backoffice import badge
-
-
-from projects.admin.base import ReadOnlyAdmin
 
 
 @admin.register(models.QuarantinedEntity)
@@ -37,7 +35,18 @@ class SyncStateAdmin(ReadOnlyAdmin):
 
 @admin.register(models.SyncRun)
 class SyncRunAdmin(ReadOnlyAdmin):
-    list_display = ["started_at", "trigger", "status_badge", "created", "updated", "deleted", "quarantined", "pages", "duration", "error"]
+    list_display = [
+        "started_at",
+        "trigger",
+        "status_badge",
+        "created",
+        "updated",
+        "deleted",
+        "quarantined",
+        "pages",
+        "duration",
+        "error",
+    ]
     list_filter = ["status", "trigger"]
     date_hierarchy = "started_at"
     change_list_template = "admin/projects/syncrun/change_list.html"
@@ -50,12 +59,15 @@ class SyncRunAdmin(ReadOnlyAdmin):
     def duration(self, obj: models.SyncRun) -> str:
         return f"{obj.duration_seconds:.1f} s" if obj.duration_seconds is not None else "–"
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):  # noqa: ANN201 - Django's signature
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         extra_context = {**(extra_context or {}), "can_run_sync": request.user.has_perm("projects.run_sync")}
         return super().changelist_view(request, extra_context)
 
-    def get_urls(self):  # noqa: ANN201 - Django's signature
-        return [path("sync-now/", self.admin_site.admin_view(self.sync_now), name="projects_syncrun_sync_now"), *super().get_urls()]
+    def get_urls(self):
+        return [
+            path("sync-now/", self.admin_site.admin_view(self.sync_now), name="projects_syncrun_sync_now"),
+            *super().get_urls(),
+        ]
 
     def sync_now(self, request: HttpRequest) -> HttpResponseRedirect:
         if request.method != "POST" or not request.user.has_perm("projects.run_sync"):

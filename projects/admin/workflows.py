@@ -1,19 +1,16 @@
 """Workflow definitions, executions and the starts made from here (single and as jobs)."""
 from __future__ import annotations
 
-
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils.html import format_html, format_html_join
 
 from projects import models
+from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, portal_link
+from projects.selectors import job_progress
 from projects.templatetags.backoffice import badge
 from projects.validation import parse_id
-
-
-from projects.selectors import job_progress
-from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, portal_link
 
 
 @admin.register(models.WorkflowDefinition)
@@ -74,7 +71,9 @@ class WorkflowStartJobAdmin(ReadOnlyAdmin):
     inlines = [JobItemInline]
     change_form_template = "admin/projects/workflowstartjob/change_form.html"
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
         job = get_object_or_404(models.WorkflowStartJob, pk=parse_id(object_id))
         progress = job_progress(job)
         extra_context = {**(extra_context or {}), "job": job, "counts": progress.counts, "total": progress.total,
@@ -84,6 +83,15 @@ class WorkflowStartJobAdmin(ReadOnlyAdmin):
 
 @admin.register(models.WorkflowStart)
 class WorkflowStartAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "definition", "entity_schema", "entity_title", "status", "actor", "execution_epilot_id", "error"]
+    list_display = [
+        "created_at",
+        "definition",
+        "entity_schema",
+        "entity_title",
+        "status",
+        "actor",
+        "execution_epilot_id",
+        "error",
+    ]
     list_filter = ["status", "entity_schema", "actor"]
     search_fields = ["entity_epilot_id", "entity_title", "execution_epilot_id"]

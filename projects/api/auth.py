@@ -1,9 +1,8 @@
 """Authentication, scopes and throttling of API clients."""
 from __future__ import annotations
 
-from typing import Any
-
 import time
+from typing import Any
 
 from django.core.cache import cache
 from drf_spectacular.extensions import OpenApiAuthenticationExtension

@@ -5,8 +5,8 @@ import datetime as dt
 
 import django_filters
 from django.db.models import QuerySet
-from rest_framework.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema_field
+from rest_framework.exceptions import ValidationError
 
 from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
 
@@ -19,7 +19,7 @@ class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
     def filter(self, qs: QuerySet, value: dt.datetime | None) -> QuerySet:
         if value is not None:
             try:
-                value = value.astimezone(dt.timezone.utc)
+                value = value.astimezone(dt.UTC)
             except (OverflowError, ValueError):
                 parameter = next(name for name, known in self.parent.filters.items() if known is self)
                 raise ValidationError({parameter: ["Date out of range."]}) from None

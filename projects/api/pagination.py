@@ -4,7 +4,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.core.exceptions import FieldDoesNotExist, ValidationError as DjangoValidationError
+from django.core.exceptions import FieldDoesNotExist
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from django.db.models import QuerySet
 from rest_framework.exceptions import NotFound, ValidationError
@@ -73,7 +74,7 @@ class StableCursorPagination(CursorPagination):
             return False
         if isinstance(value, dt.datetime):
             try:
-                value.astimezone(dt.timezone.utc)
+                value.astimezone(dt.UTC)
             except (OverflowError, ValueError):
                 return False
         return "\x00" not in position

@@ -29,9 +29,26 @@ class WorkflowExecutionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = WorkflowExecution
-        fields = ["id", "epilot_id", "engine", "name", "definition_epilot_id", "entity_schema", "entity_epilot_id", "entity_portal_url",
-                  "status", "current_section", "current_step", "completed_steps", "total_steps", "progress_percent", "steps",
-                  "started_at", "completed_at", "synced_at"]
+        fields = [
+            "id",
+            "epilot_id",
+            "engine",
+            "name",
+            "definition_epilot_id",
+            "entity_schema",
+            "entity_epilot_id",
+            "entity_portal_url",
+            "status",
+            "current_section",
+            "current_step",
+            "completed_steps",
+            "total_steps",
+            "progress_percent",
+            "steps",
+            "started_at",
+            "completed_at",
+            "synced_at",
+        ]
 
     @extend_schema_field(StepSerializer(many=True))
     def get_steps(self, obj: WorkflowExecution) -> list[dict[str, Any]]:
@@ -125,12 +142,19 @@ class FastProjectListSerializer(ProjectListSerializer):
         epilot_id = row["opportunity__epilot_id"]
         place = f"{row['opportunity__postal_code']} {row['opportunity__city']}".strip()
         return {
-            "id": row["id"], "epilot_id": epilot_id, "title": row["title"], "phase": row["phase"],
-            "progress_percent": row["progress_percent"], "current_section": row["current_section"], "current_step": row["current_step"],
-            "budget": None if row["budget"] is None else f"{row['budget']:.2f}", "has_running_workflow": row["has_running_workflow"],
+            "id": row["id"],
+            "epilot_id": epilot_id,
+            "title": row["title"],
+            "phase": row["phase"],
+            "progress_percent": row["progress_percent"],
+            "current_section": row["current_section"],
+            "current_step": row["current_step"],
+            "budget": None if row["budget"] is None else f"{row['budget']:.2f}",
+            "has_running_workflow": row["has_running_workflow"],
             "opportunity_status": row["opportunity__status"],
             "address": ", ".join(part for part in (row["opportunity__street"], place) if part),
-            "tags": list(row["opportunity__tags"] or []), "portal_url": portal_url("opportunity", epilot_id),
+            "tags": list(row["opportunity__tags"] or []),
+            "portal_url": portal_url("opportunity", epilot_id),
             "updated_at": row["updated_at"].astimezone(LOCAL_TIME).isoformat(),
         }
 
@@ -150,7 +174,9 @@ class ProjectDetailSerializer(ProjectListSerializer):
 
     @extend_schema_field(WorkflowExecutionSerializer(many=True))
     def get_workflow_executions(self, obj: AusbauProject) -> list[dict[str, Any]]:
-        executions = list(obj.opportunity.executions.all()) + [e for order in obj.opportunity.orders.all() for e in order.executions.all()]
+        executions = list(obj.opportunity.executions.all()) + [
+            e for order in obj.opportunity.orders.all() for e in order.executions.all()
+        ]
         executions.sort(key=lambda e: (e.started_at is None, e.started_at), reverse=True)
         return WorkflowExecutionSerializer(executions, many=True).data
 

@@ -21,10 +21,9 @@ from projects.api import serializers as s
 from projects.api.filters import OpportunityFilter, OrderFilter, ProjectFilter, WorkflowExecutionFilter
 from projects.models import AusbauProject, Opportunity, Order, WorkflowDefinition, WorkflowExecution
 from projects.selectors import definition_by_epilot_id
-from projects.validation import parse_id
 from projects.services.conversion import opportunity_convert
 from projects.services.workflows import project_workflow_target, workflow_start
-
+from projects.validation import parse_id
 
 
 class StrictOrderingFilter(filters.OrderingFilter):
@@ -69,9 +68,14 @@ class MirrorViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List Ausbau projects", responses={200: s.ProjectListSerializer(many=True)},
-                       description="Cursor-paginated; the default order by id walks every project once even while data changes."),
-    retrieve=extend_schema(summary="One project with opportunity, orders and workflows", responses={200: s.ProjectDetailSerializer}),
+    list=extend_schema(
+        summary="List Ausbau projects",
+        responses={200: s.ProjectListSerializer(many=True)},
+        description="Cursor-paginated; the default order by id walks every project once even while data changes.",
+    ),
+    retrieve=extend_schema(
+        summary="One project with opportunity, orders and workflows", responses={200: s.ProjectDetailSerializer}
+    ),
 )
 class ProjectViewSet(MirrorViewSet):
     """Ausbau projects: one per opportunity in scope, with phase and workflow progress."""
@@ -146,8 +150,12 @@ class ProjectViewSet(MirrorViewSet):
         payload = s.ConvertInput(data=request.data)
         payload.is_valid(raise_exception=True)
         definition = self._definition(payload.validated_data.get("definition") or settings.DEFAULT_WORKFLOW_DEFINITION)
-        conversion = opportunity_convert(opportunity=project.opportunity, definition=definition,
-                                         amount_total=payload.validated_data.get("amount_total"), actor=f"api:{request.auth.name}")
+        conversion = opportunity_convert(
+            opportunity=project.opportunity,
+            definition=definition,
+            amount_total=payload.validated_data.get("amount_total"),
+            actor=f"api:{request.auth.name}",
+        )
         return Response({"status": conversion.status, "execution_epilot_id": conversion.execution_epilot_id,
                          "order_epilot_id": conversion.order_epilot_id, "message": f"Converted into '{conversion.order_title}'."},
                         status=status.HTTP_201_CREATED)

@@ -7,8 +7,8 @@ import hmac
 import secrets
 import time
 
-from django.utils.translation import gettext as _
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from projects.models import ApiClient
 from projects.services.errors import NotAllowed
@@ -53,7 +53,10 @@ def api_client_create(*, name: str, scopes: list[str], throttle_rate: str = "120
     """
     unknown = sorted(set(scopes) - set(ApiClient.Scope.values))
     if unknown or not scopes:
-        raise NotAllowed(_("Unknown or missing scopes %(unknown)s; use %(known)s.") % {"unknown": unknown, "known": ", ".join(ApiClient.Scope.values)})
+        raise NotAllowed(
+            _("Unknown or missing scopes %(unknown)s; use %(known)s.")
+            % {"unknown": unknown, "known": ", ".join(ApiClient.Scope.values)}
+        )
     try:
         parse_throttle_rate(throttle_rate)
     except ValueError:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.utils.translation import gettext as _
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
-from integrations.epilot import EpilotClient, EpilotError
 from integrations.connection import get_epilot_client
+from integrations.epilot import EpilotClient, EpilotError
 from projects.models import EpilotWrite, ProvisionedAutomation
 from projects.selectors import rule_owning_trigger
 from projects.services.audit import audited_write
@@ -58,7 +58,11 @@ def automation_provision(*, user: Any = None, actor: str = "admin", definition_e
     body = ausbau_flow_body(definition_epilot_id=definition_epilot_id, email_template_id=settings.AUTOMATION_EMAIL_TEMPLATE_ID)
     try:
         existing = next((flow for flow in client.iter_flows(schema=TRIGGER["schema"]) if flow.name == AUSBAU_FLOW_NAME), None)
-        summary = {"flow_name": AUSBAU_FLOW_NAME, "target_workflow": definition_epilot_id, "replace": existing.id if existing else None}
+        summary = {
+            "flow_name": AUSBAU_FLOW_NAME,
+            "target_workflow": definition_epilot_id,
+            "replace": existing.id if existing else None,
+        }
         with audited_write(action=EpilotWrite.Action.PROVISION_AUTOMATION, target_schema="automation_flow",
                            target_epilot_id=existing.id if existing else "", summary=summary, user=user, actor=actor) as outcome:
             flow = client.put_flow(existing.id, body) if existing else client.create_flow(body)

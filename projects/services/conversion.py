@@ -14,17 +14,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.utils.translation import gettext as _
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
-from integrations.epilot import EpilotClient, EpilotConflictError, EpilotError, RelationItem
 from integrations.connection import get_epilot_client
+from integrations.epilot import EpilotClient, EpilotConflictError, EpilotError, RelationItem
 from projects.formatting import format_amount
 from projects.models import Conversion, EpilotWrite, Opportunity, WorkflowDefinition, WorkflowStart
-from projects.services.audit import audited_write, stored_user, record_refused_write
+from projects.services.audit import audited_write, record_refused_write, stored_user
 from projects.services.errors import Conflict, InProgress, NotAllowed, RemoteFailure, ServiceError
 from projects.services.mirror import mirror_entities
 from projects.services.rules import rules_evaluate_safely
@@ -151,9 +151,18 @@ def _run_steps(client: EpilotClient, conversion: Conversion, *, user: Any, actor
         _save(conversion, order_epilot_id=order_id, step=Conversion.Step.ORDER_CREATED)
     if conversion.step == Conversion.Step.ORDER_CREATED:
         summary = {"attribute": "items", "order": conversion.order_epilot_id}
-        with audited_write(action=EpilotWrite.Action.LINK_ORDER, target_schema="opportunity", target_epilot_id=opportunity.epilot_id,
-                           summary=summary, user=user, actor=actor, conversion=conversion):
-            client.add_relations("opportunity", opportunity.epilot_id, [RelationItem(entity_id=conversion.order_epilot_id, attribute="items")])
+        with audited_write(
+            action=EpilotWrite.Action.LINK_ORDER,
+            target_schema="opportunity",
+            target_epilot_id=opportunity.epilot_id,
+            summary=summary,
+            user=user,
+            actor=actor,
+            conversion=conversion,
+        ):
+            client.add_relations(
+                "opportunity", opportunity.epilot_id, [RelationItem(entity_id=conversion.order_epilot_id, attribute="items")]
+            )
         _save(conversion, step=Conversion.Step.LINKED)
     if conversion.step == Conversion.Step.LINKED:
         execution_id = _start_workflow(client, conversion, user=user, actor=actor) if conversion.definition else ""
@@ -216,16 +225,32 @@ def _close_opportunity(client: EpilotClient, conversion: Conversion, *, user: An
         if not conversion.source_status:  # recorded before this field existed: the first read is the reference
             _save(conversion, source_status=str(status or ""))
         if (status or "") != conversion.source_status:
-            reason = (_("The opportunity's status was changed to '%(status)s' meanwhile (before: '%(before)s'); '%(target)s' "
-                        "was not set.") % {"status": status, "before": conversion.source_status, "target": conversion.target_status})
-            record_refused_write(action=EpilotWrite.Action.CLOSE_OPPORTUNITY, target_schema="opportunity",
-                                 target_epilot_id=opportunity.epilot_id, reason=reason, user=user, actor=actor, conversion=conversion,
-                                 summary={"status": conversion.target_status, "expected": conversion.source_status, "found": status})
+            reason = _(
+                "The opportunity's status was changed to '%(status)s' meanwhile (before: '%(before)s'); '%(target)s' "
+                "was not set."
+            ) % {"status": status, "before": conversion.source_status, "target": conversion.target_status}
+            record_refused_write(
+                action=EpilotWrite.Action.CLOSE_OPPORTUNITY,
+                target_schema="opportunity",
+                target_epilot_id=opportunity.epilot_id,
+                reason=reason,
+                user=user,
+                actor=actor,
+                conversion=conversion,
+                summary={"status": conversion.target_status, "expected": conversion.source_status, "found": status},
+            )
             raise Conflict(reason)
         summary = {"status": conversion.target_status, "_updated_at": current.data.get("_updated_at")}
         try:
-            with audited_write(action=EpilotWrite.Action.CLOSE_OPPORTUNITY, target_schema="opportunity",
-                               target_epilot_id=opportunity.epilot_id, summary=summary, user=user, actor=actor, conversion=conversion):
+            with audited_write(
+                action=EpilotWrite.Action.CLOSE_OPPORTUNITY,
+                target_schema="opportunity",
+                target_epilot_id=opportunity.epilot_id,
+                summary=summary,
+                user=user,
+                actor=actor,
+                conversion=conversion,
+            ):
                 client.patch_entity("opportunity", opportunity.epilot_id, {"status": conversion.target_status},
                                     updated_at=current.data.get("_updated_at"))
             return

@@ -32,8 +32,10 @@ class StatusConflict(ServiceError):
     """epilot holds a newer version than the one staff edited."""
 
     def __init__(self, *, ours: str, theirs: str, theirs_updated_at: str) -> None:
-        super().__init__(_("The status was changed in epilot meanwhile (now: '%(theirs)s'); your change ('%(ours)s') was not saved.")
-                         % {"theirs": theirs, "ours": ours})
+        super().__init__(
+            _("The status was changed in epilot meanwhile (now: '%(theirs)s'); your change ('%(ours)s') was not saved.")
+            % {"theirs": theirs, "ours": ours}
+        )
         self.ours = ours
         self.theirs = theirs
         self.theirs_updated_at = theirs_updated_at

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from django.db import connection
 
 from config.celery import app
-
 from projects.selectors import SchemaHealth, sync_health
 
 
@@ -32,10 +31,22 @@ class HealthReport:
         """The report as JSON; without `details` a failed check says only that it failed (no driver or host text)."""
         return {
             "status": "ok" if self.ok else "fail",
-            "checks": {check.name: {"ok": check.ok, "detail": check.detail if details or check.ok else "unavailable",
-                                    "ms": round(check.milliseconds, 1)} for check in self.checks},
-            "sync": {schema.schema: {"ok": schema.healthy, "last_success_at": schema.last_success_at.isoformat() if schema.last_success_at else None,
-                                     "age_minutes": schema.age_minutes} for schema in self.schemas},
+            "checks": {
+                check.name: {
+                    "ok": check.ok,
+                    "detail": check.detail if details or check.ok else "unavailable",
+                    "ms": round(check.milliseconds, 1),
+                }
+                for check in self.checks
+            },
+            "sync": {
+                schema.schema: {
+                    "ok": schema.healthy,
+                    "last_success_at": schema.last_success_at.isoformat() if schema.last_success_at else None,
+                    "age_minutes": schema.age_minutes,
+                }
+                for schema in self.schemas
+            },
         }
 
 

@@ -1,6 +1,7 @@
 """The single-flight lock of the sync: one lease per schema in `SyncState`, kept alive by a heartbeat."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -25,10 +26,8 @@ def lease_seconds() -> int:
 
 def acquire_lock(schema: str, owner: str) -> bool:
     """Take the schema's lock unless a live holder has it; an expired holder (a crashed run) loses it."""
-    try:
+    with contextlib.suppress(IntegrityError):  # created by a concurrent run a moment ago
         SyncState.objects.get_or_create(schema=schema)
-    except IntegrityError:
-        pass  # created by a concurrent run a moment ago
     now = timezone.now()
     previous = SyncState.objects.filter(schema=schema).values_list("lock_owner", flat=True).first()
     taken = SyncState.objects.filter(schema=schema).filter(Q(lock_owner="") | Q(lock_expires_at__lt=now)).update(

@@ -17,16 +17,26 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from integrations.connection import get_epilot_client
-from integrations.epilot import Entity, EpilotClient, MalformedEntity, WorkflowExecution as RemoteExecution
+from integrations.epilot import Entity, EpilotClient, MalformedEntity
+from integrations.epilot import WorkflowExecution as RemoteExecution
 from integrations.epilot.types import relation_ids
-from projects.models import Contact, Opportunity, Order, QuarantinedEntity, SyncRun, SyncState, WorkflowDefinition, WorkflowExecution
+from projects.models import (
+    Contact,
+    Opportunity,
+    Order,
+    QuarantinedEntity,
+    SyncRun,
+    SyncState,
+    WorkflowDefinition,
+    WorkflowExecution,
+)
 from projects.schemas import CORE_SCHEMAS, model_for, validate_schemas
 from projects.services.bulk import bulk_upsert
 from projects.services.projects import projects_refresh
 from projects.services.rows import (
     COMMON_FIELDS,
-    EXTRA_FIELDS,
     ESCAPED_NUL,
+    EXTRA_FIELDS,
     MAX_PAYLOAD_BYTES,
     QuarantineReason,
     check_fits,
@@ -121,8 +131,11 @@ def store_page(schema: str, items: list[Entity | MalformedEntity], counts: Mirro
         for row in changed.values():
             row["schema"] = schema
     refused = write_isolating_failures(
-        lambda batch: bulk_upsert(model, batch, unique_field="epilot_id", update_fields=update_fields, newer_by="epilot_updated_at"),
-        [{"epilot_id": epilot_id, **row} for epilot_id, row in changed.items()])
+        lambda batch: bulk_upsert(
+            model, batch, unique_field="epilot_id", update_fields=update_fields, newer_by="epilot_updated_at"
+        ),
+        [{"epilot_id": epilot_id, **row} for epilot_id, row in changed.items()],
+    )
     for row, reason in refused:
         changed.pop(row["epilot_id"])
         rows.pop(row["epilot_id"])
@@ -142,11 +155,17 @@ def store_page(schema: str, items: list[Entity | MalformedEntity], counts: Mirro
         counts.touched_orders.update(changed)
     if rows:
         QuarantinedEntity.objects.filter(schema=schema, epilot_id__in=list(rows)).delete()  # repaired in epilot
-    counts.quarantined += sum(quarantine(schema, epilot_id, reason, payload, run, now) for epilot_id, reason, payload in quarantined)
+    counts.quarantined += sum(
+        quarantine(schema, epilot_id, reason, payload, run, now) for epilot_id, reason, payload in quarantined
+    )
     max_id = SyncState._meta.get_field("watermark_id").max_length
     last = max((item for item in items if isinstance(item, Entity) and item.updated_at and len(item.id) <= max_id),
                key=lambda e: (e.updated_at, e.id), default=None)
-    if state is not None and last and (not state.watermark_updated_at or (last.updated_at, last.id) > (state.watermark_updated_at, state.watermark_id)):
+    if (
+        state is not None
+        and last
+        and (not state.watermark_updated_at or (last.updated_at, last.id) > (state.watermark_updated_at, state.watermark_id))
+    ):
         state.watermark_updated_at, state.watermark_id = last.updated_at, last.id
         SyncState.objects.filter(pk=state.pk).update(watermark_updated_at=last.updated_at, watermark_id=last.id)
     return len(changed)
@@ -241,12 +260,20 @@ def resolve_relations() -> None:
         customer_id=Subquery(Contact.objects.filter(epilot_id=OuterRef("customer_epilot_id")).values("id")[:1]))
     Order.objects.exclude(opportunity_epilot_id="").filter(opportunity__isnull=True).update(
         opportunity_id=Subquery(Opportunity.objects.filter(epilot_id=OuterRef("opportunity_epilot_id")).values("id")[:1]))
-    for schema, field_name, model in (("opportunity", "opportunity", Opportunity), ("order", "order", Order), ("contact", "contact", Contact)):
+    for schema, field_name, model in (
+        ("opportunity", "opportunity", Opportunity),
+        ("order", "order", Order),
+        ("contact", "contact", Contact),
+    ):
         WorkflowExecution.objects.filter(entity_schema=schema, **{f"{field_name}__isnull": True}).update(
             **{f"{field_name}_id": Subquery(model.objects.filter(epilot_id=OuterRef("entity_epilot_id")).values("id")[:1])})
     WorkflowExecution.objects.filter(definition__isnull=True).update(
-        definition_id=Subquery(WorkflowDefinition.objects.filter(epilot_id=OuterRef("definition_epilot_id"), engine=OuterRef("engine"))
-                               .values("id")[:1]))
+        definition_id=Subquery(
+            WorkflowDefinition.objects.filter(epilot_id=OuterRef("definition_epilot_id"), engine=OuterRef("engine")).values("id")[
+                :1
+            ]
+        )
+    )
 
 
 def sync_definitions(client: EpilotClient) -> int:
@@ -302,7 +329,9 @@ EXECUTION_FIELDS = ["engine", "definition_epilot_id", "name", "entity_schema", "
                     "synced_at"]
 
 
-def store_executions(schema: str, entity_id: str, executions: list[RemoteExecution], *, read_at: dt.datetime | None = None) -> None:
+def store_executions(
+    schema: str, entity_id: str, executions: list[RemoteExecution], *, read_at: dt.datetime | None = None
+) -> None:
     """Bring the mirrored executions of one entity to what epilot returned when read at `read_at`.
 
     An older version never overwrites a newer one, and an execution another writer stored after
@@ -326,7 +355,9 @@ def store_executions(schema: str, entity_id: str, executions: list[RemoteExecuti
             continue
         rows.append(row)
     with transaction.atomic():
-        bulk_upsert(WorkflowExecution, rows, unique_field="epilot_id", update_fields=EXECUTION_FIELDS, newer_by="epilot_updated_at")
+        bulk_upsert(
+            WorkflowExecution, rows, unique_field="epilot_id", update_fields=EXECUTION_FIELDS, newer_by="epilot_updated_at"
+        )
         WorkflowExecution.objects.filter(entity_schema=schema, entity_epilot_id=entity_id, synced_at__lt=read_at).exclude(
             epilot_id__in=[e.id for e in executions]).delete()
 

@@ -77,7 +77,7 @@ def derive_project(opportunity: OpportunityFacts, orders: list[OrderFacts], exec
         phase = AusbauProject.Phase.APPROVED
     else:
         phase = AusbauProject.Phase.PLANNING
-    epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
     latest = max(executions, key=lambda e: (e.status == "STARTED", e.started_at or epoch), default=None)
     totals = [o.amount_total for o in live_orders if o.amount_total is not None]
     stamps = [opportunity.updated_at, *(o.updated_at for o in orders), *(e.updated_at for e in executions)]
@@ -120,14 +120,28 @@ def projects_refresh(*, opportunity_ids: Iterable[int] | None = None) -> int:
 def _refresh_chunk(ids: list[int]) -> int:
     orders: dict[int, list[OrderFacts]] = defaultdict(list)
     order_owner: dict[int, int] = {}
-    for order_id, opportunity_id, status, deleted_at, amount, updated_at in Order.objects.filter(opportunity_id__in=ids).values_list(
-            "id", "opportunity_id", "status", "epilot_deleted_at", "amount_total", "epilot_updated_at"):
+    for order_id, opportunity_id, status, deleted_at, amount, updated_at in Order.objects.filter(
+        opportunity_id__in=ids
+    ).values_list("id", "opportunity_id", "status", "epilot_deleted_at", "amount_total", "epilot_updated_at"):
         orders[opportunity_id].append(OrderFacts(status, deleted_at is not None, amount, updated_at))
         order_owner[order_id] = opportunity_id
     executions: dict[int, list[ExecutionFacts]] = defaultdict(list)
-    execution_rows = WorkflowExecution.objects.filter(opportunity_id__in=ids) | WorkflowExecution.objects.filter(order_id__in=list(order_owner))
-    for row in execution_rows.values("opportunity_id", "order_id", "status", "current_section", "current_step", "completed_steps",
-                                     "total_steps", "started_at", "epilot_updated_at", "flow__flow__0__name", "flow__phases__0__name"):
+    execution_rows = WorkflowExecution.objects.filter(opportunity_id__in=ids) | WorkflowExecution.objects.filter(
+        order_id__in=list(order_owner)
+    )
+    for row in execution_rows.values(
+        "opportunity_id",
+        "order_id",
+        "status",
+        "current_section",
+        "current_step",
+        "completed_steps",
+        "total_steps",
+        "started_at",
+        "epilot_updated_at",
+        "flow__flow__0__name",
+        "flow__phases__0__name",
+    ):
         owner = row["opportunity_id"] or order_owner.get(row["order_id"])
         executions[owner].append(ExecutionFacts(
             status=row["status"], on_order=row["order_id"] is not None, current_section=row["current_section"],

@@ -132,7 +132,9 @@ def single_relation(payload: dict[str, Any], attribute: str) -> str:
     for item in items:
         if isinstance(item, dict) and "$relation" in item:
             refs = item["$relation"]
-            if not isinstance(refs, list) or not all(isinstance(ref, dict) and isinstance(ref.get("entity_id"), str) for ref in refs):
+            if not isinstance(refs, list) or not all(
+                isinstance(ref, dict) and isinstance(ref.get("entity_id"), str) for ref in refs
+            ):
                 raise QuarantineReason(f"relation {attribute} is broken: $relation must be a list of {{entity_id}}")
     ids = relation_ids(value)
     return ids[0] if ids else ""

@@ -4,9 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils.translation import gettext as _
+
+from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotConflictError, EpilotError, EpilotNotFoundError
 from integrations.epilot.types import MalformedPayload, parse_timestamp
-from integrations.connection import get_epilot_client
 from projects.models import EpilotWrite, Opportunity
 from projects.services.audit import audited_write
 from projects.services.errors import NotAllowed, RemoteFailure, StatusConflict
@@ -34,14 +35,22 @@ def opportunity_set_status(*, opportunity: Opportunity, status: str, user: Any =
         raise NotAllowed(_("The version you saw (_updated_at) is not a timestamp; please reload.")) from None
     summary = {"status": status, "previous": opportunity.status, "_updated_at": expected}
     try:
-        with audited_write(action=EpilotWrite.Action.WRITE_STATUS, target_schema="opportunity", target_epilot_id=opportunity.epilot_id,
-                           summary=summary, user=user, actor=actor):
+        with audited_write(
+            action=EpilotWrite.Action.WRITE_STATUS,
+            target_schema="opportunity",
+            target_epilot_id=opportunity.epilot_id,
+            summary=summary,
+            user=user,
+            actor=actor,
+        ):
             client.patch_entity("opportunity", opportunity.epilot_id, {"status": status}, updated_at=expected)
     except EpilotConflictError:
         try:
             theirs = client.get_entity("opportunity", opportunity.epilot_id)
         except EpilotError as exc:
-            raise RemoteFailure(_("A conflict, and the current version cannot be read: %(error)s") % {"error": exc.message}) from None
+            raise RemoteFailure(
+                _("A conflict, and the current version cannot be read: %(error)s") % {"error": exc.message}
+            ) from None
         raise StatusConflict(ours=status, theirs=str(theirs.data.get("status", "")),
                              theirs_updated_at=str(theirs.data.get("_updated_at", ""))) from None
     except EpilotNotFoundError:

@@ -23,8 +23,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from integrations.epilot import EpilotClient, EpilotError
 from integrations.connection import get_epilot_client
+from integrations.epilot import EpilotClient, EpilotError
 from projects.models import SyncRun, SyncState
 from projects.schemas import configured_schemas, validate_schemas
 from projects.services.lease import LeaseLost, SyncLease, lease_seconds
@@ -106,7 +106,9 @@ def sync_run(
         refresh_projects(counts, full=full)
         rules_evaluate_safely(refs=counts.changed_refs, client=client)
         skipped = [schema for schema in wanted if schema not in locked]
-        return _finish(run, counts, SyncRun.Status.SUCCEEDED, f"skipped (locked elsewhere): {', '.join(skipped)}" if skipped else "")
+        return _finish(
+            run, counts, SyncRun.Status.SUCCEEDED, f"skipped (locked elsewhere): {', '.join(skipped)}" if skipped else ""
+        )
     except EpilotError as exc:
         logger.error("sync failed: %s", exc.message)
         return _finish(run, counts, SyncRun.Status.FAILED, exc.message)
@@ -177,7 +179,7 @@ def _query(schema: str, state: SyncState | None) -> str:
         # Re-read a short window before the watermark: epilot's search index is near-real-time, so an
         # entity saved just before the last run may have become searchable only after it.
         since = state.watermark_updated_at - dt.timedelta(seconds=settings.SYNC_OVERLAP_SECONDS)
-        stamp = since.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        stamp = since.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         query += f' AND _updated_at:["{stamp}" TO *]'
     return query
 
@@ -187,20 +189,29 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLe
     state = SyncState.objects.get(schema=schema)
     started = time.monotonic()
     seen: set[str] = set()
-    pages = entities = 0
-    for page in prefetched(client.iter_search_entities(_query(schema, None if full else state), include_deleted="true")):
+    entities = 0
+    pages = prefetched(client.iter_search_entities(_query(schema, None if full else state), include_deleted="true"))
+    for number, page in enumerate(pages, start=1):
         page_started = time.monotonic()
         with transaction.atomic():
             written = store_page(schema, list(page.results), counts, run, state, rewrite=full)
         lease.renew_if_due()
         seen.update(item.id for item in page.results if item.id)
-        pages += 1
         entities += len(page.results)
         counts.pages += 1
-        logger.info("sync run=%s schema=%s page=%d entities=%d written=%d store_ms=%.0f", run.pk, schema, pages, len(page.results),
-                    written, (time.monotonic() - page_started) * 1000)
+        logger.info(
+            "sync run=%s schema=%s page=%d entities=%d written=%d store_ms=%.0f",
+            run.pk,
+            schema,
+            number,
+            len(page.results),
+            written,
+            (time.monotonic() - page_started) * 1000,
+        )
         if on_progress:
-            on_progress(Progress(schema=schema, pages=pages, entities=entities, total=page.hits, elapsed=time.monotonic() - started))
+            on_progress(
+                Progress(schema=schema, pages=number, entities=entities, total=page.hits, elapsed=time.monotonic() - started)
+            )
     if full:
         counts.deleted += mark_purged(schema, seen)
     SyncState.objects.filter(pk=state.pk).update(last_success_at=timezone.now())

@@ -6,20 +6,22 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from django.utils.translation import gettext as _
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
+from integrations.connection import get_epilot_client
 from integrations.epilot import (
     EpilotClient,
     EpilotClientError,
     EpilotError,
     EpilotRateLimitedError,
     ExecutionContext,
+)
+from integrations.epilot import (
     WorkflowExecution as RemoteExecution,
 )
-from integrations.connection import get_epilot_client
 from projects.models import AusbauProject, EpilotWrite, WorkflowDefinition, WorkflowStart, WorkflowStartJob
 from projects.services.audit import audited_write, stored_user
 from projects.services.errors import InProgress, NotAllowed, RemoteFailure
@@ -28,7 +30,9 @@ from projects.services.mirror import mirror_entities
 logger = logging.getLogger("projects.workflows")
 
 
-def running_executions(client: EpilotClient, definition: WorkflowDefinition, schema: str, entity_id: str) -> list[RemoteExecution]:
+def running_executions(
+    client: EpilotClient, definition: WorkflowDefinition, schema: str, entity_id: str
+) -> list[RemoteExecution]:
     """Executions of `definition` that run on the entity now, asked of epilot (not the mirror)."""
     if definition.engine == WorkflowDefinition.Engine.V2:
         executions = client.search_flow_executions(entity_id=entity_id, entity_schema=schema)
@@ -54,8 +58,16 @@ def workflow_start(*, definition: WorkflowDefinition, schema: str, entity_id: st
 START_LEASE_SECONDS = 300
 
 
-def workflow_start_request(*, definition: WorkflowDefinition, schema: str, entity_id: str, entity_title: str = "", user: Any = None,
-                           actor: str = "admin", job: WorkflowStartJob | None = None) -> WorkflowStart:
+def workflow_start_request(
+    *,
+    definition: WorkflowDefinition,
+    schema: str,
+    entity_id: str,
+    entity_title: str = "",
+    user: Any = None,
+    actor: str = "admin",
+    job: WorkflowStartJob | None = None,
+) -> WorkflowStart:
     """Record a pending start, or adopt one whose attempt died (its lease ran out).
 
     Raises NotAllowed for a definition gone from epilot, InProgress when a live attempt (or a
@@ -72,16 +84,22 @@ def workflow_start_request(*, definition: WorkflowDefinition, schema: str, entit
                                                 actor=actor, job=job, claimed_until=None if job else now + lease)
     except IntegrityError:
         pass
-    pending = WorkflowStart.objects.filter(entity_epilot_id=entity_id, definition=definition, status=WorkflowStart.Status.PENDING).first()
+    pending = WorkflowStart.objects.filter(
+        entity_epilot_id=entity_id, definition=definition, status=WorkflowStart.Status.PENDING
+    ).first()
     if pending is not None and job is None:
         # A start whose attempt died mid-call (killed worker, timed-out request) is adopted: carrying
         # it out first asks epilot whether that attempt got through, so nothing starts twice.
         stale = Q(claimed_until__lt=now) | Q(claimed_until__isnull=True, job__isnull=True, updated_at__lt=now - lease)
-        if WorkflowStart.objects.filter(Q(pk=pending.pk, status=WorkflowStart.Status.PENDING) & stale).update(claimed_until=now + lease):
+        if WorkflowStart.objects.filter(Q(pk=pending.pk, status=WorkflowStart.Status.PENDING) & stale).update(
+            claimed_until=now + lease
+        ):
             logger.warning("workflow start %s: adopting a pending start whose attempt stopped", pending.pk)
             pending.refresh_from_db()
             return pending
-    raise InProgress(_("'%(name)s' is being started on %(entity)s right now.") % {"name": definition.name, "entity": entity_title or entity_id})
+    raise InProgress(
+        _("'%(name)s' is being started on %(entity)s right now.") % {"name": definition.name, "entity": entity_title or entity_id}
+    )
 
 
 def _claim(start: WorkflowStart) -> bool:
@@ -91,13 +109,17 @@ def _claim(start: WorkflowStart) -> bool:
     if start.claimed_until is not None:
         claimable |= Q(claimed_until=start.claimed_until)
     until = now + dt.timedelta(seconds=START_LEASE_SECONDS)
-    if not WorkflowStart.objects.filter(Q(pk=start.pk, status=WorkflowStart.Status.PENDING) & claimable).update(claimed_until=until):
+    if not WorkflowStart.objects.filter(Q(pk=start.pk, status=WorkflowStart.Status.PENDING) & claimable).update(
+        claimed_until=until
+    ):
         return False
     start.claimed_until = until
     return True
 
 
-def workflow_start_execute(start: WorkflowStart, *, allow_duplicate: bool = False, client: EpilotClient | None = None) -> WorkflowStart:
+def workflow_start_execute(
+    start: WorkflowStart, *, allow_duplicate: bool = False, client: EpilotClient | None = None
+) -> WorkflowStart:
     """Carry out a pending start; a retry after a lost answer adopts the execution epilot made instead of starting another."""
     client = client or get_epilot_client()
     definition = start.definition
@@ -115,17 +137,29 @@ def workflow_start_execute(start: WorkflowStart, *, allow_duplicate: bool = Fals
         _mirror_after_start(client, start)
         return start
     if before and not allow_duplicate:
-        _finish(start, WorkflowStart.Status.REFUSED, execution_id=before[0].id,
-                error=_("'%(name)s' runs already (execution %(execution)s).") % {"name": definition.name, "execution": before[0].id})
-        raise NotAllowed(_("'%(name)s' runs on %(entity)s already (execution %(execution)s). Confirm explicitly to start it again.")
-                         % {"name": definition.name, "entity": start.entity_title or start.entity_epilot_id, "execution": before[0].id})
+        _finish(
+            start,
+            WorkflowStart.Status.REFUSED,
+            execution_id=before[0].id,
+            error=_("'%(name)s' runs already (execution %(execution)s).") % {"name": definition.name, "execution": before[0].id},
+        )
+        raise NotAllowed(
+            _("'%(name)s' runs on %(entity)s already (execution %(execution)s). Confirm explicitly to start it again.")
+            % {"name": definition.name, "entity": start.entity_title or start.entity_epilot_id, "execution": before[0].id}
+        )
     context = ExecutionContext(entity_id=start.entity_epilot_id, schema=start.entity_schema,
                                title=start.entity_title or start.entity_epilot_id, is_primary=True)
     summary = {"definition": definition.epilot_id, "engine": definition.engine, "entity": start.entity_epilot_id,
                "schema": start.entity_schema, "allow_duplicate": allow_duplicate}
     try:
-        with audited_write(action=EpilotWrite.Action.START_WORKFLOW, target_schema=start.entity_schema,
-                           target_epilot_id=start.entity_epilot_id, summary=summary, user=start.requested_by, actor=start.actor) as outcome:
+        with audited_write(
+            action=EpilotWrite.Action.START_WORKFLOW,
+            target_schema=start.entity_schema,
+            target_epilot_id=start.entity_epilot_id,
+            summary=summary,
+            user=start.requested_by,
+            actor=start.actor,
+        ) as outcome:
             try:
                 execution = _create(client, definition, context)
             except (EpilotClientError, EpilotRateLimitedError):
@@ -188,7 +222,9 @@ def workflow_start_many(*, definition: WorkflowDefinition, entities: Iterable[tu
                                           allow_duplicate=allow_duplicate)
     for schema, entity_id, title in entities:
         try:
-            workflow_start_request(definition=definition, schema=schema, entity_id=entity_id, entity_title=title, user=user, job=job)
+            workflow_start_request(
+                definition=definition, schema=schema, entity_id=entity_id, entity_title=title, user=user, job=job
+            )
         except InProgress as exc:
             WorkflowStart.objects.create(job=job, definition=definition, entity_schema=schema, entity_epilot_id=entity_id,
                                          entity_title=title[:500], status=WorkflowStart.Status.REFUSED, error=exc.message)

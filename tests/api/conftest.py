@@ -1,6 +1,8 @@
 """Fixtures of the REST API tests: a synced mirror, API clients with scopes, a request helper."""
 from __future__ import annotations
 
+from io import StringIO
+
 import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
@@ -10,7 +12,7 @@ from projects.services.api_clients import api_client_create
 
 @pytest.fixture
 def mirror(db) -> None:
-    call_command("sync_epilot", stdout=open("/dev/null", "w"))
+    call_command("sync_epilot", stdout=StringIO())
 
 
 @pytest.fixture

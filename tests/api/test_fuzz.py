@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import base64
 import json
+from io import StringIO
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 import yaml
 from django.core.management import call_command
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from projects.models import AusbauProject
@@ -32,8 +35,15 @@ def crafted_cursor(position: str, offset: str = "0", reverse: str = "0") -> str:
     return base64.b64encode(urlencode({"o": offset, "r": reverse, "p": position}).encode()).decode()
 
 
-CURSORS = [crafted_cursor(value) for value in ("²", str(2**70), "-" + str(2**70), "x\x00", "2026-13-45", "0001-01-01 00:00:00+14:00")]
-CURSORS += [crafted_cursor("1", offset=str(10**20)), crafted_cursor("1", reverse="²"), "not-base64!", base64.b64encode(b"\xff\xfe").decode()]
+CURSORS = [
+    crafted_cursor(value) for value in ("²", str(2**70), "-" + str(2**70), "x\x00", "2026-13-45", "0001-01-01 00:00:00+14:00")
+]
+CURSORS += [
+    crafted_cursor("1", offset=str(10**20)),
+    crafted_cursor("1", reverse="²"),
+    "not-base64!",
+    base64.b64encode(b"\xff\xfe").decode(),
+]
 
 hostile_text = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=40))
 hostile_json = st.recursive(
@@ -46,7 +56,7 @@ hostile_json = st.recursive(
 
 @pytest.fixture
 def fuzz_setup(db) -> tuple[str, int]:
-    call_command("sync_epilot", stdout=open("/dev/null", "w"))
+    call_command("sync_epilot", stdout=StringIO())
     _, token = api_client_create(name="fuzz", scopes=["read", "write"], throttle_rate="1000000/min")
     return token, AusbauProject.objects.order_by("id").values_list("id", flat=True).first()
 
@@ -74,7 +84,9 @@ def test_no_hostile_request_gets_a_server_error(path, method, operation, fuzz_se
             response = getattr(client, method)(url + "?" + urlencode(query), body, content_type="application/json")
         else:
             response = getattr(client, method)(url + "?" + urlencode(query), json.dumps(body), content_type="application/json")
-        assert response.status_code < 500, f"{method.upper()} {url} {query} {body!r}: {response.status_code} {response.content[:300]!r}"
+        assert (
+            response.status_code < 500
+        ), f"{method.upper()} {url} {query} {body!r}: {response.status_code} {response.content[:300]!r}"
         if response.status_code >= 400 and response["Content-Type"].startswith("application/json"):
             error = response.json()["error"]
             assert error["status"] == response.status_code and error["message"]

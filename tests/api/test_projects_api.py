@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from io import StringIO
 
 import pytest
 from django.db import connection
@@ -59,7 +60,9 @@ def test_a_revoked_token_stops_working(mirror) -> None:
 
 
 def test_writing_needs_the_write_scope(api, mirror) -> None:
-    answer = api.post(f"{PROJECTS}{project_id('nordstrasse')}/start-workflow/", {"definition": AUSBAU_DEFINITION_ID}, format="json")
+    answer = api.post(
+        f"{PROJECTS}{project_id('nordstrasse')}/start-workflow/", {"definition": AUSBAU_DEFINITION_ID}, format="json"
+    )
     assert answer.status_code == 403 and "write" in answer.json()["error"]["message"]
 
 
@@ -85,7 +88,11 @@ def test_list_filters_search_and_order(api, mirror) -> None:
     assert dt.datetime.fromisoformat(first["updated_at"]).tzinfo is not None
     by = lambda query: {p["title"] for p in walk(api, f"{PROJECTS}?{query}")}  # noqa: E731
     assert by("phase=cancelled") == {"Glasfaser Wohnpark Angerbach"}
-    assert by("opportunity_status=ausstehend") == {"Glasfaser Neubaugebiet Nordstraße", "Glasfaser Kalkstraße", "Glasfaser Tiefenbach Höfe"}
+    assert by("opportunity_status=ausstehend") == {
+        "Glasfaser Neubaugebiet Nordstraße",
+        "Glasfaser Kalkstraße",
+        "Glasfaser Tiefenbach Höfe",
+    }
     assert by("tag=gewerbe") == {"Glasfaser Gewerbegebiet Rohdenhaus"}
     assert by("search=Kalkstraße") == {"Glasfaser Kalkstraße"}
     assert by("search=Fliethe") == {"Anbindung Schulzentrum Wülfrath"}  # by address
@@ -148,7 +155,7 @@ def test_detail_shows_opportunity_orders_and_workflows(api, mirror) -> None:
     from django.core.management import call_command
 
     call_command("start_workflow", schema="order", entity=demo_id("order:schulzentrum"), definition=AUSBAU_DEFINITION_ID,
-                 stdout=open("/dev/null", "w"))
+                 stdout=StringIO())
     detail = api.get(f"{PROJECTS}{pk}/").json()
     assert detail["phase"] == "construction" and detail["opportunity"]["customer"] == "Sabine Hartmann"
     assert [o["amount_total"] for o in detail["orders"]] == [9_000_000]
@@ -165,7 +172,7 @@ def test_detail_costs_the_same_queries_with_more_orders_and_workflows(api, mirro
     lean, rich = project_id("flehenberg"), project_id("schulzentrum")  # one order each; workflows: none against three
     for _ in range(3):
         call_command("start_workflow", schema="order", entity=demo_id("order:schulzentrum"), definition=AUSBAU_DEFINITION_ID,
-                     force=True, stdout=open("/dev/null", "w"))
+                     force=True, stdout=StringIO())
     api.get(PROJECTS)  # the first call of a client notes its use; measure the ones after
     counts = []
     for pk in (lean, rich):
@@ -178,8 +185,14 @@ def test_detail_costs_the_same_queries_with_more_orders_and_workflows(api, mirro
 def test_status_document_supports_conditional_get(api, mirror) -> None:
     url = f"{PROJECTS}{project_id('kalkstrasse')}/status/"
     first = api.get(url)
-    assert first.status_code == 200 and set(first.json()) == {"id", "phase", "progress_percent", "current_section", "current_step",
-                                                             "updated_at"}
+    assert first.status_code == 200 and set(first.json()) == {
+        "id",
+        "phase",
+        "progress_percent",
+        "current_section",
+        "current_step",
+        "updated_at",
+    }
     assert api.get(url, HTTP_IF_NONE_MATCH=first["ETag"]).status_code == 304
     assert api.get(url, HTTP_IF_MODIFIED_SINCE=first["Last-Modified"]).status_code == 304
     get_epilot_client().patch_entity("opportunity", demo_id("opportunity:kalkstrasse"), {"status": "abgebrochen"})
@@ -239,9 +252,13 @@ def test_api_clients_are_managed_in_the_admin_with_the_token_shown_once(admin_cl
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     assert api.get(PROJECTS).status_code == 200
-    admin_client.post(reverse("admin:projects_apiclient_changelist"), {"action": "revoke_action", "_selected_action": [client.pk]})
+    admin_client.post(
+        reverse("admin:projects_apiclient_changelist"), {"action": "revoke_action", "_selected_action": [client.pk]}
+    )
     assert api.get(PROJECTS).status_code == 401
-    bad_rate = admin_client.post(reverse("admin:projects_apiclient_add"), {"name": "x", "scopes": ["read"], "throttle_rate": "viel"})
+    bad_rate = admin_client.post(
+        reverse("admin:projects_apiclient_add"), {"name": "x", "scopes": ["read"], "throttle_rate": "viel"}
+    )
     assert "Format" in bad_rate.content.decode()
 
 

@@ -10,7 +10,8 @@ import schemathesis
 from django.core.management import call_command
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
-from hypothesis import HealthCheck, settings as hypothesis_settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from config.wsgi_test import application
@@ -46,8 +47,12 @@ def token(db, in_process_requests) -> str:
 
 
 @schema.parametrize()
-@hypothesis_settings(max_examples=25, deadline=None, derandomize=True,
-                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much])
+@hypothesis_settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @pytest.mark.django_db
 def test_no_server_errors_and_answers_match_the_schema(case, token) -> None:
     if case.query:

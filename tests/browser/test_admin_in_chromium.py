@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from io import StringIO
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -18,7 +19,9 @@ from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, demo_id
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.django_db(transaction=True, serialized_rollback=True),  # the groups come from a data migration
-    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium; make test does it as root)"),
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium; make test does it as root)"
+    ),
 ]
 # Playwright's sync API runs an event loop in this thread; the ORM calls below happen outside it.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -41,7 +44,7 @@ def page(live_server, tmp_path):
 
 
 def test_staff_log_in_start_a_workflow_and_convert_an_opportunity(page, live_server) -> None:
-    call_command("sync_epilot", stdout=open(os.devnull, "w"))
+    call_command("sync_epilot", stdout=StringIO())
     clerk = User.objects.create_user("sachbearbeiterin", password="Glasfaser-2026", is_staff=True)
     clerk.groups.add(Group.objects.get(name="Backoffice"))
 
@@ -63,7 +66,9 @@ def test_staff_log_in_start_a_workflow_and_convert_an_opportunity(page, live_ser
     assert "gestartet" in page.locator("ul.messagelist").inner_text()
     assert "Trassenplanung erstellen" in page.locator(".inline-group", has_text="Workflows").inner_text()
     nord = demo_id("opportunity:nordstrasse")
-    assert [e.definition_id for e in get_epilot_client().get_executions(context=nord, schema="opportunity")] == [AUSBAU_DEFINITION_ID]
+    assert [e.definition_id for e in get_epilot_client().get_executions(context=nord, schema="opportunity")] == [
+        AUSBAU_DEFINITION_ID
+    ]
 
     # Convert another opportunity from its page.
     page.get_by_role("link", name="Opportunities", exact=True).first.click()

@@ -73,16 +73,36 @@ class Topology:
         self.processes: list[subprocess.Popen] = []
 
     def start_worker(self, name: str) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "a")
+        log = open(self.logs / f"{name}.log", "a")  # noqa: SIM115 - the worker writes to it until stop()
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-n", f"{name}@%h", "--pool", "solo", "--loglevel", "INFO",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-n",
+                f"{name}@%h",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         self.processes.append(process)
         wait_until(lambda: "ready." in (self.logs / f"{name}.log").read_text(), timeout=60, what=f"worker {name}")
         return process
 
     def start_beat(self) -> subprocess.Popen:
-        log = open(self.logs / "beat.log", "a")
+        log = open(self.logs / "beat.log", "a")  # noqa: SIM115 - beat writes to it until stop()
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO", "--scheduler",
              "django_celery_beat.schedulers:DatabaseScheduler", "--max-interval", "1"], cwd=ROOT, env=self.env, stdout=log,
@@ -91,7 +111,9 @@ class Topology:
         return process
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300
+        )
 
     def python(self, code: str) -> str:
         result = subprocess.run([sys.executable, "-c", "import django; django.setup()\n" + code], cwd=ROOT, env=self.env,

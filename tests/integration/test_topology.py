@@ -40,7 +40,9 @@ def test_the_scheduled_sync_runs_and_converges(topology: Topology, sandbox: Sand
     task.save()
     topology.start_worker("w1")
     topology.start_beat()
-    wait_until(lambda: SyncRun.objects.filter(trigger="schedule", status="succeeded").exists(), timeout=90, what="a scheduled run")
+    wait_until(
+        lambda: SyncRun.objects.filter(trigger="schedule", status="succeeded").exists(), timeout=90, what="a scheduled run"
+    )
     assert mirror_equals_sandbox(sandbox)
     from integrations.epilot import EpilotClient, ServiceURLs
 
@@ -87,12 +89,16 @@ def test_a_worker_killed_mid_sync_loses_nothing(topology: Topology, sandbox: San
 def test_a_workflow_start_job_survives_a_worker_restart_without_starting_twice(topology: Topology, sandbox: SandboxApp) -> None:
     assert topology.manage("sync_epilot").returncode == 0
     sandbox.set_faults(FaultConfig(latency_ms=250))
-    job_id = int(topology.python(
-        "from projects.models import Opportunity, WorkflowDefinition\n"
-        "from projects.services.workflows import workflow_start_many\n"
-        f"d = WorkflowDefinition.objects.get(epilot_id='{AUSBAU_DEFINITION_ID}')\n"
-        "targets = [('opportunity', o.epilot_id, o.title) for o in Opportunity.objects.exclude(status='abgebrochen').order_by('id')[:6]]\n"
-        "print(workflow_start_many(definition=d, entities=targets).pk)"))
+    job_id = int(
+        topology.python(
+            "from projects.models import Opportunity, WorkflowDefinition\n"
+            "from projects.services.workflows import workflow_start_many\n"
+            f"d = WorkflowDefinition.objects.get(epilot_id='{AUSBAU_DEFINITION_ID}')\n"
+            "live = Opportunity.objects.exclude(status='abgebrochen').order_by('id')[:6]\n"
+            "targets = [('opportunity', o.epilot_id, o.title) for o in live]\n"
+            "print(workflow_start_many(definition=d, entities=targets).pk)"
+        )
+    )
     worker = topology.start_worker("w1")
     wait_until(lambda: WorkflowStart.objects.filter(job_id=job_id, status="started").count() >= 2, timeout=120, what="two starts")
     worker.send_signal(signal.SIGKILL)

@@ -30,8 +30,15 @@ ENTITY = {"_id": "6f1c7d8e-0000-4000-8000-000000000001", "_schema": "opportunity
 
 
 def make_client(handler, clock, **kwargs) -> EpilotClient:
-    return EpilotClient(token=TOKEN, urls=ServiceURLs.single_origin("https://epilot.test"), transport=httpx.MockTransport(handler),
-                        sleep=clock.sleep, clock=clock, seed=7, **kwargs)
+    return EpilotClient(
+        token=TOKEN,
+        urls=ServiceURLs.single_origin("https://epilot.test"),
+        transport=httpx.MockTransport(handler),
+        sleep=clock.sleep,
+        clock=clock,
+        seed=7,
+        **kwargs,
+    )
 
 
 class Script:
@@ -200,9 +207,18 @@ def test_the_token_never_reaches_logs(clock, caplog) -> None:
 def test_search_iterator_follows_sort_end_and_stable_query_id(clock) -> None:
     first = [{**ENTITY, "_id": f"6f1c7d8e-0000-4000-8000-00000000000{i}"} for i in range(2)]
     script = Script(
-        httpx.Response(200, json={"hits": 3, "results": first, "sort_end": [1735776000000, first[-1]["_id"]], "stable_query_id": "ctx-1"}),
-        httpx.Response(200, json={"hits": 3, "results": [{**ENTITY, "_id": "6f1c7d8e-0000-4000-8000-000000000009"}],
-                                  "sort_end": [1735776000001, "z"], "stable_query_id": "ctx-2"}),
+        httpx.Response(
+            200, json={"hits": 3, "results": first, "sort_end": [1735776000000, first[-1]["_id"]], "stable_query_id": "ctx-1"}
+        ),
+        httpx.Response(
+            200,
+            json={
+                "hits": 3,
+                "results": [{**ENTITY, "_id": "6f1c7d8e-0000-4000-8000-000000000009"}],
+                "sort_end": [1735776000001, "z"],
+                "stable_query_id": "ctx-2",
+            },
+        ),
     )
     pages = list(make_client(script, clock).iter_search_entities("_schema:opportunity", page_size=2))
     assert [len(page.results) for page in pages] == [2, 1]

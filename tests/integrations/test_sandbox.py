@@ -53,12 +53,16 @@ def test_soft_deletes_show_up_only_when_asked_and_purges_vanish(epilot: EpilotCl
     order_id = demo_id("order:flehenberg")
     epilot.delete_entity("order", order_id)
     visible = {e.id for page in epilot.iter_search_entities("_schema:order") for e in page.results}
-    with_deleted = {e.id: e for page in epilot.iter_search_entities("_schema:order", include_deleted="true") for e in page.results}
+    with_deleted = {
+        e.id: e for page in epilot.iter_search_entities("_schema:order", include_deleted="true") for e in page.results
+    }
     assert order_id not in visible and with_deleted[order_id].deleted_at is not None
     with pytest.raises(EpilotNotFoundError):
         epilot.get_entity("order", order_id)
     epilot.delete_entity("order", order_id, purge=True)
-    assert order_id not in {e.id for page in epilot.iter_search_entities("_schema:order", include_deleted="true") for e in page.results}
+    assert order_id not in {
+        e.id for page in epilot.iter_search_entities("_schema:order", include_deleted="true") for e in page.results
+    }
 
 
 def test_stale_patch_is_refused_with_a_conflict(epilot: EpilotClient) -> None:
@@ -112,7 +116,9 @@ def test_v2_flow_execution(epilot: EpilotClient) -> None:
     template = epilot.list_flow_templates()[0]
     started = epilot.start_flow_execution(template.id, [ExecutionContext(demo_id("contact:meier"), "contact")])
     assert started.engine == "v2" and started.current_step.section == "Terminierung"
-    assert [e.id for e in epilot.search_flow_executions(entity_id=demo_id("contact:meier"), entity_schema="contact")] == [started.id]
+    assert [e.id for e in epilot.search_flow_executions(entity_id=demo_id("contact:meier"), entity_schema="contact")] == [
+        started.id
+    ]
 
 
 def test_automation_flows_create_replace_search(epilot: EpilotClient) -> None:
@@ -129,8 +135,14 @@ def test_automation_flows_create_replace_search(epilot: EpilotClient) -> None:
 def test_loopback_server_with_injected_faults_still_delivers_everything(sandbox: SandboxApp, sandbox_server: str, clock) -> None:
     seed_bulk(sandbox.store, contacts=1200, opportunities=0, orders=0, seed=9)
     sandbox.set_faults(FaultConfig(rate_429=0.2, rate_5xx=0.2, retry_after_seconds=1, seed=4))
-    client = EpilotClient(token="anything", urls=ServiceURLs.single_origin(sandbox_server), sleep=clock.sleep, clock=clock, seed=2,
-                          retry=RetryPolicy(max_attempts=10, max_elapsed_seconds=300))
+    client = EpilotClient(
+        token="anything",
+        urls=ServiceURLs.single_origin(sandbox_server),
+        sleep=clock.sleep,
+        clock=clock,
+        seed=2,
+        retry=RetryPolicy(max_attempts=10, max_elapsed_seconds=300),
+    )
     ids = [e.id for page in client.iter_search_entities("_schema:contact", page_size=500) for e in page.results]
     assert len(ids) == len(set(ids)) == 1208
     assert sandbox.stats["injected_429"] > 0 and sandbox.stats["injected_5xx"] > 0

@@ -1,6 +1,8 @@
 """The back-office through the admin, as staff use it (Django test client, embedded sandbox)."""
 from __future__ import annotations
 
+from io import StringIO
+
 import pytest
 from django.contrib.auth.models import Group, User
 from django.core.management import CommandError, call_command
@@ -15,7 +17,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def mirror() -> None:
-    call_command("sync_epilot", stdout=open("/dev/null", "w"))
+    call_command("sync_epilot", stdout=StringIO())
 
 
 @pytest.fixture
@@ -131,7 +133,10 @@ def test_viewers_see_no_actions_and_cannot_reach_them(client, ausbau) -> None:
     for url in (reverse("admin:projects_opportunity_start_workflow") + f"?ids={nord.pk}",
                 reverse("admin:projects_opportunity_convert", args=[nord.pk]),
                 reverse("admin:projects_opportunity_status", args=[nord.pk])):
-        assert client.post(url, {"ids": str(nord.pk), "definition": ausbau.pk, "status": "x", "target_status": "x"}).status_code == 404
+        assert (
+            client.post(url, {"ids": str(nord.pk), "definition": ausbau.pk, "status": "x", "target_status": "x"}).status_code
+            == 404
+        )
     assert not EpilotWrite.objects.exists()
 
 
@@ -139,7 +144,9 @@ def test_backoffice_staff_see_every_action(client) -> None:
     client.force_login(staff("Backoffice"))
     listing = client.get(reverse("admin:projects_opportunity_changelist")).content.decode()
     assert "start_workflow_action" in listing and "convert_action" in listing
-    assert "Automation in epilot anlegen" in client.get(reverse("admin:projects_provisionedautomation_changelist")).content.decode()
+    assert (
+        "Automation in epilot anlegen" in client.get(reverse("admin:projects_provisionedautomation_changelist")).content.decode()
+    )
 
 
 def test_provisioning_from_the_admin(client) -> None:
@@ -159,7 +166,13 @@ def test_the_dashboard_is_the_admin_index(admin_client) -> None:
 
 def test_audit_trail_is_linked_from_the_entity(admin_client, ausbau) -> None:
     nord = opportunity("nordstrasse")
-    call_command("start_workflow", schema="opportunity", entity=nord.epilot_id, definition=AUSBAU_DEFINITION_ID, stdout=open("/dev/null", "w"))
+    call_command(
+        "start_workflow",
+        schema="opportunity",
+        entity=nord.epilot_id,
+        definition=AUSBAU_DEFINITION_ID,
+        stdout=StringIO(),
+    )
     detail = admin_client.get(reverse("admin:projects_opportunity_change", args=[nord.pk])).content.decode()
     audit_url = reverse("admin:projects_epilotwrite_changelist") + f"?target_epilot_id={nord.epilot_id}"
     assert audit_url in detail
@@ -169,12 +182,18 @@ def test_audit_trail_is_linked_from_the_entity(admin_client, ausbau) -> None:
 
 def test_commands_refuse_clearly(ausbau) -> None:
     nord = opportunity("nordstrasse")
-    call_command("start_workflow", schema="opportunity", entity=nord.epilot_id, definition=AUSBAU_DEFINITION_ID, stdout=open("/dev/null", "w"))
+    call_command(
+        "start_workflow",
+        schema="opportunity",
+        entity=nord.epilot_id,
+        definition=AUSBAU_DEFINITION_ID,
+        stdout=StringIO(),
+    )
     with pytest.raises(CommandError, match="bereits"):
         call_command("start_workflow", schema="opportunity", entity=nord.epilot_id, definition=AUSBAU_DEFINITION_ID)
     with pytest.raises(CommandError, match="Unknown workflow definition"):
         call_command("start_workflow", schema="opportunity", entity=nord.epilot_id, definition="nope")
-    call_command("convert_opportunity", opportunity("kalkstrasse").epilot_id, amount="31000", stdout=open("/dev/null", "w"))
+    call_command("convert_opportunity", opportunity("kalkstrasse").epilot_id, amount="31000", stdout=StringIO())
     assert Conversion.objects.get().amount_total == 3_100_000
     with pytest.raises(CommandError, match="abgebrochen"):
         call_command("convert_opportunity", opportunity("angerbach").epilot_id)

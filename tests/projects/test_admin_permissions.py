@@ -6,6 +6,7 @@ serves), so an action or page added later without a permission fails here or in 
 from __future__ import annotations
 
 import re
+from io import StringIO
 
 import pytest
 from django.apps import apps
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def mirror() -> None:
-    call_command("sync_epilot", stdout=open("/dev/null", "w"))
+    call_command("sync_epilot", stdout=StringIO())
 
 
 def staff(group: str) -> User:

@@ -10,7 +10,16 @@ from django.utils import timezone
 
 from integrations.epilot import EpilotClient, ExecutionContext
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, FaultConfig, SandboxApp, demo_id
-from projects.models import AutomationRule, Conversion, EpilotWrite, Opportunity, RuleFiring, SyncRun, WorkflowDefinition, WorkflowStart
+from projects.models import (
+    AutomationRule,
+    Conversion,
+    EpilotWrite,
+    Opportunity,
+    RuleFiring,
+    SyncRun,
+    WorkflowDefinition,
+    WorkflowStart,
+)
 from projects.services.conversion import opportunity_convert
 from projects.services.errors import Conflict, InProgress, NotAllowed, RemoteFailure
 from projects.services.status import opportunity_set_status
@@ -126,8 +135,9 @@ def test_a_tampered_expected_version_is_refused_and_leaves_no_pending_audit_row(
 
 
 def test_a_rule_whose_start_failed_in_epilot_fires_again_on_the_next_change(epilot, ausbau, sandbox: SandboxApp, caplog) -> None:
-    rule = AutomationRule.objects.create(name="Bearbeitung → Ausbau", schema="opportunity", attribute="status", value="bearbeitung",
-                                         definition=ausbau)
+    rule = AutomationRule.objects.create(
+        name="Bearbeitung → Ausbau", schema="opportunity", attribute="status", value="bearbeitung", definition=ausbau
+    )
     kalk = opportunity("kalkstrasse")
     sandbox.set_faults(FaultConfig(rate_5xx=1.0, operations=("createExecution",)))
     opportunity_set_status(opportunity=kalk, status="bearbeitung", client=epilot)

@@ -104,7 +104,9 @@ def test_a_v2_flow_template_starts_through_the_flows_api(epilot, mirror) -> None
     template = WorkflowDefinition.objects.get(engine="v2")
     contact_id = demo_id("contact:meier")
     start = workflow_start(definition=template, schema="contact", entity_id=contact_id, entity_title="Anna Meier", client=epilot)
-    assert [e.id for e in epilot.search_flow_executions(entity_id=contact_id, entity_schema="contact")] == [start.execution_epilot_id]
+    assert [e.id for e in epilot.search_flow_executions(entity_id=contact_id, entity_schema="contact")] == [
+        start.execution_epilot_id
+    ]
     assert WorkflowExecution.objects.get(epilot_id=start.execution_epilot_id).contact.epilot_id == contact_id
 
 
@@ -212,16 +214,18 @@ def test_status_write_on_a_newer_version_shows_the_conflict(epilot, mirror) -> N
     assert (caught.value.ours, caught.value.theirs) == ("bearbeitung", "abgebrochen")
     assert epilot.get_entity("opportunity", kalk.epilot_id).data["status"] == "abgebrochen"
     assert EpilotWrite.objects.get(action="write_status").result == EpilotWrite.Result.CONFLICT
-    overwritten = opportunity_set_status(opportunity=kalk, status="bearbeitung", expected_updated_at=caught.value.theirs_updated_at,
-                                         client=epilot)
+    overwritten = opportunity_set_status(
+        opportunity=kalk, status="bearbeitung", expected_updated_at=caught.value.theirs_updated_at, client=epilot
+    )
     assert overwritten.status == "bearbeitung"
 
 
 # ------------------------------------------------------------------ rules and automation
 
 def test_a_local_rule_fires_once_per_entity(epilot, ausbau) -> None:
-    rule = AutomationRule.objects.create(name="Bearbeitung → Ausbau", schema="opportunity", attribute="status", value="bearbeitung",
-                                         definition=ausbau)
+    rule = AutomationRule.objects.create(
+        name="Bearbeitung → Ausbau", schema="opportunity", attribute="status", value="bearbeitung", definition=ausbau
+    )
     kalk = opportunity("kalkstrasse")
     opportunity_set_status(opportunity=kalk, status="bearbeitung", client=epilot)
     assert len(executions_in_epilot(epilot, "opportunity", kalk.epilot_id)) == 1
@@ -246,7 +250,11 @@ def test_provisioning_is_idempotent_by_name(epilot, ausbau) -> None:
     flows = list(epilot.iter_flows())
     assert [f.name for f in flows] == [AUSBAU_FLOW_NAME]
     action = flows[0].data["actions"][0]
-    assert action == {"type": "trigger-workflow", "name": "Ausbau Glasfaser starten", "config": {"target_workflow": AUSBAU_DEFINITION_ID}}
+    assert action == {
+        "type": "trigger-workflow",
+        "name": "Ausbau Glasfaser starten",
+        "config": {"target_workflow": AUSBAU_DEFINITION_ID},
+    }
 
 
 def test_a_trigger_has_one_owner(epilot, ausbau) -> None:

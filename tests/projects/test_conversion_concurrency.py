@@ -41,6 +41,8 @@ def test_concurrent_conversions_make_exactly_one_order(epilot: EpilotClient, san
 
     assert len(outcomes) == 2
     assert sum(isinstance(outcome, Conversion) for outcome in outcomes) >= 1
-    orders = sandbox.store.conn.execute("SELECT COUNT(*) FROM entities WHERE schema = 'order' AND body LIKE '%backoffice_conversion_key%'")
+    orders = sandbox.store.conn.execute(
+        "SELECT COUNT(*) FROM entities WHERE schema = 'order' AND body LIKE '%backoffice_conversion_key%'"
+    )
     assert orders.fetchone()[0] == 1
     assert Conversion.objects.get().status == Conversion.Status.DONE

@@ -8,7 +8,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from integrations.epilot import EpilotClient
 from integrations.epilot_sandbox import SandboxApp
@@ -25,12 +27,24 @@ json_values = st.recursive(json_scalars, lambda children: st.lists(children, max
                            | st.dictionaries(st.text(max_size=12), children, max_size=3), max_leaves=8)
 relation = st.one_of(json_values, st.fixed_dictionaries({"$relation": st.one_of(
     json_values, st.lists(st.fixed_dictionaries({"entity_id": st.one_of(st.uuids().map(str), json_values)}), max_size=2))}))
-attributes = st.fixed_dictionaries({}, optional={
-    "_title": st.one_of(st.text(max_size=600), json_values), "_tags": st.one_of(st.lists(st.text(max_size=20), max_size=3), json_values),
-    "status": json_values, "email": json_values, "address": json_values, "budget": json_values, "amount_total": json_values,
-    "currency": json_values, "customer": relation, "opportunity": relation, "items": relation, "workflows": json_values,
-    "beschreibung": json_values,
-})
+attributes = st.fixed_dictionaries(
+    {},
+    optional={
+        "_title": st.one_of(st.text(max_size=600), json_values),
+        "_tags": st.one_of(st.lists(st.text(max_size=20), max_size=3), json_values),
+        "status": json_values,
+        "email": json_values,
+        "address": json_values,
+        "budget": json_values,
+        "amount_total": json_values,
+        "currency": json_values,
+        "customer": relation,
+        "opportunity": relation,
+        "items": relation,
+        "workflows": json_values,
+        "beschreibung": json_values,
+    },
+)
 
 
 def json_numbers(value):
@@ -50,8 +64,10 @@ def json_numbers(value):
 def test_every_entity_is_mirrored_whole_or_quarantined(epilot: EpilotClient, sandbox: SandboxApp, schema: str,
                                                        documents: list[dict]) -> None:
     stamp = "2026-11-20T10:00:00.000Z"
-    bodies = [{**document, "_id": str(uuid.uuid4()), "_schema": schema, "_org": "739224", "_created_at": stamp, "_updated_at": stamp}
-              for document in documents]
+    bodies = [
+        {**document, "_id": str(uuid.uuid4()), "_schema": schema, "_org": "739224", "_created_at": stamp, "_updated_at": stamp}
+        for document in documents
+    ]
     sandbox.store.bulk_insert_entities(bodies)
     result = sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot, schemas=[schema], full=True)
     assert result.status == SyncRun.Status.SUCCEEDED, result.error

@@ -33,7 +33,8 @@ def run(epilot: EpilotClient, **kwargs) -> SyncRun:
 
 def sandbox_state(sandbox: SandboxApp, schema: str, *, include_deleted: bool = False) -> dict[str, str]:
     rows = sandbox.store.conn.execute(
-        "SELECT id, updated_at FROM entities WHERE schema = ?" + ("" if include_deleted else " AND deleted_at IS NULL"), (schema,))
+        "SELECT id, updated_at FROM entities WHERE schema = ?" + ("" if include_deleted else " AND deleted_at IS NULL"), (schema,)
+    )
     return {row["id"]: row["updated_at"] for row in rows}
 
 
@@ -49,7 +50,12 @@ def test_first_sync_mirrors_the_demo_and_derives_projects(epilot: EpilotClient, 
     nord = Opportunity.objects.get(epilot_id=demo_id("opportunity:nordstrasse"))
     assert nord.customer.title == "Anna Meier" and nord.city == "Wülfrath" and nord.street == "Nordstraße 12"
     assert Order.objects.get(epilot_id=demo_id("order:flehenberg")).opportunity.title == "Glasfaser Flehenberg"
-    assert WorkflowDefinition.objects.get(epilot_id=AUSBAU_DEFINITION_ID).sections == ["Planung", "Tiefbau", "Hausanschluss", "Abschluss"]
+    assert WorkflowDefinition.objects.get(epilot_id=AUSBAU_DEFINITION_ID).sections == [
+        "Planung",
+        "Tiefbau",
+        "Hausanschluss",
+        "Abschluss",
+    ]
     phases = dict(AusbauProject.objects.values_list("opportunity__epilot_id", "phase"))
     assert len(phases) == 8
     assert phases[demo_id("opportunity:angerbach")] == "cancelled"
@@ -185,7 +191,7 @@ def test_sync_command_reports_failure_with_a_non_zero_exit(sandbox: SandboxApp, 
 def test_entities_indexed_late_within_the_overlap_window_are_not_missed(epilot: EpilotClient, sandbox: SandboxApp) -> None:
     run(epilot)
     watermark = SyncState.objects.get(schema="contact").watermark_updated_at
-    late = (watermark - dt.timedelta(seconds=30)).astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    late = (watermark - dt.timedelta(seconds=30)).astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     sandbox.store.bulk_insert_entities([{"_id": "late-contact", "_schema": "contact", "_org": "1", "_title": "Spät Indiziert",
                                          "_created_at": late, "_updated_at": late, "first_name": "Spät"}])
     assert run(epilot).created == 1
@@ -195,7 +201,9 @@ def test_entities_indexed_late_within_the_overlap_window_are_not_missed(epilot: 
 def test_further_schemas_are_mirrored_generically(epilot: EpilotClient, settings) -> None:
     settings.SYNC_EXTRA_SCHEMAS = ["infrastructure_project"]
     project = epilot.create_entity("infrastructure_project", {"_title": "Backbone Wülfrath Nord", "status": "planung"})
-    execution = epilot.create_execution(AUSBAU_DEFINITION_ID, [ExecutionContext(project.id, "infrastructure_project", "Backbone")])
+    execution = epilot.create_execution(
+        AUSBAU_DEFINITION_ID, [ExecutionContext(project.id, "infrastructure_project", "Backbone")]
+    )
     result = run(epilot)
     assert result.status == SyncRun.Status.SUCCEEDED
     from projects.models import GenericEntity

@@ -13,8 +13,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_two_concurrent_commands_never_sync_the_same_schema(tmp_path, sandbox: SandboxApp, sandbox_server: str) -> None:
     sandbox.set_faults(FaultConfig(latency_ms=700))
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local", "DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite3'}",
-           "EPILOT_API_URL": sandbox_server, "EPILOT_API_TOKEN": "", "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.local",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite3'}",
+        "EPILOT_API_URL": sandbox_server,
+        "EPILOT_API_TOKEN": "",
+        "LOG_LEVEL": "WARNING",
+    }
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
     command = [sys.executable, "manage.py", "sync_epilot"]
     first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

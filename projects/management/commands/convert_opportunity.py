@@ -5,8 +5,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from projects.selectors import definition_by_epilot_id
 from projects.models import Opportunity
+from projects.selectors import definition_by_epilot_id
 from projects.services.conversion import opportunity_convert
 from projects.services.errors import ServiceError
 
@@ -18,7 +18,9 @@ class Command(BaseCommand):
         parser.add_argument("opportunity", help="epilot id of the opportunity.")
         parser.add_argument("--amount", help="Order total in EUR (default: the opportunity's budget).")
         parser.add_argument("--definition", default=settings.DEFAULT_WORKFLOW_DEFINITION, help="Workflow to start on the order.")
-        parser.add_argument("--status", default=None, help="Status to set on the opportunity (default: CONVERSION_TARGET_STATUS).")
+        parser.add_argument(
+            "--status", default=None, help="Status to set on the opportunity (default: CONVERSION_TARGET_STATUS)."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         opportunity = Opportunity.objects.filter(epilot_id=options["opportunity"]).first()
@@ -38,5 +40,9 @@ class Command(BaseCommand):
                                              target_status=options["status"], actor="command")
         except ServiceError as exc:
             raise CommandError(exc.message) from None
-        self.stdout.write(self.style.SUCCESS(f"Converted: order {conversion.order_epilot_id} ('{conversion.order_title}'), "
-                                             f"workflow {conversion.execution_epilot_id or '–'}, opportunity now '{conversion.target_status}'."))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Converted: order {conversion.order_epilot_id} ('{conversion.order_title}'), "
+                f"workflow {conversion.execution_epilot_id or '–'}, opportunity now '{conversion.target_status}'."
+            )
+        )

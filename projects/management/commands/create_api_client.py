@@ -21,6 +21,8 @@ class Command(BaseCommand):
             client, token = api_client_create(name=options["name"], scopes=scopes, throttle_rate=options["rate"])
         except ServiceError as exc:
             raise CommandError(exc.message) from None
-        self.stdout.write(f"API client '{client.name}' created with scopes {', '.join(client.scopes)} and rate {client.throttle_rate}; "
-                          "the token below is shown only now.")
+        self.stdout.write(
+            f"API client '{client.name}' created with scopes {', '.join(client.scopes)} and rate {client.throttle_rate}; "
+            "the token below is shown only now."
+        )
         self.stdout.write(token)

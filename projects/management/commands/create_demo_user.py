@@ -21,4 +21,6 @@ class Command(BaseCommand):
         user.set_password(options["password"])
         user.save()
         verb = "Created" if created else "Reset"
-        self.stdout.write(self.style.SUCCESS(f"{verb} demo login: user '{options['username']}', password '{options['password']}'"))
+        self.stdout.write(
+            self.style.SUCCESS(f"{verb} demo login: user '{options['username']}', password '{options['password']}'")
+        )

@@ -3,9 +3,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from integrations.connection import build_epilot_client, connection_info
 from integrations.epilot import EpilotClient, RetryPolicy
 from integrations.epilot.errors import EpilotConfigurationError
-from integrations.connection import build_epilot_client, connection_info
 from integrations.epilot.health import check_services
 
 

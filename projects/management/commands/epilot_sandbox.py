@@ -21,7 +21,9 @@ class Command(BaseCommand):
         parser.add_argument("--latency-ms", type=int, default=0, help="Added latency per request.")
         parser.add_argument("--retry-after", type=int, default=1, help="Seconds in the Retry-After of injected 429s.")
         parser.add_argument("--seed", type=int, default=None, help="Random seed for fault injection.")
-        parser.add_argument("--fault-operations", default="", help="Comma-separated operationIds the faults apply to (default: all).")
+        parser.add_argument(
+            "--fault-operations", default="", help="Comma-separated operationIds the faults apply to (default: all)."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["host"] not in ("127.0.0.1", "localhost", "::1"):

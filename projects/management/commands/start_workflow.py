@@ -3,9 +3,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from projects.schemas import model_for
 from projects.selectors import definition_by_epilot_id
 from projects.services.errors import ServiceError
-from projects.schemas import model_for
 from projects.services.workflows import workflow_start
 
 
@@ -25,8 +25,18 @@ class Command(BaseCommand):
         entity = model_for(options["schema"]).objects.filter(epilot_id=options["entity"]).first()
         title = entity.title if entity else options["entity"]
         try:
-            start = workflow_start(definition=definition, schema=options["schema"], entity_id=options["entity"], entity_title=title,
-                                   actor="command", allow_duplicate=options["force"])
+            start = workflow_start(
+                definition=definition,
+                schema=options["schema"],
+                entity_id=options["entity"],
+                entity_title=title,
+                actor="command",
+                allow_duplicate=options["force"],
+            )
         except ServiceError as exc:
             raise CommandError(exc.message) from None
-        self.stdout.write(self.style.SUCCESS(f"Started '{definition.name}' on {options['schema']} {title}: execution {start.execution_epilot_id}"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Started '{definition.name}' on {options['schema']} {title}: execution {start.execution_epilot_id}"
+            )
+        )

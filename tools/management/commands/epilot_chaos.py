@@ -22,7 +22,9 @@ class Command(BaseCommand):
         parser.add_argument("--retry-after", type=int, default=defaults.retry_after)
         parser.add_argument("--no-kill", action="store_true", help="Do not kill a worker mid-sync.")
         parser.add_argument("--conversions", type=int, default=defaults.conversions)
-        parser.add_argument("--database-url", default=None, help="A scratch PostgreSQL database (default: a temporary SQLite file).")
+        parser.add_argument(
+            "--database-url", default=None, help="A scratch PostgreSQL database (default: a temporary SQLite file)."
+        )
         parser.add_argument("--seed", type=int, default=defaults.seed)
 
     def handle(self, *args: Any, **options: Any) -> None:
