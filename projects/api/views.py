@@ -62,9 +62,10 @@ class MirrorViewSet(viewsets.ReadOnlyModelViewSet):
     filter_backends = [QueryFilterBackend, filters.SearchFilter, StrictOrderingFilter]
     ordering = ["id"]
 
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        translation.activate("en")  # API messages are English whatever the admin's language
-        super().initial(request, *args, **kwargs)
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        # API messages are English whatever the admin's language; override() restores the thread's language after.
+        with translation.override("en"):
+            return super().dispatch(request, *args, **kwargs)
 
 
 @extend_schema_view(

@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection
 from config.wsgi_test import application
 from projects.services.api_clients import api_client_create
 
-SCHEMA_FILE = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+SCHEMA_FILE = Path(__file__).resolve().parents[3] / "docs" / "openapi.yaml"
 
 
 def test_committed_schema_matches_the_code() -> None:

@@ -22,7 +22,7 @@ from rest_framework.test import APIClient
 from projects.models import AusbauProject
 from projects.services.api_clients import api_client_create
 
-SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml").read_text())
+SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[3] / "docs" / "openapi.yaml").read_text())
 OPERATIONS = [(path, method, operation) for path, item in SCHEMA["paths"].items() for method, operation in item.items()
               if method in ("get", "post", "put", "patch", "delete")]
 

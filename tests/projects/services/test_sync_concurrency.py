@@ -8,7 +8,7 @@ from pathlib import Path
 
 from integrations.epilot_sandbox import FaultConfig, SandboxApp
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_two_concurrent_commands_never_sync_the_same_schema(tmp_path, sandbox: SandboxApp, sandbox_server: str) -> None:
