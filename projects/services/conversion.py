@@ -26,7 +26,7 @@ from projects.formatting import format_amount
 from projects.models import Conversion, EpilotWrite, Opportunity, WorkflowDefinition, WorkflowStart
 from projects.services.audit import audited_write, record_refused_write, stored_user
 from projects.services.errors import Conflict, InProgress, NotAllowed, RemoteFailure, ServiceError
-from projects.services.mirror import mirror_entities
+from projects.services.mirror import mirror_after_write
 from projects.services.rules import rules_evaluate_safely
 from projects.services.workflows import running_executions, workflow_start
 
@@ -263,9 +263,5 @@ def _mirror(client: EpilotClient, conversion: Conversion) -> None:
     refs = [("opportunity", conversion.opportunity.epilot_id)]
     if conversion.order_epilot_id:
         refs.append(("order", conversion.order_epilot_id))
-    try:
-        changes = mirror_entities(refs=refs, client=client)
-    except EpilotError:
-        pass  # the conversion is done in epilot; the next scheduled sync brings the mirror up to date
-    else:
-        rules_evaluate_safely(refs=changes.changed_refs, client=client)
+    changes = mirror_after_write(refs=refs, client=client)
+    rules_evaluate_safely(refs=changes.changed_refs, client=client)

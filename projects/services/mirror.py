@@ -17,7 +17,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from integrations.connection import get_epilot_client
-from integrations.epilot import Entity, EpilotClient, MalformedEntity
+from integrations.epilot import Entity, EpilotClient, EpilotError, MalformedEntity
 from integrations.epilot import WorkflowExecution as RemoteExecution
 from integrations.epilot.types import relation_ids
 from projects.models import (
@@ -86,6 +86,19 @@ def mirror_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | N
     refresh_executions(client, counts)
     refresh_projects(counts, full=False)
     return counts
+
+
+def mirror_after_write(*, refs: Iterable[tuple[str, str]], client: EpilotClient | None = None) -> MirrorChanges:
+    """mirror_entities after a write to epilot succeeded: a failed refresh is logged, not raised.
+
+    The write itself is done; the next scheduled sync brings the mirror up to date (and evaluates
+    the rules then). Returns what changed (nothing when the refresh failed).
+    """
+    try:
+        return mirror_entities(refs=refs, client=client)
+    except EpilotError as exc:
+        logger.warning("mirror refresh after a write failed; the next sync catches up: %s", exc.message)
+        return MirrorChanges()
 
 
 def store_page(schema: str, items: list[Entity | MalformedEntity], counts: MirrorChanges, run: SyncRun | None,

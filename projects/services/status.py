@@ -11,7 +11,7 @@ from integrations.epilot.types import MalformedPayload, parse_timestamp
 from projects.models import EpilotWrite, Opportunity
 from projects.services.audit import audited_write
 from projects.services.errors import NotAllowed, RemoteFailure, StatusConflict
-from projects.services.mirror import mirror_entities
+from projects.services.mirror import mirror_after_write
 from projects.services.rules import rules_evaluate_safely
 
 
@@ -57,11 +57,7 @@ def opportunity_set_status(*, opportunity: Opportunity, status: str, user: Any =
         raise NotAllowed(_("The opportunity no longer exists in epilot.")) from None
     except EpilotError as exc:
         raise RemoteFailure(_("epilot did not accept the change: %(error)s") % {"error": exc.message}) from None
-    try:
-        changes = mirror_entities(refs=[("opportunity", opportunity.epilot_id)], client=client)
-    except EpilotError:
-        pass  # written in epilot; the next sync refreshes the mirror (and evaluates the rules)
-    else:
-        rules_evaluate_safely(refs=changes.changed_refs, client=client)
+    changes = mirror_after_write(refs=[("opportunity", opportunity.epilot_id)], client=client)
+    rules_evaluate_safely(refs=changes.changed_refs, client=client)
     opportunity.refresh_from_db()
     return opportunity

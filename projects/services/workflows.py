@@ -25,7 +25,7 @@ from integrations.epilot import (
 from projects.models import AusbauProject, EpilotWrite, WorkflowDefinition, WorkflowStart, WorkflowStartJob
 from projects.services.audit import audited_write, stored_user
 from projects.services.errors import InProgress, NotAllowed, RemoteFailure
-from projects.services.mirror import mirror_entities
+from projects.services.mirror import mirror_after_write
 
 logger = logging.getLogger("projects.workflows")
 
@@ -205,10 +205,7 @@ def _fail(start: WorkflowStart, message: str) -> WorkflowStart:
 
 
 def _mirror_after_start(client: EpilotClient, start: WorkflowStart) -> None:
-    try:
-        mirror_entities(refs=[(start.entity_schema, start.entity_epilot_id)], client=client)
-    except EpilotError as exc:  # the start itself succeeded; the next sync brings the mirror up to date
-        logger.warning("mirror refresh after workflow start failed: %s", exc.message)
+    mirror_after_write(refs=[(start.entity_schema, start.entity_epilot_id)], client=client)
 
 
 def workflow_start_many(*, definition: WorkflowDefinition, entities: Iterable[tuple[str, str, str]], user: Any = None,
