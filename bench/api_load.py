@@ -98,13 +98,8 @@ def main() -> None:
         runs = [
             ("api  projects/?page_size=100", f"{base}/api/v1/projects/?page_size=100", token, None, {}),
             ("floor projects (100 rows)", f"{base}/floor/projects/", None, None, {}),
-            (
-                "api  projects/{id}/status/",
-                base,
-                token,
-                script,
-                {**ids, "BENCH_PREFIX": "/api/v1/projects/", "BENCH_SUFFIX": "/status/"},
-            ),
+            ("api  projects/{id}/status/", base, token, script,
+             {**ids, "BENCH_PREFIX": "/api/v1/projects/", "BENCH_SUFFIX": "/status/"}),
             ("floor status", base, None, script, {**ids, "BENCH_PREFIX": "/floor/projects/", "BENCH_SUFFIX": "/status/"}),
         ]
         print(

@@ -16,11 +16,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("projects.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]), name="api-schema"),
-    path(
-        "api/docs/",
-        SpectacularSwaggerView.as_view(url_name="api-schema", authentication_classes=[], permission_classes=[AllowAny]),
-        name="api-docs",
-    ),
+    path("api/docs/",
+         SpectacularSwaggerView.as_view(url_name="api-schema", authentication_classes=[], permission_classes=[AllowAny]),
+         name="api-docs"),
 ]
 
 handler404 = "projects.api.errors.json_or_html_404"

@@ -38,14 +38,8 @@ class StartWorkflowForm(forms.Form):
 
 class ConvertForm(forms.Form):
     definition = forms.ModelChoiceField(queryset=WorkflowDefinition.objects.none())
-    amount = forms.DecimalField(
-        label="Auftragssumme (EUR)",
-        min_value=Decimal("0"),
-        max_digits=14,
-        decimal_places=2,
-        required=False,
-        help_text="Vorgabe: Budget der Opportunity",
-    )
+    amount = forms.DecimalField(label="Auftragssumme (EUR)", min_value=Decimal("0"), max_digits=14, decimal_places=2,
+                                required=False, help_text="Vorgabe: Budget der Opportunity")
     target_status = forms.CharField(label="Status der Opportunity danach", max_length=100)
 
     def __init__(self, *args, **kwargs) -> None:

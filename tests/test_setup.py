@@ -35,14 +35,8 @@ SHOW_SETTINGS = (
 
 @pytest.mark.parametrize("entry_point", ["config.wsgi", "config.asgi"])
 def test_web_entry_points_load_production_settings_when_none_is_named(entry_point: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", f"import {entry_point}; {SHOW_SETTINGS}"],
-        cwd=ROOT,
-        env=_clean_env(**PRODUCTION),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = subprocess.run([sys.executable, "-c", f"import {entry_point}; {SHOW_SETTINGS}"], cwd=ROOT,
+                            env=_clean_env(**PRODUCTION), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["config.settings.production", "False", "http://127.0.0.1:8765",
                                      "django.core.cache.backends.redis.RedisCache"]

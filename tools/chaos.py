@@ -19,14 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from integrations.epilot import (
-    EpilotClient,
-    EpilotConflictError,
-    EpilotError,
-    EpilotNotFoundError,
-    RetryPolicy,
-    ServiceURLs,
-)
+from integrations.epilot import EpilotClient, EpilotConflictError, EpilotError, EpilotNotFoundError, RetryPolicy, ServiceURLs
 from integrations.epilot_sandbox import SandboxStore, free_loopback_port, sandbox_stats, seed_bulk, seed_demo, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,10 +17,8 @@ if not (EPILOT_API_TOKEN or EPILOT_API_URL):
 if not env("CACHE_URL", default="") and CELERY_BROKER_URL.startswith(("redis://", "rediss://")):  # noqa: F405
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CELERY_BROKER_URL,  # noqa: F405
                           "KEY_PREFIX": "ausbau-cache"}}
-if CACHES["default"]["BACKEND"] in (
-    "django.core.cache.backends.locmem.LocMemCache",
-    "django.core.cache.backends.dummy.DummyCache",
-):
+if CACHES["default"]["BACKEND"] in ("django.core.cache.backends.locmem.LocMemCache",
+                                    "django.core.cache.backends.dummy.DummyCache"):
     raise ImproperlyConfigured(
         "Production needs a cache shared by every web process for API throttling: set CACHE_URL (redis://...), "
         "or use a Redis CELERY_BROKER_URL, which is then used as the cache too."

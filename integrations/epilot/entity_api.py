@@ -166,17 +166,9 @@ class EntityAPI(Transport):
             schemas.append(EntitySchemaSummary(slug=item["slug"], name=str(item.get("name") or item["slug"]), data=dict(item)))
         return schemas
 
-    def _iter_pages(
-        self,
-        fetch: Callable[[Mapping[str, Any]], EntitySearchPage],
-        params: dict[str, Any],
-        sort: Sequence[str],
-        include_deleted: str,
-        page_size: int,
-        search_after: Sequence[Any] | None,
-        stable_for: int,
-        fields: Sequence[str] | None,
-    ) -> Iterator[EntitySearchPage]:
+    def _iter_pages(self, fetch: Callable[[Mapping[str, Any]], EntitySearchPage], params: dict[str, Any], sort: Sequence[str],
+                    include_deleted: str, page_size: int, search_after: Sequence[Any] | None, stable_for: int,
+                    fields: Sequence[str] | None) -> Iterator[EntitySearchPage]:
         size = max(1, min(page_size, SEARCH_PAGE_SIZE))
         params.update({"sort": list(sort), "size": size, "include_deleted": include_deleted})
         if stable_for:

@@ -25,24 +25,13 @@ def check_services(client: EpilotClient) -> list[ServiceCheck]:
     """Probe each service with one cheap read; never raises for an epilot failure."""
     probes: list[tuple[str, str, Callable[[], Any], Callable[[Any], str]]] = [
         ("entity", client.urls.entity, client.list_schemas, lambda schemas: f"{len(schemas)} schemas"),
-        (
-            "workflows-definition",
-            client.urls.workflows_definition,
-            client.get_definitions,
-            lambda definitions: f"{len(definitions)} workflow definitions",
-        ),
-        (
-            "workflows-execution",
-            client.urls.workflows_execution,
-            lambda: client.search_flow_executions(entity_id="00000000-0000-0000-0000-000000000000", entity_schema="contact"),
-            lambda _: "reachable",
-        ),
-        (
-            "automation",
-            client.urls.automation,
-            lambda: client.search_flows(size=1),
-            lambda result: f"{result[0]} automation flows",
-        ),
+        ("workflows-definition", client.urls.workflows_definition, client.get_definitions,
+         lambda definitions: f"{len(definitions)} workflow definitions"),
+        ("workflows-execution", client.urls.workflows_execution,
+         lambda: client.search_flow_executions(entity_id="00000000-0000-0000-0000-000000000000", entity_schema="contact"),
+         lambda _: "reachable"),
+        ("automation", client.urls.automation, lambda: client.search_flows(size=1),
+         lambda result: f"{result[0]} automation flows"),
     ]
     checks = []
     for service, url, probe, describe in probes:

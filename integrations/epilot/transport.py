@@ -92,12 +92,8 @@ class Transport:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json", "User-Agent": "ausbau-backoffice/1.0"}
         if org_id:
             headers["x-epilot-org-id"] = org_id
-        self._http = httpx.Client(
-            headers=headers,
-            timeout=httpx.Timeout(timeout_seconds, connect=min(10.0, timeout_seconds)),
-            transport=transport,
-            follow_redirects=False,
-        )
+        self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_seconds, connect=min(10.0, timeout_seconds)),
+                                  transport=transport, follow_redirects=False)
 
     def _request(
         self,
@@ -145,15 +141,8 @@ class Transport:
             else:
                 elapsed_ms = (self._clock() - sent_at) * 1000
                 log = logger.info if is_write else logger.debug
-                log(
-                    "epilot %s %s %s -> %s in %.0f ms (attempt %d)",
-                    operation,
-                    method,
-                    path,
-                    response.status_code,
-                    elapsed_ms,
-                    attempt,
-                )
+                log("epilot %s %s %s -> %s in %.0f ms (attempt %d)", operation, method, path, response.status_code, elapsed_ms,
+                    attempt)
                 if response.is_success:
                     return response
                 error = _error_from_response(operation, response)

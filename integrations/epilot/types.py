@@ -67,17 +67,10 @@ class Entity:
         if not isinstance(tags, (list, tuple)) or not all(isinstance(tag, str) for tag in tags):
             raise MalformedPayload("_tags is not a list of strings")
         org = data.get("_org")
-        return cls(
-            id=entity_id,
-            schema=schema,
-            title=title,
-            org=str(org) if org is not None else None,
-            created_at=parse_timestamp(data.get("_created_at"), name="_created_at"),
-            updated_at=parse_timestamp(data.get("_updated_at"), name="_updated_at"),
-            deleted_at=parse_timestamp(data.get("_deleted_at"), name="_deleted_at"),
-            tags=tuple(tags),
-            data=_frozen(data),
-        )
+        return cls(id=entity_id, schema=schema, title=title, org=str(org) if org is not None else None,
+                   created_at=parse_timestamp(data.get("_created_at"), name="_created_at"),
+                   updated_at=parse_timestamp(data.get("_updated_at"), name="_updated_at"),
+                   deleted_at=parse_timestamp(data.get("_deleted_at"), name="_deleted_at"), tags=tuple(tags), data=_frozen(data))
 
     @property
     def attributes(self) -> dict[str, Any]:
@@ -175,27 +168,15 @@ class WorkflowDefinition:
     def from_v1(cls, data: Any) -> WorkflowDefinition:
         """Build from a V1 `WorkflowDefinition`; raises MalformedPayload."""
         _require_mapping(data, "workflow definition")
-        return cls(
-            id=_require_str(data, "id"),
-            name=_require_str(data, "name"),
-            engine="v1",
-            enabled=bool(data.get("enabled", True)),
-            steps=tuple(_v1_steps(data.get("flow"))),
-            data=_frozen(data),
-        )
+        return cls(id=_require_str(data, "id"), name=_require_str(data, "name"), engine="v1",
+                   enabled=bool(data.get("enabled", True)), steps=tuple(_v1_steps(data.get("flow"))), data=_frozen(data))
 
     @classmethod
     def from_v2(cls, data: Any) -> WorkflowDefinition:
         """Build from a V2 `FlowTemplate`; raises MalformedPayload."""
         _require_mapping(data, "flow template")
-        return cls(
-            id=_require_str(data, "id"),
-            name=_require_str(data, "name"),
-            engine="v2",
-            enabled=bool(data.get("enabled", True)),
-            steps=tuple(_v2_steps(data)),
-            data=_frozen(data),
-        )
+        return cls(id=_require_str(data, "id"), name=_require_str(data, "name"), engine="v2",
+                   enabled=bool(data.get("enabled", True)), steps=tuple(_v2_steps(data)), data=_frozen(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,47 +223,29 @@ class WorkflowExecution:
             for ctx in _list(data.get("contexts"), "contexts")
             if isinstance(ctx, Mapping) and ctx.get("id")
         )
-        return cls(
-            id=_require_str(data, "id"),
-            engine="v1",
-            definition_id=data.get("definitionId"),
-            name=data.get("name"),
-            status=data.get("status"),
-            contexts=contexts,
-            steps=tuple(_v1_steps(data.get("flow"))),
-            created_at=parse_timestamp(data.get("creationTime"), name="creationTime"),
-            updated_at=parse_timestamp(data.get("lastUpdateTime"), name="lastUpdateTime"),
-            completed_at=parse_timestamp(data.get("completedTime"), name="completedTime"),
-            data=_frozen(data),
-        )
+        return cls(id=_require_str(data, "id"), engine="v1", definition_id=data.get("definitionId"), name=data.get("name"),
+                   status=data.get("status"), contexts=contexts, steps=tuple(_v1_steps(data.get("flow"))),
+                   created_at=parse_timestamp(data.get("creationTime"), name="creationTime"),
+                   updated_at=parse_timestamp(data.get("lastUpdateTime"), name="lastUpdateTime"),
+                   completed_at=parse_timestamp(data.get("completedTime"), name="completedTime"), data=_frozen(data))
 
     @classmethod
     def from_v2(cls, data: Any) -> WorkflowExecution:
         """Build from a V2 `FlowExecution`; raises MalformedPayload."""
         _require_mapping(data, "flow execution")
         contexts = tuple(
-            ExecutionContext(
-                entity_id=str(ctx["entity_id"]),
-                schema=str(ctx.get("entity_schema", "")),
-                is_primary=bool(ctx.get("is_primary")),
-            )
+            ExecutionContext(entity_id=str(ctx["entity_id"]), schema=str(ctx.get("entity_schema", "")),
+                             is_primary=bool(ctx.get("is_primary")))
             for ctx in _list(data.get("contexts"), "contexts")
             if isinstance(ctx, Mapping) and ctx.get("entity_id")
         )
         analytics = data.get("analytics") if isinstance(data.get("analytics"), Mapping) else {}
-        return cls(
-            id=_require_str(data, "id"),
-            engine="v2",
-            definition_id=data.get("flow_template_id"),
-            name=data.get("name"),
-            status=data.get("status"),
-            contexts=contexts,
-            steps=tuple(_v2_steps(data)),
-            created_at=parse_timestamp(data.get("created_at"), name="created_at"),
-            updated_at=parse_timestamp(data.get("updated_at"), name="updated_at"),
-            completed_at=parse_timestamp(analytics.get("completed_at"), name="analytics.completed_at"),
-            data=_frozen(data),
-        )
+        return cls(id=_require_str(data, "id"), engine="v2", definition_id=data.get("flow_template_id"), name=data.get("name"),
+                   status=data.get("status"), contexts=contexts, steps=tuple(_v2_steps(data)),
+                   created_at=parse_timestamp(data.get("created_at"), name="created_at"),
+                   updated_at=parse_timestamp(data.get("updated_at"), name="updated_at"),
+                   completed_at=parse_timestamp(analytics.get("completed_at"), name="analytics.completed_at"),
+                   data=_frozen(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,13 +262,8 @@ class AutomationFlow:
     def from_api(cls, data: Any) -> AutomationFlow:
         """Build from an API document; raises MalformedPayload."""
         _require_mapping(data, "automation flow")
-        return cls(
-            id=_require_str(data, "id"),
-            name=_require_str(data, "flow_name"),
-            enabled=bool(data.get("enabled", True)),
-            entity_schema=data.get("entity_schema"),
-            data=_frozen(data),
-        )
+        return cls(id=_require_str(data, "id"), name=_require_str(data, "flow_name"), enabled=bool(data.get("enabled", True)),
+                   entity_schema=data.get("entity_schema"), data=_frozen(data))
 
 
 def _require_mapping(data: Any, what: str) -> None:
@@ -353,12 +311,8 @@ def _v2_steps(data: Mapping[str, Any]) -> list[WorkflowStep]:
         if isinstance(phase, Mapping)
     }
     return [
-        WorkflowStep(
-            id=str(task.get("id", "")),
-            name=str(task.get("name", "")),
-            section=phases.get(task.get("phase_id")),
-            status=task.get("status"),
-        )
+        WorkflowStep(id=str(task.get("id", "")), name=str(task.get("name", "")), section=phases.get(task.get("phase_id")),
+                     status=task.get("status"))
         for task in _list(data.get("tasks"), "tasks")
         if isinstance(task, Mapping)
     ]

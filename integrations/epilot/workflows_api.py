@@ -24,13 +24,8 @@ class WorkflowsAPI(Transport):
         """getDefinition (V1); raises EpilotNotFoundError."""
         body = self._json(
             "getDefinition",
-            self._request(
-                "getDefinition",
-                "GET",
-                self.urls.workflows_definition,
-                f"/v1/workflows/definitions/{segment(definition_id)}",
-                idempotent=True,
-            ),
+            self._request("getDefinition", "GET", self.urls.workflows_definition,
+                          f"/v1/workflows/definitions/{segment(definition_id)}", idempotent=True),
         )
         return self._parse("getDefinition", WorkflowDefinition.from_v1, body)
 
@@ -41,14 +36,8 @@ class WorkflowsAPI(Transport):
         params = {key: value for key, value in (("trigger_type", trigger_type), ("trigger_schema", trigger_schema)) if value}
         body = self._json(
             "listFlowTemplates",
-            self._request(
-                "listFlowTemplates",
-                "GET",
-                self.urls.workflows_definition,
-                "/v2/flows/templates",
-                params=params or None,
-                idempotent=True,
-            ),
+            self._request("listFlowTemplates", "GET", self.urls.workflows_definition, "/v2/flows/templates",
+                          params=params or None, idempotent=True),
         )
         results = body.get("results") if isinstance(body, Mapping) else None
         if not isinstance(results, list):
@@ -75,14 +64,8 @@ class WorkflowsAPI(Transport):
         params = {key: value for key, value in (("context", context), ("schema", schema)) if value}
         body = self._json(
             "getExecutions",
-            self._request(
-                "getExecutions",
-                "GET",
-                self.urls.workflows_execution,
-                "/v1/workflows/executions",
-                params=params or None,
-                idempotent=True,
-            ),
+            self._request("getExecutions", "GET", self.urls.workflows_execution, "/v1/workflows/executions",
+                          params=params or None, idempotent=True),
         )
         if not isinstance(body, list):
             raise self._invalid("getExecutions", "the body is not a list")
@@ -99,14 +82,8 @@ class WorkflowsAPI(Transport):
 
     def update_execution(self, execution_id: str, changes: Mapping[str, Any]) -> None:
         """updateExecution (V1), answered with 204."""
-        self._request(
-            "updateExecution",
-            "PATCH",
-            self.urls.workflows_execution,
-            f"/v1/workflows/executions/{segment(execution_id)}",
-            json_body=dict(changes),
-            idempotent=True,
-        )
+        self._request("updateExecution", "PATCH", self.urls.workflows_execution,
+                      f"/v1/workflows/executions/{segment(execution_id)}", json_body=dict(changes), idempotent=True)
 
     def close_execution(self, execution_id: str, *, reasons: Sequence[Mapping[str, str]] = (), description: str = "") -> None:
         """Close (cancel) a V1 execution through updateExecution."""
@@ -144,13 +121,8 @@ class WorkflowsAPI(Transport):
         """getFlowExecution (V2); raises EpilotNotFoundError."""
         body = self._json(
             "getFlowExecution",
-            self._request(
-                "getFlowExecution",
-                "GET",
-                self.urls.workflows_execution,
-                f"/v2/flows/executions/{segment(execution_id)}",
-                idempotent=True,
-            ),
+            self._request("getFlowExecution", "GET", self.urls.workflows_execution,
+                          f"/v2/flows/executions/{segment(execution_id)}", idempotent=True),
         )
         return self._parse("getFlowExecution", WorkflowExecution.from_v2, body)
 

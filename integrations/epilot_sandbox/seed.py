@@ -141,50 +141,18 @@ SCHEMAS = [
 
 # (key, title, status, street, house number, contact key, budget, tags)
 DEMO_OPPORTUNITIES = [
-    (
-        "nordstrasse",
-        "Glasfaser Neubaugebiet Nordstraße",
-        "ausstehend",
-        "Nordstraße",
-        "12",
-        "meier",
-        45000,
-        ["glasfaser", "neubau"],
-    ),
-    (
-        "rohdenhaus",
-        "Glasfaser Gewerbegebiet Rohdenhaus",
-        "bearbeitung",
-        "Rohdenhauser Straße",
-        "40",
-        "schmitz",
-        120000,
-        ["glasfaser", "gewerbe"],
-    ),
+    ("nordstrasse", "Glasfaser Neubaugebiet Nordstraße", "ausstehend", "Nordstraße", "12", "meier", 45000,
+     ["glasfaser", "neubau"]),
+    ("rohdenhaus", "Glasfaser Gewerbegebiet Rohdenhaus", "bearbeitung", "Rohdenhauser Straße", "40", "schmitz", 120000,
+     ["glasfaser", "gewerbe"]),
     ("duessel", "FTTH Düssel Ortskern", "bearbeitung", "Dorfstraße", "3", "yilmaz", 68000, ["glasfaser", "ftth"]),
     ("flehenberg", "Glasfaser Flehenberg", "geschlossen", "Flehenberger Weg", "7", "krueger", 52000, ["glasfaser"]),
-    (
-        "schulzentrum",
-        "Anbindung Schulzentrum Wülfrath",
-        "geschlossen",
-        "Fliethe",
-        "20",
-        "stadt",
-        90000,
-        ["glasfaser", "öffentlich"],
-    ),
+    ("schulzentrum", "Anbindung Schulzentrum Wülfrath", "geschlossen", "Fliethe", "20", "stadt", 90000,
+     ["glasfaser", "öffentlich"]),
     ("kalkstrasse", "Glasfaser Kalkstraße", "ausstehend", "Kalkstraße", "58", "becker", 31000, ["glasfaser"]),
     ("angerbach", "Glasfaser Wohnpark Angerbach", "abgebrochen", "Am Angerbach", "1", "wagner", 27000, ["glasfaser", "neubau"]),
-    (
-        "tiefenbach",
-        "Glasfaser Tiefenbach Höfe",
-        "ausstehend",
-        "Tiefenbacher Weg",
-        "15",
-        "hoffmann",
-        38000,
-        ["glasfaser", "außenbereich"],
-    ),
+    ("tiefenbach", "Glasfaser Tiefenbach Höfe", "ausstehend", "Tiefenbacher Weg", "15", "hoffmann", 38000,
+     ["glasfaser", "außenbereich"]),
 ]
 
 DEMO_CONTACTS = {

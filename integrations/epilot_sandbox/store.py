@@ -138,21 +138,12 @@ class SandboxStore:
         """Insert or replace a full entity document and its relation index (inside `write()`)."""
         conn.execute(
             INSERT_ENTITY,
-            (
-                body["_id"],
-                body["_schema"],
-                _index_text(body.get("_title")),
-                body["_created_at"],
-                body["_updated_at"],
-                body.get("_deleted_at"),
-                json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-            ),
+            (body["_id"], body["_schema"], _index_text(body.get("_title")), body["_created_at"], body["_updated_at"],
+             body.get("_deleted_at"), json.dumps(body, separators=(",", ":"), ensure_ascii=False)),
         )
         conn.execute("DELETE FROM relations WHERE from_id = ?", (body["_id"],))
-        conn.executemany(
-            "INSERT OR REPLACE INTO relations (from_id, attribute, to_id, tags) VALUES (?,?,?,?)",
-            [(body["_id"], attribute, to_id, json.dumps(tags)) for attribute, to_id, tags in relation_refs(body)],
-        )
+        conn.executemany("INSERT OR REPLACE INTO relations (from_id, attribute, to_id, tags) VALUES (?,?,?,?)",
+                         [(body["_id"], attribute, to_id, json.dumps(tags)) for attribute, to_id, tags in relation_refs(body)])
 
     def bulk_insert_entities(self, bodies: Iterable[dict[str, Any]]) -> int:
         """Fast path for seeding: one transaction, executemany."""
@@ -162,10 +153,7 @@ class SandboxStore:
                          body.get("_deleted_at"), json.dumps(body, separators=(",", ":"), ensure_ascii=False)))
             relations.extend((body["_id"], attribute, to_id, json.dumps(tags)) for attribute, to_id, tags in relation_refs(body))
         with self.write() as conn:
-            conn.executemany(
-                INSERT_ENTITY,
-                rows,
-            )
+            conn.executemany(INSERT_ENTITY, rows)
             conn.executemany("INSERT OR REPLACE INTO relations (from_id, attribute, to_id, tags) VALUES (?,?,?,?)", relations)
         return len(rows)
 

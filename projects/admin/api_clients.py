@@ -48,8 +48,6 @@ class ApiClientAdmin(admin.ModelAdmin):
             except ServiceError as exc:
                 self.message_user(request, f"{client.name}: {exc.message}", messages.ERROR)
                 continue
-            self.message_user(
-                request,
-                format_html("Neues Token für '{}' (nur jetzt sichtbar): <code>{}</code>", client.name, token),
-                messages.WARNING,
-            )
+            self.message_user(request,
+                              format_html("Neues Token für '{}' (nur jetzt sichtbar): <code>{}</code>", client.name, token),
+                              messages.WARNING)

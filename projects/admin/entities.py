@@ -292,13 +292,9 @@ class OpportunityAdmin(MirroredAdmin):
         form = ConvertForm(request.POST or None, initial=initial)
         if request.method == "POST" and form.is_valid():
             try:
-                conversion = opportunity_convert(
-                    opportunity=opportunity,
-                    definition=form.cleaned_data["definition"],
-                    amount_total=form.amount_cents(),
-                    target_status=form.cleaned_data["target_status"],
-                    user=request.user,
-                )
+                conversion = opportunity_convert(opportunity=opportunity, definition=form.cleaned_data["definition"],
+                                                 amount_total=form.amount_cents(),
+                                                 target_status=form.cleaned_data["target_status"], user=request.user)
             except ServiceError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
                 existing = models.Conversion.objects.filter(opportunity=opportunity).first()

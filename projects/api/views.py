@@ -69,11 +69,8 @@ class MirrorViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 @extend_schema_view(
-    list=extend_schema(
-        summary="List Ausbau projects",
-        responses={200: s.ProjectListSerializer(many=True)},
-        description="Cursor-paginated; the default order by id walks every project once even while data changes.",
-    ),
+    list=extend_schema(summary="List Ausbau projects", responses={200: s.ProjectListSerializer(many=True)},
+                       description="Cursor-paginated; the default order by id walks every project once even while data changes."),
     retrieve=extend_schema(
         summary="One project with opportunity, orders and workflows", responses={200: s.ProjectDetailSerializer}
     ),
@@ -151,12 +148,9 @@ class ProjectViewSet(MirrorViewSet):
         payload = s.ConvertInput(data=request.data)
         payload.is_valid(raise_exception=True)
         definition = self._definition(payload.validated_data.get("definition") or settings.DEFAULT_WORKFLOW_DEFINITION)
-        conversion = opportunity_convert(
-            opportunity=project.opportunity,
-            definition=definition,
-            amount_total=payload.validated_data.get("amount_total"),
-            actor=f"api:{request.auth.name}",
-        )
+        conversion = opportunity_convert(opportunity=project.opportunity, definition=definition,
+                                         amount_total=payload.validated_data.get("amount_total"),
+                                         actor=f"api:{request.auth.name}")
         return Response({"status": conversion.status, "execution_epilot_id": conversion.execution_epilot_id,
                          "order_epilot_id": conversion.order_epilot_id, "message": f"Converted into '{conversion.order_title}'."},
                         status=status.HTTP_201_CREATED)

@@ -55,14 +55,10 @@ def conversion_preview(opportunity: Opportunity, *, amount_total: int | None = N
     """The order a conversion would create; the amount defaults to the opportunity's budget."""
     if amount_total is None and opportunity.budget is not None:
         amount_total = int(opportunity.budget * 100)
-    return OrderPreview(
-        title=f"Ausbau: {opportunity.title}"[:500],
-        customer=str(opportunity.customer) if opportunity.customer else "–",
-        address=opportunity.address or "–",
-        amount_total=amount_total,
-        currency=(opportunity.payload.get("currency") or "EUR")[:3],
-        tags=list(dict.fromkeys([*ORDER_TAGS, *(opportunity.tags or [])])),
-    )
+    return OrderPreview(title=f"Ausbau: {opportunity.title}"[:500],
+                        customer=str(opportunity.customer) if opportunity.customer else "–", address=opportunity.address or "–",
+                        amount_total=amount_total, currency=(opportunity.payload.get("currency") or "EUR")[:3],
+                        tags=list(dict.fromkeys([*ORDER_TAGS, *(opportunity.tags or [])])))
 
 
 def opportunity_convert(*, opportunity: Opportunity, definition: WorkflowDefinition | None, amount_total: int | None = None,
@@ -151,15 +147,9 @@ def _run_steps(client: EpilotClient, conversion: Conversion, *, user: Any, actor
         _save(conversion, order_epilot_id=order_id, step=Conversion.Step.ORDER_CREATED)
     if conversion.step == Conversion.Step.ORDER_CREATED:
         summary = {"attribute": "items", "order": conversion.order_epilot_id}
-        with audited_write(
-            action=EpilotWrite.Action.LINK_ORDER,
-            target_schema="opportunity",
-            target_epilot_id=opportunity.epilot_id,
-            summary=summary,
-            user=user,
-            actor=actor,
-            conversion=conversion,
-        ):
+        with audited_write(action=EpilotWrite.Action.LINK_ORDER, target_schema="opportunity",
+                           target_epilot_id=opportunity.epilot_id, summary=summary, user=user, actor=actor,
+                           conversion=conversion):
             client.add_relations(
                 "opportunity", opportunity.epilot_id, [RelationItem(entity_id=conversion.order_epilot_id, attribute="items")]
             )
@@ -242,15 +232,9 @@ def _close_opportunity(client: EpilotClient, conversion: Conversion, *, user: An
             raise Conflict(reason)
         summary = {"status": conversion.target_status, "_updated_at": current.data.get("_updated_at")}
         try:
-            with audited_write(
-                action=EpilotWrite.Action.CLOSE_OPPORTUNITY,
-                target_schema="opportunity",
-                target_epilot_id=opportunity.epilot_id,
-                summary=summary,
-                user=user,
-                actor=actor,
-                conversion=conversion,
-            ):
+            with audited_write(action=EpilotWrite.Action.CLOSE_OPPORTUNITY, target_schema="opportunity",
+                               target_epilot_id=opportunity.epilot_id, summary=summary, user=user, actor=actor,
+                               conversion=conversion):
                 client.patch_entity("opportunity", opportunity.epilot_id, {"status": conversion.target_status},
                                     updated_at=current.data.get("_updated_at"))
             return

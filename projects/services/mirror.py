@@ -273,11 +273,8 @@ def resolve_relations() -> None:
         customer_id=Subquery(Contact.objects.filter(epilot_id=OuterRef("customer_epilot_id")).values("id")[:1]))
     Order.objects.exclude(opportunity_epilot_id="").filter(opportunity__isnull=True).update(
         opportunity_id=Subquery(Opportunity.objects.filter(epilot_id=OuterRef("opportunity_epilot_id")).values("id")[:1]))
-    for schema, field_name, model in (
-        ("opportunity", "opportunity", Opportunity),
-        ("order", "order", Order),
-        ("contact", "contact", Contact),
-    ):
+    for schema, field_name, model in (("opportunity", "opportunity", Opportunity), ("order", "order", Order),
+                                      ("contact", "contact", Contact)):
         WorkflowExecution.objects.filter(entity_schema=schema, **{f"{field_name}__isnull": True}).update(
             **{f"{field_name}_id": Subquery(model.objects.filter(epilot_id=OuterRef("entity_epilot_id")).values("id")[:1])})
     WorkflowExecution.objects.filter(definition__isnull=True).update(

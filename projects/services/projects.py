@@ -129,19 +129,9 @@ def _refresh_chunk(ids: list[int]) -> int:
     execution_rows = WorkflowExecution.objects.filter(opportunity_id__in=ids) | WorkflowExecution.objects.filter(
         order_id__in=list(order_owner)
     )
-    for row in execution_rows.values(
-        "opportunity_id",
-        "order_id",
-        "status",
-        "current_section",
-        "current_step",
-        "completed_steps",
-        "total_steps",
-        "started_at",
-        "epilot_updated_at",
-        "flow__flow__0__name",
-        "flow__phases__0__name",
-    ):
+    for row in execution_rows.values("opportunity_id", "order_id", "status", "current_section", "current_step",
+                                     "completed_steps", "total_steps", "started_at", "epilot_updated_at", "flow__flow__0__name",
+                                     "flow__phases__0__name"):
         owner = row["opportunity_id"] or order_owner.get(row["order_id"])
         executions[owner].append(ExecutionFacts(
             status=row["status"], on_order=row["order_id"] is not None, current_section=row["current_section"],

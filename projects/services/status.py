@@ -35,14 +35,8 @@ def opportunity_set_status(*, opportunity: Opportunity, status: str, user: Any =
         raise NotAllowed(_("The version you saw (_updated_at) is not a timestamp; please reload.")) from None
     summary = {"status": status, "previous": opportunity.status, "_updated_at": expected}
     try:
-        with audited_write(
-            action=EpilotWrite.Action.WRITE_STATUS,
-            target_schema="opportunity",
-            target_epilot_id=opportunity.epilot_id,
-            summary=summary,
-            user=user,
-            actor=actor,
-        ):
+        with audited_write(action=EpilotWrite.Action.WRITE_STATUS, target_schema="opportunity",
+                           target_epilot_id=opportunity.epilot_id, summary=summary, user=user, actor=actor):
             client.patch_entity("opportunity", opportunity.epilot_id, {"status": status}, updated_at=expected)
     except EpilotConflictError:
         try:

@@ -199,15 +199,8 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLe
         seen.update(item.id for item in page.results if item.id)
         entities += len(page.results)
         counts.pages += 1
-        logger.info(
-            "sync run=%s schema=%s page=%d entities=%d written=%d store_ms=%.0f",
-            run.pk,
-            schema,
-            number,
-            len(page.results),
-            written,
-            (time.monotonic() - page_started) * 1000,
-        )
+        logger.info("sync run=%s schema=%s page=%d entities=%d written=%d store_ms=%.0f", run.pk, schema, number,
+                    len(page.results), written, (time.monotonic() - page_started) * 1000)
         if on_progress:
             on_progress(
                 Progress(schema=schema, pages=number, entities=entities, total=page.hits, elapsed=time.monotonic() - started)

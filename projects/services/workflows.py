@@ -12,16 +12,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from integrations.connection import get_epilot_client
-from integrations.epilot import (
-    EpilotClient,
-    EpilotClientError,
-    EpilotError,
-    EpilotRateLimitedError,
-    ExecutionContext,
-)
-from integrations.epilot import (
-    WorkflowExecution as RemoteExecution,
-)
+from integrations.epilot import EpilotClient, EpilotClientError, EpilotError, EpilotRateLimitedError, ExecutionContext
+from integrations.epilot import WorkflowExecution as RemoteExecution
 from projects.models import AusbauProject, EpilotWrite, WorkflowDefinition, WorkflowStart, WorkflowStartJob
 from projects.services.audit import audited_write, stored_user
 from projects.services.errors import InProgress, NotAllowed, RemoteFailure

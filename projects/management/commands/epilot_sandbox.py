@@ -32,11 +32,9 @@ class Command(BaseCommand):
         if not is_seeded(store):
             count = seed_demo(store)
             self.stdout.write(f"Seeded the Wülfrath demo ({count} entities).")
-        faults = FaultConfig(
-            rate_429=options["fault_429"], rate_5xx=options["fault_5xx"], rate_drop=options["fault_drop"],
-            latency_ms=options["latency_ms"], retry_after_seconds=options["retry_after"], seed=options["seed"],
-            operations=tuple(op for op in options["fault_operations"].split(",") if op),
-        )
+        faults = FaultConfig(rate_429=options["fault_429"], rate_5xx=options["fault_5xx"], rate_drop=options["fault_drop"],
+                             latency_ms=options["latency_ms"], retry_after_seconds=options["retry_after"], seed=options["seed"],
+                             operations=tuple(op for op in options["fault_operations"].split(",") if op))
         server = make_sandbox_server(SandboxApp(store, token=options["token"], faults=faults),
                                      host=options["host"], port=options["port"])
         host, port = server.server_address[:2]

@@ -25,14 +25,8 @@ class Command(BaseCommand):
         entity = model_for(options["schema"]).objects.filter(epilot_id=options["entity"]).first()
         title = entity.title if entity else options["entity"]
         try:
-            start = workflow_start(
-                definition=definition,
-                schema=options["schema"],
-                entity_id=options["entity"],
-                entity_title=title,
-                actor="command",
-                allow_duplicate=options["force"],
-            )
+            start = workflow_start(definition=definition, schema=options["schema"], entity_id=options["entity"],
+                                   entity_title=title, actor="command", allow_duplicate=options["force"])
         except ServiceError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(

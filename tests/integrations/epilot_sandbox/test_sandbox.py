@@ -135,14 +135,8 @@ def test_automation_flows_create_replace_search(epilot: EpilotClient) -> None:
 def test_loopback_server_with_injected_faults_still_delivers_everything(sandbox: SandboxApp, sandbox_server: str, clock) -> None:
     seed_bulk(sandbox.store, contacts=1200, opportunities=0, orders=0, seed=9)
     sandbox.set_faults(FaultConfig(rate_429=0.2, rate_5xx=0.2, retry_after_seconds=1, seed=4))
-    client = EpilotClient(
-        token="anything",
-        urls=ServiceURLs.single_origin(sandbox_server),
-        sleep=clock.sleep,
-        clock=clock,
-        seed=2,
-        retry=RetryPolicy(max_attempts=10, max_elapsed_seconds=300),
-    )
+    client = EpilotClient(token="anything", urls=ServiceURLs.single_origin(sandbox_server), sleep=clock.sleep, clock=clock,
+                          seed=2, retry=RetryPolicy(max_attempts=10, max_elapsed_seconds=300))
     ids = [e.id for page in client.iter_search_entities("_schema:contact", page_size=500) for e in page.results]
     assert len(ids) == len(set(ids)) == 1208
     assert sandbox.stats["injected_429"] > 0 and sandbox.stats["injected_5xx"] > 0

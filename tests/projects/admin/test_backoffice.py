@@ -166,13 +166,8 @@ def test_the_dashboard_is_the_admin_index(admin_client) -> None:
 
 def test_audit_trail_is_linked_from_the_entity(admin_client, ausbau) -> None:
     nord = opportunity("nordstrasse")
-    call_command(
-        "start_workflow",
-        schema="opportunity",
-        entity=nord.epilot_id,
-        definition=AUSBAU_DEFINITION_ID,
-        stdout=StringIO(),
-    )
+    call_command("start_workflow", schema="opportunity", entity=nord.epilot_id, definition=AUSBAU_DEFINITION_ID,
+                 stdout=StringIO())
     detail = admin_client.get(reverse("admin:projects_opportunity_change", args=[nord.pk])).content.decode()
     audit_url = reverse("admin:projects_epilotwrite_changelist") + f"?target_epilot_id={nord.epilot_id}"
     assert audit_url in detail
@@ -182,13 +177,8 @@ def test_audit_trail_is_linked_from_the_entity(admin_client, ausbau) -> None:
 
 def test_commands_refuse_clearly(ausbau) -> None:
     nord = opportunity("nordstrasse")
-    call_command(
-        "start_workflow",
-        schema="opportunity",
-        entity=nord.epilot_id,
-        definition=AUSBAU_DEFINITION_ID,
-        stdout=StringIO(),
-    )
+    call_command("start_workflow", schema="opportunity", entity=nord.epilot_id, definition=AUSBAU_DEFINITION_ID,
+                 stdout=StringIO())
     with pytest.raises(CommandError, match="bereits"):
         call_command("start_workflow", schema="opportunity", entity=nord.epilot_id, definition=AUSBAU_DEFINITION_ID)
     with pytest.raises(CommandError, match="Unknown workflow definition"):
