@@ -6,6 +6,7 @@ the database (SQLite or PostgreSQL, whichever the suite runs on).
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given
@@ -48,9 +49,11 @@ attributes = st.fixed_dictionaries(
 
 
 def json_numbers(value):
-    """JSON has one number type: PostgreSQL's jsonb gives 5.0e16 back as 50000000000000000, which is the same JSON value."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+    """JSON has one number type: jsonb gives -1.4e+37 back as -14000000000000000000000000000000000000, the same JSON number."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
     if isinstance(value, list):
         return [json_numbers(item) for item in value]
     if isinstance(value, dict):
