@@ -35,13 +35,13 @@ from projects.services.bulk import bulk_upsert
 from projects.services.projects import projects_refresh
 from projects.services.rows import (
     COMMON_FIELDS,
-    ESCAPED_NUL,
     EXTRA_FIELDS,
     MAX_PAYLOAD_BYTES,
     QuarantineReason,
     check_fits,
     dumps_payload,
     entity_row,
+    has_nul,
 )
 
 logger = logging.getLogger("projects.sync")
@@ -214,7 +214,7 @@ def quarantine(schema: str, epilot_id: str, reason: str, payload: Any, run: Sync
     encoded = dumps_payload(payload)
     if len(encoded.encode()) > MAX_PAYLOAD_BYTES:
         safe_payload: Any = {"truncated": encoded[:MAX_PAYLOAD_BYTES // 4]}
-    elif ESCAPED_NUL.search(encoded):
+    elif has_nul(encoded):
         safe_payload = {"json_text": encoded}
     else:
         safe_payload = payload

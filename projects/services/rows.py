@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import re
@@ -44,7 +45,7 @@ def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
     encoded = dumps_payload(payload)
     if len(encoded.encode()) > MAX_PAYLOAD_BYTES:
         raise QuarantineReason(f"payload is larger than {MAX_PAYLOAD_BYTES // 1024} KiB")
-    if ESCAPED_NUL.search(encoded):
+    if has_nul(encoded):
         raise QuarantineReason("the payload contains a NUL character (\\u0000), which PostgreSQL cannot store")
     title = entity.title or ""
     status = payload.get("status")
@@ -93,8 +94,6 @@ INTEGER_RANGES = {
 
 
 # The epilot attribute each mirrored column comes from, to name it in a quarantine reason.
-
-
 SOURCE_ATTRIBUTES = {
     "epilot_id": "_id", "title": "_title", "email": "email[0].email", "customer_epilot_id": "customer ($relation entity_id)",
     "street": "address street + street_number", "postal_code": "address postal_code", "city": "address city",
@@ -108,20 +107,37 @@ def check_fits(model: type[models.Model], row: dict[str, Any]) -> None:
     PostgreSQL refuses such values and SQLite would keep them; a mirrored value is either
     whole or quarantined, never cut.
     """
+    limits = _column_limits(model)
     for name, value in row.items():
-        if value is None or name == "payload":
+        if value is None or name not in limits:
             continue
-        field = model._meta.get_field(name)
-        name = SOURCE_ATTRIBUTES.get(name, name)
+        max_length, low, high = limits[name]
         if isinstance(value, str):
-            if field.max_length is not None and len(value) > field.max_length:
-                raise QuarantineReason(f"{name} is {len(value)} characters long; the mirror keeps at most {field.max_length}")
+            if max_length is not None and len(value) > max_length:
+                raise QuarantineReason(f"{SOURCE_ATTRIBUTES.get(name, name)} is {len(value)} characters long; "
+                                       f"the mirror keeps at most {max_length}")
             if "\x00" in value:
-                raise QuarantineReason(f"{name} contains a NUL character, which PostgreSQL cannot store")
-        elif isinstance(value, int) and not isinstance(value, bool):
-            low, high = INTEGER_RANGES.get(field.get_internal_type(), (None, None))
-            if low is not None and not low <= value <= high:
-                raise QuarantineReason(f"{name} is out of range ({value})")
+                raise QuarantineReason(f"{SOURCE_ATTRIBUTES.get(name, name)} contains a NUL character, "
+                                       "which PostgreSQL cannot store")
+        elif isinstance(value, int) and not isinstance(value, bool) and low is not None and not low <= value <= high:
+            raise QuarantineReason(f"{SOURCE_ATTRIBUTES.get(name, name)} is out of range ({value})")
+
+
+@functools.cache
+def _column_limits(model: type[models.Model]) -> dict[str, tuple[int | None, int | None, int | None]]:
+    """(max length, lowest, highest) of every concrete column of `model` but JSON ones; the row check runs per entity."""
+    limits = {}
+    for field in model._meta.concrete_fields:
+        if isinstance(field, models.JSONField):
+            continue
+        low, high = INTEGER_RANGES.get(field.get_internal_type(), (None, None))
+        limits[field.name] = (getattr(field, "max_length", None), low, high)
+    return limits
+
+
+def has_nul(encoded: str) -> bool:
+    """Whether a JSON text (as json.dumps writes it) holds a NUL character in any string or key."""
+    return "\\u0000" in encoded and ESCAPED_NUL.search(encoded) is not None
 
 
 def single_relation(payload: dict[str, Any], attribute: str) -> str:
