@@ -1,9 +1,6 @@
 """The sync against odd data: one id in two engines, values that do not fit, NUL characters, schema names, stale executions."""
 from __future__ import annotations
 
-import json
-
-import httpx
 import pytest
 from django.db import DataError
 
@@ -15,27 +12,13 @@ from projects.models import Opportunity, Order, QuarantinedEntity, SyncRun, Work
 from projects.schemas import UnknownSchema
 from projects.services.mirror import mirror_entities, store_executions, write_isolating_failures
 from projects.services.sync import sync_enqueue, sync_run
+from tests.integrations.fakes import repeating_flow_templates
 
 pytestmark = pytest.mark.django_db
 
 
 def run(epilot: EpilotClient, **kwargs) -> SyncRun:
     return sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot, **kwargs)
-
-
-class RepeatingTemplates(httpx.BaseTransport):
-    """A transport-level fake in front of the sandbox: every flow-template listing answers each template twice."""
-
-    def __init__(self, inner: httpx.BaseTransport) -> None:
-        self.inner = inner
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self.inner.handle_request(request)
-        if request.url.path == "/v2/flows/templates":
-            body = json.loads(response.read())
-            body["results"] = body["results"] * 2
-            return httpx.Response(200, json=body)
-        return response
 
 
 def test_a_v1_definition_listed_as_v2_template_too_and_twice_in_one_answer_is_mirrored_once_per_engine(
@@ -45,7 +28,7 @@ def test_a_v1_definition_listed_as_v2_template_too_and_twice_in_one_answer_is_mi
                                    {**HAUSANSCHLUSS_TEMPLATE, "id": AUSBAU_DEFINITION_ID, "name": AUSBAU_DEFINITION["name"],
                                     "org_id": sandbox.store.org_id})
     client = EpilotClient(token="t", urls=ServiceURLs.single_origin("http://sandbox.invalid"),
-                          transport=RepeatingTemplates(httpx.WSGITransport(app=sandbox)), sleep=clock.sleep, clock=clock)
+                          transport=repeating_flow_templates(sandbox), sleep=clock.sleep, clock=clock)
     assert run(client).status == SyncRun.Status.SUCCEEDED
     assert run(client).status == SyncRun.Status.SUCCEEDED  # and again, now updating
     engines = sorted(WorkflowDefinition.objects.filter(epilot_id=AUSBAU_DEFINITION_ID).values_list("engine", flat=True))

@@ -14,7 +14,7 @@ from integrations.epilot import (
     ServiceURLs,
 )
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, FaultConfig, SandboxApp, demo_id
-from tests.contract.openapi import ContractRecorder
+from tests.integrations.contract.openapi import ContractRecorder
 
 ORIGIN = "http://epilot-sandbox.invalid"
 

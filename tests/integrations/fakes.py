@@ -1,0 +1,28 @@
+"""Transport-level fakes in front of the sandbox, for epilot answers the sandbox itself never gives."""
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from integrations.epilot_sandbox import SandboxApp
+
+
+class RepeatingTemplates(httpx.BaseTransport):
+    """A transport-level fake in front of the sandbox: every flow-template listing answers each template twice."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.url.path == "/v2/flows/templates":
+            body = json.loads(response.read())
+            body["results"] = body["results"] * 2
+            return httpx.Response(200, json=body)
+        return response
+
+
+def repeating_flow_templates(sandbox: SandboxApp) -> httpx.BaseTransport:
+    """The sandbox, but every flow-template listing answers each template twice (as a real answer may)."""
+    return RepeatingTemplates(httpx.WSGITransport(app=sandbox))
