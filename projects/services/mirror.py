@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError, transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import Case, F, OuterRef, Q, Subquery, TextField, Value, When
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from integrations.connection import get_epilot_client
@@ -45,6 +49,8 @@ from projects.services.rows import (
 )
 
 logger = logging.getLogger("projects.sync")
+LINK_CHUNK = 500  # orders linked per UPDATE
+LOOKUP_CHUNK = 50  # unlinked orders looked up per query among the opportunities' items
 
 
 @dataclass
@@ -60,6 +66,17 @@ class MirrorChanges:
     touched_orders: set[str] = field(default_factory=set)
     workflow_changes: list[tuple[str, str, Any]] = field(default_factory=list)
     changed_refs: list[tuple[str, str]] = field(default_factory=list)
+    item_links: dict[str, str] = field(default_factory=dict)  # order id -> opportunity id, from changed opportunities' items
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the time the block takes to `seconds[phase]` (fetch wait, rows, write, relations, executions, projects)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - started
 
 
 def mirror_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | None = None) -> MirrorChanges:
@@ -81,7 +98,7 @@ def mirror_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | N
             items.extend(page.results)
         with transaction.atomic():
             store_page(schema, items, counts, None, None, rewrite=False)
-    link_orders_from_items()
+    link_orders_from_items(counts)
     resolve_relations()
     refresh_executions(client, counts)
     refresh_projects(counts, full=False)
@@ -111,14 +128,15 @@ def store_page(schema: str, items: list[Entity | MalformedEntity], counts: Mirro
     now = timezone.now()
     rows: dict[str, dict[str, Any]] = {}
     quarantined: list[tuple[str, str, Any]] = []
-    for item in items:
-        if isinstance(item, MalformedEntity):
-            quarantined.append((item.id or "", item.reason, item.data))
-            continue
-        try:
-            rows[item.id] = entity_row(schema, item, now)
-        except QuarantineReason as reason:
-            quarantined.append((item.id, str(reason), dict(item.data)))
+    with counts.timed("rows"):
+        for item in items:
+            if isinstance(item, MalformedEntity):
+                quarantined.append((item.id or "", item.reason, item.data))
+                continue
+            try:
+                rows[item.id] = entity_row(schema, item, now)
+            except QuarantineReason as reason:
+                quarantined.append((item.id, str(reason), dict(item.data)))
     existing = {
         epilot_id: (updated_at, deleted_at, workflows)
         for epilot_id, updated_at, deleted_at, workflows in model.objects.filter(epilot_id__in=list(rows)).values_list(
@@ -143,12 +161,11 @@ def store_page(schema: str, items: list[Entity | MalformedEntity], counts: Mirro
     if schema not in CORE_SCHEMAS:
         for row in changed.values():
             row["schema"] = schema
-    refused = write_isolating_failures(
-        lambda batch: bulk_upsert(
-            model, batch, unique_field="epilot_id", update_fields=update_fields, newer_by="epilot_updated_at"
-        ),
-        [{"epilot_id": epilot_id, **row} for epilot_id, row in changed.items()],
-    )
+    def write(batch: list[dict[str, Any]]) -> None:
+        bulk_upsert(model, batch, unique_field="epilot_id", update_fields=update_fields, newer_by="epilot_updated_at")
+
+    with counts.timed("write"):
+        refused = write_isolating_failures(write, [{"epilot_id": epilot_id, **row} for epilot_id, row in changed.items()])
     for row, reason in refused:
         changed.pop(row["epilot_id"])
         rows.pop(row["epilot_id"])
@@ -164,6 +181,9 @@ def store_page(schema: str, items: list[Entity | MalformedEntity], counts: Mirro
     counts.changed_refs.extend((schema, epilot_id) for epilot_id in changed)
     if schema == "opportunity":
         counts.touched_opportunities.update(changed)
+        for epilot_id in changed:
+            for order_id in relation_ids(changed[epilot_id]["payload"].get("items")):
+                counts.item_links[order_id] = epilot_id
     elif schema == "order":
         counts.touched_orders.update(changed)
     if rows:
@@ -253,18 +273,33 @@ def mark_purged(schema: str, seen: set[str]) -> int:
     return len(missing)
 
 
-def link_orders_from_items() -> None:
-    """Orders named in an opportunity's `items` relation belong to it, when the order does not say otherwise."""
-    unlinked = set(Order.objects.filter(opportunity_epilot_id="").values_list("epilot_id", flat=True))
-    if not unlinked:
-        return
-    links: dict[str, str] = {}
-    for epilot_id, items in Opportunity.objects.filter(payload__has_key="items").values_list("epilot_id", "payload__items"):
-        for order_id in relation_ids(items):
-            if order_id in unlinked:
-                links[order_id] = epilot_id
-    for order_id, opportunity_id in links.items():
-        Order.objects.filter(epilot_id=order_id, opportunity_epilot_id="").update(opportunity_epilot_id=opportunity_id)
+def link_orders_from_items(counts: MirrorChanges) -> None:
+    """Orders named in an opportunity's `items` relation belong to it, when the order does not say otherwise.
+
+    Set-based and in proportion to the changes: the links of the opportunities that changed are
+    known from their rows; a changed order left unlinked is looked up among the opportunities' items.
+    """
+    links = dict(counts.item_links)
+    uncovered = [order_id for order_id in counts.touched_orders if order_id not in links]
+    for start in range(0, len(uncovered), LOOKUP_CHUNK):
+        chunk = set(Order.objects.filter(epilot_id__in=uncovered[start:start + LOOKUP_CHUNK], opportunity_epilot_id="")
+                    .values_list("epilot_id", flat=True))
+        if not chunk:
+            continue
+        naming = Q()
+        for order_id in chunk:
+            naming |= Q(payload_text__contains=order_id)
+        candidates = Opportunity.objects.annotate(payload_text=Cast("payload", TextField())).filter(naming)
+        for epilot_id, items in candidates.values_list("epilot_id", "payload__items"):
+            for order_id in relation_ids(items):
+                if order_id in chunk:
+                    links.setdefault(order_id, epilot_id)
+    pairs = list(links.items())
+    for start in range(0, len(pairs), LINK_CHUNK):
+        chunk = dict(pairs[start:start + LINK_CHUNK])
+        whens = [When(epilot_id=order_id, then=Value(opportunity_id)) for order_id, opportunity_id in chunk.items()]
+        Order.objects.filter(epilot_id__in=list(chunk), opportunity_epilot_id="").update(
+            opportunity_epilot_id=Case(*whens, default=F("opportunity_epilot_id")))
 
 
 def resolve_relations() -> None:

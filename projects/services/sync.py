@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from django.conf import settings
-from django.db import transaction
+from django.db import reset_queries, transaction
 from django.utils import timezone
 
 from integrations.connection import get_epilot_client
@@ -99,12 +99,16 @@ def sync_run(
         for schema in locked:
             _sync_schema(client, schema, full=full, lease=lease, counts=counts, run=run, on_progress=on_progress)
         lease.check()
-        link_orders_from_items()
-        resolve_relations()
-        refresh_executions(client, counts, heartbeat=lease.renew_if_due)
+        with counts.timed("relations"):
+            link_orders_from_items(counts)
+            resolve_relations()
+        with counts.timed("executions"):
+            refresh_executions(client, counts, heartbeat=lease.renew_if_due)
         lease.check()
-        refresh_projects(counts, full=full)
-        rules_evaluate_safely(refs=counts.changed_refs, client=client)
+        with counts.timed("projects"):
+            refresh_projects(counts, full=full)
+        with counts.timed("rules"):
+            rules_evaluate_safely(refs=counts.changed_refs, client=client)
         skipped = [schema for schema in wanted if schema not in locked]
         return _finish(
             run, counts, SyncRun.Status.SUCCEEDED, f"skipped (locked elsewhere): {', '.join(skipped)}" if skipped else ""
@@ -154,14 +158,16 @@ def sync_run_resume(run: SyncRun, *, client: EpilotClient | None = None) -> Sync
 
 
 def _finish(run: SyncRun, counts: MirrorChanges, status: str, error: str = "") -> SyncRun:
+    run.phase_seconds = dict(counts.seconds)  # for the caller (benchmarks, the command); not stored
     run.status = status
     run.error = error
     run.finished_at = timezone.now()
     for name in ("created", "updated", "deleted", "quarantined", "pages"):
         setattr(run, name, getattr(counts, name))
     run.save()
-    logger.info("sync run %s %s: %d created, %d updated, %d deleted, %d quarantined in %.1f s",
-                run.pk, status, run.created, run.updated, run.deleted, run.quarantined, run.duration_seconds or 0)
+    logger.info("sync run %s %s: %d created, %d updated, %d deleted, %d quarantined in %.1f s (%s)",
+                run.pk, status, run.created, run.updated, run.deleted, run.quarantined, run.duration_seconds or 0,
+                ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in run.phase_seconds.items()))
     return run
 
 
@@ -191,10 +197,11 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLe
     seen: set[str] = set()
     entities = 0
     pages = prefetched(client.iter_search_entities(_query(schema, None if full else state), include_deleted="true"))
-    for number, page in enumerate(pages, start=1):
+    for number, page in enumerate(_waited_for(pages, counts), start=1):
         page_started = time.monotonic()
-        with transaction.atomic():
+        with counts.timed("page"), transaction.atomic():
             written = store_page(schema, list(page.results), counts, run, state, rewrite=full)
+        reset_queries()  # with DEBUG on, Django would keep every page's SQL until the run ends
         lease.renew_if_due()
         seen.update(item.id for item in page.results if item.id)
         entities += len(page.results)
@@ -216,6 +223,16 @@ class _Failed:
 
 
 _END = object()
+
+
+def _waited_for(pages: Iterator[T], counts: MirrorChanges) -> Iterator[T]:
+    """The pages, with the time spent waiting for each counted as "fetch wait"."""
+    while True:
+        with counts.timed("fetch wait"):
+            page = next(pages, _END)
+        if page is _END:
+            return
+        yield page
 
 
 def prefetched(pages: Iterator[T]) -> Iterator[T]:

@@ -1,0 +1,153 @@
+"""Benchmark data shaped like a Stadtwerk's epilot organisation, not like the sandbox's demo conveniences.
+
+- contacts with lists of e-mails and phones and an address;
+- opportunities with a German description, `wohneinheiten`, tags, an address, a `customer` relation and,
+  for some, a `workflows` attribute (a running workflow epilot mirrored onto the entity);
+- orders with totals in cents, billing fields and line items; about 70 % are linked only through
+  their opportunity's `items` relation, the rest also carry an `opportunity` relation of their own;
+- about a sixth of all entities in import batches that share one exact `_updated_at`;
+- payloads of 1 to 3 KB with epilot's system attributes (`_acl`, `_owners`, `_schema`, `_org`, ...).
+
+Deterministic: the same arguments give the same entities.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import random
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from integrations.epilot_sandbox import SandboxStore
+
+NAMESPACE = uuid.UUID("8f0b9a52-3c1e-4d7a-9b61-0d2f7c9e5a13")
+STREETS = ["Goethestraße", "Wilhelmstraße", "Kastanienallee", "Rohdenhauser Straße", "Düsseler Straße", "Flehenberg",
+           "Schulstraße", "Am Diek", "Kalkstraße", "Angerbachstraße", "Nordstraße", "Erbacher Berg", "Fliethe", "Kocherscheidt"]
+FIRST = ["Anna", "Jonas", "Leonie", "Paul", "Marie", "Lukas", "Sophie", "Felix", "Emma", "Elias", "Hannah", "Ben"]
+LAST = ["Meier", "Schmidt", "Wagner", "Becker", "Hoffmann", "Schulz", "Koch", "Richter", "Klein", "Wolf", "Neumann"]
+WORDS = ("Glasfaser Hausanschluss Tiefbau Genehmigung Trasse Leerrohr Netzverteiler Begehung Wohneinheit Vermarktung "
+         "Kabelverzweiger Montage Abnahme Bauabschnitt Gehweg Bohrung Spleißung Anschlussdose Eigentümer Zustimmung").split()
+OPPORTUNITY_STATUSES = ["ausstehend", "bearbeitung", "bearbeitung", "geschlossen", "abgebrochen"]
+ORDER_STATUSES = ["placed", "placed", "completed", "draft", "quote", "cancelled"]
+START = dt.datetime(2024, 1, 8, 7, 0, tzinfo=dt.UTC)
+
+
+def _id(kind: str, i: int, seed: int) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{seed}:{kind}:{i}"))
+
+
+def _stamp(moment: dt.datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _system(schema: str, entity_id: str, created: dt.datetime, updated: dt.datetime, org_id: str, title: str) -> dict[str, Any]:
+    return {
+        "_id": entity_id, "_schema": schema, "_org": org_id, "_title": title, "_created_at": _stamp(created),
+        "_updated_at": _stamp(updated), "_owners": [{"org_id": org_id, "user_id": "10010"}],
+        "_acl": {"view": [f"org:{org_id}"], "edit": [f"org:{org_id}"], "delete": [f"org:{org_id}"]},
+        "_purpose": [], "_manifest": [], "_files": [],
+    }
+
+
+def _address(rng: random.Random) -> dict[str, Any]:
+    return {"_tags": ["billing"] if rng.random() < 0.3 else [], "street": rng.choice(STREETS),
+            "street_number": str(rng.randint(1, 140)) + (rng.choice(["", "", "", "a", "b"])), "postal_code": "42489",
+            "city": "Wülfrath", "country": "DE", "additional_info": ""}
+
+
+def _text(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "."
+
+
+def epilot_documents(*, entities: int, seed: int = 7, org_id: str = "739224") -> Iterator[dict[str, Any]]:
+    """`entities` documents: 40 % contacts, 40 % opportunities, 20 % orders, in the order epilot would have made them."""
+    rng = random.Random(seed)
+    contacts, opportunities = int(entities * 0.4), int(entities * 0.4)
+    orders = entities - contacts - opportunities
+    clock = START
+    batch_left = 0
+    batch_stamp = clock
+
+    def next_stamp() -> dt.datetime:
+        # About a sixth of all entities come from imports whose batch shares one exact _updated_at.
+        nonlocal clock, batch_left, batch_stamp
+        clock += dt.timedelta(seconds=rng.randint(20, 400), milliseconds=rng.randint(0, 999))
+        if batch_left:
+            batch_left -= 1
+            return batch_stamp
+        if rng.random() < 0.0004:
+            batch_left, batch_stamp = rng.randint(300, 700), clock
+            return batch_stamp
+        return clock
+
+    contact_ids = [_id("contact", i, seed) for i in range(contacts)]
+    order_ids = [_id("order", i, seed) for i in range(orders)]
+    order_owner: dict[int, int] = {}
+    for i in range(contacts):
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        moment = next_stamp()
+        body = _system("contact", contact_ids[i], moment - dt.timedelta(days=rng.randint(0, 300)), moment, org_id, f"{first} {last}")
+        body.update({
+            "salutation": rng.choice(["Frau", "Herr", ""]), "first_name": first, "last_name": last,
+            "customer_number": f"K-{100000 + i}", "_tags": rng.sample(["Privatkunde", "Vermieter", "Gewerbe", "Newsletter"], 2),
+            "email": [{"_tags": ["privat"], "email": f"{first.lower()}.{last.lower()}{i}@beispiel.de"}]
+            + ([{"_tags": ["geschäftlich"], "email": f"kontakt{i}@firma-wuelfrath.de"}] if rng.random() < 0.3 else []),
+            "phone": [{"_tags": ["mobil"], "phone": f"+49 171 {rng.randint(1000000, 9999999)}"}]
+            + ([{"_tags": ["festnetz"], "phone": f"+49 2058 {rng.randint(10000, 99999)}"}] if rng.random() < 0.5 else []),
+            "address": [_address(rng)], "birthdate": f"19{rng.randint(40, 99)}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}",
+            "consent_email_marketing": {"status": rng.choice(["active", "inactive"]), "identifiers": []},
+            "notes": _text(rng, rng.randint(5, 60)),
+        })
+        yield body
+    for i in range(opportunities):
+        moment = next_stamp()
+        street = rng.choice(STREETS)
+        # Orders are spread over opportunities; each order is named in exactly one opportunity's items.
+        items = [n for n in range(i // 2, min(orders, i // 2 + 1)) if i % 2 == 0 and n not in order_owner]
+        for n in items:
+            order_owner[n] = i
+        body = _system("opportunity", _id("opportunity", i, seed), moment - dt.timedelta(days=rng.randint(0, 200)), moment, org_id,
+                       f"Glasfaser {street} {i}")
+        body.update({
+            "title": f"Glasfaser {street} {i}", "opportunity_number": f"OPP-{i:06d}", "status": rng.choice(OPPORTUNITY_STATUSES),
+            "description": _text(rng, rng.randint(40, 170)), "wohneinheiten": rng.choice([1, 1, 1, 2, 3, 6, 12]),
+            "_tags": ["glasfaser", rng.choice(["vorvermarktung", "ausbau", "nachverdichtung"])],
+            "address": [_address(rng)], "customer": {"$relation": [{"entity_id": rng.choice(contact_ids), "_tags": []}]} if contact_ids
+            else None, "source": rng.choice(["journey", "manual", "import"]), "dates": [{"value": _stamp(moment), "_tags": ["Begehung"]}],
+        })
+        if items:
+            body["items"] = {"$relation": [{"entity_id": order_ids[n], "_tags": []} for n in items]}
+        if rng.random() < 0.05:
+            body["workflows"] = {"primary": {"id": f"ex{i}", "definition_id": "wfQpwhJF6J", "status": "STARTED",
+                                             "task_name": "Trassenplanung erstellen", "assignees": ["10010"]}}
+        yield body
+    for n in range(orders):
+        moment = next_stamp()
+        owner = order_owner.get(n)
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        lines = [{"_id": str(uuid.uuid5(NAMESPACE, f"{seed}:line:{n}:{k}")), "product_name": rng.choice(
+            ["Glasfaser-Hausanschluss", "Glasfaser 500", "Glasfaser 1000", "Router", "Installation"]),
+            "quantity": 1, "unit_amount": rng.randint(0, 150_000), "amount_total": rng.randint(0, 150_000), "currency": "EUR",
+            "taxes": [{"rate": "19", "amount": rng.randint(0, 20_000)}]} for k in range(rng.randint(1, 4))]
+        body = _system("order", order_ids[n], moment - dt.timedelta(days=rng.randint(0, 100)), moment, org_id, f"Auftrag {n}")
+        body.update({
+            "order_number": f"AUF-{n:06d}", "status": rng.choice(ORDER_STATUSES), "source": {"title": "back-office", "href": None},
+            "currency": "EUR", "amount_subtotal": sum(line["amount_total"] for line in lines),
+            "amount_total": sum(line["amount_total"] for line in lines) * 119 // 100, "line_items": lines,
+            "billing_first_name": first, "billing_last_name": last, "billing_email": f"{first.lower()}{n}@beispiel.de",
+            "billing_address": [_address(rng)], "payment_method": [{"type": rng.choice(["invoice", "sepa"])}],
+        })
+        if owner is not None and rng.random() < 0.3:
+            body["opportunity"] = {"$relation": [{"entity_id": _id("opportunity", owner, seed), "_tags": []}]}
+        yield body
+
+
+def seed_epilot_shaped(store: SandboxStore, *, entities: int, seed: int = 7) -> int:
+    """Insert `entities` epilot-shaped documents into a sandbox store; returns how many."""
+    total, batch = 0, []
+    for body in epilot_documents(entities=entities, seed=seed, org_id=store.org_id):
+        batch.append(body)
+        if len(batch) >= 5000:
+            total += store.bulk_insert_entities(batch)
+            batch = []
+    return total + (store.bulk_insert_entities(batch) if batch else 0)
