@@ -11,12 +11,13 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, transaction
-from django.db.models import Case, F, OuterRef, Q, Subquery, TextField, Value, When
+from django.db import DatabaseError, connection, transaction
+from django.db.models import OuterRef, Q, Subquery, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -49,8 +50,9 @@ from projects.services.rows import (
 )
 
 logger = logging.getLogger("projects.sync")
-LINK_CHUNK = 500  # orders linked per UPDATE
 LOOKUP_CHUNK = 50  # unlinked orders looked up per query among the opportunities' items
+EXECUTION_FETCHERS = 4  # executions fetched at once after a sync
+EXECUTION_BATCH = 100  # entities whose executions are written per transaction
 
 
 @dataclass
@@ -294,12 +296,15 @@ def link_orders_from_items(counts: MirrorChanges) -> None:
             for order_id in relation_ids(items):
                 if order_id in chunk:
                     links.setdefault(order_id, epilot_id)
-    pairs = list(links.items())
-    for start in range(0, len(pairs), LINK_CHUNK):
-        chunk = dict(pairs[start:start + LINK_CHUNK])
-        whens = [When(epilot_id=order_id, then=Value(opportunity_id)) for order_id, opportunity_id in chunk.items()]
-        Order.objects.filter(epilot_id__in=list(chunk), opportunity_epilot_id="").update(
-            opportunity_epilot_id=Case(*whens, default=F("opportunity_epilot_id")))
+    if not links:
+        return
+    # One prepared statement for all links (executemany): SQLite loops natively, psycopg pipelines.
+    table, column, key = (Order._meta.db_table, Order._meta.get_field("opportunity_epilot_id").column,
+                          Order._meta.get_field("epilot_id").column)
+    quote = connection.ops.quote_name
+    with transaction.atomic(), connection.cursor() as cursor:  # one commit, not one per order
+        cursor.executemany(f"UPDATE {quote(table)} SET {quote(column)} = %s WHERE {quote(key)} = %s AND {quote(column)} = ''",
+                           [(opportunity_id, order_id) for order_id, opportunity_id in links.items()])
 
 
 def resolve_relations() -> None:
@@ -351,21 +356,35 @@ def sync_definitions(client: EpilotClient) -> int:
 
 
 def refresh_executions(client: EpilotClient, counts: MirrorChanges, heartbeat: Callable[[], None] | None = None) -> None:
-    """Fetch executions only for entities whose `workflows` attribute changed; `heartbeat` is called after each entity."""
+    """Fetch executions only for entities whose `workflows` attribute changed; `heartbeat` is called after each batch.
+
+    A few fetches run at once (EXECUTION_FETCHERS, well within epilot's limits); the mirror is written
+    by this thread, a batch of entities per transaction. Raises EpilotError as the fetch did.
+    """
     v2_ids = set(WorkflowDefinition.objects.filter(engine="v2").values_list("epilot_id", flat=True))
-    for schema, epilot_id, workflows in counts.workflow_changes:
+
+    def fetch(change: tuple[str, str, Any]) -> tuple[str, str, list[RemoteExecution], dt.datetime]:
+        schema, epilot_id, workflows = change
         read_at = timezone.now()
         executions = client.get_executions(context=epilot_id, schema=schema)
         if isinstance(workflows, dict) and v2_ids & set(workflows):
             executions += client.search_flow_executions(entity_id=epilot_id, entity_schema=schema)
-        store_executions(schema, epilot_id, executions, read_at=read_at)
-        if schema == "opportunity":
-            counts.touched_opportunities.add(epilot_id)
-        elif schema == "order":
-            counts.touched_orders.add(epilot_id)
-        if heartbeat:
-            heartbeat()
-    if counts.workflow_changes:
+        return schema, epilot_id, executions, read_at
+
+    changes = counts.workflow_changes
+    with ThreadPoolExecutor(max_workers=EXECUTION_FETCHERS, thread_name_prefix="epilot-executions") as pool:
+        for start in range(0, len(changes), EXECUTION_BATCH):
+            fetched = list(pool.map(fetch, changes[start:start + EXECUTION_BATCH]))
+            with transaction.atomic():
+                for schema, epilot_id, executions, read_at in fetched:
+                    store_executions(schema, epilot_id, executions, read_at=read_at)
+                    if schema == "opportunity":
+                        counts.touched_opportunities.add(epilot_id)
+                    elif schema == "order":
+                        counts.touched_orders.add(epilot_id)
+            if heartbeat:
+                heartbeat()
+    if changes:
         resolve_relations()
 
 

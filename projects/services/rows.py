@@ -53,7 +53,8 @@ def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
         raise QuarantineReason(f"status is {type(status).__name__}, not a string")
     row: dict[str, Any] = {
         "title": title, "status": status or "", "tags": list(entity.tags), "epilot_created_at": entity.created_at,
-        "epilot_updated_at": entity.updated_at, "epilot_deleted_at": entity.deleted_at, "payload": payload, "synced_at": now,
+        "epilot_updated_at": entity.updated_at, "epilot_deleted_at": entity.deleted_at, "payload": payload,
+        "payload__json": encoded, "synced_at": now,
     }
     if schema == "contact":
         emails = payload.get("email")
