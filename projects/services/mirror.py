@@ -50,6 +50,7 @@ from projects.services.rows import (
 )
 
 logger = logging.getLogger("projects.sync")
+LINK_CHUNK = 500  # order links per UPDATE
 LOOKUP_CHUNK = 50  # unlinked orders looked up per query among the opportunities' items
 EXECUTION_FETCHERS = 4  # executions fetched at once after a sync
 EXECUTION_BATCH = 100  # entities whose executions are written per transaction
@@ -298,13 +299,20 @@ def link_orders_from_items(counts: MirrorChanges) -> None:
                     links.setdefault(order_id, epilot_id)
     if not links:
         return
-    # One prepared statement for all links (executemany): SQLite loops natively, psycopg pipelines.
+    # One UPDATE ... FROM (VALUES ...) per chunk of links: a single statement on SQLite (3.33+) and PostgreSQL.
     table, column, key = (Order._meta.db_table, Order._meta.get_field("opportunity_epilot_id").column,
                           Order._meta.get_field("epilot_id").column)
     quote = connection.ops.quote_name
-    with transaction.atomic(), connection.cursor() as cursor:  # one commit, not one per order
-        cursor.executemany(f"UPDATE {quote(table)} SET {quote(column)} = %s WHERE {quote(key)} = %s AND {quote(column)} = ''",
-                           [(opportunity_id, order_id) for order_id, opportunity_id in links.items()])
+    pairs = list(links.items())
+    with transaction.atomic(), connection.cursor() as cursor:
+        for start in range(0, len(pairs), LINK_CHUNK):
+            chunk = pairs[start:start + LINK_CHUNK]
+            values = ", ".join(["(%s, %s)"] * len(chunk))
+            cursor.execute(
+                # VALUES names its columns column1, column2 on both databases (SQLite takes no column aliases).
+                f"UPDATE {quote(table)} SET {quote(column)} = link.column2 FROM (VALUES {values}) AS link "
+                f"WHERE {quote(table)}.{quote(key)} = link.column1 AND {quote(table)}.{quote(column)} = ''",
+                [value for pair in chunk for value in pair])
 
 
 def resolve_relations() -> None:
