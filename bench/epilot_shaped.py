@@ -86,7 +86,8 @@ def epilot_documents(*, entities: int, seed: int = 7, org_id: str = "739224") ->
     for i in range(contacts):
         first, last = rng.choice(FIRST), rng.choice(LAST)
         moment = next_stamp()
-        body = _system("contact", contact_ids[i], moment - dt.timedelta(days=rng.randint(0, 300)), moment, org_id, f"{first} {last}")
+        created = moment - dt.timedelta(days=rng.randint(0, 300))
+        body = _system("contact", contact_ids[i], created, moment, org_id, f"{first} {last}")
         body.update({
             "salutation": rng.choice(["Frau", "Herr", ""]), "first_name": first, "last_name": last,
             "customer_number": f"K-{100000 + i}", "_tags": rng.sample(["Privatkunde", "Vermieter", "Gewerbe", "Newsletter"], 2),
@@ -106,14 +107,15 @@ def epilot_documents(*, entities: int, seed: int = 7, org_id: str = "739224") ->
         items = [n for n in range(i // 2, min(orders, i // 2 + 1)) if i % 2 == 0 and n not in order_owner]
         for n in items:
             order_owner[n] = i
-        body = _system("opportunity", _id("opportunity", i, seed), moment - dt.timedelta(days=rng.randint(0, 200)), moment, org_id,
-                       f"Glasfaser {street} {i}")
+        created = moment - dt.timedelta(days=rng.randint(0, 200))
+        body = _system("opportunity", _id("opportunity", i, seed), created, moment, org_id, f"Glasfaser {street} {i}")
         body.update({
             "title": f"Glasfaser {street} {i}", "opportunity_number": f"OPP-{i:06d}", "status": rng.choice(OPPORTUNITY_STATUSES),
             "description": _text(rng, rng.randint(40, 170)), "wohneinheiten": rng.choice([1, 1, 1, 2, 3, 6, 12]),
             "_tags": ["glasfaser", rng.choice(["vorvermarktung", "ausbau", "nachverdichtung"])],
-            "address": [_address(rng)], "customer": {"$relation": [{"entity_id": rng.choice(contact_ids), "_tags": []}]} if contact_ids
-            else None, "source": rng.choice(["journey", "manual", "import"]), "dates": [{"value": _stamp(moment), "_tags": ["Begehung"]}],
+            "address": [_address(rng)],
+            "customer": {"$relation": [{"entity_id": rng.choice(contact_ids), "_tags": []}]} if contact_ids else None,
+            "source": rng.choice(["journey", "manual", "import"]), "dates": [{"value": _stamp(moment), "_tags": ["Begehung"]}],
         })
         if items:
             body["items"] = {"$relation": [{"entity_id": order_ids[n], "_tags": []} for n in items]}
@@ -131,7 +133,8 @@ def epilot_documents(*, entities: int, seed: int = 7, org_id: str = "739224") ->
             "taxes": [{"rate": "19", "amount": rng.randint(0, 20_000)}]} for k in range(rng.randint(1, 4))]
         body = _system("order", order_ids[n], moment - dt.timedelta(days=rng.randint(0, 100)), moment, org_id, f"Auftrag {n}")
         body.update({
-            "order_number": f"AUF-{n:06d}", "status": rng.choice(ORDER_STATUSES), "source": {"title": "back-office", "href": None},
+            "order_number": f"AUF-{n:06d}", "status": rng.choice(ORDER_STATUSES),
+            "source": {"title": "back-office", "href": None},
             "currency": "EUR", "amount_subtotal": sum(line["amount_total"] for line in lines),
             "amount_total": sum(line["amount_total"] for line in lines) * 119 // 100, "line_items": lines,
             "billing_first_name": first, "billing_last_name": last, "billing_email": f"{first.lower()}{n}@beispiel.de",

@@ -40,7 +40,7 @@ def bare_fetch(url: str) -> tuple[float, int, int]:
         while True:
             request = urllib.request.Request(f"{url}/v1/entity:search", data=json.dumps(params).encode(), method="POST",
                                              headers={"Authorization": "Bearer bench", "Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310 - loopback only
+            with urllib.request.urlopen(request, timeout=60) as answer:
                 body = json.loads(answer.read())
             pages += 1
             entities += len(body["results"])
@@ -54,8 +54,9 @@ def bare_fetch(url: str) -> tuple[float, int, int]:
 
 def seed(sandbox_db: Path, args: argparse.Namespace) -> None:
     if args.shape == "sandbox":
-        subprocess.run([sys.executable, "manage.py", "seed_sandbox", "--db", str(sandbox_db), "--contacts", str(args.entities * 6 // 10),
-                        "--opportunities", str(args.entities * 3 // 10), "--orders", str(args.entities // 10)],
+        counts = ["--contacts", str(args.entities * 6 // 10), "--opportunities", str(args.entities * 3 // 10),
+                  "--orders", str(args.entities // 10)]
+        subprocess.run([sys.executable, "manage.py", "seed_sandbox", "--db", str(sandbox_db), *counts],
                        cwd=ROOT, env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING"},
                        check=True, stdout=subprocess.DEVNULL)
         return
@@ -97,7 +98,16 @@ def main() -> None:
         from django.db import connection
 
         call_command("migrate", verbosity=0)
-        from projects.models import AusbauProject, Contact, GenericEntity, Opportunity, Order, SyncRun, SyncState, WorkflowExecution
+        from projects.models import (
+            AusbauProject,
+            Contact,
+            GenericEntity,
+            Opportunity,
+            Order,
+            SyncRun,
+            SyncState,
+            WorkflowExecution,
+        )
         from projects.services.sync import sync_run
 
         for model in (AusbauProject, WorkflowExecution, Order, Opportunity, Contact, GenericEntity, SyncState):
