@@ -52,6 +52,23 @@ def bare_fetch(url: str) -> tuple[float, int, int]:
     return time.perf_counter() - started, entities, pages
 
 
+def touch_one_percent(sandbox_db: Path, entities: int) -> int:
+    """Change 1 % of the entities in epilot (an attribute and `_updated_at`), as a day's work in the portal would."""
+    from integrations.epilot_sandbox import SandboxStore
+    from integrations.epilot_sandbox.store import later_than
+
+    store = SandboxStore(sandbox_db)
+    ids = [row["id"] for row in store.conn.execute("SELECT id FROM entities ORDER BY id LIMIT ?", (max(1, entities // 100),))]
+    stamp = None
+    with store.write() as conn:
+        for entity_id in ids:
+            body = store.get_entity(entity_id)
+            stamp = later_than(stamp)
+            body.update({"_updated_at": stamp, "notes": f"geändert {stamp}"})
+            store.put_entity(conn, body)
+    return len(ids)
+
+
 def seed(sandbox_db: Path, args: argparse.Namespace) -> None:
     if args.shape == "sandbox":
         counts = ["--contacts", str(args.entities * 6 // 10), "--opportunities", str(args.entities * 3 // 10),
@@ -123,6 +140,10 @@ def main() -> None:
         quiet = sync_run(trigger=SyncRun.Trigger.COMMAND)
         quiet_elapsed = time.perf_counter() - started
         after = sandbox_stats(url)
+        changed_count = touch_one_percent(sandbox_db, args.entities)
+        started = time.perf_counter()
+        small = sync_run(trigger=SyncRun.Trigger.COMMAND)
+        small_elapsed = time.perf_counter() - started
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -138,6 +159,9 @@ def main() -> None:
     print(f"phases:                    {phases}")
     print(f"incremental, no changes:   {quiet.status}, {quiet.created + quiet.updated} changed, {searches} searches for "
           f"{len(quiet.schemas)} schemas ({requests} requests in all) in {quiet_elapsed:.2f} s")
+    small_phases = ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in small.phase_seconds.items())
+    print(f"incremental, 1 % changed:  {small.status}, {small.created + small.updated} of {changed_count} changes in "
+          f"{small_elapsed:.2f} s ({small_phases})")
     print(f"peak memory (max RSS):     {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

@@ -15,11 +15,12 @@ from django.db import connection, models
 
 
 def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *, unique_field: str,
-                update_fields: Sequence[str], newer_by: str | None = None) -> int:
+                update_fields: Sequence[str], newer_by: str | None = None, keep_when_empty: Sequence[str] = ()) -> int:
     """Insert or update `rows` (field name to value) on `unique_field`; returns the number of rows sent.
 
     With `newer_by` (a date field) an existing row is only overwritten by one at least as new, so two
-    writers that read epilot at different moments can never put an older version back.
+    writers that read epilot at different moments can never put an older version back. Columns in
+    `keep_when_empty` keep their value when the new row has an empty string there.
     """
     rows = list(rows)
     if not rows:
@@ -28,8 +29,11 @@ def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *,
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
     placeholders = ", ".join(_placeholder(field) for field in fields)
-    updates = ", ".join(f"{quote(field.column)} = EXCLUDED.{quote(field.column)}" for field in fields[1:])
     table = quote(model._meta.db_table)
+    updates = ", ".join(
+        f"{quote(field.column)} = CASE WHEN EXCLUDED.{quote(field.column)} = '' THEN {table}.{quote(field.column)} "
+        f"ELSE EXCLUDED.{quote(field.column)} END" if field.name in keep_when_empty
+        else f"{quote(field.column)} = EXCLUDED.{quote(field.column)}" for field in fields[1:])
     sql = (f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "
            f"ON CONFLICT ({quote(fields[0].column)}) DO UPDATE SET {updates}")
     if newer_by:

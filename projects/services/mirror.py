@@ -164,8 +164,13 @@ def store_page(schema: str, items: list[Entity | MalformedEntity], counts: Mirro
     if schema not in CORE_SCHEMAS:
         for row in changed.values():
             row["schema"] = schema
+    # An order linked through its opportunity's items has no relation of its own: a new version of it
+    # keeps the link instead of dropping it until an opportunity names it again.
+    keep = ["opportunity_epilot_id"] if schema == "order" else []
+
     def write(batch: list[dict[str, Any]]) -> None:
-        bulk_upsert(model, batch, unique_field="epilot_id", update_fields=update_fields, newer_by="epilot_updated_at")
+        bulk_upsert(model, batch, unique_field="epilot_id", update_fields=update_fields, newer_by="epilot_updated_at",
+                    keep_when_empty=keep)
 
     with counts.timed("write"):
         refused = write_isolating_failures(write, [{"epilot_id": epilot_id, **row} for epilot_id, row in changed.items()])

@@ -122,3 +122,29 @@ def test_an_older_answer_never_replaces_a_newer_mirrored_execution(epilot: Epilo
     assert WorkflowExecution.objects.get(epilot_id=started.id).status == newer.status
     store_executions("opportunity", nord, [old])  # a slow reader that saw the execution earlier
     assert WorkflowExecution.objects.get(epilot_id=started.id).status == newer.status != old.status
+
+
+def test_orders_named_only_in_an_opportunitys_items_stay_linked_through_their_own_changes(epilot: EpilotClient) -> None:
+    order = epilot.create_entity("order", {"_title": "Auftrag nur über items", "status": "placed", "amount_total": 120_000})
+    opportunity = epilot.create_entity("opportunity", {
+        "_title": "Glasfaser Kastanienallee 4", "status": "geschlossen",
+        "items": {"$relation": [{"entity_id": order.id}]},
+    })
+    assert run(epilot).status == SyncRun.Status.SUCCEEDED
+    mirrored = Order.objects.get(epilot_id=order.id)
+    assert mirrored.opportunity_epilot_id == opportunity.id and mirrored.opportunity.epilot_id == opportunity.id
+    epilot.patch_entity("order", order.id, {"status": "completed"})  # the order changes; its opportunity does not
+    changed = run(epilot)
+    assert (changed.updated, changed.created) == (1, 0)
+    mirrored.refresh_from_db()
+    assert mirrored.status == "completed" and mirrored.opportunity_epilot_id == opportunity.id
+    assert mirrored.opportunity.project.phase == "completed"
+
+
+def test_an_order_mirrored_before_the_opportunity_that_names_it_is_linked_when_it_changes(epilot: EpilotClient) -> None:
+    order = epilot.create_entity("order", {"_title": "Früher Auftrag", "status": "placed"})
+    assert run(epilot, schemas=["order"]).status == SyncRun.Status.SUCCEEDED  # the opportunity is not mirrored yet
+    opportunity = epilot.create_entity("opportunity", {"_title": "Glasfaser Am Diek 2", "status": "geschlossen",
+                                                       "items": {"$relation": [{"entity_id": order.id}]}})
+    assert run(epilot, schemas=["opportunity"]).status == SyncRun.Status.SUCCEEDED
+    assert Order.objects.get(epilot_id=order.id).opportunity_epilot_id == opportunity.id
