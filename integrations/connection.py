@@ -12,7 +12,6 @@ from typing import Literal
 from django.conf import settings
 
 from integrations.epilot import EpilotClient, ServiceURLs
-from integrations.epilot_sandbox import SandboxApp, SandboxStore, is_seeded, seed_demo
 
 logger = logging.getLogger("integrations.epilot")
 
@@ -67,6 +66,9 @@ def build_epilot_client() -> EpilotClient:
         "org_id": settings.EPILOT_ORG_ID or None,
     }
     if info.mode == "embedded-sandbox":
+        # Only this mode needs the sandbox; a process talking to epilot does not load it.
+        from integrations.epilot_sandbox import SandboxApp, SandboxStore, is_seeded, seed_demo
+
         store = SandboxStore(info.sandbox_db)
         if not is_seeded(store):
             seed_demo(store)

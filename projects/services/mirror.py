@@ -351,7 +351,7 @@ def sync_definitions(client: EpilotClient) -> int:
         row = {"epilot_id": d.id, "engine": d.engine, "name": d.name, "enabled": d.enabled, "sections": d.sections,
                "step_count": len(d.steps), "payload": dict(d.data), "removed_in_epilot": False, "synced_at": now}
         try:
-            check_fits(WorkflowDefinition, {key: value for key, value in row.items() if key not in ("sections", "payload")})
+            check_fits(WorkflowDefinition, row)
         except QuarantineReason as reason:
             quarantine("workflow_definition", d.id, str(reason), dict(d.data), None, now)
             continue
@@ -426,7 +426,7 @@ def store_executions(
                "completed_steps": e.completed_steps, "total_steps": len(e.steps), "flow": dict(e.data),
                "started_at": e.created_at, "epilot_updated_at": e.updated_at, "completed_at": e.completed_at, "synced_at": now}
         try:
-            check_fits(WorkflowExecution, {key: value for key, value in row.items() if key != "flow"})
+            check_fits(WorkflowExecution, row)
         except QuarantineReason as reason:
             quarantine("workflow_execution", e.id, str(reason), dict(e.data), None, now)
             continue
