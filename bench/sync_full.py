@@ -14,6 +14,7 @@ flat in entity count (run 50,000 and 150,000 in separate processes and compare).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import resource
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=50_000)
     parser.add_argument("--shape", choices=["epilot", "sandbox"], default="epilot")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the full sync to FILE")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-sync-"))
@@ -130,9 +132,15 @@ def main() -> None:
         for model in (AusbauProject, WorkflowExecution, Order, Opportunity, Contact, GenericEntity, SyncState):
             model.objects.all().delete()
 
+        profiler = cProfile.Profile() if args.profile else None
         started = time.perf_counter()
+        if profiler:
+            profiler.enable()
         full = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True)
         elapsed = time.perf_counter() - started
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
         total = full.created + full.updated
         linked = Order.objects.filter(opportunity__isnull=False).count()
         before = sandbox_stats(url)

@@ -27,8 +27,8 @@ def parse_timestamp(value: Any, *, name: str) -> dt.datetime | None:
     except ValueError:
         raise MalformedPayload(f"{name} is not an ISO 8601 timestamp: {value[:40]!r}") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed
+        return parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
 
 
 def _frozen(data: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -20,13 +20,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
+from projects.services.bulk import bulk_upsert
 
 CANCELLED_STATUSES = {"abgebrochen"}
 APPROVED_STATUSES = {"geschlossen"}
 CHUNK = 2000
+PROJECT_FIELDS = ["title", "phase", "progress_percent", "current_section", "current_step", "budget", "has_running_workflow",
+                  "tags", "updated_at"]
 
 
 @dataclass(frozen=True)
@@ -145,14 +149,11 @@ def _refresh_chunk(ids: list[int]) -> int:
             out_of_scope.append(pk)
             continue
         facts = OpportunityFacts(status, deleted_at is not None, title, budget, updated_at)
-        project = AusbauProject(opportunity_id=pk, **derive_project(facts, orders[pk], executions[pk]))
-        project.tags = ("," + ",".join(tag.replace(",", " ") for tag in tags or []) + ",")[:1000] if tags else ""
+        project = {"opportunity": pk, **derive_project(facts, orders[pk], executions[pk])}
+        project["tags"] = ("," + ",".join(tag.replace(",", " ") for tag in tags or []) + ",")[:1000] if tags else ""
         projects.append(project)
-    if out_of_scope:
-        AusbauProject.objects.filter(opportunity_id__in=out_of_scope).delete()
-    AusbauProject.objects.bulk_create(
-        projects, batch_size=1000, update_conflicts=True, unique_fields=["opportunity"],
-        update_fields=["title", "phase", "progress_percent", "current_section", "current_step", "budget",
-                       "has_running_workflow", "tags", "updated_at"],
-    )
+    with transaction.atomic():
+        if out_of_scope:
+            AusbauProject.objects.filter(opportunity_id__in=out_of_scope).delete()
+        bulk_upsert(AusbauProject, projects, unique_field="opportunity", update_fields=PROJECT_FIELDS)
     return len(projects)

@@ -9,6 +9,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
 from django.db import models
 
 from integrations.epilot import Entity
@@ -34,7 +35,11 @@ ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def dumps_payload(payload: Any) -> str:
-    return json.dumps(payload, default=str, ensure_ascii=False)
+    """The JSON text the mirror stores for a document (orjson, ten times faster; json for what orjson refuses)."""
+    try:
+        return orjson.dumps(payload, default=str).decode()
+    except (orjson.JSONEncodeError, TypeError):  # integers beyond 64 bits, keys that are not strings
+        return json.dumps(payload, default=str, ensure_ascii=False)
 
 
 def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
@@ -137,7 +142,7 @@ def _column_limits(model: type[models.Model]) -> dict[str, tuple[int | None, int
 
 
 def has_nul(encoded: str) -> bool:
-    """Whether a JSON text (as json.dumps writes it) holds a NUL character in any string or key."""
+    """Whether a JSON text (as json.dumps or orjson writes it) holds a NUL character in any string or key."""
     return "\\u0000" in encoded and ESCAPED_NUL.search(encoded) is not None
 
 
