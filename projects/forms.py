@@ -6,8 +6,9 @@ from decimal import Decimal
 
 from django import forms
 from django.conf import settings
+from django.utils.translation import gettext_lazy as _
 
-from projects.models import ApiClient, AutomationRule, WorkflowDefinition
+from projects.models import ApiClient, AutomationRule, StepJob, WorkflowDefinition
 from projects.selectors import automation_owning_trigger
 from projects.services.api_clients import parse_throttle_rate
 
@@ -110,3 +111,38 @@ class AutomationRuleForm(forms.ModelForm):
                     f"Diesen Auslöser besitzt die epilot-Automation '{owner.name}'. Beide würden den Workflow starten; "
                     "schalten Sie die Automation in epilot ab oder lassen Sie die Regel deaktiviert.")
         return cleaned
+
+
+def assignee_list(value: str) -> list[str]:
+    """epilot user ids from a comma- or space-separated text."""
+    return [part for part in value.replace(",", " ").split() if part]
+
+
+class StepOperationForm(forms.Form):
+    """What to apply to the selected steps; assignees and due date only for the operations that take them."""
+
+    operation = forms.ChoiceField(label=_("Operation"), choices=StepJob.Operation.choices)
+    assignees = forms.CharField(label=_("Assign to (epilot user ids)"), required=False, max_length=1000,
+                                help_text=_("Separated by commas; they replace the current assignees."))
+    due_date = forms.DateTimeField(label=_("Due"), required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+                                   help_text=_("Leave empty to clear the due date."))
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("operation") == StepJob.Operation.ASSIGN:
+            data["assignee_ids"] = assignee_list(data.get("assignees") or "")
+            if not data["assignee_ids"]:
+                self.add_error("assignees", _("Name at least one epilot user id."))
+            elif any(len(item) > 64 for item in data["assignee_ids"]):
+                self.add_error("assignees", _("An epilot user id has at most 64 characters."))
+        return data
+
+
+class CloseExecutionForm(forms.Form):
+    reasons = forms.MultipleChoiceField(label=_("Closing reasons"), required=False, widget=forms.CheckboxSelectMultiple)
+    description = forms.CharField(label=_("Description"), required=False, max_length=2000,
+                                  widget=forms.Textarea(attrs={"rows": 3}))
+
+    def __init__(self, *args, reasons: list[dict[str, str]], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["reasons"].choices = [(reason["id"], reason["title"]) for reason in reasons]

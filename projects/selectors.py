@@ -5,16 +5,19 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from projects.models import (
     AusbauProject,
     AutomationRule,
     EpilotWrite,
+    MirroredStep,
     Opportunity,
     Order,
     ProvisionedAutomation,
+    StaffProfile,
     SyncRun,
     SyncState,
     WorkflowDefinition,
@@ -123,3 +126,55 @@ def job_progress(job: WorkflowStartJob) -> JobProgress:
     counts.update(dict(job.items.values_list("status").annotate(count=Count("id"))))
     total = sum(counts.values())
     return JobProgress(counts=counts, total=total, done=total - counts[WorkflowStart.Status.PENDING])
+
+
+def open_steps() -> QuerySet[MirroredStep]:
+    """Steps still to be worked: not completed or skipped, enabled, in an execution that runs."""
+    return MirroredStep.objects.filter(execution__status="STARTED", enabled=True).exclude(
+        status__in=MirroredStep.DONE_STATUSES)
+
+
+@dataclass(frozen=True)
+class TaskCounts:
+    open: int
+    overdue: int
+    due_this_week: int
+    unassigned: int
+    mine: int | None
+
+
+def task_counts(*, epilot_user_id: str = "") -> TaskCounts:
+    """Counts of open steps for the dashboard; `mine` only when the user is linked to an epilot user."""
+    now = timezone.now()
+    week_end = end_of_week(now)
+    steps = open_steps()
+    totals = steps.aggregate(
+        open=Count("id"), overdue=Count("id", filter=Q(due_date__lt=now)),
+        due_this_week=Count("id", filter=Q(due_date__gte=now, due_date__lt=week_end)),
+        unassigned=Count("id", filter=Q(assignees="")))
+    mine = steps.filter(assignees__contains=f",{epilot_user_id},").count() if epilot_user_id else None
+    return TaskCounts(mine=mine, **totals)
+
+
+def end_of_week(now: dt.datetime) -> dt.datetime:
+    """Monday 00:00 after `now`, in the local time zone."""
+    local = timezone.localtime(now)
+    monday = (local + dt.timedelta(days=7 - local.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
+    return monday
+
+
+def epilot_user_id_of(user: object) -> str:
+    """The epilot user id linked to a staff user, or ''."""
+    profile = getattr(user, "staff_profile", None) if getattr(user, "pk", None) else None
+    try:
+        return profile.epilot_user_id if profile else ""
+    except StaffProfile.DoesNotExist:
+        return ""
+
+
+def tasks_with_project() -> QuerySet[MirroredStep]:
+    """Step rows with their execution and `project_id`: the project of the execution's opportunity or order."""
+    on_opportunity = AusbauProject.objects.filter(opportunity_id=OuterRef("execution__opportunity_id")).values("id")[:1]
+    on_order = AusbauProject.objects.filter(opportunity_id=OuterRef("execution__order__opportunity_id")).values("id")[:1]
+    return MirroredStep.objects.select_related("execution").annotate(
+        project_id=Coalesce(Subquery(on_opportunity), Subquery(on_order)))

@@ -1,8 +1,10 @@
 """Celery tasks: thin adapters over services."""
 from celery import shared_task
 
-from projects.models import SyncRun, WorkflowStartJob
+from projects.models import StepJob, SyncRun, WorkflowStartJob
+from projects.services.digest import task_digest_send
 from projects.services.lease import lease_seconds
+from projects.services.steps import step_job_run
 from projects.services.sync import sync_run, sync_run_resume
 from projects.services.workflows import workflow_start_job_run
 
@@ -28,3 +30,17 @@ def workflow_start_job_task(*, job_id: int) -> None:
     job = WorkflowStartJob.objects.filter(pk=job_id).first()
     if job is not None:
         workflow_start_job_run(job)
+
+
+@shared_task(name="projects.step_job", ignore_result=True, acks_late=True)
+def step_job_task(*, job_id: int) -> None:
+    """Work through a step job; items already done are skipped, so a redelivery is harmless."""
+    job = StepJob.objects.filter(pk=job_id).first()
+    if job is not None:
+        step_job_run(job)
+
+
+@shared_task(name="projects.task_digest", ignore_result=True)
+def task_digest_task() -> int:
+    """Send the daily e-mail digest of overdue and newly assigned steps; returns how many e-mails went out."""
+    return task_digest_send()

@@ -185,6 +185,12 @@ EPILOT_AUTOMATION_API_URL = env("EPILOT_AUTOMATION_API_URL", default=EPILOT_API_
 EPILOT_ORG_ID = env("EPILOT_ORG_ID", default="")
 EPILOT_TIMEOUT_SECONDS = env.float("EPILOT_TIMEOUT_SECONDS", default=30.0)
 EPILOT_WRITES_PER_MINUTE = env.int("EPILOT_WRITES_PER_MINUTE", default=450)
+
+# E-mail (the daily task digest): EMAIL_URL as django-environ reads it, e.g. smtp+tls://user:pass@mail.example:587;
+# the console by default, so a local run prints the e-mails.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Ausbau Backoffice <backoffice@localhost>")
+BACKOFFICE_BASE_URL = env("BACKOFFICE_BASE_URL", default="http://127.0.0.1:8000")
 EPILOT_PORTAL_URL = env("EPILOT_PORTAL_URL", default="https://portal.epilot.cloud")
 # No token and no URL: the embedded sandbox answers in-process from its own SQLite file.
 EPILOT_SANDBOX_DB = Path(env("EPILOT_SANDBOX_DB", default=str(VAR_DIR / "epilot_sandbox.sqlite3")))

@@ -141,12 +141,26 @@ class EntitySchemaSummary:
 
 @dataclass(frozen=True, slots=True)
 class WorkflowStep:
-    """A step (V1) or task (V2) of a workflow definition or execution."""
+    """A step (V1) or task (V2) of a workflow definition or execution.
+
+    `section` is the V1 section's or V2 phase's name, `section_id` its id; `assigned_to` holds
+    the user ids (variable assignments of V2 are left out); dates epilot stores without a zone are UTC.
+    """
 
     id: str
     name: str
     section: str | None
     status: str | None = None
+    section_id: str | None = None
+    assigned_to: tuple[str, ...] = ()
+    due_date: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    execution_type: str = ""
+    enabled: bool = True
+
+    @property
+    def is_open(self) -> bool:
+        return self.status not in STEP_DONE_STATUSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,14 +308,19 @@ def _v1_steps(flow: Any) -> list[WorkflowStep]:
         if item.get("type") == "SECTION" or "steps" in item:
             for step in _list(item.get("steps"), "steps"):
                 if isinstance(step, Mapping):
-                    steps.append(_step(step, section=item.get("name")))
+                    steps.append(_step(step, section=item))
         else:
             steps.append(_step(item, section=None))
     return steps
 
 
-def _step(step: Mapping[str, Any], *, section: str | None) -> WorkflowStep:
-    return WorkflowStep(id=str(step.get("id", "")), name=str(step.get("name", "")), section=section, status=step.get("status"))
+def _step(step: Mapping[str, Any], *, section: Mapping[str, Any] | None) -> WorkflowStep:
+    return WorkflowStep(
+        id=str(step.get("id", "")), name=str(step.get("name", "")), section=section.get("name") if section else None,
+        status=_text_or_none(step.get("status")), section_id=_text_or_none(section.get("id")) if section else None,
+        assigned_to=_user_ids(step.get("assignedTo")), due_date=_lenient_timestamp(step.get("dueDate")),
+        completed_at=_lenient_timestamp(step.get("completedTime")), execution_type=str(step.get("executionType") or ""),
+        enabled=step.get("enabled") is not False)
 
 
 def _v2_steps(data: Mapping[str, Any]) -> list[WorkflowStep]:
@@ -310,9 +329,34 @@ def _v2_steps(data: Mapping[str, Any]) -> list[WorkflowStep]:
         for phase in _list(data.get("phases"), "phases")
         if isinstance(phase, Mapping)
     }
-    return [
-        WorkflowStep(id=str(task.get("id", "")), name=str(task.get("name", "")), section=phases.get(task.get("phase_id")),
-                     status=task.get("status"))
-        for task in _list(data.get("tasks"), "tasks")
-        if isinstance(task, Mapping)
-    ]
+    steps = []
+    for task in _list(data.get("tasks"), "tasks"):
+        if not isinstance(task, Mapping):
+            continue
+        analytics = task.get("analytics") if isinstance(task.get("analytics"), Mapping) else {}
+        steps.append(WorkflowStep(
+            id=str(task.get("id", "")), name=str(task.get("name", "")), section=phases.get(task.get("phase_id")),
+            status=_text_or_none(task.get("status")), section_id=_text_or_none(task.get("phase_id")),
+            assigned_to=_user_ids(task.get("assigned_to")), due_date=_lenient_timestamp(task.get("due_date")),
+            completed_at=_lenient_timestamp(analytics.get("completed_at")),
+            execution_type=str(task.get("task_type") or ""), enabled=task.get("enabled") is not False))
+    return steps
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _user_ids(value: Any) -> tuple[str, ...]:
+    """The user ids of an assignee list; V2's variable assignments (objects) name no user yet."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(str(item) for item in value if isinstance(item, (str, int)) and not isinstance(item, bool) and str(item))
+
+
+def _lenient_timestamp(value: Any) -> dt.datetime | None:
+    """A step's date, or None when epilot holds none or one that is not a timestamp (the raw value stays in the flow)."""
+    try:
+        return parse_timestamp(value, name="date")
+    except MalformedPayload:
+        return None

@@ -136,3 +136,43 @@ class WorkflowsAPI(Transport):
             raise self._invalid("searchFlowExecutions", "the body has no 'results' list")
         return [self._parse("searchFlowExecutions", WorkflowExecution.from_v2, item) for item in results]
 
+
+    # ------------------------------------------------------------------ working the steps
+
+    def update_step(self, execution_id: str, step_id: str, changes: Mapping[str, Any]) -> Mapping[str, Any]:
+        """updateStep (V1): `status`, `assignedTo`, `dueDate`...; returns epilot's step. Setting values is safe to retry."""
+        body = self._json("updateStep", self._request(
+            "updateStep", "PATCH", self.urls.workflows_execution,
+            f"/v1/workflows/executions/{segment(execution_id)}/steps/{segment(step_id)}", json_body=dict(changes),
+            idempotent=True))
+        if not isinstance(body, Mapping):
+            raise self._invalid("updateStep", "the body is not an object")
+        return body
+
+    def patch_task(self, execution_id: str, task_id: str, changes: Mapping[str, Any]) -> Mapping[str, Any]:
+        """patchTask (V2): `status`, `assigned_to`, `due_date`...; an invalid transition raises EpilotValidationError."""
+        body = self._json("patchTask", self._request(
+            "patchTask", "PATCH", self.urls.workflows_execution,
+            f"/v2/flows/executions/{segment(execution_id)}/tasks/{segment(task_id)}", json_body=dict(changes),
+            idempotent=True))
+        if not isinstance(body, Mapping):
+            raise self._invalid("patchTask", "the body is not an object")
+        return body
+
+    def patch_flow_execution(self, execution_id: str, changes: Mapping[str, Any]) -> WorkflowExecution:
+        """patchFlowExecution (V2): `status`, `closing_reason`, `due_date`...; returns the execution."""
+        body = self._json("patchFlowExecution", self._request(
+            "patchFlowExecution", "PATCH", self.urls.workflows_execution,
+            f"/v2/flows/executions/{segment(execution_id)}", json_body=dict(changes), idempotent=True))
+        return self._parse("patchFlowExecution", WorkflowExecution.from_v2, body)
+
+    def get_closing_reasons(self, execution_id: str) -> list[dict[str, str]]:
+        """getClosingReasonExecution (V1): the reasons ({id, title}) offered when closing this execution."""
+        body = self._json("getClosingReasonExecution", self._request(
+            "getClosingReasonExecution", "GET", self.urls.workflows_execution,
+            f"/v1/workflows/executions/{segment(execution_id)}/closing-reasons", idempotent=True))
+        reasons = body.get("reasons") if isinstance(body, Mapping) else None
+        if not isinstance(reasons, list):
+            raise self._invalid("getClosingReasonExecution", "the body has no 'reasons' list")
+        return [{"id": str(r["id"]), "title": str(r.get("title") or r["id"])}
+                for r in reasons if isinstance(r, Mapping) and r.get("id")]

@@ -9,7 +9,7 @@ import random
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -59,6 +59,7 @@ class SandboxApp(EntityHandlers, WorkflowHandlers, AutomationHandlers):
         self.token = token
         self.faults = faults or FaultConfig()
         self.stats: Counter[str] = Counter()
+        self._writes: deque[float] = deque()  # when each write of the last 60 seconds arrived
         self._rng = random.Random(self.faults.seed)
         self._lock = threading.Lock()
         self._retry_not_before = 0.0
@@ -107,6 +108,8 @@ class SandboxApp(EntityHandlers, WorkflowHandlers, AutomationHandlers):
             time.sleep(faults.latency_ms / 1000)
         self.stats["requests"] += 1
         self.stats[f"op:{operation}"] += 1
+        if request.method != "GET" and not operation.startswith(("search", "list", "get")):
+            self._note_write()
         try:
             self._authenticate(request, style)
             if roll < faults.rate_429:
@@ -175,16 +178,27 @@ class SandboxApp(EntityHandlers, WorkflowHandlers, AutomationHandlers):
         r("PATCH", "/v1/workflows/executions/{execution_id}", self.updateExecution, "workflow")
         r("DELETE", "/v1/workflows/executions/{execution_id}", self.deleteExecution, "workflow")
         r("PATCH", "/v1/workflows/executions/{execution_id}/steps/{step_id}", self.updateStep, "workflow")
+        r("GET", "/v1/workflows/executions/{execution_id}/closing-reasons", self.getClosingReasonExecution, "workflow")
         r("POST", "/v2/flows/executions:search", self.searchFlowExecutions, "workflow")
         r("POST", "/v2/flows/executions", self.startFlowExecution, "workflow")
         r("GET", "/v2/flows/executions/{execution_id}", self.getFlowExecution, "workflow")
         r("PATCH", "/v2/flows/executions/{execution_id}", self.patchFlowExecution, "workflow")
         r("PATCH", "/v2/flows/executions/{execution_id}/tasks/{task_id}", self.patchTask, "workflow")
+        r("PATCH", "/v2/flows/executions/{execution_id}/phases/{phase_id}", self.patchPhase, "workflow")
         r("GET", "/v1/automation/flows", self.searchFlows)
         r("POST", "/v1/automation/flows", self.createFlow)
         r("GET", "/v1/automation/flows/{flow_id}", self.getFlow)
         r("PUT", "/v1/automation/flows/{flow_id}", self.putFlow)
         r("DELETE", "/v1/automation/flows/{flow_id}", self.deleteFlow)
+
+    def _note_write(self) -> None:
+        """Count writes per sliding minute: `max_writes_per_60s` shows whether a client kept epilot's write budget."""
+        with self._lock:
+            now = time.monotonic()
+            self._writes.append(now)
+            while self._writes and now - self._writes[0] >= 60:
+                self._writes.popleft()
+            self.stats["max_writes_per_60s"] = max(self.stats["max_writes_per_60s"], len(self._writes))
 
     def _control(self, request: Request) -> Response:
         action = request.path.removeprefix("/__sandbox__/")
@@ -192,6 +206,11 @@ class SandboxApp(EntityHandlers, WorkflowHandlers, AutomationHandlers):
             return 200, {"ok": True, "entities": self.store.count_entities()}
         if action == "stats" and request.method == "GET":
             return 200, dict(self.stats)
+        if action == "stats" and request.method == "DELETE":
+            with self._lock:
+                self.stats.clear()
+                self._writes.clear()
+            return 200, {}
         if action == "faults" and request.method == "GET":
             return 200, asdict(self.faults)
         if action == "faults" and request.method in ("POST", "PUT"):

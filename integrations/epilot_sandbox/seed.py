@@ -45,6 +45,13 @@ def _entity(schema: str, key: str, day: float, attributes: dict[str, Any], *, or
     return body
 
 
+# Closing reasons of the org (epilot keeps them apart from definitions, which name them by id).
+CLOSING_REASONS: list[dict[str, str]] = [
+    {"id": "crKeinInteresse", "title": "Eigentümer hat kein Interesse mehr"},
+    {"id": "crTechnisch", "title": "Technisch nicht realisierbar"},
+    {"id": "crDoppelt", "title": "Doppelt angelegt"},
+]
+
 AUSBAU_DEFINITION: dict[str, Any] = {
     "id": AUSBAU_DEFINITION_ID,
     "name": "Ausbau Glasfaser",
@@ -75,7 +82,7 @@ AUSBAU_DEFINITION: dict[str, Any] = {
         {"source": "current_section", "target": {"entitySchema": "opportunity", "entityAttribute": "ausbau_phase"}},
         {"source": "current_section", "target": {"entitySchema": "order", "entityAttribute": "ausbau_phase"}},
     ],
-    "closingReasons": [],
+    "closingReasons": [{"id": reason["id"]} for reason in CLOSING_REASONS],
 }
 
 PLANUNG_DEFINITION: dict[str, Any] = {
@@ -106,6 +113,7 @@ HAUSANSCHLUSS_TEMPLATE: dict[str, Any] = {
         {"id": "tkMontage", "name": "Glasfaser-Modem montieren", "task_type": "MANUAL", "phase_id": "phMontage"},
         {"id": "tkAktiv", "name": "Anschluss aktivieren", "task_type": "MANUAL", "phase_id": "phMontage"},
     ],
+    "closing_reasons": [{"id": reason["id"]} for reason in CLOSING_REASONS],
     "edges": [
         {"id": "e1", "from_id": "tkTermin", "to_id": "tkMontage"},
         {"id": "e2", "from_id": "tkMontage", "to_id": "tkAktiv"},
@@ -243,6 +251,8 @@ def seed_demo(store: SandboxStore) -> int:
     with store.write() as conn:
         for schema in SCHEMAS:
             store.put_schema(conn, schema)
+        for reason in CLOSING_REASONS:
+            store.put_document(conn, "closing_reason", reason["id"], reason)
         store.put_document(conn, "definition", AUSBAU_DEFINITION_ID, AUSBAU_DEFINITION)
         store.put_document(conn, "definition", PLANUNG_DEFINITION["id"], PLANUNG_DEFINITION)
         store.put_document(conn, "flow_template", HAUSANSCHLUSS_TEMPLATE_ID, {**HAUSANSCHLUSS_TEMPLATE, "org_id": store.org_id})

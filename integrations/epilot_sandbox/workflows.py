@@ -9,6 +9,12 @@ from integrations.epilot_sandbox.http import HTTPError, Request, Response, json_
 from integrations.epilot_sandbox.store import SandboxStore, later_than, now_ms
 
 STEP_DONE = {"COMPLETED", "SKIPPED"}
+STEP_STATUSES = {"UNASSIGNED", "ASSIGNED", "COMPLETED", "SKIPPED", "IN_PROGRESS", "SCHEDULED", "PENDING", "CONDITION_PENDING",
+                 "WAITING_FOR_CONFIRMATION", "ON_HOLD", "FAILED"}
+
+
+def _string_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 class WorkflowHandlers:
@@ -16,6 +22,12 @@ class WorkflowHandlers:
 
     store: SandboxStore
 
+
+    def _closing_reasons(self, references: Any) -> list[dict[str, str]]:
+        """The org's closing reasons ({id, title}) a definition or template names by id."""
+        known = {reason["id"]: reason for reason in self.store.list_documents("closing_reason")}
+        return [{"id": ref["id"], "title": known[ref["id"]]["title"]} for ref in references or []
+                if isinstance(ref, Mapping) and ref.get("id") in known]
 
     def getDefinitions(self, request: Request) -> Response:
         return 200, self.store.list_documents("definition")
@@ -63,6 +75,7 @@ class WorkflowHandlers:
             if entity is None or entity.get("_deleted_at") or entity["_schema"] != ctx["schema"]:
                 raise HTTPError(400, f"Invalid context: {ctx['schema']} {ctx['id']} not found", style="workflow")
         execution = _execution_from_definition(definition, contexts, trigger, self.store.org_id)
+        execution["configuredClosingReasonSnapshot"] = self._closing_reasons(definition.get("closingReasons"))
         with self.store.write() as conn:
             self.store.put_document(conn, "execution", execution["id"], execution,
                                     links=[(str(c["id"]), str(c["schema"])) for c in contexts])
@@ -85,6 +98,10 @@ class WorkflowHandlers:
             execution = self.store.get_document("execution", execution_id)
             if execution is None:
                 raise HTTPError(404, f"Execution {execution_id} not found", style="workflow")
+            offered = {reason["id"] for reason in execution.get("configuredClosingReasonSnapshot") or []}
+            for reason in changes.get("selectedClosingReasons") or []:
+                if not isinstance(reason, Mapping) or reason.get("id") not in offered or not reason.get("title"):
+                    raise HTTPError(400, f"Invalid closing reason: {reason!r}", style="workflow")
             execution.update(changes)
             execution["lastUpdateTime"] = now_ms()
             if changes.get("status") in ("DONE", "CLOSED"):
@@ -105,6 +122,12 @@ class WorkflowHandlers:
 
     def updateStep(self, request: Request, execution_id: str, step_id: str) -> Response:
         changes = json_object(request.json(), style="workflow")
+        if "status" in changes and changes["status"] not in STEP_STATUSES:
+            raise HTTPError(400, f"Invalid step status: {changes['status']!r}", style="workflow")
+        if "assignedTo" in changes and not _string_list(changes["assignedTo"]):
+            raise HTTPError(400, "assignedTo must be a list of user ids", style="workflow")
+        if "dueDate" in changes and not isinstance(changes["dueDate"], str):
+            raise HTTPError(400, "dueDate must be a string", style="workflow")
         with self.store.write() as conn:
             execution = self.store.get_document("execution", execution_id)
             if execution is None:
@@ -112,15 +135,30 @@ class WorkflowHandlers:
             step = next((s for s in _v1_steps(execution) if s["id"] == step_id), None)
             if step is None:
                 raise HTTPError(404, f"Step {step_id} not found", style="workflow")
+            if execution.get("status") != "STARTED" and "status" in changes:
+                raise HTTPError(400, f"Execution {execution_id} is {execution.get('status')}; its steps cannot change",
+                                style="workflow")
             stamp = now_ms()
             step.update({key: value for key, value in changes.items() if key in ("status", "assignedTo", "dueDate", "name")})
+            if changes.get("dueDate") == "":
+                step.pop("dueDate", None)
             step["lastUpdated"] = stamp
-            if changes.get("status") in STEP_DONE:
-                step["completedTime"] = stamp
+            if "status" in changes:
+                step["statusLastUpdated"] = stamp
+                if changes["status"] in STEP_DONE:
+                    step["completedTime"] = stamp
+                else:
+                    step.pop("completedTime", None)
             _advance_v1(execution, stamp)
             self.store.put_document(conn, "execution", execution_id, execution)
             self._reflect_execution(conn, execution, execution.get("contexts") or [])
         return 200, step
+
+    def getClosingReasonExecution(self, request: Request, execution_id: str) -> Response:
+        execution = self.store.get_document("execution", execution_id)
+        if execution is None:
+            raise HTTPError(404, f"Execution {execution_id} not found", style="workflow")
+        return 200, {"reasons": execution.get("configuredClosingReasonSnapshot") or []}
 
     def _reflect_execution(self, conn: Any, execution: Mapping[str, Any], contexts: Iterable[Mapping[str, Any]],
                            *, removed: bool = False) -> None:
@@ -137,6 +175,8 @@ class WorkflowHandlers:
             "task_name": current[1]["name"] if current[1] else None,
             "phase_id": current[0]["id"] if current[0] else None,
             "phase_name": current[0]["name"] if current[0] else None,
+            "assignees": list((current[1] or {}).get("assigned_to" if v2 else "assignedTo") or []),
+            "duedate": (current[1] or {}).get("due_date" if v2 else "dueDate"),
         }
         for ctx in contexts:
             entity_id = str(ctx.get("id") or ctx.get("entity_id"))
@@ -188,6 +228,7 @@ class WorkflowHandlers:
                 raise HTTPError(400, f"Invalid entity context: {ctx['entity_id']} not found", style="workflow")
         trigger = data.get("trigger") if isinstance(data.get("trigger"), Mapping) else {"type": "MANUAL"}
         execution = _flow_execution_from_template(template, contexts, trigger, self.store.org_id)
+        execution["closing_reason"] = {"configured_reasons": self._closing_reasons(template.get("closing_reasons"))}
         with self.store.write() as conn:
             self.store.put_document(conn, "flow_execution", execution["id"], execution,
                                     links=[(str(c["entity_id"]), str(c["entity_schema"])) for c in contexts])
@@ -206,6 +247,16 @@ class WorkflowHandlers:
             execution = self.store.get_document("flow_execution", execution_id)
             if execution is None:
                 raise HTTPError(404, "Not Found", style="workflow")
+            if "status" in changes and changes["status"] not in ("STARTED", "DONE", "CLOSED"):
+                raise HTTPError(400, "status must be STARTED, DONE or CLOSED", style="workflow")
+            closing = changes.get("closing_reason")
+            if closing is not None:
+                offered = {r["id"] for r in (execution.get("closing_reason") or {}).get("configured_reasons") or []}
+                selected = closing.get("selected_reasons") if isinstance(closing, Mapping) else None
+                if not isinstance(selected, list) or any(
+                        not isinstance(r, Mapping) or r.get("id") not in offered or not r.get("title") for r in selected):
+                    raise HTTPError(400, "closing_reason.selected_reasons must name configured reasons", style="workflow")
+                changes = {**changes, "closing_reason": {**(execution.get("closing_reason") or {}), **closing}}
             execution.update(
                 {k: v for k, v in changes.items() if k in ("status", "assigned_to", "closing_reason", "due_date", "contexts")}
             )
@@ -218,27 +269,75 @@ class WorkflowHandlers:
 
     def patchTask(self, request: Request, execution_id: str, task_id: str) -> Response:
         changes = json_object(request.json(), style="workflow")
+        if "status" in changes and changes["status"] not in STEP_STATUSES:
+            raise HTTPError(400, f"Invalid task status: {changes['status']!r}", style="workflow")
+        if "assigned_to" in changes and not isinstance(changes["assigned_to"], list):
+            raise HTTPError(400, "assigned_to must be a list", style="workflow")
+        if "due_date" in changes and not isinstance(changes["due_date"], str):
+            raise HTTPError(400, "due_date must be a string", style="workflow")
         with self.store.write() as conn:
             execution = self.store.get_document("flow_execution", execution_id)
             if execution is None:
                 raise HTTPError(404, "Not Found", style="workflow")
-            task = next((t for t in execution.get("tasks", []) if t["id"] == task_id), None)
+            tasks = execution.get("tasks", [])
+            task = next((t for t in tasks if t["id"] == task_id), None)
             if task is None:
                 raise HTTPError(404, "Not Found", style="workflow")
             stamp = now_ms()
-            if "status" in changes:
+            if "status" in changes and changes["status"] != task.get("status"):
+                if execution.get("status") != "STARTED":
+                    raise HTTPError(400, f"Flow execution is {execution.get('status')}", style="workflow")
+                enabled = changes.get("enabled", task.get("enabled", True))
+                if enabled is False:
+                    raise HTTPError(400, "Task is disabled; enable it before changing its status", style="workflow")
+                if task.get("status") in STEP_DONE and changes["status"] not in STEP_DONE:
+                    if not changes.get("revert_execution"):
+                        raise HTTPError(400, f"Invalid status transition from {task.get('status')} to {changes['status']}",
+                                        style="workflow")
+                    for later in tasks[tasks.index(task) + 1:]:
+                        later["status"] = "PENDING"
+                        (later.get("analytics") or {}).pop("completed_at", None)
                 task["status"] = changes["status"]
                 if changes["status"] in STEP_DONE:
                     task.setdefault("analytics", {})["completed_at"] = stamp
-            remaining = [t for t in execution["tasks"] if t.get("status") not in STEP_DONE]
+                else:
+                    (task.get("analytics") or {}).pop("completed_at", None)
+            for key in ("assigned_to", "enabled", "name"):
+                if key in changes:
+                    task[key] = changes[key]
+            if "due_date" in changes:
+                if changes["due_date"]:
+                    task["due_date"] = changes["due_date"]
+                else:
+                    task.pop("due_date", None)
+            task["updated_at"] = stamp
+            remaining = [t for t in tasks if t.get("status") not in STEP_DONE]
             execution["crt_tasks"] = [{"id": remaining[0]["id"], "crt_since": stamp}] if remaining else []
             if not remaining:
                 execution["status"] = "DONE"
                 execution.setdefault("analytics", {})["completed_at"] = stamp
+            elif execution.get("status") == "DONE":
+                execution["status"] = "STARTED"
+                (execution.get("analytics") or {}).pop("completed_at", None)
             execution["updated_at"] = stamp
             self.store.put_document(conn, "flow_execution", execution_id, execution)
             self._reflect_execution(conn, execution, execution.get("contexts") or [])
         return 200, task
+
+    def patchPhase(self, request: Request, execution_id: str, phase_id: str) -> Response:
+        changes = json_object(request.json(), style="workflow")
+        with self.store.write() as conn:
+            execution = self.store.get_document("flow_execution", execution_id)
+            if execution is None:
+                raise HTTPError(404, "Not Found", style="workflow")
+            phase = next((p for p in execution.get("phases", []) if p["id"] == phase_id), None)
+            if phase is None:
+                raise HTTPError(404, "Not Found", style="workflow")
+            phase.update({k: v for k, v in changes.items() if k in ("name", "due_date", "due_date_config", "assigned_to")})
+            execution["updated_at"] = phase["updated_at"] = now_ms()
+            self.store.put_document(conn, "flow_execution", execution_id, execution)
+            self._reflect_execution(conn, execution, execution.get("contexts") or [])
+        return 200, phase
 
     def searchFlowExecutions(self, request: Request) -> Response:
         data = json_object(request.json(), style="workflow")

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
 
 from projects import models
 from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, portal_link
+from projects.admin.steps import close_execution_view
 from projects.selectors import job_progress
 from projects.templatetags.backoffice import badge
 from projects.validation import parse_id
@@ -33,6 +38,23 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
     date_hierarchy = "started_at"
     exclude = ["flow"]
     readonly_fields = ["steps_table"]
+    change_form_template = "admin/projects/workflowexecution/change_form.html"
+
+    def get_urls(self) -> list:
+        urls = [path("<path:object_id>/close/", self.admin_site.admin_view(self.close_view),
+                     name="projects_workflowexecution_close")]
+        return urls + super().get_urls()
+
+    def close_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not request.user.has_perm("projects.work_steps"):
+            raise PermissionDenied
+        execution = get_object_or_404(models.WorkflowExecution, pk=parse_id(object_id))
+        return close_execution_view(self, request, execution)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict | None = None) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_work_steps": request.user.has_perm("projects.work_steps")}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: models.WorkflowExecution) -> str:
@@ -47,14 +69,18 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
     def entity_link(self, obj: models.WorkflowExecution) -> str:
         return format_html("{} · {}", obj.entity_schema, portal_link(obj.entity_schema, obj.entity_epilot_id))
 
-    @admin.display(description="Schritte")
+    @admin.display(description=_("steps"))
     def steps_table(self, obj: models.WorkflowExecution) -> str:
-        steps = obj.steps()
+        steps = list(obj.steps.all())
         if not steps:
             return "–"
-        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                                ((step.section or "", step.name, badge(step.status or "")) for step in steps))
-        return format_html("<table><tr><th>Abschnitt</th><th>Schritt</th><th>Status</th></tr>{}</table>", rows)
+        rows = format_html_join("", '<tr><td>{}</td><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
+                                ((step.section, reverse("admin:projects_mirroredstep_change", args=[step.pk]), step.name,
+                                  badge(step.status), ", ".join(step.assigned_to),
+                                  timezone.localtime(step.due_date).strftime("%d.%m.%Y") if step.due_date else "")
+                                 for step in steps))
+        return format_html("<table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>{}</table>",
+                           _("section"), _("step"), _("status"), _("assigned to"), _("due"), rows)
 
 
 class JobItemInline(ReadOnlyInline):

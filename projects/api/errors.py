@@ -9,7 +9,15 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from projects.services.errors import Conflict, InProgress, NotAllowed, RemoteFailure, ServiceError, StatusConflict
+from projects.services.errors import (
+    Conflict,
+    InProgress,
+    NotAllowed,
+    NotFound,
+    RemoteFailure,
+    ServiceError,
+    StatusConflict,
+)
 
 
 def _flatten(detail: Any) -> str:
@@ -18,6 +26,13 @@ def _flatten(detail: Any) -> str:
     if isinstance(detail, dict):
         return "; ".join(f"{key}: {_flatten(value)}" for key, value in detail.items())
     return str(detail)
+
+
+def _messages(value: Any) -> list[str]:
+    """A field's errors as a list of texts; errors of list items or nested objects become one text naming them."""
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return [str(item) for item in value]
+    return [_flatten(value)]
 
 
 class ServiceConflict(exceptions.APIException):
@@ -31,9 +46,11 @@ class UpstreamFailure(exceptions.APIException):
 
 
 def _from_service_error(exc: ServiceError) -> exceptions.APIException:
-    """The HTTP answer to a use case that could not be carried out: 409 for the state, 502 for epilot."""
+    """The HTTP answer to a use case that could not be carried out: 404 (not there), 409 (the state), 502 (epilot)."""
     if isinstance(exc, RemoteFailure):
         return UpstreamFailure(exc.message)
+    if isinstance(exc, NotFound):
+        return exceptions.NotFound(exc.message)
     if isinstance(exc, (NotAllowed, InProgress, Conflict, StatusConflict)):
         return ServiceConflict(exc.message)
     return exceptions.APIException(exc.message)
@@ -51,7 +68,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     codes = getattr(exc, "get_codes", lambda: None)()
     if isinstance(detail, dict) and "detail" not in detail:
         error["code"] = "invalid"
-        error["fields"] = {key: value if isinstance(value, list) else [value] for key, value in detail.items()}
+        error["fields"] = {key: _messages(value) for key, value in detail.items()}
         error["message"] = "Invalid request: " + _flatten(detail)
     else:
         error["message"] = _flatten(detail.get("detail", detail) if isinstance(detail, dict) else detail)

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import django_filters
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework.exceptions import ValidationError
 
-from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
+from projects.models import AusbauProject, MirroredStep, Opportunity, Order, WorkflowExecution
 
 BOOLEAN_CHOICES = [("true", "true"), ("false", "false")]
 
@@ -29,6 +31,16 @@ class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
 @extend_schema_field({"type": "string", "enum": ["true", "false"]})
 class TrueFalseFilter(django_filters.TypedChoiceFilter):
     """A boolean parameter that accepts only `true`/`false`; anything else is a 400 naming it."""
+
+
+@extend_schema_field({"type": "integer", "minimum": 1})
+class IdFilter(django_filters.NumberFilter):
+    """A positive integer id; anything else is a 400 naming the parameter."""
+
+
+@extend_schema_field({"type": "string"})
+class TextFilter(django_filters.CharFilter):
+    """A text parameter (for filters that run a method, whose type the schema cannot infer)."""
 
 
 def boolean_filter(**kwargs) -> TrueFalseFilter:
@@ -82,3 +94,30 @@ class WorkflowExecutionFilter(django_filters.FilterSet):
     class Meta:
         model = WorkflowExecution
         fields = ["status", "entity_schema", "entity", "definition", "updated_since"]
+
+
+class TaskFilter(django_filters.FilterSet):
+    assignee = TextFilter(method="filter_assignee", help_text="epilot user id; 'none' for unassigned steps")
+    section = django_filters.CharFilter()
+    status = django_filters.CharFilter(help_text="epilot's step status; without it only open steps are listed")
+    overdue = boolean_filter(method="filter_overdue")
+    due_before = UtcDateTimeFilter(field_name="due_date", lookup_expr="lt")
+    project = IdFilter(method="filter_project", help_text="id of an Ausbau project")
+    execution = django_filters.CharFilter(field_name="execution__epilot_id", help_text="epilot id of the execution")
+
+    class Meta:
+        model = MirroredStep
+        fields = ["assignee", "section", "status", "overdue", "due_before", "project", "execution"]
+
+    def filter_assignee(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        return queryset.filter(assignees="") if value == "none" else queryset.filter(assignees__contains=f",{value},")
+
+    def filter_overdue(self, queryset: QuerySet, name: str, value: bool) -> QuerySet:
+        late = Q(due_date__lt=timezone.now())
+        return queryset.filter(late) if value else queryset.exclude(late)
+
+    def filter_project(self, queryset: QuerySet, name: str, value: Any) -> QuerySet:
+        if value != int(value) or not 1 <= value <= 2**63 - 1:
+            raise ValidationError({"project": ["A project id is a positive whole number."]})
+        value = int(value)
+        return queryset.filter(Q(execution__opportunity__project__id=value) | Q(execution__order__opportunity__project__id=value))

@@ -9,13 +9,16 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from projects.formatting import portal_url
-from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
+from projects.models import AusbauProject, MirroredStep, Opportunity, Order, WorkflowExecution
 
 
 class StepSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="epilot's step (V1) or task (V2) id")
     section = serializers.CharField(allow_null=True)
     name = serializers.CharField()
     status = serializers.CharField(allow_null=True)
+    assigned_to = serializers.ListField(child=serializers.CharField())
+    due_date = serializers.DateTimeField(allow_null=True)
 
 
 class WorkflowExecutionSerializer(serializers.ModelSerializer):
@@ -52,7 +55,8 @@ class WorkflowExecutionSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(StepSerializer(many=True))
     def get_steps(self, obj: WorkflowExecution) -> list[dict[str, Any]]:
-        return [{"section": step.section, "name": step.name, "status": step.status} for step in obj.steps()]
+        return [{"id": step.epilot_id, "section": step.section or None, "name": step.name, "status": step.status or None,
+                 "assigned_to": step.assigned_to, "due_date": step.due_date} for step in obj.steps.all()]
 
     def get_entity_portal_url(self, obj: WorkflowExecution) -> str:
         return portal_url(obj.entity_schema, obj.entity_epilot_id)
@@ -200,3 +204,65 @@ class ActionResultSerializer(serializers.Serializer):
     execution_epilot_id = serializers.CharField(allow_blank=True)
     order_epilot_id = serializers.CharField(allow_blank=True, required=False)
     message = serializers.CharField()
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    """An open or finished step of a mirrored execution, with where it belongs."""
+
+    step_id = serializers.CharField(source="epilot_id", help_text="epilot's step (V1) or task (V2) id")
+    execution_id = serializers.CharField(source="execution.epilot_id", help_text="epilot id of the execution")
+    workflow = serializers.CharField(source="execution.name")
+    engine = serializers.CharField(source="execution.engine")
+    entity_schema = serializers.CharField(source="execution.entity_schema")
+    entity_epilot_id = serializers.CharField(source="execution.entity_epilot_id")
+    project = serializers.IntegerField(source="project_id", allow_null=True, read_only=True,
+                                       help_text="id of the Ausbau project the execution's entity belongs to")
+    assigned_to = serializers.ListField(child=serializers.CharField())
+    position = serializers.IntegerField(min_value=0)
+    overdue = serializers.SerializerMethodField()
+
+    class Meta:
+        model = MirroredStep
+        fields = ["id", "step_id", "execution_id", "workflow", "engine", "entity_schema", "entity_epilot_id", "project",
+                  "section", "position", "name", "status", "enabled", "assigned_to", "due_date", "overdue", "completed_at",
+                  "synced_at"]
+
+    def get_overdue(self, obj: MirroredStep) -> bool:
+        return bool(obj.is_open and obj.due_date and obj.due_date < self.context["now"])
+
+
+STEP_STATUSES = ["PENDING", "IN_PROGRESS", "COMPLETED", "SKIPPED", "SCHEDULED", "CONDITION_PENDING", "WAITING_FOR_CONFIRMATION",
+                 "ON_HOLD", "FAILED", "UNASSIGNED", "ASSIGNED"]
+
+
+def text(**kwargs: Any) -> serializers.RegexField:
+    """A text input without NUL characters, and a schema that says so (PostgreSQL cannot store them)."""
+    return serializers.RegexField(r"^[^\x00]*$", trim_whitespace=False, **kwargs)
+
+
+def epilot_id(**kwargs: Any) -> serializers.RegexField:
+    """An id as epilot writes them: 1 to 64 characters, no spaces."""
+    return serializers.RegexField(r"^[^\x00 \t\r\n\f\v]{1,64}$", trim_whitespace=False, max_length=64, **kwargs)
+
+
+class StepCompleteInput(serializers.Serializer):
+    if_status = serializers.ChoiceField(choices=STEP_STATUSES, required=False,
+                                        help_text="The step's status as the caller saw it; 409 when epilot's differs now")
+
+
+class StepUpdateInput(serializers.Serializer):
+    assigned_to = serializers.ListField(child=epilot_id(), required=False, max_length=50,
+                                        help_text="epilot user ids; they replace the current assignees ([] unassigns)")
+    due_date = serializers.DateTimeField(required=False, allow_null=True, help_text="ISO 8601; null clears it")
+    if_status = serializers.ChoiceField(choices=STEP_STATUSES, required=False)
+
+
+class ExecutionCloseInput(serializers.Serializer):
+    closing_reasons = serializers.ListField(child=epilot_id(), required=False, default=list, max_length=20,
+                                            help_text="ids of epilot's closing reasons for this execution")
+    description = text(required=False, default="", allow_blank=True, max_length=2000)
+
+
+class StepResultSerializer(serializers.Serializer):
+    changed = serializers.BooleanField(help_text="false when epilot already had what was asked")
+    task = TaskSerializer(allow_null=True)

@@ -16,12 +16,14 @@ from rest_framework import exceptions, filters, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from projects.api import serializers as s
-from projects.api.filters import OpportunityFilter, OrderFilter, ProjectFilter, WorkflowExecutionFilter
-from projects.models import AusbauProject, Opportunity, Order, WorkflowDefinition, WorkflowExecution
-from projects.selectors import definition_by_epilot_id
+from projects.api.filters import OpportunityFilter, OrderFilter, ProjectFilter, TaskFilter, WorkflowExecutionFilter
+from projects.models import AusbauProject, MirroredStep, Opportunity, Order, WorkflowDefinition, WorkflowExecution
+from projects.selectors import definition_by_epilot_id, tasks_with_project
 from projects.services.conversion import opportunity_convert
+from projects.services.steps import ASSIGN, COMPLETE, SET_DUE, StepChange, StepResult, execution_close, step_change
 from projects.services.workflows import project_workflow_target, workflow_start
 from projects.validation import parse_id
 
@@ -90,8 +92,8 @@ class ProjectViewSet(MirrorViewSet):
             return AusbauProject.objects.values(*s.FastProjectListSerializer.VALUES)
         if self.action == "retrieve":
             queryset = queryset.select_related("opportunity__customer").prefetch_related(
-                Prefetch("opportunity__orders", queryset=Order.objects.order_by("id").prefetch_related("executions")),
-                "opportunity__executions")
+                Prefetch("opportunity__orders", queryset=Order.objects.order_by("id").prefetch_related("executions__steps")),
+                "opportunity__executions__steps")
         return queryset
 
     def get_serializer_class(self) -> type:
@@ -196,4 +198,103 @@ class WorkflowExecutionViewSet(MirrorViewSet):
         return s.WorkflowExecutionSerializer if self.action == "retrieve" else s.WorkflowExecutionListSerializer
 
     def get_queryset(self) -> QuerySet:
-        return WorkflowExecution.objects.defer("flow") if self.action == "list" else WorkflowExecution.objects.all()
+        if self.action == "list":
+            return WorkflowExecution.objects.defer("flow")
+        return WorkflowExecution.objects.prefetch_related("steps")
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List workflow steps (the task inbox)", responses={200: s.TaskSerializer(many=True)},
+                       description="Open steps of running executions unless `status` is given; cursor-paginated by id."),
+    retrieve=extend_schema(summary="One workflow step", responses={200: s.TaskSerializer}),
+)
+class TaskViewSet(MirrorViewSet):
+    """Steps (V1) and tasks (V2) of mirrored executions, one vocabulary for both."""
+
+    serializer_class = s.TaskSerializer
+    filterset_class = TaskFilter
+    search_fields = ["name", "section", "execution__name"]
+    ordering_fields = ["id"]
+
+    def get_queryset(self) -> QuerySet:
+        queryset = tasks_with_project()
+        if self.action == "list" and "status" not in self.request.query_params:
+            queryset = queryset.filter(execution__status="STARTED", enabled=True).exclude(
+                status__in=MirroredStep.DONE_STATUSES)
+        return queryset
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "now": timezone.now()}
+
+
+class WriteView(APIView):
+    """A writing endpoint: scope `write`, answers in English, errors in the one error document."""
+
+    required_scopes = {None: "write"}
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        with translation.override("en"):
+            return super().dispatch(request, *args, **kwargs)
+
+    def actor(self, request: Request) -> str:
+        return f"api:{request.auth.name}"
+
+    @staticmethod
+    def task_document(request: Request, result: StepResult) -> dict[str, Any]:
+        step = tasks_with_project().filter(pk=result.step.pk).first() if result.step else None
+        context = {"request": request, "now": timezone.now()}
+        return {"changed": result.changed, "task": s.TaskSerializer(step, context=context).data if step else None}
+
+
+class StepCompleteView(WriteView):
+    @extend_schema(summary="Complete a step in epilot (scope: write)", request=s.StepCompleteInput,
+                   responses={200: s.StepResultSerializer, 404: OpenApiResponse(description="No such execution or step"),
+                              409: OpenApiResponse(description="The step's status is not `if_status`, or the workflow ended"),
+                              502: OpenApiResponse(description="epilot failed; nothing changed")})
+    def post(self, request: Request, execution_id: str, step_id: str) -> Response:
+        payload = s.StepCompleteInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        result = step_change(execution_epilot_id=execution_id, step_epilot_id=step_id, actor=self.actor(request),
+                             change=StepChange(operation=COMPLETE, expected_status=payload.validated_data.get("if_status")))
+        return Response(self.task_document(request, result))
+
+
+class StepUpdateView(WriteView):
+    @extend_schema(summary="Assign a step or set its due date in epilot (scope: write)", request=s.StepUpdateInput,
+                   description="Fields left out stay as they are; a body with neither changes nothing.",
+                   responses={200: s.StepResultSerializer, 404: OpenApiResponse(description="No such execution or step"),
+                              409: OpenApiResponse(description="The step's status is not `if_status`, or the workflow ended"),
+                              502: OpenApiResponse(description="epilot failed")})
+    def patch(self, request: Request, execution_id: str, step_id: str) -> Response:
+        payload = s.StepUpdateInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        result = StepResult(None, MirroredStep.objects.filter(execution__epilot_id=execution_id, epilot_id=step_id).first(),
+                            changed=False)
+        if result.step is None and not ({"assigned_to", "due_date"} & set(data)):
+            raise exceptions.NotFound("No such step of this workflow execution in the mirror.")
+        changed = False
+        if "assigned_to" in data:
+            result = step_change(execution_epilot_id=execution_id, step_epilot_id=step_id, actor=self.actor(request),
+                                 change=StepChange(operation=ASSIGN, assignees=tuple(data["assigned_to"]),
+                                                   expected_status=data.get("if_status")))
+            changed = result.changed
+        if "due_date" in data:
+            result = step_change(execution_epilot_id=execution_id, step_epilot_id=step_id, actor=self.actor(request),
+                                 change=StepChange(operation=SET_DUE, due_date=data["due_date"],
+                                                   expected_status=data.get("if_status")))
+            changed = changed or result.changed
+        return Response(self.task_document(request, StepResult(result.execution, result.step, changed)))
+
+
+class ExecutionCloseView(WriteView):
+    @extend_schema(summary="Close (cancel) a running workflow execution in epilot (scope: write)", request=s.ExecutionCloseInput,
+                   responses={200: s.WorkflowExecutionSerializer, 404: OpenApiResponse(description="No such execution"),
+                              409: OpenApiResponse(description="Not running any more, or a reason epilot does not offer"),
+                              502: OpenApiResponse(description="epilot failed")})
+    def post(self, request: Request, execution_id: str) -> Response:
+        payload = s.ExecutionCloseInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        execution = execution_close(execution_epilot_id=execution_id, reason_ids=payload.validated_data["closing_reasons"],
+                                    description=payload.validated_data["description"], actor=self.actor(request))
+        return Response(s.WorkflowExecutionSerializer(execution, context={"request": request}).data)

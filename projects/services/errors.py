@@ -16,6 +16,10 @@ class NotAllowed(ServiceError):
     """The request contradicts the current state (already running, already converted, deleted...)."""
 
 
+class NotFound(ServiceError):
+    """What the request names does not exist (in the mirror or in epilot)."""
+
+
 class InProgress(ServiceError):
     """Another request for the same thing is being carried out right now."""
 

@@ -27,6 +27,7 @@ from integrations.epilot import WorkflowExecution as RemoteExecution
 from integrations.epilot.types import relation_ids
 from projects.models import (
     Contact,
+    MirroredStep,
     Opportunity,
     Order,
     QuarantinedEntity,
@@ -379,7 +380,11 @@ def refresh_executions(client: EpilotClient, counts: MirrorChanges, heartbeat: C
     def fetch(change: tuple[str, str, Any]) -> tuple[str, str, list[RemoteExecution], dt.datetime]:
         schema, epilot_id, workflows = change
         read_at = timezone.now()
-        executions = client.get_executions(context=epilot_id, schema=schema)
+        executions = [
+            # The V1 list may answer slim executions whose steps carry no status: read those whole.
+            client.get_execution(e.id) if any(step.status is None for step in e.steps) else e
+            for e in client.get_executions(context=epilot_id, schema=schema)
+        ]
         if isinstance(workflows, dict) and v2_ids & set(workflows):
             executions += client.search_flow_executions(entity_id=epilot_id, entity_schema=schema)
         return schema, epilot_id, executions, read_at
@@ -407,12 +412,14 @@ EXECUTION_FIELDS = ["engine", "definition_epilot_id", "name", "entity_schema", "
 
 
 def store_executions(
-    schema: str, entity_id: str, executions: list[RemoteExecution], *, read_at: dt.datetime | None = None
+    schema: str, entity_id: str, executions: list[RemoteExecution], *, read_at: dt.datetime | None = None,
+    complete: bool = True,
 ) -> None:
-    """Bring the mirrored executions of one entity to what epilot returned when read at `read_at`.
+    """Bring the mirrored executions of one entity (and their steps) to what epilot returned when read at `read_at`.
 
     An older version never overwrites a newer one, and an execution another writer stored after
-    `read_at` is kept even if this answer lacks it. Executions that do not fit the mirror are
+    `read_at` is kept even if this answer lacks it. With `complete=False` the answer is not the
+    entity's whole list (one execution re-read after a write), so nothing is removed. Executions that do not fit the mirror are
     quarantined (schema `workflow_execution`).
     """
     now = timezone.now()
@@ -431,12 +438,63 @@ def store_executions(
             quarantine("workflow_execution", e.id, str(reason), dict(e.data), None, now)
             continue
         rows.append(row)
+    stored_ids = {row["epilot_id"] for row in rows}
     with transaction.atomic():
         bulk_upsert(
             WorkflowExecution, rows, unique_field="epilot_id", update_fields=EXECUTION_FIELDS, newer_by="epilot_updated_at"
         )
-        WorkflowExecution.objects.filter(entity_schema=schema, entity_epilot_id=entity_id, synced_at__lt=read_at).exclude(
-            epilot_id__in=[e.id for e in executions]).delete()
+        store_steps([e for e in executions if e.id in stored_ids], now)
+        if complete:
+            WorkflowExecution.objects.filter(entity_schema=schema, entity_epilot_id=entity_id, synced_at__lt=read_at).exclude(
+                epilot_id__in=[e.id for e in executions]).delete()
+
+
+def store_steps(executions: list[RemoteExecution], now: dt.datetime) -> None:
+    """Rewrite the step rows of executions whose mirrored version is the one given (a newer one keeps its steps).
+
+    When a step's assignees change, `assigned_at` records when the mirror first saw the new ones
+    (the digest reports steps newly assigned since it last ran). Call inside a transaction.
+    """
+    stored = {epilot_id: (pk, updated_at) for pk, epilot_id, updated_at in WorkflowExecution.objects.filter(
+        epilot_id__in=[e.id for e in executions]).values_list("id", "epilot_id", "epilot_updated_at")}
+    current = [(stored[e.id][0], e) for e in executions if e.id in stored and stored[e.id][1] == e.updated_at]
+    if not current:
+        return
+    known = {(execution_id, epilot_id): (assignees, assigned_at) for execution_id, epilot_id, assignees, assigned_at in
+             MirroredStep.objects.filter(execution_id__in=[pk for pk, _ in current]).values_list(
+                 "execution_id", "epilot_id", "assignees", "assigned_at")}
+    rows = []
+    for pk, execution in current:
+        seen: set[str] = set()
+        for position, step in enumerate(execution.steps):
+            if not step.id or step.id in seen:
+                continue
+            seen.add(step.id)
+            assignees = ("," + ",".join(step.assigned_to) + ",") if step.assigned_to else ""
+            before = known.get((pk, step.id))
+            assigned_at = before[1] if before and before[0] == assignees else (now if assignees else None)
+            row = {"execution_id": pk, "epilot_id": step.id, "position": position, "section": step.section or "",
+                   "section_epilot_id": step.section_id or "", "name": step.name, "status": step.status or "",
+                   "enabled": step.enabled, "execution_type": step.execution_type, "assigned_to": list(step.assigned_to),
+                   "assignees": assignees, "due_date": step.due_date, "completed_at": step.completed_at,
+                   "assigned_at": assigned_at, "synced_at": now}
+            try:
+                check_fits(MirroredStep, row)
+            except QuarantineReason as reason:
+                quarantine("workflow_step", f"{execution.id}/{step.id}", str(reason), dict(execution.data), None, now)
+                continue
+            rows.append(MirroredStep(**row))
+    # Upserted, not replaced, so a step keeps its row (and the admin's links to it) across refreshes.
+    MirroredStep.objects.bulk_create(rows, batch_size=500, update_conflicts=True, unique_fields=["execution", "epilot_id"],
+                                     update_fields=[f for f in STEP_FIELDS if f not in ("execution_id", "epilot_id")])
+    kept = Q()
+    for pk, _ in current:
+        kept |= Q(execution_id=pk, epilot_id__in=[step.epilot_id for step in rows if step.execution_id == pk])
+    MirroredStep.objects.filter(execution_id__in=[pk for pk, _ in current]).exclude(kept).delete()
+
+
+STEP_FIELDS = ["execution_id", "epilot_id", "position", "section", "section_epilot_id", "name", "status", "enabled",
+               "execution_type", "assigned_to", "assignees", "due_date", "completed_at", "assigned_at", "synced_at"]
 
 
 def refresh_projects(counts: MirrorChanges, *, full: bool) -> None:

@@ -2,7 +2,7 @@
 from django import template
 from django.utils.html import format_html
 
-from projects.selectors import dashboard_stats
+from projects.selectors import dashboard_stats, epilot_user_id_of, task_counts
 from projects.services.health import health_report
 
 register = template.Library()
@@ -33,6 +33,8 @@ def status_badge(value: str, label: str | None = None) -> str:
     return badge(value, label)
 
 
-@register.inclusion_tag("admin/projects/dashboard.html")
-def ausbau_dashboard() -> dict:
-    return {"stats": dashboard_stats(), "health": health_report(include_sync=False)}
+@register.inclusion_tag("admin/projects/dashboard.html", takes_context=True)
+def ausbau_dashboard(context: dict) -> dict:
+    user = context.get("user")
+    return {"stats": dashboard_stats(), "health": health_report(include_sync=False),
+            "tasks": task_counts(epilot_user_id=epilot_user_id_of(user))}

@@ -26,3 +26,22 @@ class RepeatingTemplates(httpx.BaseTransport):
 def repeating_flow_templates(sandbox: SandboxApp) -> httpx.BaseTransport:
     """The sandbox, but every flow-template listing answers each template twice (as a real answer may)."""
     return RepeatingTemplates(httpx.WSGITransport(app=sandbox))
+
+
+class SlimExecutionList(httpx.BaseTransport):
+    """The sandbox, but the V1 execution list answers slim executions: steps without status, as the spec's example."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "GET" and request.url.path == "/v1/workflows/executions":
+            body = json.loads(response.read())
+            for execution in body:
+                for item in execution.get("flow", []):
+                    for step in item.get("steps", [item]):
+                        for key in ("status", "assignedTo", "dueDate", "completedTime"):
+                            step.pop(key, None)
+            return httpx.Response(200, json=body)
+        return response

@@ -1,0 +1,236 @@
+"""The task inbox ("Aufgaben"): open workflow steps across all executions, worked one by one or in bulk jobs."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import F, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from projects import models
+from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline
+from projects.forms import CloseExecutionForm, StepOperationForm
+from projects.selectors import end_of_week, epilot_user_id_of
+from projects.services.errors import ServiceError
+from projects.services.steps import closing_reasons, execution_close, step_job_create, step_job_progress
+from projects.templatetags.backoffice import badge
+from projects.validation import parse_id, parse_id_list
+
+
+class OpenFilter(admin.SimpleListFilter):
+    """Open steps of running executions by default; done ones on request."""
+
+    title = _("state")
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("done", _("Completed or skipped")), ("all", _("All"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "all":
+            return queryset
+        if self.value() == "done":
+            return queryset.filter(status__in=models.MirroredStep.DONE_STATUSES)
+        return queryset.filter(execution__status="STARTED", enabled=True).exclude(status__in=models.MirroredStep.DONE_STATUSES)
+
+    def choices(self, changelist: Any):
+        yield {"selected": self.value() is None, "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+               "display": _("Open")}
+        for lookup, title in self.lookup_choices:
+            yield {"selected": self.value() == lookup,
+                   "query_string": changelist.get_query_string({self.parameter_name: lookup}), "display": title}
+
+
+class DueFilter(admin.SimpleListFilter):
+    title = _("due")
+    parameter_name = "due"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("overdue", _("Overdue")), ("week", _("This week")), ("none", _("No due date"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        now = timezone.now()
+        if self.value() == "overdue":
+            return queryset.filter(due_date__lt=now)
+        if self.value() == "week":
+            return queryset.filter(due_date__gte=now, due_date__lt=end_of_week(now))
+        if self.value() == "none":
+            return queryset.filter(due_date__isnull=True)
+        return queryset
+
+
+class AssigneeFilter(admin.SimpleListFilter):
+    """Mine (the user's linked epilot id), nobody, or one linked colleague."""
+
+    title = _("assignee")
+    parameter_name = "assignee"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        choices = [("mine", _("Mine")), ("none", _("Nobody"))]
+        for profile in models.StaffProfile.objects.exclude(epilot_user_id="").select_related("user").order_by("user__username"):
+            choices.append((profile.epilot_user_id, profile.user.get_full_name() or profile.user.username))
+        return choices
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if not value:
+            return queryset
+        if value == "none":
+            return queryset.filter(assignees="")
+        if value == "mine":
+            value = epilot_user_id_of(request.user)
+            if not value:
+                return queryset.none()
+        return queryset.filter(assignees__contains=f",{value},")
+
+
+@admin.register(models.MirroredStep)
+class TaskInboxAdmin(ReadOnlyAdmin):
+    list_display = ["name", "section", "workflow", "entity", "status_badge", "assignees_display", "due_display"]
+    list_display_links = ["name"]
+    list_filter = [OpenFilter, AssigneeFilter, DueFilter, "section", "execution__name", "status"]
+    search_fields = ["name", "section", "execution__name", "execution__entity_epilot_id", "execution__epilot_id"]
+    list_select_related = ["execution"]
+    list_per_page = 100
+    actions = ["complete_steps", "skip_steps", "reopen_steps", "assign_steps", "schedule_steps"]
+    exclude = ["assignees"]
+
+    def get_ordering(self, request: HttpRequest) -> list[Any]:
+        return [F("due_date").asc(nulls_last=True), "execution_id", "position"]
+
+    @admin.display(description=_("workflow"), ordering="execution__name")
+    def workflow(self, obj: models.MirroredStep) -> str:
+        url = reverse("admin:projects_workflowexecution_change", args=[obj.execution_id])
+        return format_html('<a href="{}">{}</a>', url, obj.execution.name or obj.execution.definition_epilot_id)
+
+    @admin.display(description=_("entity"))
+    def entity(self, obj: models.MirroredStep) -> str:
+        return f"{obj.execution.entity_schema} {obj.execution.entity_epilot_id}"
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, obj: models.MirroredStep) -> str:
+        return badge(obj.status)
+
+    @admin.display(description=_("assigned to"))
+    def assignees_display(self, obj: models.MirroredStep) -> str:
+        return ", ".join(obj.assigned_to) or "–"
+
+    @admin.display(description=_("due"), ordering="due_date")
+    def due_display(self, obj: models.MirroredStep) -> str:
+        if obj.due_date is None:
+            return "–"
+        text = timezone.localtime(obj.due_date).strftime("%d.%m.%Y %H:%M")
+        if obj.is_open and obj.due_date < timezone.now():
+            return format_html('<strong class="overdue" style="color:#dc3545">{} ({})</strong>', text, _("overdue"))
+        return text
+
+    def has_work_steps_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("projects.work_steps")
+
+    @admin.action(description=_("Complete selected steps in epilot"), permissions=["work_steps"])
+    def complete_steps(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._confirm(request, queryset, models.StepJob.Operation.COMPLETE)
+
+    @admin.action(description=_("Skip selected steps in epilot"), permissions=["work_steps"])
+    def skip_steps(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._confirm(request, queryset, models.StepJob.Operation.SKIP)
+
+    @admin.action(description=_("Reopen selected steps in epilot"), permissions=["work_steps"])
+    def reopen_steps(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._confirm(request, queryset, models.StepJob.Operation.REOPEN)
+
+    @admin.action(description=_("Assign selected steps in epilot"), permissions=["work_steps"])
+    def assign_steps(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._confirm(request, queryset, models.StepJob.Operation.ASSIGN)
+
+    @admin.action(description=_("Set the due date of selected steps in epilot"), permissions=["work_steps"])
+    def schedule_steps(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._confirm(request, queryset, models.StepJob.Operation.SET_DUE)
+
+    def _confirm(self, request: HttpRequest, queryset: QuerySet, operation: str) -> HttpResponse | None:
+        """The confirmation page; on "apply", one job for all selected steps and its progress page."""
+        if "apply" in request.POST:
+            steps = list(models.MirroredStep.objects.filter(pk__in=parse_id_list(request.POST.get("ids", "")))
+                         .select_related("execution"))
+            form = StepOperationForm(request.POST)
+            if form.is_valid():
+                try:
+                    job = step_job_create(operation=form.cleaned_data["operation"], steps=steps,
+                                          assignees=form.cleaned_data.get("assignee_ids") or (),
+                                          due_date=form.cleaned_data.get("due_date"), user=request.user)
+                except ServiceError as exc:
+                    self.message_user(request, exc.message, messages.ERROR)
+                    return None
+                self.message_user(request, _("%(count)d steps are being updated in epilot.") % {"count": job.items.count()},
+                                  messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:projects_stepjob_change", args=[job.pk]))
+        else:
+            steps = list(queryset.select_related("execution"))
+            form = StepOperationForm(initial={"operation": operation})
+        context = {**self.admin_site.each_context(request), "title": _("Work steps in epilot"), "opts": self.model._meta,
+                   "form": form, "steps": steps, "ids": ",".join(str(step.pk) for step in steps),
+                   "operation": operation, "action": request.POST.get("action", "")}
+        return TemplateResponse(request, "admin/projects/step_operation.html", context)
+
+
+class StepJobItemInline(ReadOnlyInline):
+    model = models.StepJobItem
+    fields = ["label", "execution_epilot_id", "step_epilot_id", "expected_status", "status", "error"]
+    readonly_fields = fields
+    show_change_link = False
+    verbose_name_plural = _("steps")
+
+
+@admin.register(models.StepJob)
+class StepJobAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "operation", "status", "requested_by", "finished_at"]
+    list_filter = ["operation", "status"]
+    inlines = [StepJobItemInline]
+    change_form_template = "admin/projects/stepjob/change_form.html"
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict | None = None) -> HttpResponse:
+        job = get_object_or_404(models.StepJob, pk=parse_id(object_id))
+        progress = step_job_progress(job)
+        handled = progress["total"] - progress["pending"]
+        extra_context = {**(extra_context or {}), "job": job, "progress": progress, "handled": handled,
+                         "percent": round(100 * handled / progress["total"]) if progress["total"] else 100}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+@admin.register(models.StaffProfile)
+class StaffProfileAdmin(admin.ModelAdmin):
+    list_display = ["user", "epilot_user_id", "task_digest", "last_digest_at"]
+    search_fields = ["user__username", "user__email", "epilot_user_id"]
+    readonly_fields = ["last_digest_at"]
+    autocomplete_fields = []
+
+
+def close_execution_view(model_admin: admin.ModelAdmin, request: HttpRequest,
+                         execution: models.WorkflowExecution) -> HttpResponse:
+    """The page that closes one running execution with epilot's closing reasons (permission `work_steps`)."""
+    change_url = reverse("admin:projects_workflowexecution_change", args=[execution.pk])
+    try:
+        reasons = closing_reasons(execution.epilot_id)
+    except ServiceError as exc:
+        model_admin.message_user(request, exc.message, messages.ERROR)
+        return HttpResponseRedirect(change_url)
+    form = CloseExecutionForm(request.POST or None, reasons=reasons)
+    if request.method == "POST" and form.is_valid():
+        try:
+            execution_close(execution_epilot_id=execution.epilot_id, reason_ids=form.cleaned_data["reasons"],
+                            description=form.cleaned_data["description"], user=request.user)
+        except ServiceError as exc:
+            model_admin.message_user(request, exc.message, messages.ERROR)
+        else:
+            model_admin.message_user(request, _("The workflow was closed in epilot."), messages.SUCCESS)
+        return HttpResponseRedirect(change_url)
+    context = {**model_admin.admin_site.each_context(request), "title": _("Close workflow"), "opts": model_admin.model._meta,
+               "form": form, "execution": execution}
+    return TemplateResponse(request, "admin/projects/close_execution.html", context)

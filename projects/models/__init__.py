@@ -1,0 +1,38 @@
+"""Mirror models of epilot entities and the Ausbau projects built from them.
+
+Mirrored rows are written only by the sync engine (projects/services/sync.py); changes go to
+epilot through services and come back on the next sync.
+"""
+from projects.models.ausbau import AusbauProject
+from projects.models.backoffice import ApiClient, AutomationRule, Conversion, EpilotWrite, ProvisionedAutomation, RuleFiring
+from projects.models.entities import Contact, GenericEntity, MirroredEntity, Opportunity, Order, PayloadField
+from projects.models.staff import StaffProfile, StepJob, StepJobItem
+from projects.models.sync import QuarantinedEntity, SyncRun, SyncState
+from projects.models.workflows import MirroredStep, WorkflowDefinition, WorkflowExecution, WorkflowStart, WorkflowStartJob
+
+__all__ = [
+    "ApiClient",
+    "AusbauProject",
+    "AutomationRule",
+    "Contact",
+    "Conversion",
+    "EpilotWrite",
+    "GenericEntity",
+    "MirroredEntity",
+    "MirroredStep",
+    "Opportunity",
+    "Order",
+    "PayloadField",
+    "ProvisionedAutomation",
+    "QuarantinedEntity",
+    "RuleFiring",
+    "StaffProfile",
+    "StepJob",
+    "StepJobItem",
+    "SyncRun",
+    "SyncState",
+    "WorkflowDefinition",
+    "WorkflowExecution",
+    "WorkflowStart",
+    "WorkflowStartJob",
+]

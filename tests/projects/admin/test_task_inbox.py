@@ -1,0 +1,117 @@
+"""The task inbox ("Aufgaben") and closing workflows in the admin, as staff use them."""
+from __future__ import annotations
+
+import datetime as dt
+from io import StringIO
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from integrations.connection import get_epilot_client
+from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, demo_id
+from projects.models import MirroredStep, StaffProfile, StepJob, WorkflowDefinition, WorkflowExecution
+from projects.services.steps import SET_DUE, StepChange, step_change, step_job_run
+from projects.services.workflows import workflow_start
+
+pytestmark = pytest.mark.django_db
+INBOX = "/admin/projects/mirroredstep/"
+
+
+@pytest.fixture
+def running() -> list[WorkflowExecution]:
+    call_command("sync_epilot", stdout=StringIO())
+    definition = WorkflowDefinition.objects.get(epilot_id=AUSBAU_DEFINITION_ID)
+    ids = [workflow_start(definition=definition, schema="opportunity", entity_id=demo_id(f"opportunity:{key}"),
+                          entity_title=key).execution_epilot_id for key in ("rohdenhaus", "duessel", "nordstrasse")]
+    return list(WorkflowExecution.objects.filter(epilot_id__in=ids).order_by("id"))
+
+
+def staff(group: str, epilot_user_id: str = "") -> User:
+    user = User.objects.create_user(f"{group.lower()}-user", password="pw-123456", is_staff=True)
+    user.groups.add(Group.objects.get(name=group))
+    if epilot_user_id:
+        StaffProfile.objects.create(user=user, epilot_user_id=epilot_user_id)
+    return user
+
+
+def first_steps(executions: list[WorkflowExecution]) -> list[MirroredStep]:
+    return [execution.steps.order_by("position").first() for execution in executions]
+
+
+def test_the_inbox_shows_open_steps_overdue_first_and_mine(client, running) -> None:
+    overdue = first_steps(running)[1]
+    step_change(execution_epilot_id=running[1].epilot_id, step_epilot_id=overdue.epilot_id,
+                change=StepChange(SET_DUE, due_date=timezone.now() - dt.timedelta(days=3)))
+    client.force_login(staff("Backoffice", epilot_user_id="u-anna"))
+
+    page = client.get(INBOX)
+    rows = page.context["cl"].result_list
+    assert page.status_code == 200 and len(rows) == 24
+    assert rows[0].pk == overdue.pk and "overdue" in page.content.decode()
+    assert len(client.get(INBOX + "?due=overdue").context["cl"].result_list) == 1
+    assert len(client.get(INBOX + "?assignee=mine").context["cl"].result_list) == 0
+    assert len(client.get(INBOX + "?section=Tiefbau").context["cl"].result_list) == 6
+    dashboard = client.get("/admin/").content.decode()
+    assert 'id="task-counts"' in dashboard
+
+
+def test_completing_steps_in_bulk_from_the_inbox(client, running) -> None:
+    client.force_login(staff("Backoffice"))
+    steps = first_steps(running)
+
+    confirm = client.post(INBOX, {"action": "complete_steps", "_selected_action": [s.pk for s in steps]})
+    assert confirm.status_code == 200 and "step-preview" in confirm.content.decode()
+    done = client.post(INBOX, {"action": "complete_steps", "_selected_action": [s.pk for s in steps], "apply": "1",
+                               "ids": ",".join(str(s.pk) for s in steps), "operation": "complete"})
+
+    job = StepJob.objects.get()
+    assert done.status_code == 302 and done.url == reverse("admin:projects_stepjob_change", args=[job.pk])
+    step_job_run(job)  # what the worker does with the queued task
+    progress = client.get(done.url).content.decode()
+    assert "job-progress" in progress
+    epilot = get_epilot_client()
+    for execution, step in zip(running, steps, strict=True):
+        remote = epilot.get_execution(execution.epilot_id)
+        assert next(s for s in remote.steps if s.id == step.epilot_id).status == "COMPLETED"
+    assert len(client.get(INBOX).context["cl"].result_list) == 21
+
+
+def test_assigning_needs_an_assignee(client, running) -> None:
+    client.force_login(staff("Backoffice"))
+    step = first_steps(running)[0]
+    page = client.post(INBOX, {"action": "assign_steps", "_selected_action": [step.pk], "apply": "1", "ids": str(step.pk),
+                               "operation": "assign", "assignees": " , "})
+    assert page.status_code == 200 and page.context["form"].errors["assignees"]
+    assert not StepJob.objects.exists()
+
+
+def test_closing_a_workflow_from_its_page(client, running) -> None:
+    client.force_login(staff("Backoffice"))
+    execution = running[0]
+    change = client.get(reverse("admin:projects_workflowexecution_change", args=[execution.pk])).content.decode()
+    assert 'id="close-execution"' in change
+    url = reverse("admin:projects_workflowexecution_close", args=[execution.pk])
+    form = client.get(url).content.decode()
+    assert "Technisch nicht realisierbar" in form
+
+    client.post(url, {"reasons": ["crTechnisch"], "description": "Fels"})
+
+    assert get_epilot_client().get_execution(execution.epilot_id).status == "CLOSED"
+    execution.refresh_from_db()
+    assert execution.status == "CLOSED"
+
+
+def test_a_viewer_can_look_but_not_work_steps(client, running) -> None:
+    client.force_login(staff("Viewer"))
+    step = first_steps(running)[0]
+    assert client.get(INBOX).status_code == 200
+    refused = client.post(INBOX, {"action": "complete_steps", "_selected_action": [step.pk], "apply": "1",
+                                  "ids": str(step.pk), "operation": "complete"})
+    assert refused.status_code in (200, 302) and not StepJob.objects.exists()
+    assert client.get(reverse("admin:projects_workflowexecution_close", args=[running[0].pk])).status_code == 403
+    assert client.post(reverse("admin:projects_workflowexecution_close", args=[running[0].pk]),
+                       {"reasons": ["crTechnisch"]}).status_code == 403
+    assert get_epilot_client().get_execution(running[0].epilot_id).status == "STARTED"
