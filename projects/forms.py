@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from decimal import Decimal
 
 from django import forms
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
-from projects.models import ApiClient, AutomationRule, StepJob, WorkflowDefinition
+from projects.models import ApiClient, AutomationRecipe, AutomationRule, StepJob, WorkflowDefinition
 from projects.selectors import automation_owning_trigger
 from projects.services.api_clients import parse_throttle_rate
 
@@ -146,3 +147,40 @@ class CloseExecutionForm(forms.Form):
     def __init__(self, *args, reasons: list[dict[str, str]], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["reasons"].choices = [(reason["id"], reason["title"]) for reason in reasons]
+
+
+class AutomationRecipeForm(forms.ModelForm):
+    """A recipe's parameters; which ones a pattern needs is checked here, the trigger's owner when provisioning."""
+
+    class Meta:
+        model = AutomationRecipe
+        fields = ["key", "name", "pattern", "enabled", "definition_epilot_id", "schema", "attribute", "value", "journey_id",
+                  "field_mapping", "assignees", "assign_steps", "email_template_id", "email_language"]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        pattern = data.get("pattern")
+        if pattern == AutomationRecipe.Pattern.STATUS_CHANGE:
+            for name in ("schema", "attribute", "value"):
+                if not data.get(name):
+                    self.add_error(name, _("A status change needs the entity type, the attribute and its value."))
+        elif pattern == AutomationRecipe.Pattern.MANUAL and not data.get("schema"):
+            self.add_error("schema", _("A manual trigger needs the entity type it is started from."))
+        elif pattern == AutomationRecipe.Pattern.JOURNEY_SUBMISSION:
+            try:
+                uuid.UUID(str(data.get("journey_id") or ""))
+            except ValueError:
+                self.add_error("journey_id", _("A journey submission needs the journey's UUID."))
+        mapping = data.get("field_mapping") or []
+        if not isinstance(mapping, list) or not all(
+                isinstance(item, dict) and isinstance(item.get("source"), str) and isinstance(item.get("target"), str)
+                for item in mapping):
+            self.add_error("field_mapping", _('A list of {"source": "…", "target": "…"}.'))
+        if not isinstance(data.get("assignees") or [], list):
+            self.add_error("assignees", _("A list of epilot user ids."))
+        steps = data.get("assign_steps") or []
+        if not isinstance(steps, list) or not all(
+                isinstance(item, dict) and isinstance(item.get("user_ids"), list)
+                and all(isinstance(user, int) for user in item["user_ids"]) for item in steps):
+            self.add_error("assign_steps", _('A list of {"step_id": "…", "step_name": "…", "user_ids": [123]}.'))
+        return data

@@ -11,12 +11,12 @@ from django.utils import timezone
 
 from projects.models import (
     AusbauProject,
+    AutomationRecipe,
     AutomationRule,
     EpilotWrite,
     MirroredStep,
     Opportunity,
     Order,
-    ProvisionedAutomation,
     StaffProfile,
     SyncRun,
     SyncState,
@@ -87,10 +87,32 @@ def definition_by_epilot_id(epilot_id: str) -> WorkflowDefinition | None:
 
 def automation_owning_trigger(
     *, schema: str, attribute: str, value: str, definition_epilot_id: str
-) -> ProvisionedAutomation | None:
-    """The enabled epilot automation that starts this definition on this trigger, if any (a local rule must not too)."""
-    return ProvisionedAutomation.objects.filter(enabled=True, schema=schema, attribute=attribute, value=value,
-                                                definition_epilot_id=definition_epilot_id).first()
+) -> AutomationRecipe | None:
+    """The enabled status-change recipe provisioned in epilot that starts this definition on this trigger, if any.
+
+    A local rule must not start it too; a recipe not provisioned yet owns nothing in epilot.
+    """
+    return AutomationRecipe.objects.filter(enabled=True, pattern=AutomationRecipe.Pattern.STATUS_CHANGE, schema=schema,
+                                           attribute=attribute, value=value, definition_epilot_id=definition_epilot_id
+                                           ).exclude(flow_id="").first()
+
+
+def recipe_owning_trigger(recipe: AutomationRecipe) -> AutomationRecipe | None:
+    """Another enabled recipe that owns the same trigger (and would start a workflow on the same event), if any.
+
+    The owner is the one provisioned in epilot; of two not provisioned yet, the older one.
+    """
+    others = AutomationRecipe.objects.filter(enabled=True, pattern=recipe.pattern).exclude(pk=recipe.pk)
+    if recipe.pattern == AutomationRecipe.Pattern.JOURNEY_SUBMISSION:
+        same = others.filter(journey_id=recipe.journey_id)
+    elif recipe.pattern == AutomationRecipe.Pattern.MANUAL:
+        same = others.filter(schema=recipe.schema, definition_epilot_id=recipe.definition_epilot_id)
+    else:
+        same = others.filter(schema=recipe.schema, attribute=recipe.attribute, value=recipe.value)
+    provisioned = same.exclude(flow_id="").order_by("pk").first()
+    if provisioned or recipe.flow_id:
+        return provisioned
+    return same.filter(pk__lt=recipe.pk).order_by("pk").first() if recipe.pk else same.order_by("pk").first()
 
 
 def rule_owning_trigger(*, schema: str, attribute: str, value: str, definition_epilot_id: str) -> AutomationRule | None:

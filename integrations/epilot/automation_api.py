@@ -55,3 +55,7 @@ class AutomationAPI(Transport):
                                  json_body=dict(flow), idempotent=True)
         return self._parse("putFlow", AutomationFlow.from_api, self._json("putFlow", response))
 
+
+    def delete_flow(self, flow_id: str) -> None:
+        """deleteFlow; raises EpilotNotFoundError for a flow that is gone."""
+        self._request("deleteFlow", "DELETE", self.urls.automation, f"/v1/automation/flows/{segment(flow_id)}", idempotent=True)

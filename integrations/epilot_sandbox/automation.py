@@ -25,6 +25,10 @@ class AutomationHandlers:
             flows = [
                 f for f in flows if any((a.get("config") or {}).get("target_workflow") == target for a in f.get("actions", []))
             ]
+        source = request.arg("trigger_source_id")
+        if source:
+            flows = [f for f in flows if any((t.get("configuration") or {}).get("source_id") == source
+                                             for t in f.get("triggers", []) if isinstance(t, Mapping))]
         size, offset = int(request.arg("size", "25") or 25), int(request.arg("from", "0") or 0)
         return 200, {"total": len(flows), "results": flows[offset: offset + size]}
 

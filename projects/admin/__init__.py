@@ -5,4 +5,4 @@ service (workflow starts, conversions, status writes, automation) and comes back
 Actions and buttons are thin adapters: they parse the form, call one service, show its message;
 what an intermediate page shows comes from selectors.
 """
-from projects.admin import api_clients, backoffice, entities, steps, sync, workflows  # noqa: F401 - registers the admins
+from projects.admin import api_clients, backoffice, entities, recipes, steps, sync, workflows  # noqa: F401 - registers the admins

@@ -1,19 +1,18 @@
-"""What the back-office did and decides: the audit trail, conversions, local rules and provisioned automations."""
+"""What the back-office did and decides: the audit trail, conversions and local rules."""
 from __future__ import annotations
 
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
-from django.urls import path, reverse
+from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html
 
 from projects import models
 from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, portal_link
 from projects.forms import AutomationRuleForm
 from projects.selectors import automation_owning_trigger
-from projects.services.automations import AUSBAU_FLOW_NAME, automation_provision
 from projects.services.conversion import opportunity_convert
 from projects.services.errors import ServiceError
 from projects.templatetags.backoffice import badge
@@ -131,46 +130,3 @@ class AutomationRuleAdmin(admin.ModelAdmin):
             reverse("admin:projects_workflowstart_changelist") + "?" + urlencode({"actor": f"rule:{obj.pk}", "status": "failed"})
         )
         return format_html('<a href="{}">{}</a> {}', url, failed, badge("failed", "wird bei der nächsten Änderung wiederholt"))
-
-
-@admin.register(models.ProvisionedAutomation)
-class ProvisionedAutomationAdmin(ReadOnlyAdmin):
-    list_display = ["name", "flow_id", "trigger", "definition_epilot_id", "enabled", "provisioned_at"]
-    actions = ["provision_action"]
-    change_list_template = "admin/projects/provisionedautomation/change_list.html"
-
-    @admin.display(description="Auslöser (gehört epilot)")
-    def trigger(self, obj: models.ProvisionedAutomation) -> str:
-        return f"{obj.schema}.{obj.attribute} = {obj.value}"
-
-    def has_provision_automation_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("projects.provision_automation")
-
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
-        extra_context = {**(extra_context or {}), "can_provision": self.has_provision_automation_permission(request),
-                         "flow_name": AUSBAU_FLOW_NAME}
-        return super().changelist_view(request, extra_context)
-
-    def get_urls(self):
-        return [
-            path("provision/", self.admin_site.admin_view(self.provision_view), name="projects_provisionedautomation_provision"),
-            *super().get_urls(),
-        ]
-
-    def provision_view(self, request: HttpRequest) -> HttpResponseRedirect:
-        if request.method == "POST" and self.has_provision_automation_permission(request):
-            self._provision(request)
-        return HttpResponseRedirect(reverse("admin:projects_provisionedautomation_changelist"))
-
-    @admin.action(description="In epilot anlegen/aktualisieren", permissions=["provision_automation"])
-    def provision_action(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._provision(request)
-
-    def _provision(self, request: HttpRequest) -> None:
-        try:
-            record, created = automation_provision(user=request.user)
-        except ServiceError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
-        else:
-            verb = "angelegt" if created else "aktualisiert"
-            self.message_user(request, f"Automation '{record.name}' in epilot {verb} (Flow {record.flow_id}).", messages.SUCCESS)

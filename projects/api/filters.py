@@ -33,7 +33,7 @@ class TrueFalseFilter(django_filters.TypedChoiceFilter):
     """A boolean parameter that accepts only `true`/`false`; anything else is a 400 naming it."""
 
 
-@extend_schema_field({"type": "integer", "minimum": 1})
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": 2**63 - 1})
 class IdFilter(django_filters.NumberFilter):
     """A positive integer id; anything else is a 400 naming the parameter."""
 

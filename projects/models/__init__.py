@@ -4,7 +4,7 @@ Mirrored rows are written only by the sync engine (projects/services/sync.py); c
 epilot through services and come back on the next sync.
 """
 from projects.models.ausbau import AusbauProject
-from projects.models.backoffice import ApiClient, AutomationRule, Conversion, EpilotWrite, ProvisionedAutomation, RuleFiring
+from projects.models.backoffice import ApiClient, AutomationRecipe, AutomationRule, Conversion, EpilotWrite, RuleFiring
 from projects.models.entities import Contact, GenericEntity, MirroredEntity, Opportunity, Order, PayloadField
 from projects.models.staff import StaffProfile, StepJob, StepJobItem
 from projects.models.sync import QuarantinedEntity, SyncRun, SyncState
@@ -13,6 +13,7 @@ from projects.models.workflows import MirroredStep, WorkflowDefinition, Workflow
 __all__ = [
     "ApiClient",
     "AusbauProject",
+    "AutomationRecipe",
     "AutomationRule",
     "Contact",
     "Conversion",
@@ -23,7 +24,6 @@ __all__ = [
     "Opportunity",
     "Order",
     "PayloadField",
-    "ProvisionedAutomation",
     "QuarantinedEntity",
     "RuleFiring",
     "StaffProfile",

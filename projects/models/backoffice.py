@@ -140,21 +140,48 @@ class RuleFiring(models.Model):
         constraints = [models.UniqueConstraint(fields=["rule", "entity_epilot_id"], name="rule_fires_once_per_entity")]
 
 
-class ProvisionedAutomation(models.Model):
-    """An epilot automation flow this back-office created; the trigger it covers belongs to epilot."""
+class AutomationRecipe(models.Model):
+    """One of the guide's patterns by which epilot starts a workflow itself, provisioned as one automation flow."""
 
-    name = models.CharField(max_length=200, unique=True)
-    flow_id = models.CharField(max_length=64)
-    schema = models.CharField(max_length=100)
-    attribute = models.CharField(max_length=100)
-    value = models.CharField(max_length=200)
-    definition_epilot_id = models.CharField(max_length=64)
-    enabled = models.BooleanField(default=True)
-    provisioned_at = models.DateTimeField()
+    class Pattern(models.TextChoices):
+        STATUS_CHANGE = "status_change", _("Entity status change")
+        JOURNEY_SUBMISSION = "journey_submission", _("Journey submission")
+        MANUAL = "manual", _("Manual trigger on an entity")
+
+    class Language(models.TextChoices):
+        DE = "de", _("German")
+        EN = "en", _("English")
+
+    key = models.SlugField(_("key"), max_length=60, unique=True,
+                           help_text=_("Stable; carried in the flow's name in epilot, so provisioning finds its flow again."))
+    name = models.CharField(_("name"), max_length=150)
+    pattern = models.CharField(_("pattern"), max_length=30, choices=Pattern.choices)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    definition_epilot_id = models.CharField(_("workflow"), max_length=64,
+                                            help_text=_("epilot id of the workflow definition or flow template to start"))
+    schema = models.CharField(_("entity type"), max_length=100, default="opportunity", blank=True)
+    attribute = models.CharField(_("attribute"), max_length=100, default="status", blank=True)
+    value = models.CharField(_("value"), max_length=200, blank=True)
+    journey_id = models.CharField(_("journey id"), max_length=64, blank=True, help_text=_("the journey's UUID"))
+    field_mapping = models.JSONField(_("field mapping"), default=list, blank=True,
+                                     help_text=_('Journey fields to opportunity attributes: [{"source": "…", "target": "…"}]'))
+    assignees = models.JSONField(_("assignees"), default=list, blank=True, help_text=_("epilot user ids of the workflow"))
+    assign_steps = models.JSONField(_("assignees per step"), default=list, blank=True,
+                                    help_text=_('[{"step_id": "…", "step_name": "…", "user_ids": [123]}]'))
+    email_template_id = models.CharField(_("e-mail template"), max_length=64, blank=True,
+                                         help_text=_("epilot e-mail template to notify the team; none sends no e-mail"))
+    email_language = models.CharField(_("e-mail language"), max_length=2, choices=Language.choices, default=Language.DE)
+    legacy_names = models.JSONField(default=list, blank=True, help_text="flow names this recipe's flow had before")
+    flow_id = models.CharField(_("flow id"), max_length=64, blank=True)
+    provisioned_body = models.JSONField(null=True, blank=True, help_text="what was sent to epilot last")
+    provisioned_at = models.DateTimeField(_("provisioned"), null=True, blank=True)
+    drift = models.TextField(_("drift"), blank=True, help_text=_("how the flow in epilot differs from what was provisioned"))
+    drift_checked_at = models.DateTimeField(_("drift checked"), null=True, blank=True)
 
     class Meta:
-        verbose_name = "epilot-Automation"
-        verbose_name_plural = "epilot-Automationen (von hier angelegt)"
+        verbose_name = _("automation recipe")
+        verbose_name_plural = _("automation recipes")
+        ordering = ["key"]
 
     def __str__(self) -> str:
         return self.name

@@ -38,6 +38,7 @@ from projects.services.mirror import (
     store_page,
     sync_definitions,
 )
+from projects.services.recipes import recipes_check_drift
 from projects.services.rules import rules_evaluate_safely
 
 logger = logging.getLogger("projects.sync")
@@ -96,6 +97,7 @@ def sync_run(
         run.started_at = timezone.now()  # the run starts once it holds its locks, not while it waits for them
         SyncRun.objects.filter(pk=run.pk).update(started_at=run.started_at)
         sync_definitions(client)
+        recipes_check_drift(client)
         for schema in locked:
             _sync_schema(client, schema, full=full, lease=lease, counts=counts, run=run, on_progress=on_progress)
         lease.check()

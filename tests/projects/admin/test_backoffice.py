@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from integrations.connection import get_epilot_client
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, demo_id
-from projects.models import Conversion, EpilotWrite, Opportunity, ProvisionedAutomation, WorkflowDefinition, WorkflowStartJob
+from projects.models import Conversion, EpilotWrite, Opportunity, WorkflowDefinition, WorkflowStartJob
 
 pytestmark = pytest.mark.django_db
 
@@ -144,17 +144,8 @@ def test_backoffice_staff_see_every_action(client) -> None:
     client.force_login(staff("Backoffice"))
     listing = client.get(reverse("admin:projects_opportunity_changelist")).content.decode()
     assert "start_workflow_action" in listing and "convert_action" in listing
-    assert (
-        "Automation in epilot anlegen" in client.get(reverse("admin:projects_provisionedautomation_changelist")).content.decode()
-    )
-
-
-def test_provisioning_from_the_admin(client) -> None:
-    client.force_login(staff("Backoffice"))
-    client.post(reverse("admin:projects_provisionedautomation_provision"))
-    client.post(reverse("admin:projects_provisionedautomation_provision"))
-    assert ProvisionedAutomation.objects.count() == 1
-    assert len(list(get_epilot_client().iter_flows())) == 1
+    recipes = client.get(reverse("admin:projects_automationrecipe_changelist")).content.decode()
+    assert "provision_recipes" in recipes and "restore_recipes" in recipes
 
 
 def test_the_dashboard_is_the_admin_index(admin_client) -> None:

@@ -5,7 +5,6 @@ import pytest
 
 from integrations.epilot import EpilotClient, RetryPolicy
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, FaultConfig, SandboxApp, demo_id
-from projects.forms import AutomationRuleForm
 from projects.models import (
     AusbauProject,
     AutomationRule,
@@ -13,14 +12,12 @@ from projects.models import (
     EpilotWrite,
     Opportunity,
     Order,
-    ProvisionedAutomation,
     RuleFiring,
     SyncRun,
     WorkflowDefinition,
     WorkflowExecution,
     WorkflowStart,
 )
-from projects.services.automations import AUSBAU_FLOW_NAME, automation_provision
 from projects.services.conversion import opportunity_convert
 from projects.services.errors import InProgress, NotAllowed, RemoteFailure, StatusConflict
 from projects.services.status import opportunity_set_status
@@ -241,29 +238,3 @@ def test_a_local_rule_fires_once_per_entity(epilot, ausbau) -> None:
     sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot)
     sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot)
     assert len(executions_in_epilot(epilot, "opportunity", rohden.epilot_id)) == 1
-
-
-def test_provisioning_is_idempotent_by_name(epilot, ausbau) -> None:
-    record, created = automation_provision(client=epilot)
-    again, created_again = automation_provision(client=epilot)
-    assert created and not created_again and record.flow_id == again.flow_id
-    flows = list(epilot.iter_flows())
-    assert [f.name for f in flows] == [AUSBAU_FLOW_NAME]
-    action = flows[0].data["actions"][0]
-    assert action == {
-        "type": "trigger-workflow",
-        "name": "Ausbau Glasfaser starten",
-        "config": {"target_workflow": AUSBAU_DEFINITION_ID},
-    }
-
-
-def test_a_trigger_has_one_owner(epilot, ausbau) -> None:
-    AutomationRule.objects.create(name="lokal", schema="opportunity", attribute="status", value="bearbeitung", definition=ausbau)
-    with pytest.raises(NotAllowed, match="lokale Regel"):
-        automation_provision(client=epilot)
-    AutomationRule.objects.all().delete()
-    automation_provision(client=epilot)
-    form = AutomationRuleForm({"name": "doppelt", "enabled": True, "schema": "opportunity", "attribute": "status",
-                               "value": "bearbeitung", "definition": ausbau.pk})
-    assert not form.is_valid() and "epilot-Automation" in str(form.errors)
-    assert ProvisionedAutomation.objects.get().enabled
