@@ -23,6 +23,7 @@ migrate: setup
 
 seed: migrate
 	$(PY) manage.py seed_sandbox
+	$(PY) manage.py demo_story
 
 demo-user: migrate
 	$(PY) manage.py create_demo_user

@@ -1,16 +1,15 @@
 """URL configuration: the admin is the product; the API lives under /api/."""
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
 from projects import views as project_views
 
-admin.site.site_header = "Ausbau Backoffice"
-admin.site.site_title = "Ausbau Backoffice"
-admin.site.index_title = "Glasfaserausbau Stadtwerke Wülfrath"
-
 urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False), name="home"),
+    path("i18n/", include("django.conf.urls.i18n")),
     path("health/", project_views.health, name="health"),
     path("health/live/", project_views.liveness, name="health-live"),
     path("admin/", admin.site.urls),

@@ -1,13 +1,14 @@
 import logging
 
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 logger = logging.getLogger("projects")
 
 
 class ProjectsConfig(AppConfig):
     name = "projects"
-    verbose_name = "Ausbau Glasfaser"
+    verbose_name = _("Fibre rollout")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

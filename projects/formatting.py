@@ -4,6 +4,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.utils import formats, translation
 
 PORTAL_PATHS = {"opportunity": "opportunities", "order": "orders"}
 
@@ -16,9 +17,15 @@ def portal_url(schema: str, epilot_id: str) -> str:
     return f"{base}/app/entities/{schema}/{epilot_id}"
 
 
+CURRENCY_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "CHF": "CHF"}
+
+
 def format_amount(cents: int | None, currency: str = "EUR") -> str:
-    """German money format from cents: 4500000 → '45.000,00 EUR'."""
+    """Money from cents in the active language: 9000000 → '90.000,00 €' in German, '€90,000.00' in English."""
     if cents is None:
         return "–"
-    text = f"{Decimal(cents) / 100:,.2f}"
-    return text.replace(",", "X").replace(".", ",").replace("X", ".") + f" {currency}"
+    number = formats.number_format(Decimal(cents) / 100, decimal_pos=2, force_grouping=True)
+    symbol = CURRENCY_SYMBOLS.get(currency or "EUR", currency)
+    if (translation.get_language() or "de").startswith("en"):
+        return f"{symbol}{number}" if len(symbol) == 1 else f"{symbol} {number}"
+    return f"{number}\u00a0{symbol}"

@@ -18,15 +18,15 @@ KNOWN_OPPORTUNITY_STATUSES = ["ausstehend", "bearbeitung", "geschlossen", "abgeb
 
 def definition_choices() -> forms.ModelChoiceField:
     queryset = WorkflowDefinition.objects.filter(enabled=True, removed_in_epilot=False).order_by("engine", "name")
-    return forms.ModelChoiceField(queryset=queryset, label="Workflow", empty_label=None,
-                                  help_text="V1-Workflows und V2-Flows; die passende epilot-API wird automatisch gewählt.")
+    return forms.ModelChoiceField(queryset=queryset, label=_("Workflow"), empty_label=None,
+                                  help_text=_("V1 workflows and V2 flows; the matching epilot API is chosen for you."))
 
 
 class StartWorkflowForm(forms.Form):
     definition = forms.ModelChoiceField(queryset=WorkflowDefinition.objects.none())
     allow_duplicate = forms.BooleanField(
-        required=False, label="Auch starten, wo dieser Workflow schon läuft",
-        help_text="Ohne dieses Häkchen wird ein bereits laufender Workflow nicht ein zweites Mal gestartet.")
+        required=False, label=_("Also start where this workflow runs already"),
+        help_text=_("Without this tick a workflow that runs already is not started a second time."))
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -41,13 +41,13 @@ class StartWorkflowForm(forms.Form):
 class ConvertForm(forms.Form):
     definition = forms.ModelChoiceField(queryset=WorkflowDefinition.objects.none())
     amount = forms.DecimalField(label="Auftragssumme (EUR)", min_value=Decimal("0"), max_digits=14, decimal_places=2,
-                                required=False, help_text="Vorgabe: Budget der Opportunity")
-    target_status = forms.CharField(label="Status der Opportunity danach", max_length=100)
+                                required=False, help_text=_("Default: the opportunity's budget"))
+    target_status = forms.CharField(label=_("Status of the opportunity afterwards"), max_length=100)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["definition"] = definition_choices()
-        self.fields["definition"].label = "Workflow auf dem Auftrag"
+        self.fields["definition"].label = _("Workflow on the order")
         default = (
             self.fields["definition"].queryset.filter(epilot_id=settings.DEFAULT_WORKFLOW_DEFINITION).order_by("engine").first()
         )
@@ -62,7 +62,7 @@ class ConvertForm(forms.Form):
 
 
 class StatusForm(forms.Form):
-    status = forms.CharField(label="Neuer Status", max_length=100,
+    status = forms.CharField(label=_("New status"), max_length=100,
                              widget=forms.TextInput(attrs={"list": "known-statuses", "autocomplete": "off"}))
     expected_updated_at = forms.CharField(widget=forms.HiddenInput, max_length=64)
 
@@ -73,7 +73,7 @@ class StatusForm(forms.Form):
             (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
         except (ValueError, OverflowError):
             raise forms.ValidationError(
-                "Der gelesene Stand der Opportunity fehlt oder ist unlesbar; bitte die Seite neu laden."
+                _("The version of the opportunity you read is missing or unreadable; please reload the page.")
             ) from None
         return value
 

@@ -200,3 +200,14 @@ def tasks_with_project() -> QuerySet[MirroredStep]:
     on_order = AusbauProject.objects.filter(opportunity_id=OuterRef("execution__order__opportunity_id")).values("id")[:1]
     return MirroredStep.objects.select_related("execution").annotate(
         project_id=Coalesce(Subquery(on_opportunity), Subquery(on_order)))
+
+
+def project_orders(project: AusbauProject) -> list[Order]:
+    """The live orders of a project's opportunity, oldest first."""
+    return list(project.opportunity.orders.filter(epilot_deleted_at__isnull=True).order_by("id"))
+
+
+def project_executions(project: AusbauProject) -> list[WorkflowExecution]:
+    """The workflow executions on a project's opportunity and on its orders, newest first."""
+    return list(WorkflowExecution.objects.filter(
+        Q(opportunity_id=project.opportunity_id) | Q(order__opportunity_id=project.opportunity_id)).order_by("-started_at"))

@@ -127,4 +127,4 @@ def test_demo_login_can_use_the_admin(client, capsys) -> None:
     assert client.login(username="demo", password="wuelfrath-demo")
     page = client.get("/admin/")
     assert page.status_code == 200
-    assert "Embedded epilot sandbox" in page.content.decode()
+    assert "Eingebettete epilot-Sandbox" in page.content.decode()  # German is the default

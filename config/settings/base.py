@@ -31,7 +31,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 # APPS
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "projects.admin_site.BackofficeAdminConfig",  # django.contrib.admin with the grouped index
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

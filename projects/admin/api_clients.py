@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 
 from projects import models
 from projects.forms import ApiClientForm
@@ -22,25 +23,25 @@ class ApiClientAdmin(admin.ModelAdmin):
     readonly_fields = ["token_prefix", "created_at", "last_used_at", "revoked_at"]
     actions = ["revoke_action", "rotate_action"]
 
-    @admin.display(description="Aktiv")
+    @admin.display(description=_("active"))
     def active_badge(self, obj: models.ApiClient) -> str:
-        return badge("succeeded", "aktiv") if obj.is_active else badge("failed", "widerrufen")
+        return badge("succeeded", _("active")) if obj.is_active else badge("failed", _("revoked"))
 
     def save_model(self, request: HttpRequest, obj: models.ApiClient, form: Any, change: bool) -> None:
         if change:
             obj.save()
             return
         token = api_client_issue_token(obj)
-        self.message_user(request, format_html("Token für '{}' (wird nur jetzt angezeigt): <code id='new-api-token'>{}</code>",
+        self.message_user(request, format_html(_("Token for '{}' (shown only now): <code id='new-api-token'>{}</code>"),
                                                obj.name, token), messages.WARNING)
 
-    @admin.action(description="Widerrufen", permissions=["change"])
+    @admin.action(description=_("Revoke"), permissions=["change"])
     def revoke_action(self, request: HttpRequest, queryset: QuerySet) -> None:
         for client in queryset:
             api_client_revoke(client)
-        self.message_user(request, f"{queryset.count()} Client(s) widerrufen.", messages.SUCCESS)
+        self.message_user(request, _("%(count)d client(s) revoked.") % {"count": queryset.count()}, messages.SUCCESS)
 
-    @admin.action(description="Neues Token ausstellen", permissions=["change"])
+    @admin.action(description=_("Issue a new token"), permissions=["change"])
     def rotate_action(self, request: HttpRequest, queryset: QuerySet) -> None:
         for client in queryset:
             try:
@@ -49,5 +50,5 @@ class ApiClientAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{client.name}: {exc.message}", messages.ERROR)
                 continue
             self.message_user(request,
-                              format_html("Neues Token für '{}' (nur jetzt sichtbar): <code>{}</code>", client.name, token),
+                              format_html(_("New token for '{}' (visible only now): <code>{}</code>"), client.name, token),
                               messages.WARNING)

@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 
 from projects import models
 from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, portal_link
@@ -26,7 +27,7 @@ class EpilotWriteAdmin(ReadOnlyAdmin):
     date_hierarchy = "started_at"
     list_select_related = ["user"]
 
-    @admin.display(description="Ergebnis", ordering="result")
+    @admin.display(description=_("result"), ordering="result")
     def result_badge(self, obj: models.EpilotWrite) -> str:
         return badge(obj.result, obj.get_result_display())
 
@@ -39,7 +40,7 @@ class ConversionWriteInline(ReadOnlyInline):
     fields = ["started_at", "action", "result", "epilot_ids", "error"]
     readonly_fields = fields
     show_change_link = True
-    verbose_name_plural = "Schritte in epilot"
+    verbose_name_plural = _("steps in epilot")
 
 
 @admin.register(models.Conversion)
@@ -70,25 +71,25 @@ class ConversionAdmin(ReadOnlyAdmin):
     ]
     exclude = ["claimed_until", "order_epilot_id"]
 
-    @admin.display(description="Status", ordering="status")
+    @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: models.Conversion) -> str:
         return badge(obj.status, obj.get_status_display())
 
-    @admin.display(description="Fortsetzen")
+    @admin.display(description=_("resume"))
     def resume_link(self, obj: models.Conversion) -> str:
         if obj.status == models.Conversion.Status.DONE:
             return "–"
-        return format_html('<a href="{}">Mit (anderem) Workflow fortsetzen …</a>',
-                           reverse("admin:projects_opportunity_convert", args=[obj.opportunity_id]))
+        return format_html('<a href="{}">{}</a>', reverse("admin:projects_opportunity_convert", args=[obj.opportunity_id]),
+                           _("Resume with (another) workflow …"))
 
-    @admin.display(description="Auftrag in epilot")
+    @admin.display(description=_("order in epilot"))
     def order_link(self, obj: models.Conversion) -> str:
         return portal_link("order", obj.order_epilot_id) if obj.order_epilot_id else "–"
 
     def has_convert_opportunity_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("projects.convert_opportunity")
 
-    @admin.action(description="Umwandlung fortsetzen", permissions=["convert_opportunity"])
+    @admin.action(description=_("Resume conversion"), permissions=["convert_opportunity"])
     def resume_action(self, request: HttpRequest, queryset: QuerySet) -> None:
         for conversion in queryset.exclude(status=models.Conversion.Status.DONE).select_related("opportunity", "definition"):
             try:
@@ -96,7 +97,7 @@ class ConversionAdmin(ReadOnlyAdmin):
             except ServiceError as exc:
                 self.message_user(request, f"{conversion}: {exc.message}", messages.ERROR)
             else:
-                self.message_user(request, f"{conversion}: abgeschlossen.", messages.SUCCESS)
+                self.message_user(request, _("%(conversion)s: completed.") % {"conversion": conversion}, messages.SUCCESS)
 
 
 @admin.register(models.AutomationRule)
@@ -105,23 +106,23 @@ class AutomationRuleAdmin(admin.ModelAdmin):
     list_filter = ["enabled", "schema"]
     form = AutomationRuleForm
 
-    @admin.display(description="Auslöser")
+    @admin.display(description=_("trigger"))
     def trigger(self, obj: models.AutomationRule) -> str:
         return f"{obj.schema}.{obj.attribute} = {obj.value}"
 
-    @admin.display(description="Wer löst aus?")
+    @admin.display(description=_("who triggers?"))
     def owner(self, obj: models.AutomationRule) -> str:
         automation = automation_owning_trigger(schema=obj.schema, attribute=obj.attribute, value=obj.value,
                                                  definition_epilot_id=obj.definition.epilot_id)
         if automation:
-            return badge("conflict", f"epilot-Automation '{automation.name}' (Regel wirkt nicht)")
-        return badge("started", "diese lokale Regel") if obj.enabled else badge("skipped", "niemand (Regel aus)")
+            return badge("conflict", _("epilot automation '%(name)s' (the rule has no effect)") % {"name": automation.name})
+        return badge("started", _("this local rule")) if obj.enabled else badge("skipped", _("nobody (rule off)"))
 
-    @admin.display(description="Ausgelöst")
+    @admin.display(description=_("fired"))
     def firings_count(self, obj: models.AutomationRule) -> int:
         return obj.firings.count()
 
-    @admin.display(description="Fehlgeschlagene Starts")
+    @admin.display(description=_("failed starts"))
     def failed_starts(self, obj: models.AutomationRule) -> str:
         failed = models.WorkflowStart.objects.filter(actor=f"rule:{obj.pk}", status=models.WorkflowStart.Status.FAILED).count()
         if not failed:
@@ -129,4 +130,4 @@ class AutomationRuleAdmin(admin.ModelAdmin):
         url = (
             reverse("admin:projects_workflowstart_changelist") + "?" + urlencode({"actor": f"rule:{obj.pk}", "status": "failed"})
         )
-        return format_html('<a href="{}">{}</a> {}', url, failed, badge("failed", "wird bei der nächsten Änderung wiederholt"))
+        return format_html('<a href="{}">{}</a> {}', url, failed, badge("failed", _("retried on the next change")))

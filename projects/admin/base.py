@@ -8,17 +8,18 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 
 from projects.formatting import portal_url
 
 
 def portal_link(schema: str, epilot_id: str) -> str:
-    return format_html('<a href="{}" target="_blank" rel="noopener">In epilot öffnen ↗</a>', portal_url(schema, epilot_id))
+    return format_html('<a href="{}" target="_blank" rel="noopener">{} ↗</a>', portal_url(schema, epilot_id), _("Open in epilot"))
 
 
 def audit_link(epilot_id: str) -> str:
     url = reverse("admin:projects_epilotwrite_changelist") + "?" + urlencode({"target_epilot_id": epilot_id})
-    return format_html('<a href="{}">Audit-Verlauf</a>', url)
+    return format_html('<a href="{}">{}</a>', url, _("Audit history"))
 
 
 def schema_of(obj: Any) -> str:

@@ -9,13 +9,14 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
 
 from projects import models
 from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, audit_link, portal_link, schema_of
 from projects.formatting import format_amount, portal_url
 from projects.forms import KNOWN_OPPORTUNITY_STATUSES, ConvertForm, StartWorkflowForm, StatusForm
-from projects.selectors import running_workflows_by_entity
+from projects.selectors import project_executions, project_orders, running_workflows_by_entity
 from projects.services.conversion import conversion_preview, opportunity_convert
 from projects.services.errors import ServiceError, StatusConflict
 from projects.services.status import opportunity_set_status
@@ -29,13 +30,13 @@ class ExecutionInline(ReadOnlyInline):
     fk_name = "opportunity"
     fields = ["name", "status_badge", "current_section", "current_step", "progress", "started_at"]
     readonly_fields = fields
-    verbose_name_plural = "Workflows"
+    verbose_name_plural = _("workflows")
 
-    @admin.display(description="Status")
+    @admin.display(description=_("status"))
     def status_badge(self, obj: models.WorkflowExecution) -> str:
         return badge(obj.status)
 
-    @admin.display(description="Fortschritt")
+    @admin.display(description=_("progress"))
     def progress(self, obj: models.WorkflowExecution) -> str:
         return f"{obj.completed_steps}/{obj.total_steps} ({obj.progress_percent} %)"
 
@@ -53,13 +54,13 @@ class OrderInline(ReadOnlyInline):
     fk_name = "opportunity"
     fields = ["title", "status_badge", "amount", "epilot_updated_at"]
     readonly_fields = fields
-    verbose_name_plural = "Aufträge"
+    verbose_name_plural = _("orders")
 
-    @admin.display(description="Status")
+    @admin.display(description=_("status"))
     def status_badge(self, obj: models.Order) -> str:
         return badge(obj.status)
 
-    @admin.display(description="Betrag")
+    @admin.display(description=_("amount"))
     def amount(self, obj: models.Order) -> str:
         return format_amount(obj.amount_total, obj.currency)
 
@@ -85,26 +86,26 @@ class MirroredAdmin(ReadOnlyAdmin):
             if name.endswith("epilot_id") or name.startswith("epilot_") or name in ("synced_at", "payload_pretty", "tags")
         ]
         main = [name for name in self.get_readonly_fields(request, obj) if name not in technical]
-        return [(None, {"fields": main}), ("Technische Details aus epilot", {"classes": ["collapse"], "fields": technical})]
+        return [(None, {"fields": main}), (_("Technical details from epilot"), {"classes": ["collapse"], "fields": technical})]
 
     @admin.display(description="epilot")
     def epilot_link(self, obj: Any) -> str:
-        return format_html('<a href="{}" target="_blank" rel="noopener" title="In epilot öffnen">↗ Portal</a>',
-                           portal_url(schema_of(obj), obj.epilot_id))
+        return format_html('<a href="{}" target="_blank" rel="noopener" title="{}">↗ Portal</a>',
+                           portal_url(schema_of(obj), obj.epilot_id), _("Open in epilot"))
 
-    @admin.display(description="Links")
+    @admin.display(description=_("links"))
     def links(self, obj: Any) -> str:
         return format_html("{} · {}", portal_link(schema_of(obj), obj.epilot_id), audit_link(obj.epilot_id))
 
-    @admin.display(description="Status", ordering="status")
+    @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: Any) -> str:
         return badge(obj.status)
 
-    @admin.display(description="Zuletzt synchronisiert", ordering="synced_at")
+    @admin.display(description=_("last synchronised"), ordering="synced_at")
     def last_sync(self, obj: Any) -> Any:
         return obj.synced_at
 
-    @admin.display(description="Daten aus epilot")
+    @admin.display(description=_("data from epilot"))
     def payload_pretty(self, obj: Any) -> str:
         import json
 
@@ -114,7 +115,7 @@ class MirroredAdmin(ReadOnlyAdmin):
     def has_start_workflow_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("projects.start_workflow")
 
-    @admin.action(description="Workflow starten …", permissions=["start_workflow"])
+    @admin.action(description=_("Start workflow …"), permissions=["start_workflow"])
     def start_workflow_action(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseRedirect:
         ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
         return HttpResponseRedirect(reverse(f"admin:projects_{self.model._meta.model_name}_start_workflow") + f"?ids={ids}")
@@ -140,7 +141,7 @@ class MirroredAdmin(ReadOnlyAdmin):
         buttons = []
         if self.has_start_workflow_permission(request):
             url = reverse(f"admin:projects_{self.model._meta.model_name}_start_workflow") + f"?ids={object_id}"
-            buttons.append(("Workflow starten", url))
+            buttons.append((_("Start workflow"), url))
         return buttons
 
     def start_workflow_view(self, request: HttpRequest) -> HttpResponse:
@@ -151,7 +152,7 @@ class MirroredAdmin(ReadOnlyAdmin):
             return HttpResponseBadRequest("ids: comma-separated whole numbers expected")
         entities = list(self.model.objects.filter(pk__in=ids, epilot_deleted_at__isnull=True))
         if not entities:
-            self.message_user(request, "Keine (nicht gelöschten) Einträge ausgewählt.", messages.WARNING)
+            self.message_user(request, _("No entries (that are not deleted) selected."), messages.WARNING)
             return HttpResponseRedirect(reverse(f"admin:projects_{self.model._meta.model_name}_changelist"))
         form = StartWorkflowForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
@@ -167,7 +168,8 @@ class MirroredAdmin(ReadOnlyAdmin):
                 else:
                     self.message_user(
                         request,
-                        f"'{definition.name}' auf '{entity.title}' gestartet (Ausführung {start.execution_epilot_id}).",
+                        _("'%(workflow)s' started on '%(entity)s' (execution %(execution)s).")
+                        % {"workflow": definition.name, "entity": entity.title, "execution": start.execution_epilot_id},
                         messages.SUCCESS,
                     )
                     return HttpResponseRedirect(reverse(f"admin:projects_{self.model._meta.model_name}_change", args=[entity.pk]))
@@ -179,12 +181,13 @@ class MirroredAdmin(ReadOnlyAdmin):
                     self.message_user(request, exc.message, messages.ERROR)
                 else:
                     self.message_user(
-                        request, f"{len(entities)} Starts eingeplant; der Fortschritt steht unten.", messages.SUCCESS
+                        request, _("%(count)d starts queued; the progress is shown below.") % {"count": len(entities)},
+                        messages.SUCCESS
                     )
                     return HttpResponseRedirect(reverse("admin:projects_workflowstartjob_change", args=[job.pk]))
         running = running_workflows_by_entity([e.epilot_id for e in entities])
         context = {
-            **self.admin_site.each_context(request), "title": "Workflow starten", "opts": self.model._meta, "form": form,
+            **self.admin_site.each_context(request), "title": _("Start workflow"), "opts": self.model._meta, "form": form,
             "ids": ",".join(str(e.pk) for e in entities),
             "rows": [(e, schema_of(e), running.get(e.epilot_id, [])) for e in entities],
         }
@@ -200,7 +203,7 @@ class ContactAdmin(MirroredAdmin):
 
 
 class PhaseFilter(admin.SimpleListFilter):
-    title = "Projektphase"
+    title = _("project phase")
     parameter_name = "phase"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
@@ -211,11 +214,11 @@ class PhaseFilter(admin.SimpleListFilter):
 
 
 class HasOrderFilter(admin.SimpleListFilter):
-    title = "Auftrag"
+    title = _("order")
     parameter_name = "has_order"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "mit Auftrag"), ("no", "ohne Auftrag")]
+        return [("yes", _("with order")), ("no", _("without order"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value() == "yes":
@@ -235,20 +238,20 @@ class OpportunityAdmin(MirroredAdmin):
     actions = ["start_workflow_action", "convert_action"]
     inlines = [OrderInline, ExecutionInline]
 
-    @admin.display(description="Adresse", ordering="street")
+    @admin.display(description=_("address"), ordering="street")
     def address_display(self, obj: models.Opportunity) -> str:
         return obj.address or "–"
 
-    @admin.display(description="Budget", ordering="budget")
+    @admin.display(description=_("budget"), ordering="budget")
     def budget_display(self, obj: models.Opportunity) -> str:
         return format_amount(int(obj.budget * 100), "EUR") if obj.budget is not None else "–"
 
-    @admin.display(description="Phase", ordering="project__phase")
+    @admin.display(description=_("phase"), ordering="project__phase")
     def phase(self, obj: models.Opportunity) -> str:
         project = getattr(obj, "project", None)
         return badge(project.phase, project.get_phase_display()) if project else "–"
 
-    @admin.display(description="Workflow")
+    @admin.display(description=_("workflow"))
     def workflow_progress(self, obj: models.Opportunity) -> str:
         project = getattr(obj, "project", None)
         if not project or not (project.has_running_workflow or project.progress_percent):
@@ -262,10 +265,10 @@ class OpportunityAdmin(MirroredAdmin):
     def has_write_status_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("projects.write_status")
 
-    @admin.action(description="In Auftrag umwandeln …", permissions=["convert_opportunity"])
+    @admin.action(description=_("Convert into an order …"), permissions=["convert_opportunity"])
     def convert_action(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseRedirect | None:
         if queryset.count() != 1:
-            self.message_user(request, "Bitte genau eine Opportunity zum Umwandeln auswählen.", messages.WARNING)
+            self.message_user(request, _("Select exactly one opportunity to convert."), messages.WARNING)
             return None
         return HttpResponseRedirect(reverse("admin:projects_opportunity_convert", args=[queryset.get().pk]))
 
@@ -278,9 +281,9 @@ class OpportunityAdmin(MirroredAdmin):
     def entity_buttons(self, request: HttpRequest, object_id: str) -> list[tuple[str, str]]:
         buttons = super().entity_buttons(request, object_id)
         if self.has_convert_opportunity_permission(request):
-            buttons.append(("In Auftrag umwandeln", reverse("admin:projects_opportunity_convert", args=[object_id])))
+            buttons.append((_("Convert into an order"), reverse("admin:projects_opportunity_convert", args=[object_id])))
         if self.has_write_status_permission(request):
-            buttons.append(("Status ändern", reverse("admin:projects_opportunity_status", args=[object_id])))
+            buttons.append((_("Change status"), reverse("admin:projects_opportunity_status", args=[object_id])))
         return buttons
 
     def convert_view(self, request: HttpRequest, pk: int) -> HttpResponse:
@@ -301,12 +304,12 @@ class OpportunityAdmin(MirroredAdmin):
                 if existing:
                     return HttpResponseRedirect(reverse("admin:projects_conversion_change", args=[existing.pk]))
             else:
-                self.message_user(request, f"Auftrag '{conversion.order_title}' angelegt, verknüpft und Workflow gestartet.",
-                                  messages.SUCCESS)
+                self.message_user(request, _("Order '%(order)s' created, linked and its workflow started.")
+                                  % {"order": conversion.order_title}, messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:projects_conversion_change", args=[conversion.pk]))
         amount = form.amount_cents() if form.is_bound and form.is_valid() else None
         context = {
-            **self.admin_site.each_context(request), "title": "In Auftrag umwandeln", "opts": self.model._meta, "form": form,
+            **self.admin_site.each_context(request), "title": _("Convert into an order"), "opts": self.model._meta, "form": form,
             "opportunity": opportunity, "preview": conversion_preview(opportunity, amount_total=amount), "existing": existing,
         }
         return TemplateResponse(request, "admin/projects/convert.html", context)
@@ -328,10 +331,11 @@ class OpportunityAdmin(MirroredAdmin):
             except ServiceError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
             else:
-                self.message_user(request, f"Status in epilot auf '{form.cleaned_data['status']}' gesetzt.", messages.SUCCESS)
+                self.message_user(request, _("Status set to '%(status)s' in epilot.") % {"status": form.cleaned_data["status"]},
+                                  messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:projects_opportunity_change", args=[pk]))
         context = {
-            **self.admin_site.each_context(request), "title": "Status ändern", "opts": self.model._meta, "form": form,
+            **self.admin_site.each_context(request), "title": _("Change status"), "opts": self.model._meta, "form": form,
             "opportunity": opportunity, "conflict": conflict, "known_statuses": KNOWN_OPPORTUNITY_STATUSES,
         }
         return TemplateResponse(request, "admin/projects/status.html", context)
@@ -344,7 +348,7 @@ class OrderAdmin(MirroredAdmin):
     search_fields = ["title", "epilot_id", "opportunity__title"]
     inlines = [OrderExecutionInline]
 
-    @admin.display(description="Betrag", ordering="amount_total")
+    @admin.display(description=_("amount"), ordering="amount_total")
     def amount(self, obj: models.Order) -> str:
         return format_amount(obj.amount_total, obj.currency)
 
@@ -363,7 +367,7 @@ class AusbauProjectAdmin(ReadOnlyAdmin):
         "progress",
         "current_section",
         "current_step",
-        "budget",
+        "budget_display",
         "has_running_workflow",
         "updated_at",
     ]
@@ -371,12 +375,44 @@ class AusbauProjectAdmin(ReadOnlyAdmin):
     search_fields = ["title", "opportunity__street", "opportunity__city"]
     date_hierarchy = "updated_at"
     list_select_related = ["opportunity"]
+    fields = ["opportunity", "phase_badge", "progress", "current_section", "current_step", "budget_display", "orders_table",
+              "workflows_table", "tags_display", "updated_at"]
+    readonly_fields = fields
 
-    @admin.display(description="Phase", ordering="phase")
+    @admin.display(description=_("tags"))
+    def tags_display(self, obj: models.AusbauProject) -> str:
+        return ", ".join(tag for tag in obj.tags.split(",") if tag) or "–"
+
+    @admin.display(description=_("orders"))
+    def orders_table(self, obj: models.AusbauProject) -> str:
+        orders = project_orders(obj)
+        if not orders:
+            return "–"
+        rows = format_html_join("", '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td></tr>', (
+            (reverse("admin:projects_order_change", args=[order.pk]), order.title, badge(order.status),
+             format_amount(order.amount_total, order.currency)) for order in orders))
+        return format_html('<table id="project-orders">{}</table>', rows)
+
+    @admin.display(description=_("workflows"))
+    def workflows_table(self, obj: models.AusbauProject) -> str:
+        executions = project_executions(obj)
+        if not executions:
+            return "–"
+        rows = format_html_join("", '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}/{}</td></tr>', (
+            (reverse("admin:projects_workflowexecution_change", args=[e.pk]), e.name or e.definition_epilot_id, badge(e.status),
+             e.current_section or "–", e.completed_steps, e.total_steps) for e in executions))
+        return format_html('<table id="project-workflows"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>{}</table>',
+                           _("workflow"), _("status"), _("current section"), _("steps"), rows)
+
+    @admin.display(description=_("budget"), ordering="budget")
+    def budget_display(self, obj: models.AusbauProject) -> str:
+        return format_amount(int(obj.budget * 100), "EUR") if obj.budget is not None else "–"
+
+    @admin.display(description=_("phase"), ordering="phase")
     def phase_badge(self, obj: models.AusbauProject) -> str:
         return badge(obj.phase, obj.get_phase_display())
 
-    @admin.display(description="Fortschritt", ordering="progress_percent")
+    @admin.display(description=_("progress"), ordering="progress_percent")
     def progress(self, obj: models.AusbauProject) -> str:
         return format_html(
             '<progress max="100" value="{}" style="width:80px"></progress> {} %', obj.progress_percent, obj.progress_percent

@@ -51,11 +51,11 @@ class SyncRunAdmin(ReadOnlyAdmin):
     date_hierarchy = "started_at"
     change_list_template = "admin/projects/syncrun/change_list.html"
 
-    @admin.display(description="Status", ordering="status")
+    @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: models.SyncRun) -> str:
         return badge(obj.status, obj.get_status_display())
 
-    @admin.display(description="Dauer")
+    @admin.display(description=_("duration"))
     def duration(self, obj: models.SyncRun) -> str:
         return f"{obj.duration_seconds:.1f} s" if obj.duration_seconds is not None else "–"
 
@@ -71,10 +71,10 @@ class SyncRunAdmin(ReadOnlyAdmin):
 
     def sync_now(self, request: HttpRequest) -> HttpResponseRedirect:
         if request.method != "POST" or not request.user.has_perm("projects.run_sync"):
-            messages.error(request, "Keine Berechtigung, einen Sync zu starten.")
+            messages.error(request, _("You may not start a sync."))
             return HttpResponseRedirect(reverse("admin:projects_syncrun_changelist"))
         run = sync_enqueue(trigger=models.SyncRun.Trigger.ADMIN)
-        messages.success(request, f"Sync eingeplant (Lauf #{run.pk}); ein Worker startet ihn gleich.")
+        messages.success(request, _("Sync queued (run #%(run)s); a worker starts it shortly.") % {"run": run.pk})
         return HttpResponseRedirect(reverse("admin:projects_syncrun_change", args=[run.pk]))
 
 
@@ -99,7 +99,8 @@ class GuardedPeriodicTaskAdmin(PeriodicTaskAdmin):
             super().run_tasks(request, queryset)
         except (ValueError, TypeError, kombu_exceptions.KombuError, OSError) as exc:
             # Malformed JSON arguments or an unreachable broker: say so instead of a server error.
-            self.message_user(request, f"Aufgaben nicht eingeplant: {type(exc).__name__}: {exc}", messages.ERROR)
+            error = f"{type(exc).__name__}: {exc}"
+            self.message_user(request, _("Tasks not queued: %(error)s") % {"error": error}, messages.ERROR)
 
 
 admin.site.unregister(PeriodicTask)

@@ -25,7 +25,7 @@ class WorkflowDefinitionAdmin(ReadOnlyAdmin):
     search_fields = ["name", "epilot_id"]
     exclude = ["payload"]
 
-    @admin.display(description="Abschnitte")
+    @admin.display(description=_("sections"))
     def sections_display(self, obj: models.WorkflowDefinition) -> str:
         return " → ".join(obj.sections)
 
@@ -56,16 +56,16 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
         extra_context = {**(extra_context or {}), "can_work_steps": request.user.has_perm("projects.work_steps")}
         return super().change_view(request, object_id, form_url, extra_context)
 
-    @admin.display(description="Status", ordering="status")
+    @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: models.WorkflowExecution) -> str:
         return badge(obj.status)
 
-    @admin.display(description="Fortschritt")
+    @admin.display(description=_("progress"))
     def progress(self, obj: models.WorkflowExecution) -> str:
         return format_html('<progress max="{}" value="{}" style="width:70px"></progress> {}/{}', obj.total_steps or 1,
                            obj.completed_steps, obj.completed_steps, obj.total_steps)
 
-    @admin.display(description="Entität")
+    @admin.display(description=_("entity"))
     def entity_link(self, obj: models.WorkflowExecution) -> str:
         return format_html("{} · {}", obj.entity_schema, portal_link(obj.entity_schema, obj.entity_epilot_id))
 
@@ -88,7 +88,7 @@ class JobItemInline(ReadOnlyInline):
     fields = ["entity_schema", "entity_title", "status", "execution_epilot_id", "error"]
     readonly_fields = fields
     show_change_link = False
-    verbose_name_plural = "Einzelne Starts"
+    verbose_name_plural = _("single starts")
 
 
 @admin.register(models.WorkflowStartJob)

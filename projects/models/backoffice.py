@@ -12,37 +12,39 @@ class EpilotWrite(models.Model):
     """The audit trail: one row per write to epilot, recorded before the call and completed after it."""
 
     class Action(models.TextChoices):
-        START_WORKFLOW = "start_workflow", "Workflow starten"
-        CREATE_ORDER = "create_order", "Auftrag anlegen"
-        LINK_ORDER = "link_order", "Auftrag verknüpfen"
-        CLOSE_OPPORTUNITY = "close_opportunity", "Opportunity-Status setzen (Umwandlung)"
-        WRITE_STATUS = "write_status", "Status ändern"
-        PROVISION_AUTOMATION = "provision_automation", "Automation anlegen/aktualisieren"
+        START_WORKFLOW = "start_workflow", _("Start workflow")
+        CREATE_ORDER = "create_order", _("Create order")
+        LINK_ORDER = "link_order", _("Link order")
+        CLOSE_OPPORTUNITY = "close_opportunity", _("Set opportunity status (conversion)")
+        WRITE_STATUS = "write_status", _("Change status")
+        PROVISION_AUTOMATION = "provision_automation", _("Create/update automation")
         UPDATE_STEP = "update_step", _("Update workflow step")
         CLOSE_EXECUTION = "close_execution", _("Close workflow")
 
     class Result(models.TextChoices):
-        PENDING = "pending", "Ausstehend"
-        SUCCEEDED = "succeeded", "Erfolgreich"
-        FAILED = "failed", "Fehlgeschlagen"
-        CONFLICT = "conflict", "Konflikt"
+        PENDING = "pending", _("Pending")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+        CONFLICT = "conflict", _("Conflict")
 
-    action = models.CharField(max_length=30, choices=Action.choices, db_index=True)
-    user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    actor = models.CharField("Auslöser", max_length=100, help_text="admin, command, rule:<id>, api:<client>")
-    target_schema = models.CharField(max_length=100)
-    target_epilot_id = models.CharField(max_length=64, blank=True, db_index=True)
-    request_summary = models.JSONField(default=dict)
-    result = models.CharField(max_length=20, choices=Result.choices, default=Result.PENDING, db_index=True)
-    error = models.TextField(blank=True)
-    epilot_ids = models.JSONField(default=list, help_text="ids epilot returned (order, execution, flow)")
-    conversion = models.ForeignKey("Conversion", null=True, blank=True, on_delete=models.SET_NULL, related_name="writes")
-    started_at = models.DateTimeField(db_index=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    action = models.CharField(_("action"), max_length=30, choices=Action.choices, db_index=True)
+    user = models.ForeignKey("auth.User", verbose_name=_("user"), null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    actor = models.CharField(_("triggered by"), max_length=100, help_text=_("admin, command, rule:<id>, api:<client>"))
+    target_schema = models.CharField(_("target type"), max_length=100)
+    target_epilot_id = models.CharField(_("target (epilot id)"), max_length=64, blank=True, db_index=True)
+    request_summary = models.JSONField(_("request"), default=dict)
+    result = models.CharField(_("result"), max_length=20, choices=Result.choices, default=Result.PENDING, db_index=True)
+    error = models.TextField(_("error"), blank=True)
+    epilot_ids = models.JSONField(_("ids from epilot"), default=list, help_text=_("ids epilot returned (order, execution, flow)"))
+    conversion = models.ForeignKey("Conversion", verbose_name=_("conversion"), null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="writes")
+    started_at = models.DateTimeField(_("started"), db_index=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
 
     class Meta:
-        verbose_name = "epilot-Schreibvorgang"
-        verbose_name_plural = "Audit: epilot-Schreibvorgänge"
+        verbose_name = _("epilot write")
+        verbose_name_plural = _("audit: epilot writes")
         ordering = ["-started_at"]
         permissions = [
             ("start_workflow", "Can start epilot workflows"),
@@ -63,43 +65,46 @@ class Conversion(models.Model):
     """
 
     class Step(models.TextChoices):
-        REQUESTED = "requested", "Angefordert"
-        ORDER_CREATED = "order_created", "Auftrag angelegt"
-        LINKED = "linked", "Mit Opportunity verknüpft"
-        WORKFLOW_STARTED = "workflow_started", "Workflow gestartet"
-        DONE = "done", "Abgeschlossen"
+        REQUESTED = "requested", _("Requested")
+        ORDER_CREATED = "order_created", _("Order created")
+        LINKED = "linked", _("Linked to the opportunity")
+        WORKFLOW_STARTED = "workflow_started", _("Workflow started")
+        DONE = "done", _("Completed")
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Ausstehend"
-        RUNNING = "running", "Läuft"
-        FAILED = "failed", "Fehlgeschlagen – fortsetzbar"
-        DONE = "done", "Fertig"
+        PENDING = "pending", _("Pending")
+        RUNNING = "running", _("Running")
+        FAILED = "failed", _("Failed – can be resumed")
+        DONE = "done", _("Done")
 
-    opportunity = models.OneToOneField(Opportunity, on_delete=models.PROTECT, related_name="conversion")
-    key = models.CharField(max_length=64, unique=True)
-    definition = models.ForeignKey(WorkflowDefinition, null=True, blank=True, on_delete=models.PROTECT)
-    target_status = models.CharField(max_length=100, default="geschlossen")
-    source_status = models.CharField(
+    opportunity = models.OneToOneField(Opportunity, verbose_name=_("opportunity"), on_delete=models.PROTECT,
+                                       related_name="conversion")
+    key = models.CharField(_("key"), max_length=64, unique=True)
+    definition = models.ForeignKey(WorkflowDefinition, verbose_name=_("workflow definition"), null=True, blank=True,
+                                   on_delete=models.PROTECT)
+    target_status = models.CharField(_("status after"), max_length=100, default="geschlossen")
+    source_status = models.CharField(_("status before"),
         max_length=100,
         blank=True,
-        help_text="the opportunity's status when the conversion was requested; only that one is replaced",
+        help_text=_("the opportunity's status when the conversion was requested; only that one is replaced"),
     )
-    order_title = models.CharField(max_length=500)
-    amount_total = models.BigIntegerField(null=True, blank=True, help_text="cents")
-    currency = models.CharField(max_length=3, default="EUR")
-    step = models.CharField(max_length=30, choices=Step.choices, default=Step.REQUESTED)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
-    claimed_until = models.DateTimeField(null=True, blank=True)
-    order_epilot_id = models.CharField(max_length=64, blank=True)
-    execution_epilot_id = models.CharField(max_length=64, blank=True)
-    error = models.TextField(blank=True)
-    requested_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    order_title = models.CharField(_("order title"), max_length=500)
+    amount_total = models.BigIntegerField(_("amount (cents)"), null=True, blank=True, help_text=_("cents"))
+    currency = models.CharField(_("currency"), max_length=3, default="EUR")
+    step = models.CharField(_("step"), max_length=30, choices=Step.choices, default=Step.REQUESTED)
+    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
+    claimed_until = models.DateTimeField(_("claimed until"), null=True, blank=True)
+    order_epilot_id = models.CharField(_("order (epilot id)"), max_length=64, blank=True)
+    execution_epilot_id = models.CharField(_("execution (epilot id)"), max_length=64, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    requested_by = models.ForeignKey("auth.User", verbose_name=_("requested by"), null=True, blank=True,
+                                     on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
-        verbose_name = "Umwandlung"
-        verbose_name_plural = "Umwandlungen Opportunity → Auftrag"
+        verbose_name = _("conversion")
+        verbose_name_plural = _("conversions opportunity → order")
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -109,17 +114,17 @@ class Conversion(models.Model):
 class AutomationRule(models.Model):
     """A local rule: when a mirrored entity of `schema` has `attribute` = `value`, start `definition` once."""
 
-    name = models.CharField(max_length=200)
-    enabled = models.BooleanField(default=True)
-    schema = models.CharField(max_length=100, default="opportunity")
-    attribute = models.CharField(max_length=100, default="status")
-    value = models.CharField(max_length=200)
-    definition = models.ForeignKey(WorkflowDefinition, on_delete=models.PROTECT)
-    created_at = models.DateTimeField(auto_now_add=True)
+    name = models.CharField(_("name"), max_length=200)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    schema = models.CharField(_("entity type"), max_length=100, default="opportunity")
+    attribute = models.CharField(_("attribute"), max_length=100, default="status")
+    value = models.CharField(_("value"), max_length=200)
+    definition = models.ForeignKey(WorkflowDefinition, verbose_name=_("workflow definition"), on_delete=models.PROTECT)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
     class Meta:
-        verbose_name = "Lokale Regel"
-        verbose_name_plural = "Lokale Regeln (Workflow-Auslöser)"
+        verbose_name = _("local rule")
+        verbose_name_plural = _("local rules (workflow triggers)")
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -129,14 +134,15 @@ class AutomationRule(models.Model):
 class RuleFiring(models.Model):
     """A rule fired for an entity; the unique pair is what keeps a rule from firing twice."""
 
-    rule = models.ForeignKey(AutomationRule, on_delete=models.CASCADE, related_name="firings")
-    entity_epilot_id = models.CharField(max_length=64)
-    workflow_start = models.ForeignKey(WorkflowStart, null=True, blank=True, on_delete=models.SET_NULL)
-    fired_at = models.DateTimeField(auto_now_add=True)
+    rule = models.ForeignKey(AutomationRule, verbose_name=_("rule"), on_delete=models.CASCADE, related_name="firings")
+    entity_epilot_id = models.CharField(_("entity (epilot id)"), max_length=64)
+    workflow_start = models.ForeignKey(WorkflowStart, verbose_name=_("workflow start"), null=True, blank=True,
+                                       on_delete=models.SET_NULL)
+    fired_at = models.DateTimeField(_("fired"), auto_now_add=True)
 
     class Meta:
-        verbose_name = "Regel-Auslösung"
-        verbose_name_plural = "Regel-Auslösungen"
+        verbose_name = _("rule firing")
+        verbose_name_plural = _("rule firings")
         constraints = [models.UniqueConstraint(fields=["rule", "entity_epilot_id"], name="rule_fires_once_per_entity")]
 
 
@@ -171,9 +177,10 @@ class AutomationRecipe(models.Model):
     email_template_id = models.CharField(_("e-mail template"), max_length=64, blank=True,
                                          help_text=_("epilot e-mail template to notify the team; none sends no e-mail"))
     email_language = models.CharField(_("e-mail language"), max_length=2, choices=Language.choices, default=Language.DE)
-    legacy_names = models.JSONField(default=list, blank=True, help_text="flow names this recipe's flow had before")
+    legacy_names = models.JSONField(_("earlier names"), default=list, blank=True,
+                                    help_text=_("flow names this recipe's flow had before"))
     flow_id = models.CharField(_("flow id"), max_length=64, blank=True)
-    provisioned_body = models.JSONField(null=True, blank=True, help_text="what was sent to epilot last")
+    provisioned_body = models.JSONField(_("provisioned flow"), null=True, blank=True, help_text=_("what was sent to epilot last"))
     provisioned_at = models.DateTimeField(_("provisioned"), null=True, blank=True)
     drift = models.TextField(_("drift"), blank=True, help_text=_("how the flow in epilot differs from what was provisioned"))
     drift_checked_at = models.DateTimeField(_("drift checked"), null=True, blank=True)
@@ -191,23 +198,23 @@ class ApiClient(models.Model):
     """A tool that reads (or writes) through the REST API; its token is stored only as a hash."""
 
     class Scope(models.TextChoices):
-        READ = "read", "Lesen"
-        WRITE = "write", "Schreiben (Workflow starten, umwandeln)"
+        READ = "read", _("Read")
+        WRITE = "write", _("Write (start workflows, convert)")
 
-    name = models.CharField(max_length=200, unique=True)
-    token_prefix = models.CharField(max_length=16, unique=True, editable=False)
-    token_hash = models.CharField(max_length=64, editable=False)
-    scopes = models.JSONField(default=list, help_text="read and/or write")
-    throttle_rate = models.CharField(
-        max_length=20, default="1200/min", help_text="requests per second/min/hour/day, e.g. 600/min"
+    name = models.CharField(_("name"), max_length=200, unique=True)
+    token_prefix = models.CharField(_("token prefix"), max_length=16, unique=True, editable=False)
+    token_hash = models.CharField(_("token hash"), max_length=64, editable=False)
+    scopes = models.JSONField(_("scopes"), default=list, help_text=_("read and/or write"))
+    throttle_rate = models.CharField(_("rate limit"),
+        max_length=20, default="1200/min", help_text=_("requests per second/min/hour/day, e.g. 600/min")
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    last_used_at = models.DateTimeField(_("last used"), null=True, blank=True)
+    revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
 
     class Meta:
-        verbose_name = "API-Client"
-        verbose_name_plural = "API-Clients"
+        verbose_name = _("API client")
+        verbose_name_plural = _("API clients")
         ordering = ["name"]
 
     def __str__(self) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class PayloadField(models.JSONField):
@@ -19,15 +20,15 @@ class PayloadField(models.JSONField):
 class MirroredEntity(models.Model):
     """Columns every mirrored epilot entity has; `payload` is the entity exactly as epilot sent it."""
 
-    epilot_id = models.CharField(max_length=64, unique=True)
-    title = models.CharField("Titel", max_length=500, blank=True)
-    status = models.CharField("Status", max_length=100, blank=True, db_index=True)
-    tags = models.JSONField("Tags", default=list, blank=True)
-    epilot_created_at = models.DateTimeField("in epilot angelegt", null=True, blank=True)
-    epilot_updated_at = models.DateTimeField("in epilot geändert", null=True, blank=True, db_index=True)
-    epilot_deleted_at = models.DateTimeField("in epilot gelöscht", null=True, blank=True)
+    epilot_id = models.CharField(_("epilot id"), max_length=64, unique=True)
+    title = models.CharField(_("title"), max_length=500, blank=True)
+    status = models.CharField(_("status"), max_length=100, blank=True, db_index=True)
+    tags = models.JSONField(_("tags"), default=list, blank=True)
+    epilot_created_at = models.DateTimeField(_("created in epilot"), null=True, blank=True)
+    epilot_updated_at = models.DateTimeField(_("changed in epilot"), null=True, blank=True, db_index=True)
+    epilot_deleted_at = models.DateTimeField(_("deleted in epilot"), null=True, blank=True)
     payload = PayloadField(default=dict)
-    synced_at = models.DateTimeField("synchronisiert")
+    synced_at = models.DateTimeField(_("synchronised"))
 
     class Meta:
         abstract = True
@@ -44,27 +45,27 @@ class MirroredEntity(models.Model):
 class Contact(MirroredEntity):
     """An epilot contact (customer)."""
 
-    email = models.CharField("E-Mail", max_length=254, blank=True)
+    email = models.CharField(_("e-mail"), max_length=254, blank=True)
 
     class Meta(MirroredEntity.Meta):
-        verbose_name = "Kontakt"
-        verbose_name_plural = "Kontakte"
+        verbose_name = _("contact")
+        verbose_name_plural = _("contacts")
 
 
 class Opportunity(MirroredEntity):
     """An epilot opportunity: an expansion in planning."""
 
-    customer = models.ForeignKey(Contact, verbose_name="Kunde", null=True, blank=True, on_delete=models.SET_NULL,
+    customer = models.ForeignKey(Contact, verbose_name=_("customer"), null=True, blank=True, on_delete=models.SET_NULL,
                                  related_name="opportunities")
-    customer_epilot_id = models.CharField(max_length=64, blank=True, db_index=True)
-    street = models.CharField("Straße", max_length=200, blank=True)
-    postal_code = models.CharField("PLZ", max_length=20, blank=True)
-    city = models.CharField("Ort", max_length=100, blank=True)
-    budget = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    customer_epilot_id = models.CharField(_("customer (epilot id)"), max_length=64, blank=True, db_index=True)
+    street = models.CharField(_("street"), max_length=200, blank=True)
+    postal_code = models.CharField(_("postal code"), max_length=20, blank=True)
+    city = models.CharField(_("city"), max_length=100, blank=True)
+    budget = models.DecimalField(_("budget"), max_digits=14, decimal_places=2, null=True, blank=True)
 
     class Meta(MirroredEntity.Meta):
-        verbose_name = "Opportunity"
-        verbose_name_plural = "Opportunities"
+        verbose_name = _("opportunity")
+        verbose_name_plural = _("opportunities")
 
     @property
     def address(self) -> str:
@@ -74,22 +75,22 @@ class Opportunity(MirroredEntity):
 class Order(MirroredEntity):
     """An epilot order: confirmed construction work. `amount_total` is in cents, as epilot keeps it."""
 
-    amount_total = models.BigIntegerField(null=True, blank=True)
-    currency = models.CharField(max_length=3, blank=True)
-    opportunity = models.ForeignKey(Opportunity, verbose_name="Opportunity", null=True, blank=True, on_delete=models.SET_NULL,
+    amount_total = models.BigIntegerField(_("amount (cents)"), null=True, blank=True)
+    currency = models.CharField(_("currency"), max_length=3, blank=True)
+    opportunity = models.ForeignKey(Opportunity, verbose_name=_("opportunity"), null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="orders")
-    opportunity_epilot_id = models.CharField(max_length=64, blank=True, db_index=True)
+    opportunity_epilot_id = models.CharField(_("opportunity (epilot id)"), max_length=64, blank=True, db_index=True)
 
     class Meta(MirroredEntity.Meta):
-        verbose_name = "Auftrag"
-        verbose_name_plural = "Aufträge"
+        verbose_name = _("order")
+        verbose_name_plural = _("orders")
 
 
 class GenericEntity(MirroredEntity):
     """An entity of a further configured schema (for example `infrastructure_project`)."""
 
-    schema = models.CharField(max_length=100, db_index=True)
+    schema = models.CharField(_("entity type"), max_length=100, db_index=True)
 
     class Meta(MirroredEntity.Meta):
-        verbose_name = "Weitere Entität"
-        verbose_name_plural = "Weitere Entitäten"
+        verbose_name = _("further entity")
+        verbose_name_plural = _("further entities")

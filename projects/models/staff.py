@@ -42,8 +42,9 @@ class StepJob(models.Model):
 
     operation = models.CharField(_("operation"), max_length=20, choices=Operation.choices)
     parameters = models.JSONField(_("parameters"), default=dict, blank=True)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    actor = models.CharField(max_length=100, default="admin")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("requested by"), null=True,
+                                     on_delete=models.SET_NULL, related_name="+")
+    actor = models.CharField(_("triggered by"), max_length=100, default="admin")
     status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.QUEUED)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
@@ -67,15 +68,15 @@ class StepJobItem(models.Model):
         CONFLICT = "conflict", _("Conflict")
         FAILED = "failed", _("Failed")
 
-    job = models.ForeignKey(StepJob, on_delete=models.CASCADE, related_name="items")
-    execution_epilot_id = models.CharField(max_length=64)
-    step_epilot_id = models.CharField(max_length=64)
-    label = models.CharField(max_length=500, blank=True)
-    expected_status = models.CharField(max_length=30, blank=True)
+    job = models.ForeignKey(StepJob, verbose_name=_("job"), on_delete=models.CASCADE, related_name="items")
+    execution_epilot_id = models.CharField(_("execution (epilot id)"), max_length=64)
+    step_epilot_id = models.CharField(_("step (epilot id)"), max_length=64)
+    label = models.CharField(_("label"), max_length=500, blank=True)
+    expected_status = models.CharField(_("status seen"), max_length=30, blank=True)
     status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
-    error = models.TextField(blank=True)
-    claimed_until = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    error = models.TextField(_("error"), blank=True)
+    claimed_until = models.DateTimeField(_("claimed until"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
         ordering = ["id"]

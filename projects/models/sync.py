@@ -2,21 +2,22 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class SyncState(models.Model):
     """Per schema: the watermark of the incremental sync and the single-flight lock."""
 
-    schema = models.CharField(max_length=100, unique=True)
-    watermark_updated_at = models.DateTimeField(null=True, blank=True)
-    watermark_id = models.CharField(max_length=64, blank=True)
-    last_success_at = models.DateTimeField(null=True, blank=True)
-    lock_owner = models.CharField(max_length=100, blank=True)
-    lock_expires_at = models.DateTimeField(null=True, blank=True)
+    schema = models.CharField(_("entity type"), max_length=100, unique=True)
+    watermark_updated_at = models.DateTimeField(_("watermark"), null=True, blank=True)
+    watermark_id = models.CharField(_("watermark id"), max_length=64, blank=True)
+    last_success_at = models.DateTimeField(_("last success"), null=True, blank=True)
+    lock_owner = models.CharField(_("lock owner"), max_length=100, blank=True)
+    lock_expires_at = models.DateTimeField(_("lock expires"), null=True, blank=True)
 
     class Meta:
-        verbose_name = "Sync-Stand"
-        verbose_name_plural = "Sync-Stände"
+        verbose_name = _("sync state")
+        verbose_name_plural = _("sync states")
 
     def __str__(self) -> str:
         return self.schema
@@ -26,35 +27,35 @@ class SyncRun(models.Model):
     """The ledger of sync runs."""
 
     class Trigger(models.TextChoices):
-        SCHEDULE = "schedule", "Zeitplan"
-        COMMAND = "command", "Befehl"
-        ADMIN = "admin", "Admin"
-        API = "api", "API"
+        SCHEDULE = "schedule", _("Schedule")
+        COMMAND = "command", _("Command")
+        ADMIN = "admin", _("Admin")
+        API = "api", _("API")
 
     class Status(models.TextChoices):
-        QUEUED = "queued", "Eingeplant"
-        RUNNING = "running", "Läuft"
-        SUCCEEDED = "succeeded", "Erfolgreich"
-        FAILED = "failed", "Fehlgeschlagen"
-        SKIPPED = "skipped", "Übersprungen (läuft bereits)"
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+        SKIPPED = "skipped", _("Skipped (already running)")
 
-    trigger = models.CharField(max_length=20, choices=Trigger.choices)
-    schemas = models.JSONField(default=list)
-    full = models.BooleanField(default=False)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING, db_index=True)
-    created = models.PositiveIntegerField(default=0)
-    updated = models.PositiveIntegerField(default=0)
-    deleted = models.PositiveIntegerField(default=0)
-    quarantined = models.PositiveIntegerField(default=0)
-    pages = models.PositiveIntegerField(default=0)
-    started_at = models.DateTimeField()
-    finished_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    owner = models.CharField(max_length=100, blank=True, help_text="host:pid of the process that ran it")
+    trigger = models.CharField(_("trigger"), max_length=20, choices=Trigger.choices)
+    schemas = models.JSONField(_("entity types"), default=list)
+    full = models.BooleanField(_("full"), default=False)
+    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    created = models.PositiveIntegerField(_("created"), default=0)
+    updated = models.PositiveIntegerField(_("updated"), default=0)
+    deleted = models.PositiveIntegerField(_("deleted"), default=0)
+    quarantined = models.PositiveIntegerField(_("quarantined"), default=0)
+    pages = models.PositiveIntegerField(_("pages"), default=0)
+    started_at = models.DateTimeField(_("started"))
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    owner = models.CharField(_("owner"), max_length=100, blank=True, help_text=_("host:pid of the process that ran it"))
 
     class Meta:
-        verbose_name = "Sync-Lauf"
-        verbose_name_plural = "Sync-Läufe"
+        verbose_name = _("sync run")
+        verbose_name_plural = _("sync runs")
         ordering = ["-started_at"]
         permissions = [("run_sync", "Can start an epilot sync")]
 
@@ -69,17 +70,17 @@ class SyncRun(models.Model):
 class QuarantinedEntity(models.Model):
     """An epilot entity the sync could not mirror, with the reason and the raw payload."""
 
-    schema = models.CharField(max_length=100)
-    epilot_id = models.CharField(max_length=255, blank=True)
-    reason = models.TextField()
-    payload = models.JSONField(default=dict)
-    first_seen_at = models.DateTimeField()
-    last_seen_at = models.DateTimeField()
-    sync_run = models.ForeignKey(SyncRun, null=True, blank=True, on_delete=models.SET_NULL)
+    schema = models.CharField(_("entity type"), max_length=100)
+    epilot_id = models.CharField(_("epilot id"), max_length=255, blank=True)
+    reason = models.TextField(_("reason"))
+    payload = models.JSONField(_("payload"), default=dict)
+    first_seen_at = models.DateTimeField(_("first seen"))
+    last_seen_at = models.DateTimeField(_("last seen"))
+    sync_run = models.ForeignKey(SyncRun, verbose_name=_("sync run"), null=True, blank=True, on_delete=models.SET_NULL)
 
     class Meta:
-        verbose_name = "Quarantäne-Eintrag"
-        verbose_name_plural = "Quarantäne"
+        verbose_name = _("quarantined entity")
+        verbose_name_plural = _("quarantine")
         ordering = ["-last_seen_at"]
 
     def __str__(self) -> str:

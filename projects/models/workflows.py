@@ -13,22 +13,22 @@ class WorkflowDefinition(models.Model):
     """A V1 workflow definition or a V2 flow template."""
 
     class Engine(models.TextChoices):
-        V1 = "v1", "Workflow (V1)"
-        V2 = "v2", "Flow (V2)"
+        V1 = "v1", _("Workflow (V1)")
+        V2 = "v2", _("Flow (V2)")
 
-    epilot_id = models.CharField(max_length=64)
-    engine = models.CharField(max_length=2, choices=Engine.choices)
-    name = models.CharField(max_length=300)
-    enabled = models.BooleanField(default=True)
-    sections = models.JSONField(default=list)
-    step_count = models.PositiveIntegerField(default=0)
-    payload = models.JSONField(default=dict)
-    removed_in_epilot = models.BooleanField(default=False)
-    synced_at = models.DateTimeField()
+    epilot_id = models.CharField(_("epilot id"), max_length=64)
+    engine = models.CharField(_("engine"), max_length=2, choices=Engine.choices)
+    name = models.CharField(_("name"), max_length=300)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    sections = models.JSONField(_("sections"), default=list)
+    step_count = models.PositiveIntegerField(_("steps"), default=0)
+    payload = models.JSONField(_("payload"), default=dict)
+    removed_in_epilot = models.BooleanField(_("removed in epilot"), default=False)
+    synced_at = models.DateTimeField(_("synchronised"))
 
     class Meta:
-        verbose_name = "Workflow-Definition"
-        verbose_name_plural = "Workflow-Definitionen"
+        verbose_name = _("workflow definition")
+        verbose_name_plural = _("workflow definitions")
         ordering = ["name"]
         # epilot lists V1 definitions as V2 flow templates too: one id, two engines.
         constraints = [models.UniqueConstraint(fields=["engine", "epilot_id"], name="one_definition_per_engine_and_id")]
@@ -40,32 +40,35 @@ class WorkflowDefinition(models.Model):
 class WorkflowExecution(models.Model):
     """A workflow execution on any entity; linked to the mirrored entity where there is one."""
 
-    epilot_id = models.CharField(max_length=64, unique=True)
-    engine = models.CharField(max_length=2, choices=WorkflowDefinition.Engine.choices)
-    definition_epilot_id = models.CharField(max_length=64, blank=True, db_index=True)
+    epilot_id = models.CharField(_("epilot id"), max_length=64, unique=True)
+    engine = models.CharField(_("engine"), max_length=2, choices=WorkflowDefinition.Engine.choices)
+    definition_epilot_id = models.CharField(_("workflow (epilot id)"), max_length=64, blank=True, db_index=True)
     definition = models.ForeignKey(
-        WorkflowDefinition, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
-    )
-    name = models.CharField("Name", max_length=300, blank=True)
-    entity_schema = models.CharField("Entitätstyp", max_length=100, db_index=True)
-    entity_epilot_id = models.CharField(max_length=64, db_index=True)
-    opportunity = models.ForeignKey(Opportunity, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions")
-    order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions")
-    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions")
-    status = models.CharField("Status", max_length=20, db_index=True)
-    current_section = models.CharField("Aktueller Abschnitt", max_length=300, blank=True)
-    current_step = models.CharField("Aktueller Schritt", max_length=300, blank=True)
-    completed_steps = models.PositiveIntegerField(default=0)
-    total_steps = models.PositiveIntegerField(default=0)
+        WorkflowDefinition, verbose_name=_("workflow definition"), null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="executions")
+    name = models.CharField(_("name"), max_length=300, blank=True)
+    entity_schema = models.CharField(_("entity type"), max_length=100, db_index=True)
+    entity_epilot_id = models.CharField(_("entity (epilot id)"), max_length=64, db_index=True)
+    opportunity = models.ForeignKey(Opportunity, verbose_name=_("opportunity"), null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="executions")
+    order = models.ForeignKey(Order, verbose_name=_("order"), null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="executions")
+    contact = models.ForeignKey(Contact, verbose_name=_("contact"), null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="executions")
+    status = models.CharField(_("status"), max_length=20, db_index=True)
+    current_section = models.CharField(_("current section"), max_length=300, blank=True)
+    current_step = models.CharField(_("current step"), max_length=300, blank=True)
+    completed_steps = models.PositiveIntegerField(_("completed steps"), default=0)
+    total_steps = models.PositiveIntegerField(_("total steps"), default=0)
     flow = PayloadField(default=dict)
-    started_at = models.DateTimeField("Gestartet", null=True, blank=True)
-    epilot_updated_at = models.DateTimeField("in epilot geändert", null=True, blank=True)
-    completed_at = models.DateTimeField("Abgeschlossen", null=True, blank=True)
-    synced_at = models.DateTimeField()
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    epilot_updated_at = models.DateTimeField(_("changed in epilot"), null=True, blank=True)
+    completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
+    synced_at = models.DateTimeField(_("synchronised"))
 
     class Meta:
-        verbose_name = "Workflow-Ausführung"
-        verbose_name_plural = "Workflow-Ausführungen"
+        verbose_name = _("workflow execution")
+        verbose_name_plural = _("workflow executions")
         ordering = ["-started_at"]
 
     def __str__(self) -> str:
@@ -96,18 +99,19 @@ class MirroredStep(models.Model):
     epilot_id = models.CharField(_("step id"), max_length=64)
     position = models.PositiveIntegerField(_("position"))
     section = models.CharField(_("section"), max_length=300, blank=True, db_index=True)
-    section_epilot_id = models.CharField(max_length=64, blank=True)
+    section_epilot_id = models.CharField(_("section (epilot id)"), max_length=64, blank=True)
     name = models.CharField(_("step"), max_length=300)
     status = models.CharField(_("status"), max_length=30, db_index=True)
     enabled = models.BooleanField(_("enabled"), default=True)
     execution_type = models.CharField(_("kind"), max_length=20, blank=True)
     assigned_to = models.JSONField(_("assigned to"), default=list, blank=True)
-    assignees = models.CharField(max_length=1000, blank=True, db_index=True,
-                                 help_text="the assignees' epilot user ids as ',a,b,' for filtering on any database")
+    assignees = models.CharField(_("assignee ids"), max_length=1000, blank=True, db_index=True,
+                                 help_text=_("the assignees' epilot user ids as ',a,b,' for filtering on any database"))
     due_date = models.DateTimeField(_("due"), null=True, blank=True, db_index=True)
     completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
-    assigned_at = models.DateTimeField(null=True, blank=True, help_text="when the mirror first saw the current assignees")
-    synced_at = models.DateTimeField()
+    assigned_at = models.DateTimeField(_("assigned at"), null=True, blank=True,
+                                       help_text=_("when the mirror first saw the current assignees"))
+    synced_at = models.DateTimeField(_("synchronised"))
 
     class Meta:
         verbose_name = _("task")
@@ -128,20 +132,21 @@ class WorkflowStartJob(models.Model):
     """Starting one definition on many entities in the background, with progress."""
 
     class Status(models.TextChoices):
-        QUEUED = "queued", "Eingeplant"
-        RUNNING = "running", "Läuft"
-        DONE = "done", "Fertig"
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
 
-    definition = models.ForeignKey(WorkflowDefinition, on_delete=models.PROTECT)
-    requested_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
-    allow_duplicate = models.BooleanField(default=False)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    definition = models.ForeignKey(WorkflowDefinition, verbose_name=_("workflow definition"), on_delete=models.PROTECT)
+    requested_by = models.ForeignKey("auth.User", verbose_name=_("requested by"), null=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    allow_duplicate = models.BooleanField(_("also where it runs"), default=False)
+    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.QUEUED)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
 
     class Meta:
-        verbose_name = "Workflow-Start (Stapel)"
-        verbose_name_plural = "Workflow-Starts (Stapel)"
+        verbose_name = _("workflow start job")
+        verbose_name_plural = _("workflow start jobs")
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -152,30 +157,32 @@ class WorkflowStart(models.Model):
     """One request to start a definition on one entity; at most one pending per entity and definition."""
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Ausstehend"
-        STARTED = "started", "Gestartet"
-        REFUSED = "refused", "Abgelehnt (läuft bereits)"
-        FAILED = "failed", "Fehlgeschlagen"
+        PENDING = "pending", _("Pending")
+        STARTED = "started", _("Started")
+        REFUSED = "refused", _("Refused (already running)")
+        FAILED = "failed", _("Failed")
 
-    job = models.ForeignKey(WorkflowStartJob, null=True, blank=True, on_delete=models.CASCADE, related_name="items")
-    definition = models.ForeignKey(WorkflowDefinition, on_delete=models.PROTECT)
-    entity_schema = models.CharField(max_length=100)
-    entity_epilot_id = models.CharField(max_length=64)
-    entity_title = models.CharField(max_length=500, blank=True)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
-    execution_epilot_id = models.CharField(max_length=64, blank=True)
-    error = models.TextField(blank=True)
-    requested_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    actor = models.CharField(max_length=100, default="admin")
-    claimed_until = models.DateTimeField(
-        null=True, blank=True, help_text="lease of the attempt carrying out a pending start; after it, another may adopt it"
+    job = models.ForeignKey(WorkflowStartJob, verbose_name=_("job"), null=True, blank=True, on_delete=models.CASCADE,
+                            related_name="items")
+    definition = models.ForeignKey(WorkflowDefinition, verbose_name=_("workflow definition"), on_delete=models.PROTECT)
+    entity_schema = models.CharField(_("entity type"), max_length=100)
+    entity_epilot_id = models.CharField(_("entity (epilot id)"), max_length=64)
+    entity_title = models.CharField(_("entity"), max_length=500, blank=True)
+    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
+    execution_epilot_id = models.CharField(_("execution (epilot id)"), max_length=64, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    requested_by = models.ForeignKey("auth.User", verbose_name=_("requested by"), null=True, blank=True,
+                                     on_delete=models.SET_NULL, related_name="+")
+    actor = models.CharField(_("triggered by"), max_length=100, default="admin")
+    claimed_until = models.DateTimeField(_("claimed until"),
+        null=True, blank=True, help_text=_("lease of the attempt carrying out a pending start; after it, another may adopt it")
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
-        verbose_name = "Workflow-Start"
-        verbose_name_plural = "Workflow-Starts"
+        verbose_name = _("workflow start")
+        verbose_name_plural = _("workflow starts")
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(fields=["entity_epilot_id", "definition"], condition=models.Q(status="pending"),

@@ -75,9 +75,40 @@ def test_staff_log_in_start_a_workflow_and_convert_an_opportunity(page, live_ser
     page.get_by_role("link", name="Glasfaser Kalkstraße").click()
     page.get_by_role("link", name="In Auftrag umwandeln").click()
     preview = page.locator("#order-preview").inner_text()
-    assert "Ausbau: Glasfaser Kalkstraße" in preview and "31.000,00 EUR" in preview and "Thomas Becker" in preview
+    assert "Ausbau: Glasfaser Kalkstraße" in preview and "31.000,00" in preview and "€" in preview and "Thomas Becker" in preview
     page.click("input[value=Umwandeln]")
     assert "angelegt, verknüpft und Workflow gestartet" in page.locator("ul.messagelist").inner_text()
-    assert "Fertig" in page.content()
+    assert "Erledigt" in page.content()
     kalk = get_epilot_client().get_entity("opportunity", demo_id("opportunity:kalkstrasse"))
     assert kalk.data["status"] == "geschlossen" and len(kalk.relation_ids("items")) == 1
+
+
+@pytest.mark.parametrize("locale, dashboard_word, project_word", [("de-DE", "Laufende Workflows nach Abschnitt", "Fortschritt"),
+                                                                  ("en-GB", "Running workflows by section", "Progress")])
+def test_the_demo_in_each_language_with_screenshots(live_server, tmp_path, locale, dashboard_word, project_word) -> None:
+    """The demo story as a new user sees it, in the browser's language; SCREENSHOTS_DIR=docs/screenshots keeps the images."""
+    from playwright.sync_api import sync_playwright
+
+    from projects.models import AusbauProject
+
+    call_command("seed_sandbox", stdout=StringIO())
+    call_command("demo_story", stdout=StringIO())
+    User.objects.create_superuser("demo", password="wuelfrath-demo")
+    project = AusbauProject.objects.get(opportunity__epilot_id=demo_id("opportunity:rohdenhaus"))
+    target = os.environ.get("SCREENSHOTS_DIR") or str(tmp_path)
+    language = locale[:2]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_context(locale=locale, viewport={"width": 1400, "height": 1000}).new_page()
+        page.goto(f"{live_server.url}/")
+        page.fill("#id_username", "demo")
+        page.fill("#id_password", "wuelfrath-demo")
+        page.click("input[type=submit]")
+        assert dashboard_word.upper() in page.locator("#ausbau-dashboard").inner_text().upper()  # card titles are upper case
+        page.screenshot(path=f"{target}/dashboard-{language}.png", full_page=True)
+        page.goto(f"{live_server.url}/admin/projects/ausbauproject/{project.pk}/change/")
+        assert project_word in page.locator("#content").inner_text()
+        page.screenshot(path=f"{target}/project-{language}.png", full_page=True)
+        browser.close()

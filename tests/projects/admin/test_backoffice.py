@@ -93,7 +93,7 @@ def test_convert_shows_the_order_then_converts_exactly_once(client, ausbau) -> N
     nord = opportunity("nordstrasse")
     url = reverse("admin:projects_opportunity_convert", args=[nord.pk])
     page = client.get(url).content.decode()
-    assert "Ausbau: Glasfaser Neubaugebiet Nordstraße" in page and "Anna Meier" in page and "45.000,00 EUR" in page
+    assert "Ausbau: Glasfaser Neubaugebiet Nordstraße" in page and "Anna Meier" in page and "45.000,00\u00a0€" in page
     form = {"definition": ausbau.pk, "amount": "45000.00", "target_status": "geschlossen"}
     done = client.post(url, form, follow=True)
     conversion = Conversion.objects.get()

@@ -1,0 +1,77 @@
+"""`manage.py demo_story`: play the Wülfrath story into the sandbox through the back-office's own services.
+
+After it every dashboard card and list has something to show: projects in every phase, running
+"Ausbau Glasfaser" workflows in different sections with assigned and overdue steps, a V2 flow, a
+converted opportunity with its order, a quarantined entity, a sync history and an audit trail.
+Only against a sandbox; a second run changes nothing.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from integrations.connection import connection_info, get_epilot_client
+from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, HAUSANSCHLUSS_TEMPLATE_ID, demo_id
+from projects.models import Opportunity, SyncRun, WorkflowDefinition, WorkflowExecution, WorkflowStart
+from projects.services.conversion import opportunity_convert
+from projects.services.steps import ASSIGN, COMPLETE, SET_DUE, StepChange, step_change
+from projects.services.sync import sync_run
+from projects.services.workflows import workflow_start
+
+ACTOR = "demo"
+
+
+class Command(BaseCommand):
+    help = "Play the Wülfrath demo story into the sandbox (workflows, tasks, a conversion, a quarantined entity)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not connection_info().is_sandbox:
+            self.stdout.write("demo_story writes to epilot; it plays only against a sandbox, so nothing was done.")
+            return
+        if WorkflowStart.objects.filter(actor=ACTOR).exists():
+            self.stdout.write("The demo story was played already.")
+            return
+        client = get_epilot_client()
+        client.create_entity("order", {"_title": "Import: Auftrag ohne Betrag", "status": "draft", "amount_total": "viel",
+                                       "currency": "EUR"})  # amount_total is text: the sync quarantines it with the reason
+        sync_run(trigger=SyncRun.Trigger.COMMAND, client=client)
+        ausbau = WorkflowDefinition.objects.get(epilot_id=AUSBAU_DEFINITION_ID, engine="v1")
+        hausanschluss = WorkflowDefinition.objects.get(epilot_id=HAUSANSCHLUSS_TEMPLATE_ID, engine="v2")
+        now = timezone.now()
+
+        rohdenhaus = self._start(ausbau, "rohdenhaus")
+        self._complete(rohdenhaus, 0, 1)  # Planung done: the project is under construction, in Tiefbau
+        self._assign(rohdenhaus, 2, "u-tiefbau", due=now - dt.timedelta(days=3))  # overdue
+        self._assign(rohdenhaus, 3, "u-tiefbau", due=now + dt.timedelta(days=5))
+        duessel = self._start(ausbau, "duessel")
+        self._assign(duessel, 0, "u-planung", due=now + dt.timedelta(days=1))
+        nordstrasse = self._start(hausanschluss, "nordstrasse")
+        self._assign(nordstrasse, 0, "u-montage", due=now - dt.timedelta(days=1))  # overdue
+        tiefenbach = Opportunity.objects.get(epilot_id=demo_id("opportunity:tiefenbach"))
+        opportunity_convert(opportunity=tiefenbach, definition=ausbau, actor=ACTOR, client=client)
+        sync_run(trigger=SyncRun.Trigger.COMMAND, client=client)
+        self.stdout.write(self.style.SUCCESS(
+            "Demo story: 3 workflows started and worked, Tiefenbach converted into an order, one order quarantined."))
+
+    def _start(self, definition: WorkflowDefinition, key: str) -> WorkflowExecution:
+        start = workflow_start(definition=definition, schema="opportunity", entity_id=demo_id(f"opportunity:{key}"),
+                               entity_title=key, actor=ACTOR)
+        return WorkflowExecution.objects.get(epilot_id=start.execution_epilot_id)
+
+    def _step_id(self, execution: WorkflowExecution, position: int) -> str:
+        return execution.steps.order_by("position")[position].epilot_id
+
+    def _complete(self, execution: WorkflowExecution, *positions: int) -> None:
+        for position in positions:
+            step_change(execution_epilot_id=execution.epilot_id, step_epilot_id=self._step_id(execution, position),
+                        change=StepChange(COMPLETE), actor=ACTOR)
+
+    def _assign(self, execution: WorkflowExecution, position: int, user: str, *, due: dt.datetime) -> None:
+        step_id = self._step_id(execution, position)
+        step_change(execution_epilot_id=execution.epilot_id, step_epilot_id=step_id,
+                    change=StepChange(ASSIGN, assignees=(user,)), actor=ACTOR)
+        step_change(execution_epilot_id=execution.epilot_id, step_epilot_id=step_id, change=StepChange(SET_DUE, due_date=due),
+                    actor=ACTOR)

@@ -1,0 +1,29 @@
+"""`make run`'s demo tells the story: every phase, running workflows in several sections, tasks, a conversion, quarantine."""
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from projects.models import AusbauProject, Conversion, EpilotWrite, QuarantinedEntity, SyncRun, WorkflowExecution
+from projects.selectors import task_counts
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_demo_story_fills_every_card_and_list() -> None:
+    call_command("seed_sandbox", stdout=StringIO())
+    call_command("demo_story", stdout=StringIO())
+    call_command("demo_story", stdout=StringIO())  # a second run changes nothing
+
+    phases = set(AusbauProject.objects.values_list("phase", flat=True))
+    assert {"planning", "approved", "construction", "completed", "cancelled"} <= phases
+    running = WorkflowExecution.objects.filter(status="STARTED")
+    assert running.count() >= 3 and len(set(running.values_list("current_section", flat=True))) >= 2
+    counts = task_counts()
+    assert counts.overdue >= 2 and counts.open > counts.unassigned
+    assert Conversion.objects.filter(status=Conversion.Status.DONE).count() == 1
+    assert QuarantinedEntity.objects.filter(reason__contains="amount_total").exists()
+    assert SyncRun.objects.filter(status=SyncRun.Status.SUCCEEDED).count() == 2
+    assert EpilotWrite.objects.filter(actor="demo").count() >= 10

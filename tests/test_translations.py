@@ -1,0 +1,99 @@
+"""One language at a time: every string has its German translation, the admin follows the browser, the API speaks English."""
+from __future__ import annotations
+
+import html as html_module
+import re
+import shutil
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.urls import reverse
+
+ROOT = Path(__file__).resolve().parents[1]
+# Words only the user interface uses (the demo's data is German too, so these avoid place and step names).
+GERMAN_UI = ["Fortschritt", "Ausgewählte", "Aufträge", "Abschnitt", "Ausbauprojekte", "Umwandlung", "zugewiesen", "Auslöser",
+             "synchronisiert", "Laufende", "Verwaltung", "Aufgaben", "Entitätstyp", "Keine "]
+ENGLISH_UI = ["Running workflows", "Conversion rate", "Start workflow", "last synchronised", "entity type", "Select ",
+              "Administration", "Workflows & tasks", "Projects by phase", "progress", "Change status", " by "]
+
+
+def visible_text(html: str) -> str:
+    """The text a reader sees: no tags, scripts, styles or attribute values."""
+    html = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S)
+    return html_module.unescape(re.sub(r"<[^>]+>", " ", html))
+
+
+@pytest.mark.skipif(shutil.which("xgettext") is None, reason="needs GNU gettext (Debian: gettext), as makemessages does")
+def test_every_string_has_a_german_translation(tmp_path, settings, monkeypatch) -> None:
+    catalogue = tmp_path / "de" / "LC_MESSAGES"
+    catalogue.mkdir(parents=True)
+    shutil.copy(ROOT / "locale" / "de" / "LC_MESSAGES" / "django.po", catalogue / "django.po")
+    settings.LOCALE_PATHS = [tmp_path]
+    monkeypatch.chdir(ROOT)
+    call_command("makemessages", locale=["de"], no_obsolete=True, verbosity=0, stdout=StringIO(),
+                 ignore_patterns=[".venv/*", "var/*", "tests/*", "bench/*", "docs/*", "locale/*"])
+    entries = (catalogue / "django.po").read_text().split("\n\n")[1:]
+    untranslated = [entry.split("\n")[-2:] for entry in entries
+                    if "#, fuzzy" in entry or re.search(r'^msgstr(\[0\])? ""\Z', entry.strip(), re.M)]
+    assert untranslated == []
+
+
+@pytest.fixture
+def demo_admin(db, client):
+    call_command("sync_epilot", stdout=StringIO())
+    user = User.objects.create_superuser("demo", password="wuelfrath-demo")
+    client.force_login(user)
+    return client
+
+
+def admin_pages() -> list[str]:
+    from django.contrib import admin
+
+    pages = [reverse("admin:index")]
+    for model in admin.site._registry:
+        if model._meta.app_label in ("projects", "django_celery_beat"):
+            name = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+            pages.append(reverse(f"{name}_changelist"))
+            first = model._default_manager.order_by("pk").first()
+            if first is not None:
+                pages.append(reverse(f"{name}_change", args=[first.pk]))
+    return pages
+
+
+@pytest.mark.parametrize("language, foreign", [("de", ENGLISH_UI), ("en", GERMAN_UI)])
+def test_every_admin_page_speaks_one_language(demo_admin, language, foreign) -> None:
+    for url in admin_pages():
+        page = demo_admin.get(url, HTTP_ACCEPT_LANGUAGE=language)
+        assert page.status_code == 200, url
+        text = visible_text(page.content.decode())
+        found = [word for word in foreign if word in text]
+        assert found == [], f"{url} ({language}) shows {found}"
+
+
+def test_german_is_the_default_and_the_index_is_grouped(demo_admin) -> None:
+    text = visible_text(demo_admin.get(reverse("admin:index")).content.decode())
+    assert "Projekte" in text and "Workflows & Aufgaben" in text and "Synchronisation" in text and "Verwaltung" in text
+    english = visible_text(demo_admin.get(reverse("admin:index"), HTTP_ACCEPT_LANGUAGE="en").content.decode())
+    assert "Projects" in english and "Workflows & tasks" in english and "Running workflows by section" in english
+
+
+def test_money_is_formatted_for_the_language(demo_admin) -> None:
+    url = reverse("admin:projects_ausbauproject_changelist")
+    assert "90.000,00\u00a0€" in demo_admin.get(url, HTTP_ACCEPT_LANGUAGE="de").content.decode()
+    assert "€90,000.00" in demo_admin.get(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+
+
+def test_the_root_leads_to_the_admin(client) -> None:
+    answer = client.get("/")
+    assert answer.status_code == 302 and answer.url == reverse("admin:index")
+
+
+def test_api_errors_are_english_whatever_the_browser_asks(db, client) -> None:
+    from projects.services.api_clients import api_client_create
+
+    token = api_client_create(name="Sprachtest", scopes=["read"])[1]
+    answer = client.get("/api/v1/projects/?phase=unsinn", HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_ACCEPT_LANGUAGE="de")
+    assert answer.status_code == 400 and "Invalid request" in answer.json()["error"]["message"]
