@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
@@ -17,6 +19,7 @@ from projects.models import (
     MirroredStep,
     Opportunity,
     Order,
+    RolloutArea,
     StaffProfile,
     SyncRun,
     SyncState,
@@ -211,3 +214,38 @@ def project_executions(project: AusbauProject) -> list[WorkflowExecution]:
     """The workflow executions on a project's opportunity and on its orders, newest first."""
     return list(WorkflowExecution.objects.filter(
         Q(opportunity_id=project.opportunity_id) | Q(order__opportunity_id=project.opportunity_id)).order_by("-started_at"))
+
+
+def areas_overview() -> list[tuple[RolloutArea, dict]]:
+    """Every rollout area with its figures, for the dashboard's one row per area."""
+    return [(area, area_figures(area)) for area in RolloutArea.objects.order_by("name")]
+
+
+SIGNED_ORDER_STATUSES = ("placed", "completed")  # a draft or a quote is not a contract
+
+
+def area_figures(area: RolloutArea, *, today: dt.date | None = None) -> dict[str, Any]:
+    """The figures of an area as the API and the admin show them (from the last recompute)."""
+    today = today or timezone.localdate()
+    in_scope, signed = area.units_in_scope, area.units_signed
+    needed = math.ceil(area.quota_percent * in_scope / 100) if in_scope else 0
+    return {
+        "units_in_scope": in_scope,
+        "addresses_in_scope": area.addresses_in_scope,
+        "units_signed": signed,
+        "take_up_percent": round(100 * signed / in_scope, 1) if in_scope else 0.0,
+        "quota_percent": float(area.quota_percent),
+        "units_missing_for_quota": max(needed - signed, 0),
+        "deadline": area.deadline,
+        "days_left": (area.deadline - today).days if area.deadline else None,
+        "units_connected": area.units_connected,
+        "projects_by_phase": dict(area.projects_by_phase),
+    }
+
+
+def unsigned_addresses(area: RolloutArea):
+    """The area's addresses in scope without a contract yet, for the door-to-door campaign (a queryset)."""
+    signed = Opportunity.objects.filter(
+        epilot_deleted_at__isnull=True, orders__epilot_deleted_at__isnull=True, orders__status__in=SIGNED_ORDER_STATUSES,
+    ).exclude(status="abgebrochen").values("address_key")
+    return area.addresses.exclude(key__in=signed).order_by("street", "house_number")

@@ -5,4 +5,13 @@ service (workflow starts, conversions, status writes, automation) and comes back
 Actions and buttons are thin adapters: they parse the form, call one service, show its message;
 what an intermediate page shows comes from selectors.
 """
-from projects.admin import api_clients, backoffice, entities, recipes, steps, sync, workflows  # noqa: F401 - registers the admins
+from projects.admin import (  # noqa: F401 - registers the admins
+    api_clients,
+    areas,
+    backoffice,
+    entities,
+    recipes,
+    steps,
+    sync,
+    workflows,
+)

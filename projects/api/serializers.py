@@ -266,3 +266,30 @@ class ExecutionCloseInput(serializers.Serializer):
 class StepResultSerializer(serializers.Serializer):
     changed = serializers.BooleanField(help_text="false when epilot already had what was asked")
     task = TaskSerializer(allow_null=True)
+
+
+class AreaSerializer(serializers.Serializer):
+    """A rollout area with the figures the rollout is steered by (these names are the contract)."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    units_in_scope = serializers.IntegerField(min_value=0)
+    addresses_in_scope = serializers.IntegerField(min_value=0)
+    units_signed = serializers.IntegerField(min_value=0)
+    take_up_percent = serializers.FloatField(help_text="100 × signed / in scope, one decimal")
+    quota_percent = serializers.FloatField()
+    units_missing_for_quota = serializers.IntegerField(min_value=0)
+    deadline = serializers.DateField(allow_null=True)
+    days_left = serializers.IntegerField(allow_null=True)
+    units_connected = serializers.IntegerField(min_value=0)
+    projects_by_phase = serializers.DictField(child=serializers.IntegerField(min_value=0))
+    figures_at = serializers.DateTimeField(allow_null=True)
+
+
+class AreaAddressSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    postal_code = serializers.CharField()
+    street = serializers.CharField()
+    house_number = serializers.CharField()
+    units = serializers.IntegerField(min_value=1)
+    signed = serializers.BooleanField()

@@ -9,6 +9,7 @@ router.register("opportunities", views.OpportunityViewSet, basename="opportunity
 router.register("orders", views.OrderViewSet, basename="order")
 router.register("workflow-executions", views.WorkflowExecutionViewSet, basename="workflow-execution")
 router.register("tasks", views.TaskViewSet, basename="task")
+router.register("areas", views.AreaViewSet, basename="area")
 
 # Writes name the execution and the step by their epilot ids, as epilot's own API does.
 urlpatterns = [

@@ -14,14 +14,24 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, filters, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from projects.api import serializers as s
 from projects.api.filters import OpportunityFilter, OrderFilter, ProjectFilter, TaskFilter, WorkflowExecutionFilter
-from projects.models import AusbauProject, MirroredStep, Opportunity, Order, WorkflowDefinition, WorkflowExecution
-from projects.selectors import definition_by_epilot_id, tasks_with_project
+from projects.api.renderers import AddressCsvRenderer
+from projects.models import (
+    AusbauProject,
+    MirroredStep,
+    Opportunity,
+    Order,
+    RolloutArea,
+    WorkflowDefinition,
+    WorkflowExecution,
+)
+from projects.selectors import area_figures, definition_by_epilot_id, tasks_with_project, unsigned_addresses
 from projects.services.conversion import opportunity_convert
 from projects.services.steps import ASSIGN, COMPLETE, SET_DUE, StepChange, StepResult, execution_close, step_change
 from projects.services.workflows import project_workflow_target, workflow_start
@@ -127,7 +137,8 @@ class ProjectViewSet(MirrorViewSet):
         return Response(data, headers=headers)
 
     @extend_schema(summary="Start a workflow on the project's opportunity or order (scope: write)", request=s.StartWorkflowInput,
-                   responses={201: s.ActionResultSerializer, 409: OpenApiResponse(description="Already running or in progress"),
+                   responses={201: s.ActionResultSerializer, 404: OpenApiResponse(description="No such project or definition"),
+                              409: OpenApiResponse(description="Already running or in progress"),
                               502: OpenApiResponse(description="epilot refused or failed")})
     @action(detail=True, methods=["post"], url_path="start-workflow", filter_backends=[], pagination_class=None)
     def start_workflow(self, request: Request, pk: str | None = None) -> Response:
@@ -142,7 +153,8 @@ class ProjectViewSet(MirrorViewSet):
                          "message": f"'{definition.name}' started on {target[0]} {target[2]}."}, status=status.HTTP_201_CREATED)
 
     @extend_schema(summary="Convert the project's opportunity into an order (scope: write)", request=s.ConvertInput,
-                   responses={201: s.ActionResultSerializer, 409: OpenApiResponse(description="Not allowed or in progress"),
+                   responses={201: s.ActionResultSerializer, 404: OpenApiResponse(description="No such project or definition"),
+                              409: OpenApiResponse(description="Not allowed or in progress"),
                               502: OpenApiResponse(description="A step failed in epilot; calling again resumes it")})
     @action(detail=True, methods=["post"], url_path="convert", filter_backends=[], pagination_class=None)
     def convert(self, request: Request, pk: str | None = None) -> Response:
@@ -161,7 +173,8 @@ class ProjectViewSet(MirrorViewSet):
     def _definition(epilot_id: str) -> WorkflowDefinition:
         definition = definition_by_epilot_id(epilot_id)
         if definition is None:
-            raise exceptions.ValidationError({"definition": [f"Unknown workflow definition {epilot_id!r}."]})
+            # The body names a resource that does not exist: 404, as for an unknown project in the path.
+            raise exceptions.NotFound(f"Unknown workflow definition {epilot_id!r}.")
         return definition
 
 
@@ -298,3 +311,62 @@ class ExecutionCloseView(WriteView):
         execution = execution_close(execution_epilot_id=execution_id, reason_ids=payload.validated_data["closing_reasons"],
                                     description=payload.validated_data["description"], actor=self.actor(request))
         return Response(s.WorkflowExecutionSerializer(execution, context={"request": request}).data)
+
+
+def area_document(area: RolloutArea) -> dict[str, Any]:
+    return {"id": area.pk, "name": area.name, **area_figures(area), "figures_at": area.figures_at}
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List rollout areas with their figures", responses={200: s.AreaSerializer(many=True)}),
+    retrieve=extend_schema(summary="One rollout area with its figures", responses={200: s.AreaSerializer}),
+)
+class AreaViewSet(MirrorViewSet):
+    """Rollout areas (Ausbaugebiete): households in scope, take-up against the quota, build progress."""
+
+    queryset = RolloutArea.objects.all()
+    serializer_class = s.AreaSerializer
+    filter_backends = [StrictOrderingFilter]
+    ordering_fields = ["id"]
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response([area_document(area) for area in page])
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        area_id = parse_id(kwargs.get("pk"))
+        area = RolloutArea.objects.filter(pk=area_id).first() if area_id else None
+        if area is None:
+            raise exceptions.NotFound("No rollout area with this id.")
+        return Response(area_document(area))
+
+    @extend_schema(summary="The area's addresses in scope; ?signed=false for the campaign, ?format=csv to download",
+                   parameters=[OpenApiParameter("signed", OpenApiTypes.STR, enum=["true", "false"]),
+                               OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "csv"])],
+                   responses={200: s.AreaAddressSerializer(many=True)})
+    @action(detail=True, methods=["get"], url_path="addresses", filter_backends=[StrictOrderingFilter],
+            renderer_classes=[JSONRenderer, AddressCsvRenderer])
+    def addresses(self, request: Request, pk: str | None = None) -> Response:
+        area_id = parse_id(pk)
+        area = RolloutArea.objects.filter(pk=area_id).first() if area_id else None
+        if area is None:
+            raise exceptions.NotFound("No rollout area with this id.")
+        signed_param = request.query_params.get("signed")
+        if signed_param not in (None, "true", "false"):
+            raise exceptions.ValidationError({"signed": ["Use true or false."]})
+        unsigned = set(unsigned_addresses(area).values_list("id", flat=True))
+        queryset = area.addresses.order_by("id")
+        if signed_param == "false":
+            queryset = queryset.filter(id__in=unsigned)
+        elif signed_param == "true":
+            queryset = queryset.exclude(id__in=unsigned)
+
+        def rows(items: Any) -> list[dict[str, Any]]:
+            return [{"id": a.pk, "postal_code": a.postal_code, "street": a.street, "house_number": a.house_number,
+                     "units": a.units, "signed": a.pk not in unsigned} for a in items]
+
+        if request.accepted_renderer.format == "csv":
+            return Response(rows(queryset), headers={"Content-Disposition": f'attachment; filename="area-{area.pk}.csv"'})
+        self.ordering = ["id"]
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(rows(page))

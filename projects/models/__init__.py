@@ -3,6 +3,7 @@
 Mirrored rows are written only by the sync engine (projects/services/sync.py); changes go to
 epilot through services and come back on the next sync.
 """
+from projects.models.areas import AreaAddress, AreaSnapshot, RolloutArea
 from projects.models.ausbau import AusbauProject
 from projects.models.backoffice import ApiClient, AutomationRecipe, AutomationRule, Conversion, EpilotWrite, RuleFiring
 from projects.models.entities import Contact, GenericEntity, MirroredEntity, Opportunity, Order, PayloadField
@@ -12,6 +13,8 @@ from projects.models.workflows import MirroredStep, WorkflowDefinition, Workflow
 
 __all__ = [
     "ApiClient",
+    "AreaAddress",
+    "AreaSnapshot",
     "AusbauProject",
     "AutomationRecipe",
     "AutomationRule",
@@ -25,6 +28,7 @@ __all__ = [
     "Order",
     "PayloadField",
     "QuarantinedEntity",
+    "RolloutArea",
     "RuleFiring",
     "StaffProfile",
     "StepJob",

@@ -61,6 +61,8 @@ class Opportunity(MirroredEntity):
     street = models.CharField(_("street"), max_length=200, blank=True)
     postal_code = models.CharField(_("postal code"), max_length=20, blank=True)
     city = models.CharField(_("city"), max_length=100, blank=True)
+    address_key = models.CharField(max_length=240, blank=True, db_index=True,
+                                   help_text=_("postal code, street and house number normalised, as rollout areas match them"))
     budget = models.DecimalField(_("budget"), max_digits=14, decimal_places=2, null=True, blank=True)
 
     class Meta(MirroredEntity.Meta):

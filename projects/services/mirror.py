@@ -37,6 +37,7 @@ from projects.models import (
     WorkflowExecution,
 )
 from projects.schemas import CORE_SCHEMAS, model_for, validate_schemas
+from projects.services.areas import areas_refresh
 from projects.services.bulk import bulk_upsert
 from projects.services.projects import projects_refresh
 from projects.services.rows import (
@@ -498,11 +499,14 @@ STEP_FIELDS = ["execution_id", "epilot_id", "position", "section", "section_epil
 
 
 def refresh_projects(counts: MirrorChanges, *, full: bool) -> None:
+    """Recompute the projects the changes touched (all when `full`), then the rollout areas' figures if anything changed."""
     if full:
         projects_refresh()
+        areas_refresh()
         return
     ids = set(Opportunity.objects.filter(epilot_id__in=list(counts.touched_opportunities)).values_list("id", flat=True))
     ids |= set(Order.objects.filter(epilot_id__in=list(counts.touched_orders), opportunity__isnull=False)
                .values_list("opportunity_id", flat=True))
     if ids:
         projects_refresh(opportunity_ids=ids)
+        areas_refresh()

@@ -15,6 +15,7 @@ from django.db import models
 from integrations.epilot import Entity
 from integrations.epilot.types import relation_ids
 from projects.schemas import model_for
+from projects.services.addresses import address_key
 
 MAX_PAYLOAD_BYTES = 512 * 1024
 
@@ -22,7 +23,7 @@ MAX_PAYLOAD_BYTES = 512 * 1024
 COMMON_FIELDS = ["title", "status", "tags", "epilot_created_at", "epilot_updated_at", "epilot_deleted_at", "payload", "synced_at"]
 EXTRA_FIELDS: dict[str, list[str]] = {
     "contact": ["email"],
-    "opportunity": ["customer_epilot_id", "street", "postal_code", "city", "budget"],
+    "opportunity": ["customer_epilot_id", "street", "postal_code", "city", "address_key", "budget"],
     "order": ["amount_total", "currency", "opportunity_epilot_id"],
 }
 
@@ -73,6 +74,8 @@ def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
         row["street"] = " ".join(as_text(address.get(key)) for key in ("street", "street_number")).strip()
         row["postal_code"] = as_text(address.get("postal_code"))
         row["city"] = as_text(address.get("city"))
+        row["address_key"] = address_key(row["postal_code"], as_text(address.get("street")),
+                                          as_text(address.get("street_number")))[:240]
         row["budget"] = as_decimal(payload.get("budget"), "budget")
     elif schema == "order":
         amount = payload.get("amount_total")

@@ -2,7 +2,8 @@
 from django import template
 from django.utils.html import format_html
 
-from projects.selectors import dashboard_stats, epilot_user_id_of, task_counts
+from projects.admin.areas import take_up_gauge
+from projects.selectors import areas_overview, dashboard_stats, epilot_user_id_of, task_counts
 from projects.services.health import health_report
 
 register = template.Library()
@@ -37,4 +38,5 @@ def status_badge(value: str, label: str | None = None) -> str:
 def ausbau_dashboard(context: dict) -> dict:
     user = context.get("user")
     return {"stats": dashboard_stats(), "health": health_report(include_sync=False),
-            "tasks": task_counts(epilot_user_id=epilot_user_id_of(user))}
+            "tasks": task_counts(epilot_user_id=epilot_user_id_of(user)),
+            "areas": [(area, figures, take_up_gauge(figures)) for area, figures in areas_overview()]}

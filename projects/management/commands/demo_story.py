@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from integrations.connection import connection_info, get_epilot_client
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, HAUSANSCHLUSS_TEMPLATE_ID, demo_id
-from projects.models import Opportunity, SyncRun, WorkflowDefinition, WorkflowExecution, WorkflowStart
+from projects.models import Opportunity, RolloutArea, SyncRun, WorkflowDefinition, WorkflowExecution, WorkflowStart
+from projects.services.areas import area_addresses_import, areas_refresh
 from projects.services.conversion import opportunity_convert
 from projects.services.steps import ASSIGN, COMPLETE, SET_DUE, StepChange, step_change
 from projects.services.sync import sync_run
@@ -53,8 +54,28 @@ class Command(BaseCommand):
         tiefenbach = Opportunity.objects.get(epilot_id=demo_id("opportunity:tiefenbach"))
         opportunity_convert(opportunity=tiefenbach, definition=ausbau, actor=ACTOR, client=client)
         sync_run(trigger=SyncRun.Trigger.COMMAND, client=client)
+        self._areas(now)
         self.stdout.write(self.style.SUCCESS(
-            "Demo story: 3 workflows started and worked, Tiefenbach converted into an order, one order quarantined."))
+            "Demo story: 3 workflows started and worked, Tiefenbach converted into an order, one order quarantined, "
+            "two rollout areas."))
+
+    def _areas(self, now: dt.datetime) -> None:
+        """Two areas of Wülfrath: Rohdenhaus over its quota and building, Düssel short of it with the deadline close."""
+        rows = [("Rohdenhaus", "Rohdenhauser Straße", "40", 6), ("Rohdenhaus", "Fliethe", "20", 24),
+                ("Rohdenhaus", "Flehenberger Weg", "7", 8), ("Rohdenhaus", "Tiefenbacher Weg", "15", 4),
+                ("Rohdenhaus", "Rohdenhauser Straße", "38", 3), ("Rohdenhaus", "Rohdenhauser Straße", "42", 5),
+                ("Rohdenhaus", "Am Angerbach", "1", 2)]
+        rows += [("Düssel Ortskern", "Dorfstraße", str(number), units) for number, units in
+                 ((1, 2), (3, 6), (5, 4), (7, 8), (9, 3), (11, 2), (13, 5))]
+        rows += [("Düssel Ortskern", "Nordstraße", "12", 4), ("Düssel Ortskern", "Kalkstraße", "58", 6)]
+        area_addresses_import(
+            [(line, {"area": area, "postal_code": "42489", "street": street, "house_number": number, "units": str(units)})
+             for line, (area, street, number, units) in enumerate(rows, start=2)])
+        RolloutArea.objects.filter(name="Rohdenhaus").update(quota_percent=35,
+                                                             deadline=timezone.localdate(now) - dt.timedelta(days=30))
+        RolloutArea.objects.filter(name="Düssel Ortskern").update(quota_percent=40,
+                                                                  deadline=timezone.localdate(now) + dt.timedelta(days=12))
+        areas_refresh()
 
     def _start(self, definition: WorkflowDefinition, key: str) -> WorkflowExecution:
         start = workflow_start(definition=definition, schema="opportunity", entity_id=demo_id(f"opportunity:{key}"),

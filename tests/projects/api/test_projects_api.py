@@ -222,7 +222,7 @@ def test_writes_go_through_the_back_office_services(mirror, write_token) -> None
     again = api.post(f"{PROJECTS}{pk}/start-workflow/", {"definition": AUSBAU_DEFINITION_ID}, format="json")
     assert again.status_code == 409 and "already" in again.json()["error"]["message"]  # the API answers in English
     unknown = api.post(f"{PROJECTS}{pk}/start-workflow/", {"definition": "nope"}, format="json")
-    assert unknown.status_code == 400 and "definition" in unknown.json()["error"]["fields"]
+    assert unknown.status_code == 404 and "nope" in unknown.json()["error"]["message"]
     converted = api.post(f"{PROJECTS}{project_id('kalkstrasse')}/convert/", {}, format="json")
     twice = api.post(f"{PROJECTS}{project_id('kalkstrasse')}/convert/", {}, format="json")
     assert converted.status_code == twice.status_code == 201

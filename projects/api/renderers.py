@@ -1,0 +1,32 @@
+"""A CSV renderer for address lists (`?format=csv`), so spreadsheets open the campaign list directly."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from rest_framework.renderers import BaseRenderer
+
+
+class AddressCsvRenderer(BaseRenderer):
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+    columns = ["postal_code", "street", "house_number", "units", "signed"]
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: dict | None = None) -> bytes:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):  # an error document stays readable
+            writer.writerow(["error"])
+            writer.writerow([data["error"].get("message", "")])
+            return buffer.getvalue().encode()
+        if not isinstance(data, list):  # anything else (OPTIONS metadata) as one JSON cell
+            writer.writerow(["detail"])
+            writer.writerow([json.dumps(data, default=str, ensure_ascii=False)])
+            return buffer.getvalue().encode()
+        writer.writerow(self.columns)
+        for row in data or []:
+            writer.writerow([row.get(column, "") for column in self.columns])
+        return buffer.getvalue().encode()

@@ -1,0 +1,172 @@
+"""Rollout areas: importing the addresses in scope, and the figures the rollout is steered by.
+
+Figures (their names are the API's contract): `units_in_scope`, `addresses_in_scope`, `units_signed`
+(units of addresses with at least one matched opportunity that is neither deleted nor `abgebrochen`
+and has a signed order: not deleted, `placed` or `completed`, linked through the order's
+`opportunity` relation or the opportunity's `items`), `take_up_percent`, `quota_percent`,
+`units_missing_for_quota`, `deadline`, `days_left`, `units_connected` (units of addresses whose
+project is `completed`) and `projects_by_phase`. They are recomputed set-based, for all areas at
+once, whenever the mirror's projects change.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from projects.models import AreaAddress, AreaSnapshot, AusbauProject, Opportunity, RolloutArea
+from projects.services.addresses import address_key
+from projects.services.errors import NotAllowed
+
+COLUMNS = ["area", "postal_code", "street", "house_number", "units"]
+SIGNED_ORDER_STATUSES = ("placed", "completed")
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    areas: dict[str, int]  # area name → addresses imported
+
+
+class ImportRejected(NotAllowed):
+    """The file has bad rows; nothing was imported. `errors` names each row by its line number."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__(_("Nothing was imported; %(count)d rows are wrong: %(errors)s")
+                         % {"count": len(errors), "errors": "; ".join(errors[:20])})
+        self.errors = errors
+
+
+def read_address_file(name: str, content: bytes) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) of a CSV (`,` or `;`, header row, UTF-8) or XLSX file. Raises ImportRejected."""
+    if Path(name).suffix.lower() == ".xlsx":
+        return _read_xlsx(content)
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ImportRejected([_("the file is neither UTF-8 text nor an XLSX workbook")]) from None
+    header = text.splitlines()[0] if text.strip() else ""
+    delimiter = ";" if header.count(";") > header.count(",") else ","
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    _check_header(reader.fieldnames or [])
+    return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}) for row in reader]
+
+
+def _read_xlsx(content: bytes) -> list[tuple[int, dict[str, str]]]:
+    from openpyxl import load_workbook
+
+    try:
+        sheet = load_workbook(io.BytesIO(content), read_only=True, data_only=True).active
+    except Exception as exc:  # openpyxl raises many kinds for a file that is not a workbook
+        reason = _("the file is not a readable XLSX workbook (%(error)s)") % {"error": type(exc).__name__}
+        raise ImportRejected([reason]) from None
+    rows = sheet.iter_rows(values_only=True)
+    header = [str(cell or "").strip() for cell in next(rows, ())]
+    _check_header(header)
+    return [(line, {name: "" if value is None else str(value).strip() for name, value in zip(header, values, strict=False)})
+            for line, values in enumerate(rows, start=2) if any(value not in (None, "") for value in values)]
+
+
+def _check_header(header: list[str]) -> None:
+    missing = [column for column in COLUMNS if column not in header]
+    if missing:
+        raise ImportRejected([_("line 1: the header lacks %(columns)s") % {"columns": ", ".join(missing)}])
+
+
+def area_addresses_import(rows: Iterable[tuple[int, dict[str, str]]], *, quota_percent: Decimal | None = None,
+                          deadline: dt.date | None = None) -> ImportResult:
+    """Replace the address lists of the areas the rows name (creating areas as needed), all or nothing.
+
+    Raises ImportRejected naming every bad row by its line number; then nothing changes.
+    """
+    errors: list[str] = []
+    by_area: dict[str, dict[str, AreaAddress]] = defaultdict(dict)
+    for line, row in rows:
+        problems = []
+        area = row.get("area", "")
+        if not area or len(area) > 200:
+            problems.append(_("area is missing or longer than 200 characters"))
+        try:
+            units = int(row.get("units", ""))
+            if units < 1 or units > 10_000:
+                raise ValueError
+        except ValueError:
+            problems.append(_("units must be a whole number from 1 to 10000"))
+            units = 0
+        key = address_key(row.get("postal_code", ""), row.get("street", ""), row.get("house_number", ""))
+        if not key:
+            problems.append(_("postal code, street and house number are all needed"))
+        elif len(row.get("postal_code", "")) > 10 or len(row.get("street", "")) > 200 or len(row.get("house_number", "")) > 20:
+            problems.append(_("a value is too long"))
+        elif key in by_area[area]:
+            problems.append(_("the address is listed twice for this area"))
+        if problems:
+            errors.append(_("line %(line)d: %(problems)s") % {"line": line, "problems": ", ".join(problems)})
+            continue
+        by_area[area][key] = AreaAddress(postal_code=row["postal_code"], street=row["street"],
+                                         house_number=row["house_number"], units=units, key=key)
+    if errors:
+        raise ImportRejected(errors)
+    if not by_area:
+        raise ImportRejected([_("the file lists no addresses")])
+    with transaction.atomic():
+        for name, addresses in by_area.items():
+            area, _created = RolloutArea.objects.get_or_create(name=name)
+            if quota_percent is not None or deadline is not None:
+                if quota_percent is not None:
+                    area.quota_percent = quota_percent
+                if deadline is not None:
+                    area.deadline = deadline
+                area.save(update_fields=["quota_percent", "deadline"])
+            area.addresses.all().delete()
+            for address in addresses.values():
+                address.area = area
+            AreaAddress.objects.bulk_create(addresses.values(), batch_size=2000)
+    areas_refresh()
+    return ImportResult(areas={name: len(addresses) for name, addresses in by_area.items()})
+
+
+def areas_refresh() -> int:
+    """Recompute the figures of every area in a handful of queries; returns how many areas were updated."""
+    areas = list(RolloutArea.objects.all())
+    if not areas:
+        return 0
+    live = Opportunity.objects.filter(epilot_deleted_at__isnull=True).exclude(status="abgebrochen").exclude(address_key="")
+    signed = set(live.filter(orders__epilot_deleted_at__isnull=True, orders__status__in=SIGNED_ORDER_STATUSES)
+                 .values_list("address_key", flat=True).distinct())
+    phases_by_key: dict[str, list[str]] = defaultdict(list)
+    for key, phase in AusbauProject.objects.exclude(opportunity__address_key="").values_list("opportunity__address_key",
+                                                                                              "phase"):
+        phases_by_key[key].append(phase)
+    figures = {area.pk: {"units_in_scope": 0, "addresses_in_scope": 0, "units_signed": 0, "units_connected": 0,
+                         "projects_by_phase": defaultdict(int)} for area in areas}
+    for area_id, key, units in AreaAddress.objects.values_list("area_id", "key", "units").iterator(chunk_size=5000):
+        numbers = figures[area_id]
+        numbers["units_in_scope"] += units
+        numbers["addresses_in_scope"] += 1
+        if key in signed:
+            numbers["units_signed"] += units
+        phases = phases_by_key.get(key, ())
+        if "completed" in phases:
+            numbers["units_connected"] += units
+        for phase in phases:
+            numbers["projects_by_phase"][phase] += 1
+    now = timezone.now()
+    today = timezone.localdate(now)
+    with transaction.atomic():
+        for area in areas:
+            numbers = figures[area.pk]
+            RolloutArea.objects.filter(pk=area.pk).update(
+                units_in_scope=numbers["units_in_scope"], addresses_in_scope=numbers["addresses_in_scope"],
+                units_signed=numbers["units_signed"], units_connected=numbers["units_connected"],
+                projects_by_phase=dict(numbers["projects_by_phase"]), figures_at=now)
+            AreaSnapshot.objects.update_or_create(area=area, day=today, defaults={"units_signed": numbers["units_signed"]})
+    return len(areas)

@@ -1,0 +1,146 @@
+"""Rollout areas: import, matching, every figure on a hand-made example, the API, exports, permissions."""
+from __future__ import annotations
+
+import datetime as dt
+import io
+from io import StringIO
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.core.management import CommandError, call_command
+from rest_framework.test import APIClient
+
+from integrations.connection import get_epilot_client
+from integrations.epilot_sandbox import demo_id
+from projects.models import AreaAddress, RolloutArea
+from projects.selectors import area_figures
+from projects.services.addresses import address_key
+from projects.services.api_clients import api_client_create
+
+pytestmark = pytest.mark.django_db
+
+# The demo's opportunities (seed): nordstrasse Nordstraße 12 (ausstehend), rohdenhaus Rohdenhauser Straße 40
+# (bearbeitung), flehenberg Flehenberger Weg 7 (geschlossen, order completed), schulzentrum Fliethe 20 (geschlossen,
+# order placed), angerbach Am Angerbach 1 (abgebrochen); all 42489.
+CSV = """area;postal_code;street;house_number;units
+Rohdenhaus;42489;Rohdenhauser Str.;40;6
+Rohdenhaus;42489;nordstrasse;12 ;2
+Rohdenhaus;42489;Fliethe;20;10
+Rohdenhaus;42489;Am  Angerbach;1;3
+Rohdenhaus;42489;Flehenberger-Weg;7 ;4
+Düssel Ortskern;42489;Dorfstraße;3;8
+Düssel Ortskern;42489;Dorfstraße;5;5
+"""
+
+
+def write(tmp_path, text: str, name: str = "adressen.csv"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def imported(tmp_path) -> RolloutArea:
+    call_command("sync_epilot", stdout=StringIO())
+    call_command("import_area_addresses", str(write(tmp_path, CSV)), "--quota", "40", "--deadline", "2027-03-31",
+                 stdout=StringIO())
+    return RolloutArea.objects.get(name="Rohdenhaus")
+
+
+@pytest.mark.parametrize("a, b", [
+    (("42489", "Nordstraße", "12"), ("42489", "nordstrasse", "12")),
+    (("42489", "Nordstr.", "12 a"), ("42489", " NORDSTRASSE ", "12A")),
+    (("42489", "Max-Planck-Straße", "1"), ("42489", "Max  Planck -- Str.", "1")),
+])
+def test_addresses_match_normalised(a, b) -> None:
+    assert address_key(*a) == address_key(*b) != ""
+
+
+def test_different_addresses_do_not_match() -> None:
+    assert address_key("42489", "Nordstraße", "12") != address_key("42490", "Nordstraße", "12")
+    assert address_key("42489", "Nordstraße", "12") != address_key("42489", "Nordstraße", "12b")
+    assert address_key("42489", "", "12") == ""
+
+
+def test_every_figure_on_a_hand_made_example(imported) -> None:
+    figures = area_figures(imported, today=dt.date(2027, 3, 1))
+    # signed: Flehenberger Weg 7 (order completed, 4 units) and Fliethe 20 (order placed, 10 units);
+    # Am Angerbach is abgebrochen, Nordstraße and Rohdenhaus have no order.
+    assert figures == {
+        "units_in_scope": 25, "addresses_in_scope": 5, "units_signed": 14, "take_up_percent": 56.0, "quota_percent": 40.0,
+        "units_missing_for_quota": 0, "deadline": dt.date(2027, 3, 31), "days_left": 30, "units_connected": 4,
+        "projects_by_phase": {"planning": 2, "approved": 1, "completed": 1, "cancelled": 1}}
+    dussel = area_figures(RolloutArea.objects.get(name="Düssel Ortskern"))
+    assert dussel["units_signed"] == 0 and dussel["units_missing_for_quota"] == 6  # ceil(0.4 * 13)
+
+
+def test_a_new_contract_counts_after_the_next_sync(imported) -> None:
+    client = get_epilot_client()
+    order = client.create_entity("order", {"_title": "Auftrag Nordstraße", "status": "placed",
+                                           "opportunity": {"$relation": [{"entity_id": demo_id("opportunity:nordstrasse")}]}})
+    assert order.id
+    call_command("sync_epilot", stdout=StringIO())
+    imported.refresh_from_db()
+    assert imported.units_signed == 16 and imported.snapshots.count() == 1
+
+
+def test_bad_rows_import_nothing_and_name_their_lines(imported, tmp_path) -> None:
+    before = list(AreaAddress.objects.order_by("id").values_list("id", flat=True))
+    bad = "area,postal_code,street,house_number,units\nRohdenhaus,42489,Neue Straße,1,zwei\nRohdenhaus,,Weg,2,3\n"
+    with pytest.raises(CommandError) as failure:
+        call_command("import_area_addresses", str(write(tmp_path, bad)), stdout=StringIO())
+    assert "line 2" in str(failure.value) and "line 3" in str(failure.value)
+    assert list(AreaAddress.objects.order_by("id").values_list("id", flat=True)) == before
+
+
+def test_reimporting_an_area_replaces_its_list_from_xlsx(imported, tmp_path) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(["area", "postal_code", "street", "house_number", "units"])
+    book.active.append(["Rohdenhaus", "42489", "Fliethe", 20, 12])
+    book.save(tmp_path / "neu.xlsx")
+    call_command("import_area_addresses", str(tmp_path / "neu.xlsx"), stdout=StringIO())
+    imported.refresh_from_db()
+    assert imported.addresses.count() == 1 and imported.units_in_scope == 12 and imported.units_signed == 12
+    assert RolloutArea.objects.get(name="Düssel Ortskern").addresses.count() == 2  # not in the file: unchanged
+
+
+def test_the_api_and_the_campaign_export(imported) -> None:
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_client_create(name='GIS', scopes=['read'])[1]}")
+    listed = api.get("/api/v1/areas/").json()["results"]
+    assert [(area["name"], area["units_signed"]) for area in listed] == [("Rohdenhaus", 14), ("Düssel Ortskern", 0)]
+    detail = api.get(f"/api/v1/areas/{imported.pk}/").json()
+    assert detail["take_up_percent"] == 56.0 and detail["units_connected"] == 4
+    unsigned = api.get(f"/api/v1/areas/{imported.pk}/addresses/?signed=false").json()["results"]
+    assert {a["street"] for a in unsigned} == {"Rohdenhauser Str.", "nordstrasse", "Am  Angerbach"}
+    csv_answer = api.get(f"/api/v1/areas/{imported.pk}/addresses/?signed=false&format=csv")
+    assert csv_answer["Content-Type"].startswith("text/csv")
+    assert csv_answer.content.decode().splitlines()[0] == "postal_code,street,house_number,units,signed"
+    assert api.get("/api/v1/areas/999999/").status_code == 404
+    assert api.get(f"/api/v1/areas/{imported.pk}/addresses/?signed=vielleicht").status_code == 400
+
+
+def test_the_admin_shows_the_area_and_a_viewer_imports_nothing(imported, client, tmp_path) -> None:
+    clerk = User.objects.create_user("clerk", password="pw-123456", is_staff=True)
+    clerk.groups.add(Group.objects.get(name="Backoffice"))
+    client.force_login(clerk)
+    page = client.get(f"/admin/projects/rolloutarea/{imported.pk}/change/").content.decode()
+    assert 'id="area-figures"' in page and 'id="phase-board"' in page and 'id="signed-chart"' in page
+    export = client.get(f"/admin/projects/rolloutarea/{imported.pk}/unsigned.csv")
+    assert export.status_code == 200 and export.content.decode().count("\n") == 4
+    xlsx = client.get(f"/admin/projects/rolloutarea/{imported.pk}/unsigned.xlsx")
+    assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
+    upload = io.BytesIO(b"area,postal_code,street,house_number,units\nNeu,42489,Goethestrasse,1,2\n")
+    upload.name = "neu.csv"
+    assert client.post("/admin/projects/rolloutarea/import/", {"file": upload}).status_code == 302
+    assert RolloutArea.objects.filter(name="Neu").exists()
+
+    viewer = User.objects.create_user("viewer", password="pw-123456", is_staff=True)
+    viewer.groups.add(Group.objects.get(name="Viewer"))
+    client.force_login(viewer)
+    upload = io.BytesIO(b"area,postal_code,street,house_number,units\nVerboten,42489,Weg,1,2\n")
+    upload.name = "x.csv"
+    assert client.post("/admin/projects/rolloutarea/import/", {"file": upload}).status_code == 403
+    assert not RolloutArea.objects.filter(name="Verboten").exists()
