@@ -12,6 +12,7 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("health/", project_views.health, name="health"),
     path("health/live/", project_views.liveness, name="health-live"),
+    path("webhooks/epilot/", project_views.epilot_webhook, name="epilot-webhook"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("projects.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]), name="api-schema"),

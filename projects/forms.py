@@ -40,7 +40,7 @@ class StartWorkflowForm(forms.Form):
 
 class ConvertForm(forms.Form):
     definition = forms.ModelChoiceField(queryset=WorkflowDefinition.objects.none())
-    amount = forms.DecimalField(label="Auftragssumme (EUR)", min_value=Decimal("0"), max_digits=14, decimal_places=2,
+    amount = forms.DecimalField(label=_("Order amount (EUR)"), min_value=Decimal("0"), max_digits=14, decimal_places=2,
                                 required=False, help_text=_("Default: the opportunity's budget"))
     target_status = forms.CharField(label=_("Status of the opportunity afterwards"), max_length=100)
 
@@ -109,8 +109,8 @@ class AutomationRuleForm(forms.ModelForm):
                                               value=cleaned.get("value", ""), definition_epilot_id=definition.epilot_id)
             if owner:
                 raise forms.ValidationError(
-                    f"Diesen Auslöser besitzt die epilot-Automation '{owner.name}'. Beide würden den Workflow starten; "
-                    "schalten Sie die Automation in epilot ab oder lassen Sie die Regel deaktiviert.")
+                    _("The epilot automation '%(name)s' owns this trigger. Both would start the workflow; switch the "
+                      "automation off in epilot or leave the rule disabled.") % {"name": owner.name})
         return cleaned
 
 

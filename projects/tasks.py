@@ -1,11 +1,12 @@
 """Celery tasks: thin adapters over services."""
 from celery import shared_task
 
-from projects.models import StepJob, SyncRun, WorkflowStartJob
+from projects.models import StepJob, SyncRun, WebhookEvent, WorkflowStartJob
 from projects.services.digest import task_digest_send
 from projects.services.lease import lease_seconds
 from projects.services.steps import step_job_run
 from projects.services.sync import sync_run, sync_run_resume
+from projects.services.webhooks import webhook_event_process
 from projects.services.workflows import workflow_start_job_run
 
 
@@ -44,3 +45,11 @@ def step_job_task(*, job_id: int) -> None:
 def task_digest_task() -> int:
     """Send the daily e-mail digest of overdue and newly assigned steps; returns how many e-mails went out."""
     return task_digest_send()
+
+
+@shared_task(name="projects.webhook_event", ignore_result=True, acks_late=True)
+def webhook_event_task(*, event_id: int) -> None:
+    """Bring a received webhook's entity into the mirror; a redelivered message re-reads it again, which is harmless."""
+    event = WebhookEvent.objects.filter(pk=event_id).first()
+    if event is not None:
+        webhook_event_process(event)

@@ -1,9 +1,12 @@
-"""Plain Django views outside the admin and the API: health for load balancers and monitoring."""
+"""Plain Django views outside the admin and the API: health for load balancers and monitoring, epilot's webhooks."""
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
 
 from projects.services.health import health_report
+from projects.services.webhooks import webhook_receive
 
 
 @never_cache
@@ -25,3 +28,43 @@ def liveness(request: HttpRequest) -> JsonResponse:
     report = health_report(include_sync=False)
     database = report.checks[0]
     return JsonResponse({"status": "ok" if database.ok else "fail"}, status=200 if database.ok else 503)
+
+
+class BodyTooLarge(ValueError):
+    """The request body exceeds EPILOT_WEBHOOK_MAX_BYTES."""
+
+
+def raw_body(request: HttpRequest, limit: int) -> bytes:
+    """The request body as sent, also when it came chunked (no Content-Length); raises BodyTooLarge.
+
+    Django reads a body by CONTENT_LENGTH only; gunicorn de-chunks a chunked body into `wsgi.input`
+    and marks it `wsgi.input_terminated`, so that stream is read here, at most `limit` + 1 bytes.
+    """
+    length = request.META.get("CONTENT_LENGTH")
+    if length:
+        if not length.isdigit() or int(length) > limit:
+            raise BodyTooLarge
+        return request.body
+    stream = request.META.get("wsgi.input")
+    if stream is None or not request.META.get("wsgi.input_terminated"):
+        return request.body
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise BodyTooLarge
+    return data
+
+
+@csrf_exempt
+@never_cache
+@require_POST
+def epilot_webhook(request: HttpRequest) -> JsonResponse:
+    """Signed epilot deliveries: verified and recorded at once (2xx), the mirror is updated by a worker."""
+    try:
+        body = raw_body(request, settings.EPILOT_WEBHOOK_MAX_BYTES)
+    except BodyTooLarge:
+        return JsonResponse({"error": {"status": 413, "message": "The body is larger than 1 MB."}}, status=413)
+    headers = {name: request.headers.get(name, "") for name in ("webhook-id", "webhook-timestamp", "webhook-signature")}
+    receipt = webhook_receive(headers=headers, body=body)
+    if receipt.status >= 400:
+        return JsonResponse({"error": {"status": receipt.status, "message": receipt.reason}}, status=receipt.status)
+    return JsonResponse({"status": receipt.reason}, status=receipt.status)

@@ -79,3 +79,22 @@ def sandbox_server(sandbox: SandboxApp) -> Iterator[str]:
     yield f"http://{host}:{port}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def recorder(sandbox: SandboxApp):
+    """A transport in front of the in-process sandbox that checks every request and answer against epilot's specs."""
+    import httpx
+
+    from tests.integrations.contract.openapi import ContractRecorder
+
+    return ContractRecorder(inner=httpx.WSGITransport(app=sandbox))
+
+
+@pytest.fixture
+def checked_client(recorder, clock: FakeClock) -> EpilotClient:
+    """A gateway client whose traffic `recorder` validates; assert `recorder.violations == []` at the end."""
+    from integrations.epilot import ServiceURLs
+
+    return EpilotClient(token="contract-test", urls=ServiceURLs.single_origin("http://epilot-sandbox.invalid"),
+                        transport=recorder, sleep=clock.sleep, clock=clock, seed=3)

@@ -185,6 +185,10 @@ EPILOT_AUTOMATION_API_URL = env("EPILOT_AUTOMATION_API_URL", default=EPILOT_API_
 EPILOT_ORG_ID = env("EPILOT_ORG_ID", default="")
 EPILOT_TIMEOUT_SECONDS = env.float("EPILOT_TIMEOUT_SECONDS", default=30.0)
 EPILOT_WRITES_PER_MINUTE = env.int("EPILOT_WRITES_PER_MINUTE", default=450)
+# Signing secrets (whsec_…) of epilot webhooks, comma-separated: several during a rotation.
+EPILOT_WEBHOOK_SECRETS = env.list("EPILOT_WEBHOOK_SECRETS", default=[])
+EPILOT_WEBHOOK_TOLERANCE_SECONDS = 300
+EPILOT_WEBHOOK_MAX_BYTES = 1024 * 1024
 
 # E-mail (the daily task digest): EMAIL_URL as django-environ reads it, e.g. smtp+tls://user:pass@mail.example:587;
 # the console by default, so a local run prints the e-mails.

@@ -15,6 +15,7 @@ from kombu import exceptions as kombu_exceptions
 from projects import models
 from projects.admin.base import ReadOnlyAdmin
 from projects.services.sync import sync_enqueue
+from projects.services.webhooks import webhook_event_process
 from projects.templatetags.backoffice import badge
 
 
@@ -105,3 +106,30 @@ class GuardedPeriodicTaskAdmin(PeriodicTaskAdmin):
 
 admin.site.unregister(PeriodicTask)
 admin.site.register(PeriodicTask, GuardedPeriodicTaskAdmin)
+
+
+@admin.register(models.WebhookEvent)
+class WebhookEventAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "webhook_id", "schema", "entity_epilot_id", "outcome_badge", "latency", "attempts", "error"]
+    list_filter = ["outcome", "schema"]
+    search_fields = ["webhook_id", "event_id", "entity_epilot_id"]
+    date_hierarchy = "received_at"
+    actions = ["reprocess"]
+
+    @admin.display(description=_("outcome"), ordering="outcome")
+    def outcome_badge(self, obj: models.WebhookEvent) -> str:
+        colour = {"processed": "succeeded", "failed": "failed"}.get(obj.outcome, "pending")
+        return badge(colour, obj.get_outcome_display())
+
+    @admin.display(description=_("latency to the mirror"))
+    def latency(self, obj: models.WebhookEvent) -> str:
+        return "–" if obj.latency_seconds is None else f"{obj.latency_seconds:.2f} s"
+
+    def has_run_sync_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("projects.run_sync")
+
+    @admin.action(description=_("Process selected events again (re-read the entities from epilot)"), permissions=["run_sync"])
+    def reprocess(self, request: HttpRequest, queryset: QuerySet) -> None:
+        outcomes = [webhook_event_process(event).outcome for event in queryset[:200]]
+        self.message_user(request, _("%(done)d of %(total)d events processed.") % {
+            "done": outcomes.count(models.WebhookEvent.Outcome.PROCESSED), "total": len(outcomes)}, messages.SUCCESS)

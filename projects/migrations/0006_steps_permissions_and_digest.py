@@ -1,6 +1,7 @@
 """Backoffice staff may work workflow steps and keep their own staff profile; the task digest runs every morning."""
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
+
+from projects.migrations._permissions import grant_to_groups
 
 BACKOFFICE_EXTRA = ["work_steps", "view_mirroredstep", "view_stepjob", "view_staffprofile", "add_staffprofile",
                     "change_staffprofile"]
@@ -8,16 +9,7 @@ VIEWER_EXTRA = ["view_mirroredstep", "view_stepjob", "view_staffprofile"]
 
 
 def grant(apps, schema_editor):
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for name, codenames in (("Backoffice", BACKOFFICE_EXTRA), ("Viewer", VIEWER_EXTRA)):
-        group = Group.objects.filter(name=name).first()
-        if group is not None:
-            group.permissions.add(*Permission.objects.filter(content_type__app_label="projects", codename__in=codenames))
+    grant_to_groups(apps, {"Backoffice": BACKOFFICE_EXTRA, "Viewer": VIEWER_EXTRA})
     CrontabSchedule = apps.get_model("django_celery_beat", "CrontabSchedule")
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
     morning, _ = CrontabSchedule.objects.get_or_create(minute="30", hour="6", day_of_week="1-5", day_of_month="*",

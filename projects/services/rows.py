@@ -68,9 +68,7 @@ def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
         row["email"] = str(first.get("email", "")) if isinstance(first, dict) else ""
     elif schema == "opportunity":
         row["customer_epilot_id"] = single_relation(payload, "customer")
-        address = payload.get("address")
-        address = address[0] if isinstance(address, list) and address else address
-        address = address if isinstance(address, dict) else {}
+        address = first_address(payload)
         row["street"] = " ".join(as_text(address.get(key)) for key in ("street", "street_number")).strip()
         row["postal_code"] = as_text(address.get("postal_code"))
         row["city"] = as_text(address.get("city"))
@@ -88,6 +86,22 @@ def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
         row["opportunity_epilot_id"] = single_relation(payload, "opportunity")
     check_fits(model_for(schema), {"epilot_id": entity.id, **row})
     return row
+
+
+def first_address(payload: dict[str, Any]) -> dict[str, Any]:
+    """The opportunity's address: its `address` attribute, else the first attribute that holds an address (street,
+    postal code or city), first item of a list; {} when there is none."""
+    def first_item(value: Any) -> Any:
+        return value[0] if isinstance(value, list) and value else value
+
+    preferred = first_item(payload.get("address"))
+    if isinstance(preferred, dict):
+        return preferred
+    for key, value in payload.items():
+        candidate = first_item(value)
+        if not key.startswith("_") and isinstance(candidate, dict) and {"street", "postal_code", "city"} & set(candidate):
+            return candidate
+    return {}
 
 
 def as_text(value: Any) -> str:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,20 +104,14 @@ def step_change(*, execution_epilot_id: str, step_epilot_id: str, change: StepCh
             _store_one(local, remote)
         return StepResult(local, _mirrored_step(local, step_epilot_id), changed=False)
     summary["body"] = body
-    try:
-        with audited_write(action=EpilotWrite.Action.UPDATE_STEP, target_schema=local.entity_schema,
-                           target_epilot_id=local.entity_epilot_id, summary=summary, user=user, actor=actor) as outcome:
-            if local.engine == WorkflowDefinition.Engine.V2:
-                client.patch_task(execution_epilot_id, step_epilot_id, body)
-            else:
-                client.update_step(execution_epilot_id, step_epilot_id, body)
-            outcome.epilot_ids = [execution_epilot_id]
-    except EpilotRateLimitedError as exc:
-        raise RemoteFailure(_("epilot asks to slow down; try again shortly: %(error)s") % {"error": exc.message}) from exc
-    except EpilotClientError as exc:
-        raise NotAllowed(_("epilot refused the change: %(error)s") % {"error": exc.message}) from exc
-    except EpilotError as exc:
-        raise RemoteFailure(_("epilot could not be reached or failed: %(error)s") % {"error": exc.message}) from exc
+    with _epilot_write_errors(), audited_write(
+            action=EpilotWrite.Action.UPDATE_STEP, target_schema=local.entity_schema, target_epilot_id=local.entity_epilot_id,
+            summary=summary, user=user, actor=actor) as outcome:
+        if local.engine == WorkflowDefinition.Engine.V2:
+            client.patch_task(execution_epilot_id, step_epilot_id, body)
+        else:
+            client.update_step(execution_epilot_id, step_epilot_id, body)
+        outcome.epilot_ids = [execution_epilot_id]
     if refresh:
         _refresh_after_write(client, local)
     return StepResult(local, _mirrored_step(local, step_epilot_id), changed=True)
@@ -159,26 +154,33 @@ def execution_close(*, execution_epilot_id: str, reason_ids: Sequence[str] = (),
     if unknown:
         raise NotAllowed(_("epilot offers no closing reason %(ids)s for this workflow.") % {"ids": ", ".join(unknown)})
     selected = [offered[reason_id] for reason_id in reason_ids]
+    with _epilot_write_errors(), audited_write(
+            action=EpilotWrite.Action.CLOSE_EXECUTION, target_schema=local.entity_schema,
+            target_epilot_id=local.entity_epilot_id, summary=summary, user=user, actor=actor) as outcome:
+        if local.engine == WorkflowDefinition.Engine.V2:
+            closing: dict[str, Any] = {"selected_reasons": selected}
+            if description:
+                closing["extra_description"] = description
+            client.patch_flow_execution(execution_epilot_id, {"status": "CLOSED", "closing_reason": closing})
+        else:
+            client.close_execution(execution_epilot_id, reasons=selected, description=description)
+        outcome.epilot_ids = [execution_epilot_id]
+    _refresh_after_write(client, local)
+    local.refresh_from_db()
+    return local
+
+
+@contextmanager
+def _epilot_write_errors() -> Iterator[None]:
+    """An epilot write's failure as a service error: slow down or failed (RemoteFailure), refused (NotAllowed)."""
     try:
-        with audited_write(action=EpilotWrite.Action.CLOSE_EXECUTION, target_schema=local.entity_schema,
-                           target_epilot_id=local.entity_epilot_id, summary=summary, user=user, actor=actor) as outcome:
-            if local.engine == WorkflowDefinition.Engine.V2:
-                closing: dict[str, Any] = {"selected_reasons": selected}
-                if description:
-                    closing["extra_description"] = description
-                client.patch_flow_execution(execution_epilot_id, {"status": "CLOSED", "closing_reason": closing})
-            else:
-                client.close_execution(execution_epilot_id, reasons=selected, description=description)
-            outcome.epilot_ids = [execution_epilot_id]
+        yield
     except EpilotRateLimitedError as exc:
         raise RemoteFailure(_("epilot asks to slow down; try again shortly: %(error)s") % {"error": exc.message}) from exc
     except EpilotClientError as exc:
         raise NotAllowed(_("epilot refused the change: %(error)s") % {"error": exc.message}) from exc
     except EpilotError as exc:
         raise RemoteFailure(_("epilot could not be reached or failed: %(error)s") % {"error": exc.message}) from exc
-    _refresh_after_write(client, local)
-    local.refresh_from_db()
-    return local
 
 
 def _read(client: EpilotClient, local: WorkflowExecution) -> RemoteExecution:

@@ -1,7 +1,6 @@
 """Every request the gateway builds and every answer the sandbox gives is checked against epilot's specs."""
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from integrations.epilot import (
@@ -11,23 +10,11 @@ from integrations.epilot import (
     EpilotRateLimitedError,
     ExecutionContext,
     RelationItem,
-    ServiceURLs,
 )
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, FaultConfig, SandboxApp, demo_id
 from tests.integrations.contract.openapi import ContractRecorder
 
 ORIGIN = "http://epilot-sandbox.invalid"
-
-
-@pytest.fixture
-def recorder(sandbox: SandboxApp) -> ContractRecorder:
-    return ContractRecorder(inner=httpx.WSGITransport(app=sandbox))
-
-
-@pytest.fixture
-def checked_client(recorder: ContractRecorder, clock) -> EpilotClient:
-    return EpilotClient(token="contract-test", urls=ServiceURLs.single_origin(ORIGIN), transport=recorder,
-                        sleep=clock.sleep, clock=clock, seed=3)
 
 
 def test_every_operation_matches_the_specs(checked_client: EpilotClient, recorder: ContractRecorder) -> None:

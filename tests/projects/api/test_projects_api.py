@@ -16,19 +16,10 @@ from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, SandboxStore, demo
 from projects.models import AusbauProject, Opportunity, SyncRun
 from projects.services.api_clients import api_client_create, api_client_revoke
 from projects.services.sync import sync_run
+from tests.projects.api.paging import walk
 
 pytestmark = pytest.mark.django_db
 PROJECTS = "/api/v1/projects/"
-
-
-def walk(api: APIClient, url: str) -> list[dict]:
-    items = []
-    while url:
-        page = api.get(url)
-        assert page.status_code == 200, page.json()
-        items += page.json()["results"]
-        url = page.json()["next"]
-    return items
 
 
 def project_id(key: str) -> int:

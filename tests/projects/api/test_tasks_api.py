@@ -8,6 +8,7 @@ from integrations.connection import get_epilot_client
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, HAUSANSCHLUSS_TEMPLATE_ID, demo_id
 from projects.models import AusbauProject, EpilotWrite, WorkflowDefinition
 from projects.services.workflows import workflow_start
+from tests.projects.api.paging import walk
 
 pytestmark = pytest.mark.django_db
 TASKS = "/api/v1/tasks/"
@@ -29,16 +30,6 @@ def running(mirror) -> dict[str, str]:
         ids[engine] = workflow_start(definition=definition, schema="opportunity", entity_id=demo_id(f"opportunity:{key}"),
                                      entity_title=key).execution_epilot_id
     return ids
-
-
-def walk(api: APIClient, url: str) -> list[dict]:
-    items = []
-    while url:
-        page = api.get(url)
-        assert page.status_code == 200, page.json()
-        items += page.json()["results"]
-        url = page.json()["next"]
-    return items
 
 
 def first_task(api: APIClient, execution_id: str) -> dict:

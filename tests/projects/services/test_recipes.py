@@ -3,32 +3,25 @@ from __future__ import annotations
 
 from io import StringIO
 
-import httpx
 import pytest
 from django.core.management import CommandError, call_command
 
-from integrations.epilot import EpilotClient, ServiceURLs
-from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, SandboxApp
+from integrations.epilot import EpilotClient
+from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID
 from projects.forms import AutomationRuleForm
 from projects.models import AutomationRecipe, AutomationRule, EpilotWrite, SyncRun, WorkflowDefinition
 from projects.services.errors import NotAllowed
 from projects.services.recipes import flow_body, recipe_provision, recipe_remove, recipes_check_drift
 from projects.services.sync import sync_run
-from tests.integrations.contract.openapi import ContractRecorder
 
 pytestmark = pytest.mark.django_db
 JOURNEY = "6c2c4bd4-6b37-4bd6-9c5a-1f8f6b8a2f11"
 
 
 @pytest.fixture
-def recorder(sandbox: SandboxApp) -> ContractRecorder:
-    return ContractRecorder(inner=httpx.WSGITransport(app=sandbox))
-
-
-@pytest.fixture
-def client(recorder: ContractRecorder, clock) -> EpilotClient:
-    return EpilotClient(token="recipes-test", urls=ServiceURLs.single_origin("http://epilot-sandbox.invalid"),
-                        transport=recorder, sleep=clock.sleep, clock=clock, seed=9)
+def client(checked_client: EpilotClient) -> EpilotClient:
+    """The gateway client of these tests: its traffic is checked against the specs (`recorder`)."""
+    return checked_client
 
 
 def recipe(pattern: str, key: str, **fields) -> AutomationRecipe:

@@ -9,7 +9,7 @@ from django.core import mail
 from django.utils import timezone
 
 from integrations.epilot import EpilotClient, EpilotValidationError, ServiceURLs
-from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, HAUSANSCHLUSS_TEMPLATE_ID, SandboxApp, demo_id
+from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, HAUSANSCHLUSS_TEMPLATE_ID, demo_id
 from projects.models import (
     AusbauProject,
     EpilotWrite,
@@ -39,20 +39,14 @@ from projects.services.steps import (
 )
 from projects.services.sync import sync_run
 from projects.services.workflows import workflow_start
-from tests.integrations.contract.openapi import ContractRecorder
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def recorder(sandbox: SandboxApp) -> ContractRecorder:
-    return ContractRecorder(inner=httpx.WSGITransport(app=sandbox))
-
-
-@pytest.fixture
-def client(recorder: ContractRecorder, clock) -> EpilotClient:
-    return EpilotClient(token="steps-test", urls=ServiceURLs.single_origin("http://epilot-sandbox.invalid"),
-                        transport=recorder, sleep=clock.sleep, clock=clock, seed=5)
+def client(checked_client: EpilotClient) -> EpilotClient:
+    """The gateway client of these tests: its traffic is checked against the specs (`recorder`)."""
+    return checked_client
 
 
 def start(client: EpilotClient, engine: str, key: str) -> WorkflowExecution:

@@ -1,0 +1,58 @@
+"""Verifying epilot's webhook signatures (Standard Webhooks): no Django, no I/O.
+
+The signed content is `{webhook-id}.{webhook-timestamp}.{raw body}`; `webhook-signature` holds
+space-separated `version,base64` entries. `v1` (some epilot documents say `v1s`) is HMAC-SHA256
+keyed with the base64 secret after `whsec_`; one valid entry suffices. `v1a` (Ed25519) is not
+checked here: it needs the org's public key and an Ed25519 implementation this project does not ship.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Iterable
+
+HMAC_VERSIONS = ("v1", "v1s")
+
+
+class WebhookSignatureError(ValueError):
+    """The delivery is not signed by a known secret or is too old or too new; the message says which."""
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a `whsec_…` secret (its base64 part); raises WebhookSignatureError for a malformed one."""
+    encoded = secret.removeprefix("whsec_")
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise WebhookSignatureError("a configured webhook secret is not 'whsec_' followed by base64") from None
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The `v1,…` signature entry for a delivery (what epilot sends; used by the sandbox and tests)."""
+    digest = hmac.new(secret_key(secret), f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def verify(secrets: Iterable[str], *, message_id: str, timestamp: str, signature: str, body: bytes, now: float,
+           tolerance_seconds: int = 300) -> str:
+    """Check a delivery; returns the version that matched. Raises WebhookSignatureError with the reason."""
+    if not message_id or not timestamp or not signature:
+        raise WebhookSignatureError("webhook-id, webhook-timestamp and webhook-signature headers are required")
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        raise WebhookSignatureError("webhook-timestamp is not a whole number of seconds") from None
+    if abs(now - sent_at) > tolerance_seconds:
+        raise WebhookSignatureError(f"webhook-timestamp is more than {tolerance_seconds} s off this server's clock")
+    keys = [secret_key(secret) for secret in secrets if secret]
+    if not keys:
+        raise WebhookSignatureError("no webhook secret is configured (EPILOT_WEBHOOK_SECRETS or provision_webhook)")
+    signed = f"{message_id}.{sent_at}.".encode() + body
+    expected = [base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()) for key in keys]
+    for entry in signature.split():
+        version, _, value = entry.partition(",")
+        if version in HMAC_VERSIONS and any(hmac.compare_digest(value.encode(), candidate) for candidate in expected):
+            return version
+    raise WebhookSignatureError("no signature matches a configured secret")

@@ -1,0 +1,141 @@
+"""epilot webhooks: signatures, the receiver's answers, exactly-once recording, and processing by re-reading epilot."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from integrations.connection import get_epilot_client
+from integrations.epilot.webhook_signing import WebhookSignatureError, sign, verify
+from integrations.epilot_sandbox import demo_id
+from projects.models import Opportunity, WebhookEvent
+from projects.services.webhooks import webhook_event_process
+
+SECRET = "whsec_" + base64.b64encode(b"stadtwerke-wuelfrath-webhook-key").decode()
+OTHER = "whsec_" + base64.b64encode(b"a-rotated-out-key-of-last-year").decode()
+URL = "/webhooks/epilot/"
+
+
+def delivery(body: bytes, *, message_id: str = "msg_1", secret: str = SECRET, at: int | None = None,
+             version: str = "v1") -> dict[str, str]:
+    timestamp = int(time.time()) if at is None else at
+    signature = sign(secret, message_id, timestamp, body).replace("v1,", f"{version},", 1)
+    return {"HTTP_WEBHOOK_ID": message_id, "HTTP_WEBHOOK_TIMESTAMP": str(timestamp), "HTTP_WEBHOOK_SIGNATURE": signature}
+
+
+def payload(entity_id: str, schema: str = "opportunity", **entity) -> bytes:
+    return json.dumps({"metadata": {"organization_id": "739224", "webhook_id": "cfg-1", "automation_name": "Ausbau mirror"},
+                       "entity": {"_id": entity_id, "_schema": schema, **entity}}).encode()
+
+
+# ------------------------------------------------------------------ signatures
+
+@pytest.mark.parametrize("version", ["v1", "v1s"])
+def test_a_valid_signature_of_either_name_is_accepted(version) -> None:
+    body = b'{"entity": {}}'
+    headers = delivery(body, version=version)
+    assert verify([SECRET], message_id="msg_1", timestamp=headers["HTTP_WEBHOOK_TIMESTAMP"],
+                  signature=headers["HTTP_WEBHOOK_SIGNATURE"], body=body, now=time.time()) == version
+
+
+def test_one_valid_entry_among_several_and_several_secrets_during_a_rotation() -> None:
+    body = b"{}"
+    now = int(time.time())
+    signature = "v1a,bm90LWNoZWNrZWQ= " + sign(SECRET, "m", now, body)
+    assert verify([OTHER, SECRET], message_id="m", timestamp=str(now), signature=signature, body=body, now=now) == "v1"
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"secrets": [OTHER]}, "no signature matches"),
+    ({"body": b'{"entity": {"_id": "x"}}'}, "no signature matches"),
+    ({"timestamp_shift": -301}, "more than 300 s"),
+    ({"timestamp_shift": 301}, "more than 300 s"),
+    ({"secrets": []}, "no webhook secret"),
+    ({"signature": ""}, "headers are required"),
+])
+def test_forged_stale_future_or_unsigned_deliveries_are_refused(change, reason) -> None:
+    body, now = b'{"entity": {}}', int(time.time())
+    signature = sign(SECRET, "m", now, body)
+    with pytest.raises(WebhookSignatureError, match=reason):
+        verify(change.get("secrets", [SECRET]), message_id="m", timestamp=str(now + change.get("timestamp_shift", 0)),
+               signature=change.get("signature", signature), body=change.get("body", body), now=now)
+
+
+# ------------------------------------------------------------------ receiver
+
+@pytest.fixture
+def receiver(settings, db) -> Client:
+    settings.EPILOT_WEBHOOK_SECRETS = [OTHER, SECRET]
+    call_command("sync_epilot", stdout=StringIO())
+    return Client(enforce_csrf_checks=True)
+
+
+def post(client: Client, body: bytes, **headers) -> tuple[int, dict]:
+    answer = client.post(URL, data=body, content_type="application/json", **headers)
+    return answer.status_code, answer.json()
+
+
+def test_a_signed_delivery_is_recorded_once(receiver) -> None:
+    body = payload(demo_id("opportunity:kalkstrasse"))
+    assert post(receiver, body, **delivery(body, message_id="msg_a"))[0] == 202
+    assert post(receiver, body, **delivery(body, message_id="msg_a"))[0] == 200  # epilot's retry of the same delivery
+    event = WebhookEvent.objects.get()
+    assert (event.schema, event.entity_epilot_id, event.automation) == (
+        "opportunity", demo_id("opportunity:kalkstrasse"), "Ausbau mirror")
+
+
+def test_forged_unsigned_stale_and_malformed_deliveries_change_nothing(receiver) -> None:
+    body = payload(demo_id("opportunity:kalkstrasse"))
+    assert post(receiver, body)[0] == 401
+    assert post(receiver, body, **delivery(body, secret="whsec_" + base64.b64encode(b"forged").decode()))[0] == 401
+    assert post(receiver, body, **delivery(body, at=int(time.time()) - 3600))[0] == 401
+    tampered = body.replace(b"kalk", b"KALK") if b"kalk" in body else body + b" "
+    status, answer = post(receiver, tampered, **delivery(body))
+    assert status == 401 and SECRET not in json.dumps(answer)
+    assert post(receiver, b"[1, 2]", **delivery(b"[1, 2]"))[0] == 400
+    big = b'{"entity": {"_id": "x", "_schema": "opportunity", "pad": "' + b"x" * (1024 * 1024) + b'"}}'
+    assert post(receiver, big, **delivery(big))[0] == 413
+    assert not WebhookEvent.objects.exists()
+
+
+def test_a_burst_of_1000_deliveries_loses_nothing_and_retries_add_nothing(receiver) -> None:
+    entities = [demo_id(f"opportunity:{key}") for key in ("nordstrasse", "rohdenhaus", "duessel", "kalkstrasse")]
+    for round_ in range(2):  # the second round is epilot retrying every delivery
+        for n in range(1000):
+            body = payload(entities[n % 4])
+            assert post(receiver, body, **delivery(body, message_id=f"msg_{n}"))[0] == (202 if round_ == 0 else 200)
+    assert WebhookEvent.objects.count() == 1000
+
+
+def test_processing_re_reads_epilot_so_late_and_duplicate_events_are_harmless(receiver) -> None:
+    kalk = demo_id("opportunity:kalkstrasse")
+    client = get_epilot_client()
+    client.patch_entity("opportunity", kalk, {"status": "bearbeitung"})
+    first = payload(kalk, status="bearbeitung")
+    post(receiver, first, **delivery(first, message_id="msg_new"))
+    client.patch_entity("opportunity", kalk, {"status": "geschlossen"})
+    stale = payload(kalk, status="ausstehend")  # an older delivery arriving last says something old
+    post(receiver, stale, **delivery(stale, message_id="msg_old"))
+
+    for event in WebhookEvent.objects.order_by("id"):
+        assert webhook_event_process(event).outcome == WebhookEvent.Outcome.PROCESSED
+
+    assert Opportunity.objects.get(epilot_id=kalk).status == "geschlossen"
+    assert all(event.processed_at and event.latency_seconds >= 0 for event in WebhookEvent.objects.all())
+
+
+def test_a_purged_entity_is_marked_deleted(receiver) -> None:
+    tiefen = demo_id("opportunity:tiefenbach")
+    get_epilot_client().delete_entity("opportunity", tiefen, purge=True)
+    body = payload(tiefen)
+    post(receiver, body, **delivery(body, message_id="msg_gone"))
+
+    event = webhook_event_process(WebhookEvent.objects.get())
+
+    assert event.outcome == WebhookEvent.Outcome.PROCESSED
+    assert Opportunity.objects.get(epilot_id=tiefen).epilot_deleted_at is not None
