@@ -249,3 +249,11 @@ def unsigned_addresses(area: RolloutArea):
         epilot_deleted_at__isnull=True, orders__epilot_deleted_at__isnull=True, orders__status__in=SIGNED_ORDER_STATUSES,
     ).exclude(status="abgebrochen").values("address_key")
     return area.addresses.exclude(key__in=signed).order_by("street", "house_number")
+
+
+def area_sections(area: RolloutArea) -> list[tuple[str, int]]:
+    """How many of the area's projects with a running workflow stand in each workflow section."""
+    keys = area.addresses.values("key")
+    rows = (AusbauProject.objects.filter(opportunity__address_key__in=keys, has_running_workflow=True)
+            .exclude(current_section="").values_list("current_section").annotate(count=Count("id")).order_by("current_section"))
+    return list(rows)

@@ -12,12 +12,13 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import formats
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from projects import models
 from projects.admin.base import ReadOnlyAdmin
-from projects.selectors import area_figures, unsigned_addresses
+from projects.selectors import area_figures, area_sections, unsigned_addresses
 from projects.services.areas import ImportRejected, area_addresses_import, read_address_file
 from projects.validation import parse_id
 
@@ -30,9 +31,9 @@ def take_up_gauge(figures: dict[str, Any]) -> str:
     return format_html(
         '<svg class="gauge" width="160" height="16" role="img" aria-label="{} % / {} %">'
         '<rect width="160" height="16" rx="3" fill="#e9ecef"/><rect width="{}" height="16" rx="3" fill="{}"/>'
-        '<line x1="{}" x2="{}" y1="0" y2="16" stroke="#212529" stroke-width="2"/></svg> {} %',
+        '<line x1="{}" x2="{}" y1="0" y2="16" stroke="#212529" stroke-width="2"/></svg>&nbsp;{}&nbsp;%',
         figures["take_up_percent"], figures["quota_percent"], round(1.6 * take_up), colour, round(1.6 * quota),
-        round(1.6 * quota), figures["take_up_percent"])
+        round(1.6 * quota), formats.number_format(figures["take_up_percent"], 1))
 
 
 def signed_chart(area: models.RolloutArea, figures: dict[str, Any]) -> str:
@@ -98,7 +99,7 @@ class RolloutAreaAdmin(admin.ModelAdmin):
     @admin.display(description=_("days left"), ordering="deadline")
     def days_left_display(self, obj: models.RolloutArea) -> str:
         days = area_figures(obj)["days_left"]
-        return "–" if days is None else str(days)
+        return "–" if days is None else (str(days) if days >= 0 else _("deadline passed"))
 
     @admin.display(description=_("figures"))
     def figures_panel(self, obj: models.RolloutArea) -> str:
@@ -116,12 +117,21 @@ class RolloutAreaAdmin(admin.ModelAdmin):
     @admin.display(description=_("projects by phase"))
     def phase_board(self, obj: models.RolloutArea) -> str:
         labels = dict(models.AusbauProject.Phase.choices)
-        cells = [(labels.get(phase, phase), count) for phase, count in sorted(obj.projects_by_phase.items())]
+        order = list(labels)
+        cells = [(labels.get(phase, phase), count) for phase, count in
+                 sorted(obj.projects_by_phase.items(), key=lambda item: order.index(item[0]) if item[0] in order else 99)]
         if not cells:
             return "–"
-        return format_html('<table id="phase-board"><tr>{}</tr><tr>{}</tr></table>',
-                           format_html("<th>{}</th>" * len(cells), *[label for label, count in cells]),
-                           format_html("<td>{}</td>" * len(cells), *[count for label, count in cells]))
+        sections = area_sections(obj)
+        board = format_html('<table id="phase-board"><tr>{}</tr><tr>{}</tr></table>',
+                            format_html("<th>{}</th>" * len(cells), *[label for label, count in cells]),
+                            format_html("<td>{}</td>" * len(cells), *[count for label, count in cells]))
+        if not sections:
+            return board
+        return format_html('{}<table id="section-board"><tr><th>{}</th>{}</tr><tr><td></td>{}</tr></table>', board,
+                           _("running workflows by section"), format_html("<th>{}</th>" * len(sections),
+                                                                        *[name for name, count in sections]),
+                           format_html("<td>{}</td>" * len(sections), *[count for name, count in sections]))
 
     @admin.display(description=_("units signed over time"))
     def chart(self, obj: models.RolloutArea) -> str:

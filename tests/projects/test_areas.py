@@ -128,6 +128,7 @@ def test_the_admin_shows_the_area_and_a_viewer_imports_nothing(imported, client,
     client.force_login(clerk)
     page = client.get(f"/admin/projects/rolloutarea/{imported.pk}/change/").content.decode()
     assert 'id="area-figures"' in page and 'id="phase-board"' in page and 'id="signed-chart"' in page
+    assert "Genehmigt" in page  # the phases by name
     export = client.get(f"/admin/projects/rolloutarea/{imported.pk}/unsigned.csv")
     assert export.status_code == 200 and export.content.decode().count("\n") == 4
     xlsx = client.get(f"/admin/projects/rolloutarea/{imported.pk}/unsigned.xlsx")

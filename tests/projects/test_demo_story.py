@@ -6,13 +6,21 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from projects.models import AusbauProject, Conversion, EpilotWrite, QuarantinedEntity, SyncRun, WorkflowExecution
+from projects.models import (
+    AusbauProject,
+    Conversion,
+    EpilotWrite,
+    QuarantinedEntity,
+    RolloutArea,
+    SyncRun,
+    WorkflowExecution,
+)
 from projects.selectors import task_counts
 
 pytestmark = pytest.mark.django_db
 
 
-def test_the_demo_story_fills_every_card_and_list() -> None:
+def test_the_demo_story_fills_every_card_and_list(admin_client) -> None:
     call_command("seed_sandbox", stdout=StringIO())
     call_command("demo_story", stdout=StringIO())
     call_command("demo_story", stdout=StringIO())  # a second run changes nothing
@@ -27,3 +35,9 @@ def test_the_demo_story_fills_every_card_and_list() -> None:
     assert QuarantinedEntity.objects.filter(reason__contains="amount_total").exists()
     assert SyncRun.objects.filter(status=SyncRun.Status.SUCCEEDED).count() == 2
     assert EpilotWrite.objects.filter(actor="demo").count() >= 10
+
+    rohdenhaus = RolloutArea.objects.get(name="Rohdenhaus")
+    assert rohdenhaus.units_signed > 0 and RolloutArea.objects.get(name="Düssel Ortskern").units_signed == 0
+    page = admin_client.get(f"/admin/projects/rolloutarea/{rohdenhaus.pk}/change/").content.decode()
+    assert 'id="section-board"' in page and "Tiefbau" in page
+    assert 'id="area-rows"' in admin_client.get("/admin/").content.decode()
