@@ -12,6 +12,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from projects.models import (
+    AreaAddress,
     AusbauProject,
     AutomationRecipe,
     AutomationRule,
@@ -257,3 +258,9 @@ def area_sections(area: RolloutArea) -> list[tuple[str, int]]:
     rows = (AusbauProject.objects.filter(opportunity__address_key__in=keys, has_running_workflow=True)
             .exclude(current_section="").values_list("current_section").annotate(count=Count("id")).order_by("current_section"))
     return list(rows)
+
+
+def steps_in_area(area_id: int) -> Q:
+    """A filter for steps of executions on an opportunity, or an order of one, whose address lies in the area."""
+    keys = AreaAddress.objects.filter(area_id=area_id).values("key")
+    return Q(execution__opportunity__address_key__in=keys) | Q(execution__order__opportunity__address_key__in=keys)

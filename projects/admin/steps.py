@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 from projects import models
 from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline
 from projects.forms import CloseExecutionForm, StepOperationForm
-from projects.selectors import end_of_week, epilot_user_id_of
+from projects.selectors import end_of_week, epilot_user_id_of, steps_in_area
 from projects.services.errors import ServiceError
 from projects.services.steps import closing_reasons, execution_close, step_job_create, step_job_progress
 from projects.templatetags.backoffice import badge
@@ -90,11 +90,27 @@ class AssigneeFilter(admin.SimpleListFilter):
         return queryset.filter(assignees__contains=f",{value},")
 
 
+class AreaFilter(admin.SimpleListFilter):
+    """Steps of projects whose address lies in a rollout area."""
+
+    title = _("rollout area")
+    parameter_name = "area"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(str(pk), name) for pk, name in models.RolloutArea.objects.order_by("name").values_list("pk", "name")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        area_id = parse_id(self.value() or "")
+        if not area_id:
+            return queryset
+        return queryset.filter(steps_in_area(area_id))
+
+
 @admin.register(models.MirroredStep)
 class TaskInboxAdmin(ReadOnlyAdmin):
     list_display = ["name", "section", "workflow", "entity", "status_badge", "assignees_display", "due_display"]
     list_display_links = ["name"]
-    list_filter = [OpenFilter, AssigneeFilter, DueFilter, "section", "execution__name", "status"]
+    list_filter = [OpenFilter, AssigneeFilter, DueFilter, AreaFilter, "section", "execution__name", "status"]
     search_fields = ["name", "section", "execution__name", "execution__entity_epilot_id", "execution__epilot_id"]
     list_select_related = ["execution"]
     list_per_page = 100

@@ -41,3 +41,12 @@ def test_the_demo_story_fills_every_card_and_list(admin_client) -> None:
     page = admin_client.get(f"/admin/projects/rolloutarea/{rohdenhaus.pk}/change/").content.decode()
     assert 'id="section-board"' in page and "Tiefbau" in page
     assert 'id="area-rows"' in admin_client.get("/admin/").content.decode()
+    inbox = admin_client.get(f"/admin/projects/mirroredstep/?area={rohdenhaus.pk}")
+    steps = inbox.context["cl"].result_list
+    assert steps and {step.execution.entity_epilot_id for step in steps} <= {
+        execution.entity_epilot_id for execution in WorkflowExecution.objects.filter(name="Ausbau Glasfaser")}
+    assert all(step.section for step in steps)
+    dussel = RolloutArea.objects.get(name="Düssel Ortskern")
+    names = {step.execution.entity_epilot_id for step in
+             admin_client.get(f"/admin/projects/mirroredstep/?area={dussel.pk}").context["cl"].result_list}
+    assert names and names.isdisjoint({step.execution.entity_epilot_id for step in steps})
