@@ -158,10 +158,6 @@ class WorkflowStep:
     execution_type: str = ""
     enabled: bool = True
 
-    @property
-    def is_open(self) -> bool:
-        return self.status not in STEP_DONE_STATUSES
-
 
 @dataclass(frozen=True, slots=True)
 class WorkflowDefinition:

@@ -334,11 +334,16 @@ class AreaViewSet(MirrorViewSet):
         return self.get_paginated_response([area_document(area) for area in page])
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        area_id = parse_id(kwargs.get("pk"))
+        return Response(area_document(self._area(kwargs.get("pk"))))
+
+    @staticmethod
+    def _area(pk: str | None) -> RolloutArea:
+        """The area named in the path; raises NotFound."""
+        area_id = parse_id(pk)
         area = RolloutArea.objects.filter(pk=area_id).first() if area_id else None
         if area is None:
             raise exceptions.NotFound("No rollout area with this id.")
-        return Response(area_document(area))
+        return area
 
     @extend_schema(summary="The area's addresses in scope; ?signed=false for the campaign, ?format=csv to download",
                    parameters=[OpenApiParameter("signed", OpenApiTypes.STR, enum=["true", "false"]),
@@ -347,10 +352,7 @@ class AreaViewSet(MirrorViewSet):
     @action(detail=True, methods=["get"], url_path="addresses", filter_backends=[StrictOrderingFilter],
             renderer_classes=[JSONRenderer, AddressCsvRenderer])
     def addresses(self, request: Request, pk: str | None = None) -> Response:
-        area_id = parse_id(pk)
-        area = RolloutArea.objects.filter(pk=area_id).first() if area_id else None
-        if area is None:
-            raise exceptions.NotFound("No rollout area with this id.")
+        area = self._area(pk)
         signed_param = request.query_params.get("signed")
         if signed_param not in (None, "true", "false"):
             raise exceptions.ValidationError({"signed": ["Use true or false."]})

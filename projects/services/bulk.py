@@ -30,7 +30,7 @@ def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *,
     fields = [model._meta.get_field(name) for name in (unique_field, *update_fields)]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
-    placeholders = ", ".join(_placeholder(field) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
     table = quote(model._meta.db_table)
     updates = ", ".join(
         f"{quote(field.column)} = CASE WHEN EXCLUDED.{quote(field.column)} = '' THEN {table}.{quote(field.column)} "
@@ -106,9 +106,3 @@ def _converter(field: models.Field) -> Callable[[Mapping[str, Any], str], Any]:
     if isinstance(field, (models.CharField, models.TextField, models.IntegerField, models.BooleanField, models.DateTimeField)):
         return lambda row, name: row[name]  # psycopg and sqlite3 take these as they are
     return lambda row, name: field.get_db_prep_save(row[name], connection)
-
-
-def _placeholder(field: models.Field) -> str:
-    if connection.vendor == "postgresql" and isinstance(field, models.JSONField):
-        return "%s::jsonb"
-    return "%s"
