@@ -24,6 +24,7 @@ migrate: setup
 seed: migrate
 	$(PY) manage.py seed_sandbox
 	$(PY) manage.py demo_story
+	$(PY) manage.py provision_webhook --only-sandbox --url http://127.0.0.1:8000/webhooks/epilot/
 
 demo-user: migrate
 	$(PY) manage.py create_demo_user
@@ -33,6 +34,7 @@ run: seed demo-user
 	@echo ""
 	@echo "  Ausbau Backoffice: http://127.0.0.1:8000/admin/   login: demo / wuelfrath-demo"
 	@echo "  epilot: embedded sandbox unless EPILOT_API_TOKEN or EPILOT_API_URL is set"
+	@echo "  the sandbox also answers on http://127.0.0.1:8765 and sends its changes to /webhooks/epilot/"
 	@echo ""
 	$(VENV)/bin/honcho -f Procfile.dev start
 

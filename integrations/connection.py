@@ -46,7 +46,7 @@ def connection_info() -> ConnectionInfo:
     """Which epilot the settings point at: a token means epilot, else EPILOT_API_URL, else the embedded sandbox."""
     urls = ServiceURLs(entity=settings.EPILOT_ENTITY_API_URL, workflows_execution=settings.EPILOT_WORKFLOWS_EXECUTION_API_URL,
                        workflows_definition=settings.EPILOT_WORKFLOWS_DEFINITION_API_URL,
-                       automation=settings.EPILOT_AUTOMATION_API_URL)
+                       automation=settings.EPILOT_AUTOMATION_API_URL, webhooks=settings.EPILOT_WEBHOOKS_API_URL)
     if settings.EPILOT_API_TOKEN:
         return ConnectionInfo(mode="epilot", urls=urls, sandbox_db=None)
     if settings.EPILOT_API_URL:

@@ -12,8 +12,9 @@ GROUPS = [
                                  "Conversion", "AreaAddress"]),
     ("workflows", _("Workflows & tasks"), ["MirroredStep", "WorkflowExecution", "WorkflowDefinition", "WorkflowStart",
                                            "WorkflowStartJob", "StepJob", "AutomationRecipe", "AutomationRule", "RuleFiring"]),
-    ("sync", _("Synchronisation"), ["SyncRun", "WebhookEvent", "QuarantinedEntity", "SyncState", "PeriodicTask",
-                                    "IntervalSchedule", "CrontabSchedule", "ClockedSchedule", "SolarSchedule"]),
+    ("sync", _("Synchronisation"), ["SyncRun", "WebhookEvent", "WebhookSubscription", "QuarantinedEntity", "SyncState",
+                                    "PeriodicTask", "IntervalSchedule", "CrontabSchedule", "ClockedSchedule",
+                                    "SolarSchedule"]),
     ("administration", _("Administration"), ["EpilotWrite", "ApiClient", "StaffProfile", "User", "Group"]),
 ]
 

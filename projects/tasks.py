@@ -6,6 +6,7 @@ from projects.services.digest import task_digest_send
 from projects.services.lease import lease_seconds
 from projects.services.steps import step_job_run
 from projects.services.sync import sync_run, sync_run_resume
+from projects.services.webhook_subscriptions import webhook_reconcile
 from projects.services.webhooks import webhook_event_process
 from projects.services.workflows import workflow_start_job_run
 
@@ -53,3 +54,9 @@ def webhook_event_task(*, event_id: int) -> None:
     event = WebhookEvent.objects.filter(pk=event_id).first()
     if event is not None:
         webhook_event_process(event)
+
+
+@shared_task(name="projects.webhook_reconcile", ignore_result=True)
+def webhook_reconcile_task() -> int:
+    """Ask epilot to deliver failed webhook deliveries again; returns how many were replayed."""
+    return webhook_reconcile()

@@ -1,4 +1,6 @@
 """Plain Django views outside the admin and the API: health for load balancers and monitoring, epilot's webhooks."""
+from typing import Any
+
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
@@ -34,11 +36,16 @@ class BodyTooLarge(ValueError):
     """The request body exceeds EPILOT_WEBHOOK_MAX_BYTES."""
 
 
+class BadChunk(ValueError):
+    """A chunked body whose framing is broken."""
+
+
 def raw_body(request: HttpRequest, limit: int) -> bytes:
     """The request body as sent, also when it came chunked (no Content-Length); raises BodyTooLarge.
 
-    Django reads a body by CONTENT_LENGTH only; gunicorn de-chunks a chunked body into `wsgi.input`
-    and marks it `wsgi.input_terminated`, so that stream is read here, at most `limit` + 1 bytes.
+    Django reads a body by CONTENT_LENGTH only. gunicorn de-chunks a chunked body into `wsgi.input`
+    and marks it `wsgi.input_terminated`, so that stream is read here, at most `limit` + 1 bytes; a
+    server that passes the chunks through (runserver, wsgiref) gets them decoded here.
     """
     length = request.META.get("CONTENT_LENGTH")
     if length:
@@ -46,12 +53,35 @@ def raw_body(request: HttpRequest, limit: int) -> bytes:
             raise BodyTooLarge
         return request.body
     stream = request.META.get("wsgi.input")
-    if stream is None or not request.META.get("wsgi.input_terminated"):
+    if stream is None:
         return request.body
-    data = stream.read(limit + 1)
-    if len(data) > limit:
-        raise BodyTooLarge
-    return data
+    if request.META.get("wsgi.input_terminated"):
+        data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise BodyTooLarge
+        return data
+    if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return _dechunked(stream, limit)
+    return request.body
+
+
+def _dechunked(stream: Any, limit: int) -> bytes:
+    """Decode a `Transfer-Encoding: chunked` body from the raw stream; raises BodyTooLarge (or BadChunk)."""
+    data = bytearray()
+    while True:
+        line = stream.readline(100)
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise BadChunk from None
+        if size == 0:
+            while stream.readline(1000) not in (b"\r\n", b"\n", b""):
+                pass  # trailer fields
+            return bytes(data)
+        if len(data) + size > limit:
+            raise BodyTooLarge
+        data += stream.read(size)
+        stream.read(2)  # the CRLF after each chunk
 
 
 @csrf_exempt
@@ -63,6 +93,8 @@ def epilot_webhook(request: HttpRequest) -> JsonResponse:
         body = raw_body(request, settings.EPILOT_WEBHOOK_MAX_BYTES)
     except BodyTooLarge:
         return JsonResponse({"error": {"status": 413, "message": "The body is larger than 1 MB."}}, status=413)
+    except BadChunk:
+        return JsonResponse({"error": {"status": 400, "message": "The chunked body is malformed."}}, status=400)
     headers = {name: request.headers.get(name, "") for name in ("webhook-id", "webhook-timestamp", "webhook-signature")}
     receipt = webhook_receive(headers=headers, body=body)
     if receipt.status >= 400:

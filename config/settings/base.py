@@ -182,6 +182,7 @@ EPILOT_WORKFLOWS_DEFINITION_API_URL = env(
     "EPILOT_WORKFLOWS_DEFINITION_API_URL", default=EPILOT_API_URL or "https://workflows-definition.sls.epilot.io"
 )
 EPILOT_AUTOMATION_API_URL = env("EPILOT_AUTOMATION_API_URL", default=EPILOT_API_URL or "https://automation.sls.epilot.io")
+EPILOT_WEBHOOKS_API_URL = env("EPILOT_WEBHOOKS_API_URL", default=EPILOT_API_URL or "https://webhooks.sls.epilot.io")
 EPILOT_ORG_ID = env("EPILOT_ORG_ID", default="")
 EPILOT_TIMEOUT_SECONDS = env.float("EPILOT_TIMEOUT_SECONDS", default=30.0)
 EPILOT_WRITES_PER_MINUTE = env.int("EPILOT_WRITES_PER_MINUTE", default=450)

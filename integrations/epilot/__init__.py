@@ -1,5 +1,5 @@
 """The epilot gateway. Never imports Django models; httpx is imported in this package only."""
-from integrations.epilot.client import EpilotClient, ServiceURLs
+from integrations.epilot.client import EpilotClient, ServiceURLs, WebhookConfig, WebhookDelivery
 from integrations.epilot.errors import (
     EpilotAuthenticationError,
     EpilotClientError,
@@ -57,6 +57,8 @@ __all__ = [
     "RelationItem",
     "RetryPolicy",
     "ServiceURLs",
+    "WebhookConfig",
+    "WebhookDelivery",
     "WorkflowDefinition",
     "WorkflowExecution",
     "WorkflowStep",

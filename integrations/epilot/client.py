@@ -1,6 +1,6 @@
 """The epilot gateway: one client for the services the back-office uses, typed results, typed errors.
 
-Each service has its own module (entity_api, workflows_api, automation_api) over one transport
+Each service has its own module (entity_api, workflows_api, automation_api, webhooks_api) over one transport
 (transport.py: the shared httpx.Client, retries, write budget). Methods are named after the
 operationIds of the official specs (shared/epilot-openapi).
 """
@@ -14,12 +14,13 @@ import httpx
 from integrations.epilot.automation_api import AutomationAPI
 from integrations.epilot.entity_api import DEFAULT_SORT, SEARCH_PAGE_SIZE, EntityAPI
 from integrations.epilot.transport import ServiceURLs
+from integrations.epilot.webhooks_api import WebhookConfig, WebhookDelivery, WebhooksAPI
 from integrations.epilot.workflows_api import WorkflowsAPI
 
-__all__ = ["DEFAULT_SORT", "SEARCH_PAGE_SIZE", "EpilotClient", "ServiceURLs"]
+__all__ = ["DEFAULT_SORT", "SEARCH_PAGE_SIZE", "EpilotClient", "ServiceURLs", "WebhookConfig", "WebhookDelivery"]
 
 
-class EpilotClient(EntityAPI, WorkflowsAPI, AutomationAPI):
+class EpilotClient(EntityAPI, WorkflowsAPI, AutomationAPI, WebhooksAPI):
     """Synchronous client for the epilot APIs the back-office uses.
 
     Raises only `integrations.epilot.errors.EpilotError` subclasses. Safe to share between

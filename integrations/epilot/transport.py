@@ -28,10 +28,12 @@ class ServiceURLs:
     workflows_execution: str = "https://workflows-execution.sls.epilot.io"
     workflows_definition: str = "https://workflows-definition.sls.epilot.io"
     automation: str = "https://automation.sls.epilot.io"
+    webhooks: str = "https://webhooks.sls.epilot.io"
 
     @classmethod
     def single_origin(cls, origin: str) -> ServiceURLs:
-        return cls(entity=origin, workflows_execution=origin, workflows_definition=origin, automation=origin)
+        return cls(entity=origin, workflows_execution=origin, workflows_definition=origin, automation=origin,
+                   webhooks=origin)
 
     def items(self) -> list[tuple[str, str]]:
         return [
@@ -39,6 +41,7 @@ class ServiceURLs:
             ("workflows_execution", self.workflows_execution),
             ("workflows_definition", self.workflows_definition),
             ("automation", self.automation),
+            ("webhooks", self.webhooks),
         ]
 
 
@@ -188,7 +191,7 @@ class Transport:
 
 
 # POSTs that only read; they count against the search pool, not the write budget.
-_READ_POSTS = frozenset({"searchEntities", "listEntities", "searchFlowExecutions"})
+_READ_POSTS = frozenset({"searchEntities", "listEntities", "searchFlowExecutions", "getWebhookEventsV2"})
 
 
 def segment(value: str) -> str:

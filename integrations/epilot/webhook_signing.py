@@ -2,8 +2,8 @@
 
 The signed content is `{webhook-id}.{webhook-timestamp}.{raw body}`; `webhook-signature` holds
 space-separated `version,base64` entries. `v1` (some epilot documents say `v1s`) is HMAC-SHA256
-keyed with the base64 secret after `whsec_`; one valid entry suffices. `v1a` (Ed25519) is not
-checked here: it needs the org's public key and an Ed25519 implementation this project does not ship.
+keyed with the base64 secret after `whsec_`; `v1a` is Ed25519, checked with the organisation's
+public key (PEM, from getPublicKey). One valid entry suffices.
 """
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+
 HMAC_VERSIONS = ("v1", "v1s")
+ED25519_VERSION = "v1a"
 
 
 class WebhookSignatureError(ValueError):
@@ -35,9 +40,31 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
+def sign_ed25519(private_key_pem: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The `v1a,…` signature entry for a delivery, signed with a PEM Ed25519 private key (the sandbox's)."""
+    key = load_pem_private_key(private_key_pem.encode(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise WebhookSignatureError("the signing key is not an Ed25519 key")
+    return "v1a," + base64.b64encode(key.sign(f"{message_id}.{timestamp}.".encode() + body)).decode()
+
+
+def public_key(pem: str) -> Ed25519PublicKey:
+    """An Ed25519 public key from PEM; raises WebhookSignatureError for anything else."""
+    try:
+        key = load_pem_public_key(pem.encode())
+    except ValueError:
+        raise WebhookSignatureError("the webhook public key is not PEM") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise WebhookSignatureError("the webhook public key is not an Ed25519 key")
+    return key
+
+
 def verify(secrets: Iterable[str], *, message_id: str, timestamp: str, signature: str, body: bytes, now: float,
-           tolerance_seconds: int = 300) -> str:
-    """Check a delivery; returns the version that matched. Raises WebhookSignatureError with the reason."""
+           tolerance_seconds: int = 300, public_keys: Iterable[Ed25519PublicKey] = ()) -> str:
+    """Check a delivery against HMAC secrets and Ed25519 public keys; returns the version that matched.
+
+    Raises WebhookSignatureError with the reason.
+    """
     if not message_id or not timestamp or not signature:
         raise WebhookSignatureError("webhook-id, webhook-timestamp and webhook-signature headers are required")
     try:
@@ -47,7 +74,8 @@ def verify(secrets: Iterable[str], *, message_id: str, timestamp: str, signature
     if abs(now - sent_at) > tolerance_seconds:
         raise WebhookSignatureError(f"webhook-timestamp is more than {tolerance_seconds} s off this server's clock")
     keys = [secret_key(secret) for secret in secrets if secret]
-    if not keys:
+    verifiers = list(public_keys)
+    if not keys and not verifiers:
         raise WebhookSignatureError("no webhook secret is configured (EPILOT_WEBHOOK_SECRETS or provision_webhook)")
     signed = f"{message_id}.{sent_at}.".encode() + body
     expected = [base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()) for key in keys]
@@ -55,4 +83,20 @@ def verify(secrets: Iterable[str], *, message_id: str, timestamp: str, signature
         version, _, value = entry.partition(",")
         if version in HMAC_VERSIONS and any(hmac.compare_digest(value.encode(), candidate) for candidate in expected):
             return version
-    raise WebhookSignatureError("no signature matches a configured secret")
+        if version == ED25519_VERSION and verifiers and _ed25519_valid(verifiers, value, signed):
+            return version
+    raise WebhookSignatureError("no signature matches a configured secret or the organisation's public key")
+
+
+def _ed25519_valid(verifiers: list[Ed25519PublicKey], value: str, signed: bytes) -> bool:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    for verifier in verifiers:
+        try:
+            verifier.verify(raw, signed)
+        except InvalidSignature:
+            continue
+        return True
+    return False

@@ -21,6 +21,8 @@ from integrations.epilot_sandbox.http import HTTPError, Request, Response, dumps
 from integrations.epilot_sandbox.query import BadQuery
 from integrations.epilot_sandbox.seed import seed_demo
 from integrations.epilot_sandbox.store import SandboxStore
+from integrations.epilot_sandbox.webhook_outbox import WebhookDeliverer
+from integrations.epilot_sandbox.webhooks import WebhookHandlers
 from integrations.epilot_sandbox.workflows import WorkflowHandlers
 
 Handler = Callable[..., Response]
@@ -51,11 +53,19 @@ class FaultConfig:
 
 
 
-class SandboxApp(EntityHandlers, WorkflowHandlers, AutomationHandlers):
-    """WSGI application. `token=None` accepts any bearer token; a string requires exactly that one."""
+class SandboxApp(EntityHandlers, WorkflowHandlers, AutomationHandlers, WebhookHandlers):
+    """WSGI application. `token=None` accepts any bearer token; a string requires exactly that one.
 
-    def __init__(self, store: SandboxStore, *, token: str | None = None, faults: FaultConfig | None = None) -> None:
+    `deliver_webhooks` starts a thread that sends queued webhook deliveries (the standalone server's job;
+    `webhook_retry_scale` shortens epilot's retry delays for tests and demos).
+    """
+
+    def __init__(self, store: SandboxStore, *, token: str | None = None, faults: FaultConfig | None = None,
+                 deliver_webhooks: bool = False, webhook_retry_scale: float = 1.0) -> None:
         self.store = store
+        self.deliverer = WebhookDeliverer(store, retry_scale=webhook_retry_scale)
+        if deliver_webhooks:
+            self.deliverer.start()
         self.token = token
         self.faults = faults or FaultConfig()
         self.stats: Counter[str] = Counter()
@@ -111,7 +121,8 @@ class SandboxApp(EntityHandlers, WorkflowHandlers, AutomationHandlers):
         if request.method != "GET" and not operation.startswith(("search", "list", "get")):
             self._note_write()
         try:
-            self._authenticate(request, style)
+            if style != "public":
+                self._authenticate(request, style)
             if roll < faults.rate_429:
                 self.stats["injected_429"] += 1
                 with self._lock:
@@ -190,6 +201,14 @@ class SandboxApp(EntityHandlers, WorkflowHandlers, AutomationHandlers):
         r("GET", "/v1/automation/flows/{flow_id}", self.getFlow)
         r("PUT", "/v1/automation/flows/{flow_id}", self.putFlow)
         r("DELETE", "/v1/automation/flows/{flow_id}", self.deleteFlow)
+        r("GET", "/v1/webhooks/.well-known/public-key", self.getPublicKey, "public")
+        r("GET", "/v1/webhooks/configs", self.getConfigs, "webhooks")
+        r("POST", "/v1/webhooks/configs", self.createConfig, "webhooks")
+        r("GET", "/v1/webhooks/configs/{config_id}", self.getConfig, "webhooks")
+        r("PUT", "/v1/webhooks/configs/{config_id}", self.updateConfig, "webhooks")
+        r("DELETE", "/v1/webhooks/configs/{config_id}", self.deleteConfig, "webhooks")
+        r("POST", "/v2/webhooks/configs/{config_id}/events", self.getWebhookEventsV2, "webhooks")
+        r("POST", "/v1/webhooks/configs/{config_id}/events/replay-batch", self.batchReplayEvents, "webhooks")
 
     def _note_write(self) -> None:
         """Count writes per sliding minute: `max_writes_per_60s` shows whether a client kept epilot's write budget."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from integrations.epilot_sandbox.query import iso_ms
+from integrations.epilot_sandbox.webhook_outbox import queue_entity_webhooks
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS entities (
@@ -48,6 +49,21 @@ CREATE TABLE IF NOT EXISTS document_links (
 );
 CREATE INDEX IF NOT EXISTS document_links_entity ON document_links (kind, entity_id);
 CREATE TABLE IF NOT EXISTS schemas (slug TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    event_id TEXT PRIMARY KEY,
+    config_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    claimed_until REAL NOT NULL DEFAULT 0,
+    status_code INTEGER,
+    message TEXT,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_config ON webhook_deliveries (config_id, created_at);
 """
 
 SYSTEM_READ_ONLY = frozenset(
@@ -125,7 +141,7 @@ class SandboxStore:
 
     def reset(self) -> None:
         with self.write() as conn:
-            for table in ("entities", "relations", "documents", "document_links", "schemas"):
+            for table in ("entities", "relations", "documents", "document_links", "schemas", "webhook_deliveries"):
                 conn.execute(f"DELETE FROM {table}")
 
     # ------------------------------------------------------------------ entities
@@ -135,7 +151,20 @@ class SandboxStore:
         return json.loads(row["body"]) if row else None
 
     def put_entity(self, conn: sqlite3.Connection, body: dict[str, Any]) -> None:
-        """Insert or replace a full entity document and its relation index (inside `write()`)."""
+        """Insert or replace a full entity document and its relation index (inside `write()`).
+
+        Automation flows that send the entity's changes to a webhook get a delivery queued in the same transaction.
+        """
+        before = conn.execute("SELECT deleted_at FROM entities WHERE id = ?", (body["_id"],)).fetchone()
+        if before is None:
+            operation = "createEntity"
+        elif body.get("_deleted_at") and not before["deleted_at"]:
+            operation = "softDeleteEntity"
+        elif before["deleted_at"] and not body.get("_deleted_at"):
+            operation = "restoreEntity"
+        else:
+            operation = "updateEntity"
+        queue_entity_webhooks(conn, self.org_id, operation, body)
         conn.execute(
             INSERT_ENTITY,
             (body["_id"], body["_schema"], _index_text(body.get("_title")), body["_created_at"], body["_updated_at"],
@@ -158,6 +187,9 @@ class SandboxStore:
         return len(rows)
 
     def purge_entity(self, conn: sqlite3.Connection, entity_id: str) -> None:
+        row = conn.execute("SELECT body FROM entities WHERE id = ?", (entity_id,)).fetchone()
+        if row is not None:
+            queue_entity_webhooks(conn, self.org_id, "deleteEntity", json.loads(row["body"]))
         conn.execute("DELETE FROM entities WHERE id = ?", (entity_id,))
         conn.execute("DELETE FROM relations WHERE from_id = ?", (entity_id,))
 

@@ -13,5 +13,6 @@ from projects.admin import (  # noqa: F401 - registers the admins
     recipes,
     steps,
     sync,
+    webhooks,
     workflows,
 )

@@ -9,7 +9,7 @@ from projects.models.backoffice import ApiClient, AutomationRecipe, AutomationRu
 from projects.models.entities import Contact, GenericEntity, MirroredEntity, Opportunity, Order, PayloadField
 from projects.models.staff import StaffProfile, StepJob, StepJobItem
 from projects.models.sync import QuarantinedEntity, SyncRun, SyncState
-from projects.models.webhooks import WebhookEvent
+from projects.models.webhooks import WebhookEvent, WebhookSubscription
 from projects.models.workflows import MirroredStep, WorkflowDefinition, WorkflowExecution, WorkflowStart, WorkflowStartJob
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "SyncRun",
     "SyncState",
     "WebhookEvent",
+    "WebhookSubscription",
     "WorkflowDefinition",
     "WorkflowExecution",
     "WorkflowStart",

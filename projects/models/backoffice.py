@@ -20,6 +20,8 @@ class EpilotWrite(models.Model):
         PROVISION_AUTOMATION = "provision_automation", _("Create/update automation")
         UPDATE_STEP = "update_step", _("Update workflow step")
         CLOSE_EXECUTION = "close_execution", _("Close workflow")
+        PROVISION_WEBHOOK = "provision_webhook", _("Create/update webhook")
+        REPLAY_WEBHOOKS = "replay_webhooks", _("Replay failed webhook deliveries")
 
     class Result(models.TextChoices):
         PENDING = "pending", _("Pending")

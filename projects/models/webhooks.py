@@ -36,3 +36,32 @@ class WebhookEvent(models.Model):
     @property
     def latency_seconds(self) -> float | None:
         return (self.processed_at - self.received_at).total_seconds() if self.processed_at else None
+
+
+class WebhookSubscription(models.Model):
+    """The webhook config this installation provisioned in epilot, its signing secret and its automation flows.
+
+    The secret is stored encrypted (key derived from SECRET_KEY) and never shown again in full; after a
+    rotation the previous one is accepted until `previous_valid_until`, for deliveries already under way.
+    """
+
+    name = models.CharField(_("name"), max_length=200, unique=True)
+    config_id = models.CharField(_("webhook config (epilot id)"), max_length=100, blank=True)
+    url = models.URLField(_("receiver URL"), max_length=500)
+    schemas = models.JSONField(_("entity types"), default=list)
+    flow_ids = models.JSONField(_("automation flows"), default=dict, help_text=_("epilot flow id per entity type"))
+    encrypted_secret = models.TextField(blank=True)
+    secret_hint = models.CharField(_("signing secret"), max_length=20, blank=True)
+    encrypted_previous_secret = models.TextField(blank=True)
+    previous_valid_until = models.DateTimeField(_("previous secret valid until"), null=True, blank=True)
+    provisioned_at = models.DateTimeField(_("provisioned"), null=True, blank=True)
+    rotated_at = models.DateTimeField(_("secret rotated"), null=True, blank=True)
+    reconciled_at = models.DateTimeField(_("failed deliveries last replayed"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("webhook subscription")
+        verbose_name_plural = _("webhook subscriptions")
+        permissions = [("provision_webhook", _("Can provision the epilot webhook and replay failed deliveries"))]
+
+    def __str__(self) -> str:
+        return self.name

@@ -19,11 +19,12 @@ from django.utils import timezone
 
 from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotError, EpilotNotFoundError
-from integrations.epilot.webhook_signing import WebhookSignatureError, verify
+from integrations.epilot.webhook_signing import ED25519_VERSION, WebhookSignatureError, public_key, verify
 from projects.models import WebhookEvent
 from projects.schemas import UnknownSchema, model_for, validate_schemas
 from projects.services.mirror import mirror_entities
 from projects.services.rules import rules_evaluate_safely
+from projects.services.webhook_subscriptions import organisation_public_key, subscription_secrets
 
 logger = logging.getLogger("projects.webhooks")
 
@@ -38,7 +39,25 @@ class Receipt:
 
 
 def webhook_secrets() -> list[str]:
-    return [secret.strip() for secret in settings.EPILOT_WEBHOOK_SECRETS if secret.strip()]
+    """Every secret a delivery may be signed with: EPILOT_WEBHOOK_SECRETS and those provisioning stored."""
+    configured = [secret.strip() for secret in settings.EPILOT_WEBHOOK_SECRETS if secret.strip()]
+    return [*configured, *subscription_secrets()]
+
+
+def _verify(headers: dict[str, str], body: bytes) -> str:
+    """The signature version that matched: HMAC first (no I/O), then Ed25519 with the organisation's key."""
+    arguments = {"message_id": headers.get("webhook-id", ""), "timestamp": headers.get("webhook-timestamp", ""),
+                 "signature": headers.get("webhook-signature", ""), "body": body, "now": time.time(),
+                 "tolerance_seconds": settings.EPILOT_WEBHOOK_TOLERANCE_SECONDS}
+    try:
+        return verify(webhook_secrets(), **arguments)
+    except WebhookSignatureError:
+        if f"{ED25519_VERSION}," not in arguments["signature"]:
+            raise
+        pem = organisation_public_key()
+        if pem is None:
+            raise
+        return verify([], public_keys=[public_key(pem)], **arguments)
 
 
 def webhook_receive(*, headers: dict[str, str], body: bytes) -> Receipt:
@@ -48,9 +67,7 @@ def webhook_receive(*, headers: dict[str, str], body: bytes) -> Receipt:
     payload, 403 for another organisation, 202 for a new event and 200 for a repeated one.
     """
     try:
-        verify(webhook_secrets(), message_id=headers.get("webhook-id", ""), timestamp=headers.get("webhook-timestamp", ""),
-               signature=headers.get("webhook-signature", ""), body=body, now=time.time(),
-               tolerance_seconds=settings.EPILOT_WEBHOOK_TOLERANCE_SECONDS)
+        _verify(headers, body)
     except WebhookSignatureError as exc:
         logger.warning("webhook refused: %s", exc)
         return Receipt(401, str(exc))
@@ -66,9 +83,12 @@ def webhook_receive(*, headers: dict[str, str], body: bytes) -> Receipt:
     if settings.EPILOT_ORG_ID and organization and organization != settings.EPILOT_ORG_ID:
         logger.warning("webhook refused: organisation %s is not this installation's", organization)
         return Receipt(403, "the delivery is for another organisation")
-    fields = {"event_id": str(payload.get("_webhook_event_id") or metadata.get("execution_id") or "")[:200],
+    fields = {"event_id": str(payload.get("_webhook_event_id") or "")[:200],
               "organization_id": organization[:64], "schema": entity["_schema"][:100], "entity_epilot_id": entity["_id"][:64],
               "automation": str(metadata.get("automation_name") or "")[:300], "received_at": timezone.now()}
+    if fields["event_id"] and WebhookEvent.objects.filter(event_id=fields["event_id"]).exists():
+        # A replay of an event already received carries a new webhook-id but the same _webhook_event_id.
+        return Receipt(200, "already received", WebhookEvent.objects.filter(event_id=fields["event_id"]).first())
     try:
         with transaction.atomic():
             event = WebhookEvent.objects.create(webhook_id=headers["webhook-id"][:200], **fields)

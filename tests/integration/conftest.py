@@ -101,6 +101,16 @@ class Topology:
         wait_until(lambda: "ready." in (self.logs / f"{name}.log").read_text(), timeout=60, what=f"worker {name}")
         return process
 
+    def start_web(self) -> int:
+        """gunicorn on a free loopback port (as in production: it de-chunks request bodies); returns the port."""
+        port = free_loopback_port()
+        log = open(self.logs / "web.log", "a")  # noqa: SIM115 - gunicorn writes to it until stop()
+        self.processes.append(subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+             "--threads", "4", "--timeout", "30"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT))
+        wait_until(lambda: _port_open(port), timeout=30, what="gunicorn")
+        return port
+
     def start_beat(self) -> subprocess.Popen:
         log = open(self.logs / "beat.log", "a")  # noqa: SIM115 - beat writes to it until stop()
         process = subprocess.Popen(

@@ -35,7 +35,7 @@ def finished(run_id: int) -> SyncRun | None:
 def test_the_scheduled_sync_runs_and_converges(topology: Topology, sandbox: SandboxApp) -> None:
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-    task = PeriodicTask.objects.get(task="projects.sync_epilot")
+    task = PeriodicTask.objects.get(name="epilot sync (incremental)")
     task.interval = IntervalSchedule.objects.create(every=2, period=IntervalSchedule.SECONDS)
     task.save()
     topology.start_worker("w1")

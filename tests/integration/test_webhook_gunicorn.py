@@ -5,11 +5,17 @@ import http.client
 import os
 import subprocess
 import sys
+from io import StringIO
 
 import pytest
+from django.conf import settings
+from django.core.management import call_command
 
-from integrations.epilot_sandbox import free_loopback_port
-from projects.models import WebhookEvent
+from integrations.connection import get_epilot_client, reset_epilot_client
+from integrations.epilot_sandbox import demo_id, free_loopback_port
+from projects.models import Opportunity, WebhookEvent, WebhookSubscription
+from projects.services.webhook_subscriptions import webhook_provision
+from projects.services.webhooks import webhook_event_process
 from tests.integration.conftest import ROOT, _port_open, database_url, wait_until
 from tests.projects.test_webhooks import SECRET, delivery, payload
 
@@ -17,11 +23,13 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)  
 
 
 @pytest.fixture
-def gunicorn_url(tmp_path):
+def gunicorn_url(tmp_path, sandbox_store):
+    """gunicorn on a free port, its embedded sandbox the `sandbox_store` file; yields the port."""
     port = free_loopback_port()
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local", "DATABASE_URL": database_url(),
            "EPILOT_WEBHOOK_SECRETS": SECRET, "CELERY_BROKER_URL": "memory://", "EPILOT_API_TOKEN": "", "EPILOT_API_URL": "",
-           "EPILOT_SANDBOX_DB": str(tmp_path / "sandbox.sqlite3"), "LOG_LEVEL": "WARNING"}
+           "EPILOT_SANDBOX_DB": str(sandbox_store.path), "LOG_LEVEL": "WARNING",
+           "SECRET_KEY": settings.SECRET_KEY}  # stored webhook secrets are encrypted with it
     log = open(tmp_path / "gunicorn.log", "w")  # noqa: SIM115 - gunicorn writes to it until it stops
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
                                "--workers", "1", "--timeout", "30"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -51,3 +59,24 @@ def test_a_chunked_delivery_is_read_whole_verified_and_recorded(gunicorn_url) ->
     forged = body.replace(b"c0de", b"beef")
     assert send_chunked(gunicorn_url, forged, delivery(body, message_id="msg_forged")) == 401
     assert not WebhookEvent.objects.filter(webhook_id="msg_forged").exists()
+
+
+def test_the_sandbox_delivers_a_change_that_the_mirror_takes_in(gunicorn_url, sandbox, settings) -> None:
+    """Provisioned webhook, a change in the sandbox, its signed chunked delivery, and the entity re-read into the mirror."""
+    settings.EPILOT_SANDBOX_DB = sandbox.store.path
+    reset_epilot_client()
+    client = get_epilot_client()
+    call_command("sync_epilot", stdout=StringIO())
+    webhook_provision(url=f"http://127.0.0.1:{gunicorn_url}/webhooks/epilot/", schemas=["opportunity"], client=client)
+    opportunity_id = demo_id("opportunity:nordstrasse")
+    entity = client.get_entity("opportunity", opportunity_id)
+    client.patch_entity("opportunity", opportunity_id, {"status": "bearbeitung"},
+                        updated_at=entity.data["_updated_at"])
+
+    assert sandbox.deliverer.deliver_due() == 1
+    event = WebhookEvent.objects.get(entity_epilot_id=opportunity_id)  # signed with the provisioned secret, not SECRET
+    assert event.event_id
+    webhook_event_process(event, client=client)
+    assert Opportunity.objects.get(epilot_id=opportunity_id).status == "bearbeitung"
+    deliveries = list(client.iter_webhook_events(WebhookSubscription.objects.get().config_id))
+    assert [(delivery.status, delivery.status_code) for delivery in deliveries] == [("succeeded", 202)]

@@ -139,3 +139,52 @@ def test_a_purged_entity_is_marked_deleted(receiver) -> None:
 
     assert event.outcome == WebhookEvent.Outcome.PROCESSED
     assert Opportunity.objects.get(epilot_id=tiefen).epilot_deleted_at is not None
+
+
+# ------------------------------------------------------------------ Ed25519 (v1a)
+
+def ed25519_pair() -> tuple[str, str]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+
+    key = Ed25519PrivateKey.generate()
+    return (key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode(),
+            key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode())
+
+
+def test_an_ed25519_signature_verifies_with_the_public_key_and_fails_when_tampered() -> None:
+    from integrations.epilot.webhook_signing import public_key, sign_ed25519
+
+    private, public = ed25519_pair()
+    _other_private, other_public = ed25519_pair()
+    body, now = b'{"entity": {"_id": "a"}}', int(time.time())
+    signature = sign_ed25519(private, "m", now, body)
+    assert verify([], message_id="m", timestamp=str(now), signature=signature, body=body, now=now,
+                  public_keys=[public_key(public)]) == "v1a"
+    for secrets, keys, signed_body in (([], [public_key(other_public)], body), ([], [public_key(public)], body + b" "),
+                                       ([SECRET], [], body)):
+        with pytest.raises(WebhookSignatureError):
+            verify(secrets, message_id="m", timestamp=str(now), signature=signature, body=signed_body, now=now,
+                   public_keys=keys)
+    with pytest.raises(WebhookSignatureError, match="not PEM"):
+        public_key("not a key")
+
+
+def test_the_receiver_accepts_v1a_with_the_organisations_key_from_epilot(receiver: Client, settings) -> None:
+    """Only a v1a entry: the key comes from getPublicKey (EPILOT_ORG_ID), once, then from the cache."""
+    from integrations.epilot.webhook_signing import sign_ed25519
+    from integrations.epilot_sandbox import SandboxStore
+    from integrations.epilot_sandbox.webhook_outbox import signing_key_pem
+
+    settings.EPILOT_ORG_ID = "739224"
+    settings.EPILOT_WEBHOOK_SECRETS = []
+    private = signing_key_pem(SandboxStore(settings.EPILOT_SANDBOX_DB))
+    body = payload(demo_id("opportunity:nordstrasse"))
+    now = int(time.time())
+    headers = {"HTTP_WEBHOOK_ID": "msg_ed", "HTTP_WEBHOOK_TIMESTAMP": str(now),
+               "HTTP_WEBHOOK_SIGNATURE": sign_ed25519(private, "msg_ed", now, body)}
+    assert post(receiver, body, **headers)[0] == 202
+    forged = body.replace(b"739224", b"000000")
+    assert post(receiver, forged, **{**headers, "HTTP_WEBHOOK_ID": "msg_ed2"})[0] == 401
+    settings.EPILOT_ORG_ID = ""  # without an organisation there is no key to check v1a with
+    assert post(receiver, body, **{**headers, "HTTP_WEBHOOK_ID": "msg_ed3"})[0] == 401

@@ -21,6 +21,9 @@ class Command(BaseCommand):
         parser.add_argument("--latency-ms", type=int, default=0, help="Added latency per request.")
         parser.add_argument("--retry-after", type=int, default=1, help="Seconds in the Retry-After of injected 429s.")
         parser.add_argument("--seed", type=int, default=None, help="Random seed for fault injection.")
+        parser.add_argument("--no-webhooks", action="store_true", help="Do not deliver webhooks (they stay queued).")
+        parser.add_argument("--webhook-retry-scale", type=float, default=1.0,
+                            help="Multiply epilot's webhook retry delays (5 s, 5 min, ...) by this, e.g. 0.01 for tests.")
         parser.add_argument(
             "--fault-operations", default="", help="Comma-separated operationIds the faults apply to (default: all)."
         )
@@ -35,8 +38,9 @@ class Command(BaseCommand):
         faults = FaultConfig(rate_429=options["fault_429"], rate_5xx=options["fault_5xx"], rate_drop=options["fault_drop"],
                              latency_ms=options["latency_ms"], retry_after_seconds=options["retry_after"], seed=options["seed"],
                              operations=tuple(op for op in options["fault_operations"].split(",") if op))
-        server = make_sandbox_server(SandboxApp(store, token=options["token"], faults=faults),
-                                     host=options["host"], port=options["port"])
+        app = SandboxApp(store, token=options["token"], faults=faults, deliver_webhooks=not options["no_webhooks"],
+                         webhook_retry_scale=options["webhook_retry_scale"])
+        server = make_sandbox_server(app, host=options["host"], port=options["port"])
         host, port = server.server_address[:2]
         self.stdout.write(self.style.SUCCESS(f"epilot sandbox on http://{host}:{port} (data: {store.path})"))
         self.stdout.write(f"Use it from another process with EPILOT_API_URL=http://{host}:{port}")
@@ -45,4 +49,5 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             pass
         finally:
+            app.deliverer.stop()
             server.server_close()

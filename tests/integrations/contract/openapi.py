@@ -25,6 +25,8 @@ SPEC_BY_PREFIX = [
     ("/v1/automation", "automation.json"),
     ("/v1/entity", "entity.json"),
     ("/v2/entity", "entity.json"),
+    ("/v1/webhooks", "webhooks.json"),
+    ("/v2/webhooks", "webhooks.json"),
 ]
 
 

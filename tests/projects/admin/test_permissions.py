@@ -148,7 +148,7 @@ def test_a_new_token_is_shown_once_and_never_travels_in_a_cookie(admin_client) -
 
 
 def test_periodic_tasks_run_only_for_staff_who_may_change_them_and_never_answer_500(client) -> None:
-    task = PeriodicTask.objects.get(task="projects.sync_epilot")
+    task = PeriodicTask.objects.get(name="epilot sync (incremental)")
     changelist = reverse("admin:django_celery_beat_periodictask_changelist")
     client.force_login(staff("Viewer"))
     for action in ("run_tasks", "disable_tasks", "toggle_tasks"):
