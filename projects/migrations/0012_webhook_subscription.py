@@ -21,6 +21,7 @@ class Migration(migrations.Migration):
                 ('flow_ids', models.JSONField(default=dict, help_text='epilot flow id per entity type', verbose_name='automation flows')),
                 ('encrypted_secret', models.TextField(blank=True)),
                 ('secret_hint', models.CharField(blank=True, max_length=20, verbose_name='signing secret')),
+                ('organization_id', models.CharField(blank=True, help_text='epilot organisation of the mirrored entities; its key verifies v1a', max_length=64, verbose_name='organisation')),
                 ('encrypted_previous_secret', models.TextField(blank=True)),
                 ('previous_valid_until', models.DateTimeField(blank=True, null=True, verbose_name='previous secret valid until')),
                 ('provisioned_at', models.DateTimeField(blank=True, null=True, verbose_name='provisioned')),

@@ -52,6 +52,8 @@ class WebhookSubscription(models.Model):
     flow_ids = models.JSONField(_("automation flows"), default=dict, help_text=_("epilot flow id per entity type"))
     encrypted_secret = models.TextField(blank=True)
     secret_hint = models.CharField(_("signing secret"), max_length=20, blank=True)
+    organization_id = models.CharField(_("organisation"), max_length=64, blank=True,
+                                       help_text=_("epilot organisation of the mirrored entities; its key verifies v1a"))
     encrypted_previous_secret = models.TextField(blank=True)
     previous_valid_until = models.DateTimeField(_("previous secret valid until"), null=True, blank=True)
     provisioned_at = models.DateTimeField(_("provisioned"), null=True, blank=True)

@@ -23,7 +23,7 @@ from django.utils.translation import gettext as _
 from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotError, EpilotNotFoundError, WebhookConfig
 from integrations.epilot.webhooks_api import BATCH_REPLAY_LIMIT
-from projects.models import EpilotWrite, WebhookSubscription
+from projects.models import Contact, EpilotWrite, Opportunity, Order, WebhookSubscription
 from projects.schemas import configured_schemas, validate_schemas
 from projects.services.audit import audited_write
 from projects.services.errors import NotAllowed, RemoteFailure
@@ -96,9 +96,21 @@ def webhook_provision(*, url: str, schemas: list[str] | None = None, rotate: boo
         _delete_stray_configs(client, keep=config.id, user=user, actor=actor)
     except EpilotError as exc:
         raise RemoteFailure(_("The webhook could not be provisioned: %(error)s") % {"error": exc.message}) from None
-    WebhookSubscription.objects.filter(pk=subscription.pk).update(url=url, schemas=wanted, provisioned_at=timezone.now())
+    WebhookSubscription.objects.filter(pk=subscription.pk).update(url=url, schemas=wanted, provisioned_at=timezone.now(),
+                                                                  organization_id=_mirrored_organisation())
     subscription.refresh_from_db()
     return report
+
+
+def _mirrored_organisation() -> str:
+    """The organisation the mirrored entities belong to (their `_org`), or EPILOT_ORG_ID, or ''."""
+    if settings.EPILOT_ORG_ID:
+        return settings.EPILOT_ORG_ID
+    for model in (Opportunity, Contact, Order):
+        found = model.objects.exclude(payload__isnull=True).values_list("payload___org", flat=True).first()
+        if found:
+            return str(found)[:64]
+    return ""
 
 
 def _ensure_config(client: EpilotClient, subscription: WebhookSubscription, url: str, rotate: bool, report: ProvisionReport,
@@ -213,8 +225,13 @@ def subscription_secrets(now: dt.datetime | None = None) -> list[str]:
 
 
 def organisation_public_key(client: EpilotClient | None = None) -> str | None:
-    """The PEM key `v1a` signatures verify with (EPILOT_ORG_ID's), cached; None without an org id or when unreachable."""
-    org_id = settings.EPILOT_ORG_ID
+    """The PEM key `v1a` signatures verify with, cached; None without a known organisation or when unreachable.
+
+    The organisation is EPILOT_ORG_ID, else the one provisioning found on the mirrored entities, never
+    the one a delivery names (anyone's epilot organisation can sign its own deliveries).
+    """
+    org_id = settings.EPILOT_ORG_ID or WebhookSubscription.objects.exclude(organization_id="").values_list(
+        "organization_id", flat=True).first()
     if not org_id:
         return None
     cache_key = f"epilot-webhook-public-key:{org_id}"

@@ -172,19 +172,29 @@ def test_an_ed25519_signature_verifies_with_the_public_key_and_fails_when_tamper
 
 def test_the_receiver_accepts_v1a_with_the_organisations_key_from_epilot(receiver: Client, settings) -> None:
     """Only a v1a entry: the key comes from getPublicKey (EPILOT_ORG_ID), once, then from the cache."""
+    from django.core.cache import cache
+
     from integrations.epilot.webhook_signing import sign_ed25519
     from integrations.epilot_sandbox import SandboxStore
     from integrations.epilot_sandbox.webhook_outbox import signing_key_pem
+    from projects.services.webhook_subscriptions import webhook_provision
 
     settings.EPILOT_ORG_ID = "739224"
     settings.EPILOT_WEBHOOK_SECRETS = []
     private = signing_key_pem(SandboxStore(settings.EPILOT_SANDBOX_DB))
     body = payload(demo_id("opportunity:nordstrasse"))
     now = int(time.time())
-    headers = {"HTTP_WEBHOOK_ID": "msg_ed", "HTTP_WEBHOOK_TIMESTAMP": str(now),
-               "HTTP_WEBHOOK_SIGNATURE": sign_ed25519(private, "msg_ed", now, body)}
-    assert post(receiver, body, **headers)[0] == 202
+
+    def signed(message_id: str) -> dict[str, str]:
+        return {"HTTP_WEBHOOK_ID": message_id, "HTTP_WEBHOOK_TIMESTAMP": str(now),
+                "HTTP_WEBHOOK_SIGNATURE": sign_ed25519(private, message_id, now, body)}
+
+    assert post(receiver, body, **signed("msg_ed"))[0] == 202
     forged = body.replace(b"739224", b"000000")
-    assert post(receiver, forged, **{**headers, "HTTP_WEBHOOK_ID": "msg_ed2"})[0] == 401
+    assert post(receiver, forged, **signed("msg_ed2"))[0] == 401
     settings.EPILOT_ORG_ID = ""  # without an organisation there is no key to check v1a with
-    assert post(receiver, body, **{**headers, "HTTP_WEBHOOK_ID": "msg_ed3"})[0] == 401
+    cache.clear()
+    assert post(receiver, body, **signed("msg_ed3"))[0] == 401
+    # ... until provisioning has learned it from the mirrored entities (`_org`).
+    assert webhook_provision(url="https://backoffice.example/webhooks/epilot/").subscription.organization_id == "739224"
+    assert post(receiver, body, **signed("msg_ed4"))[0] == 202
