@@ -14,6 +14,7 @@ flat in entity count (run 50,000 and 150,000 in separate processes and compare).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import json
 import os
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--shape", choices=["epilot", "sandbox"], default="epilot")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the full sync to FILE")
+    parser.add_argument("--sql", action="store_true", help="print the statements of the full sync that took longest in all")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-sync-"))
@@ -133,10 +135,12 @@ def main() -> None:
             model.objects.all().delete()
 
         profiler = cProfile.Profile() if args.profile else None
+        statements = StatementTimes()
         started = time.perf_counter()
         if profiler:
             profiler.enable()
-        full = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True)
+        with connection.execute_wrapper(statements) if args.sql else contextlib.nullcontext():
+            full = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True)
         elapsed = time.perf_counter() - started
         if profiler:
             profiler.disable()
@@ -171,6 +175,26 @@ def main() -> None:
     print(f"incremental, 1 % changed:  {small.status}, {small.created + small.updated} of {changed_count} changes in "
           f"{small_elapsed:.2f} s ({small_phases})")
     print(f"peak memory (max RSS):     {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    if args.sql:
+        print("statements of the full sync by total time:")
+        for sql, (count, seconds) in sorted(statements.times.items(), key=lambda item: -item[1][1])[:12]:
+            print(f"  {seconds:6.2f} s  {count:6d}x  {sql}")
+
+
+class StatementTimes:
+    """A Django execute wrapper that adds up the time of each statement (its first 110 characters)."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, tuple[int, float]] = {}
+
+    def __call__(self, execute, sql, params, many, context):
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            key = " ".join(sql.split())[:110]
+            count, seconds = self.times.get(key, (0, 0.0))
+            self.times[key] = (count + 1, seconds + time.perf_counter() - started)
 
 
 if __name__ == "__main__":

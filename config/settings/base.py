@@ -26,8 +26,12 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services own their transactio
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Several processes (web, worker, beat) share the file: wait for locks instead of failing.
-    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+    # Several processes (web, worker, beat) share the file: wait for locks instead of failing. WAL lets them
+    # read while the sync writes; synchronous=NORMAL syncs to disk at checkpoints, not at every commit
+    # (a power cut may lose the last commits, never the file's consistency; the next sync fetches them again).
+    DATABASES["default"].setdefault("OPTIONS", {}).update({
+        "timeout": 20, "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"})
 
 # APPS
 INSTALLED_APPS = [

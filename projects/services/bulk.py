@@ -11,9 +11,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
+import orjson
 from django.db import connection, models, transaction
+
+
+def dumps_json(value: Any) -> str:
+    """JSON text for a JSON column: orjson where it can, json for what orjson refuses (huge integers, odd keys)."""
+    try:
+        return orjson.dumps(value).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, ensure_ascii=False)
 
 
 def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *, unique_field: str,
@@ -40,10 +50,8 @@ def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *,
     if newer_by:
         column = quote(model._meta.get_field(newer_by).column)
         conflict += f" WHERE {table}.{column} IS NULL OR EXCLUDED.{column} >= {table}.{column}"
-    converters = [_converter(field) for field in fields]
     # The last row of a key wins, as it would row by row; one statement may not touch a row twice.
-    by_key = {row[unique_field]: row for row in rows}
-    params = [[convert(row, field.name) for convert, field in zip(converters, fields, strict=True)] for row in by_key.values()]
+    params = _parameters(fields, list({row[unique_field]: row for row in rows}.values()))
     # One transaction for all rows: in autocommit SQLite would commit (and sync to disk) once per row.
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -80,29 +88,57 @@ def _copy_then_upsert(model: type[models.Model], fields: Sequence[models.Field],
 PRE_ENCODED = "{}__json"
 
 
-def _converter(field: models.Field) -> Callable[[Mapping[str, Any], str], Any]:
-    """The database parameter of one column for a row, as `get_db_prep_save` would give it, without its per-value cost."""
+def _parameters(fields: Sequence[models.Field], rows: list[Mapping[str, Any]]) -> list[Sequence[Any]]:
+    """The database parameters of `rows`, column by column as `get_db_prep_save` would give them.
+
+    Values that the drivers take as they are are picked in one C-level `itemgetter` call per row; only
+    the columns that need it (dates on SQLite, JSON not yet encoded, decimals) are converted.
+    """
+    keys: list[str] = []
+    conversions: list[tuple[int, Callable[[Any], Any]]] = []
+    for index, field in enumerate(fields):
+        encoded = PRE_ENCODED.format(field.name)
+        if isinstance(field, models.JSONField) and all(row.get(encoded) is not None for row in rows):
+            keys.append(encoded)
+            continue
+        keys.append(field.name)
+        convert = _converter(field)
+        if convert is not None:
+            conversions.append((index, convert))
+    pick = itemgetter(*keys) if len(keys) > 1 else (lambda row: (row[keys[0]],))
+    if not conversions:
+        return [pick(row) for row in rows]
+    params = []
+    for row in rows:
+        values = list(pick(row))
+        for index, convert in conversions:
+            values[index] = convert(values[index])
+        params.append(values)
+    return params
+
+
+def _converter(field: models.Field) -> Callable[[Any], Any] | None:
+    """How one column's value becomes its database parameter, or None where psycopg and sqlite3 take it as it is."""
     if isinstance(field, models.JSONField):
-        def json_param(row: Mapping[str, Any], name: str) -> Any:
-            text = row.get(PRE_ENCODED.format(name))
-            if text is not None:
-                return text
-            value = row[name]
-            return None if value is None and field.null else json.dumps(value, ensure_ascii=False)
-        return json_param
+        return lambda value: None if value is None and field.null else dumps_json(value)
     if isinstance(field, models.DateTimeField) and connection.vendor != "postgresql":
         adapt = connection.ops.adapt_datetimefield_value
         in_utc = connection.timezone_name == "UTC"
+        seen: dict[dt.datetime, str] = {}  # many rows share a moment (synced_at, import batches)
 
-        def sqlite_datetime(row: Mapping[str, Any], name: str) -> Any:
-            value = row[name]
-            if in_utc and value is not None and value.tzinfo is dt.UTC:
-                return str(value.replace(tzinfo=None))  # what adapt() gives, without its time-zone arithmetic
-            return adapt(value)
+        def sqlite_datetime(value: Any) -> Any:
+            if value is None:
+                return None
+            text = seen.get(value)
+            if text is None:
+                # What adapt() gives for a UTC value, without its time-zone arithmetic.
+                text = str(value.replace(tzinfo=None)) if in_utc and value.tzinfo is dt.UTC else adapt(value)
+                seen[value] = text
+            return text
         return sqlite_datetime
     if isinstance(field, models.DecimalField):
         adapt_decimal = connection.ops.adapt_decimalfield_value
-        return lambda row, name: adapt_decimal(row[name], field.max_digits, field.decimal_places)
+        return lambda value: adapt_decimal(value, field.max_digits, field.decimal_places)
     if isinstance(field, (models.CharField, models.TextField, models.IntegerField, models.BooleanField, models.DateTimeField)):
-        return lambda row, name: row[name]  # psycopg and sqlite3 take these as they are
-    return lambda row, name: field.get_db_prep_save(row[name], connection)
+        return None
+    return lambda value: field.get_db_prep_save(value, connection)

@@ -7,6 +7,7 @@ evaluates local rules (the use cases do that once, explicitly).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from collections import defaultdict
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
-from django.db.models import OuterRef, Q, Subquery, TextField
+from django.db.models import BooleanField, Model, OuterRef, Q, Subquery, TextField
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -144,7 +146,7 @@ def store_page(schema: str, items: list[Entity | MalformedEntity], counts: Mirro
                 quarantined.append((item.id, str(reason), dict(item.data)))
     existing = {
         epilot_id: (updated_at, deleted_at, workflows)
-        for epilot_id, updated_at, deleted_at, workflows in model.objects.filter(epilot_id__in=list(rows)).values_list(
+        for epilot_id, updated_at, deleted_at, workflows in model.objects.filter(epilot_id_in(model, list(rows))).values_list(
             "epilot_id", "epilot_updated_at", "epilot_deleted_at", "payload__workflows")
     }
     changed: dict[str, dict[str, Any]] = {}
@@ -196,7 +198,7 @@ def store_page(schema: str, items: list[Entity | MalformedEntity], counts: Mirro
                 counts.item_links[order_id] = epilot_id
     elif schema == "order":
         counts.touched_orders.update(changed)
-    if rows:
+    if rows and QuarantinedEntity.objects.filter(schema=schema).exists():  # (the common case needs no id list)
         QuarantinedEntity.objects.filter(schema=schema, epilot_id__in=list(rows)).delete()  # repaired in epilot
     counts.quarantined += sum(
         quarantine(schema, epilot_id, reason, payload, run, now) for epilot_id, reason, payload in quarantined
@@ -212,6 +214,19 @@ def store_page(schema: str, items: list[Entity | MalformedEntity], counts: Mirro
         state.watermark_updated_at, state.watermark_id = last.updated_at, last.id
         SyncState.objects.filter(pk=state.pk).update(watermark_updated_at=last.updated_at, watermark_id=last.id)
     return len(changed)
+
+
+def epilot_id_in(model: type[Model], ids: list[str]) -> RawSQL:
+    """A filter `epilot_id IN ids` with the ids as one parameter (an array, or JSON on SQLite).
+
+    Django sends one parameter per value; for a page of 1,000 ids PostgreSQL then spent 50 ms
+    planning each lookup, and Django as long preparing the values.
+    """
+    table = connection.ops.quote_name(model._meta.db_table)
+    column = f"{table}.{connection.ops.quote_name(model._meta.get_field('epilot_id').column)}"
+    if connection.vendor == "postgresql":
+        return RawSQL(f"{column} = ANY(%s)", (ids,), output_field=BooleanField())
+    return RawSQL(f"{column} IN (SELECT value FROM json_each(%s))", (json.dumps(ids),), output_field=BooleanField())
 
 
 def write_isolating_failures(write: Callable[[list[dict[str, Any]]], Any],
@@ -324,10 +339,8 @@ def link_orders_from_items(counts: MirrorChanges) -> None:
 
 def resolve_relations() -> None:
     """Point foreign keys at mirrored rows; references to entities not mirrored yet stay open for a later run."""
-    Opportunity.objects.exclude(customer_epilot_id="").filter(customer__isnull=True).update(
-        customer_id=Subquery(Contact.objects.filter(epilot_id=OuterRef("customer_epilot_id")).values("id")[:1]))
-    Order.objects.exclude(opportunity_epilot_id="").filter(opportunity__isnull=True).update(
-        opportunity_id=Subquery(Opportunity.objects.filter(epilot_id=OuterRef("opportunity_epilot_id")).values("id")[:1]))
+    _link_by_epilot_id(Opportunity, "customer", Contact)
+    _link_by_epilot_id(Order, "opportunity", Opportunity)
     for schema, field_name, model in (("opportunity", "opportunity", Opportunity), ("order", "order", Order),
                                       ("contact", "contact", Contact)):
         WorkflowExecution.objects.filter(entity_schema=schema, **{f"{field_name}__isnull": True}).update(
@@ -339,6 +352,23 @@ def resolve_relations() -> None:
             ]
         )
     )
+
+
+def _link_by_epilot_id(model: type[Model], field_name: str, target: type[Model]) -> None:
+    """Set `field_name` where it is empty but its epilot id names a mirrored row: one UPDATE ... FROM (a join).
+
+    A correlated subquery per row cost PostgreSQL a second for 20,000 opportunities; the join takes a
+    fraction of that on both databases (SQLite 3.33+ knows UPDATE ... FROM).
+    """
+    quote = connection.ops.quote_name
+    table, other = quote(model._meta.db_table), quote(target._meta.db_table)
+    foreign_key = quote(model._meta.get_field(field_name).column)
+    reference = quote(model._meta.get_field(f"{field_name}_epilot_id").column)
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET {foreign_key} = target.{quote(target._meta.pk.column)} FROM {other} AS target "
+                       f"WHERE target.{quote(target._meta.get_field('epilot_id').column)} = {table}.{reference} "
+                       f"AND {table}.{foreign_key} IS NULL "
+                       f"AND {table}.{reference} <> ''")
 
 
 def sync_definitions(client: EpilotClient) -> int:
@@ -394,13 +424,12 @@ def refresh_executions(client: EpilotClient, counts: MirrorChanges, heartbeat: C
     with ThreadPoolExecutor(max_workers=EXECUTION_FETCHERS, thread_name_prefix="epilot-executions") as pool:
         for start in range(0, len(changes), EXECUTION_BATCH):
             fetched = list(pool.map(fetch, changes[start:start + EXECUTION_BATCH]))
-            with transaction.atomic():
-                for schema, epilot_id, executions, read_at in fetched:
-                    store_executions(schema, epilot_id, executions, read_at=read_at)
-                    if schema == "opportunity":
-                        counts.touched_opportunities.add(epilot_id)
-                    elif schema == "order":
-                        counts.touched_orders.add(epilot_id)
+            store_executions_of(fetched)
+            for schema, epilot_id, _executions, _read_at in fetched:
+                if schema == "opportunity":
+                    counts.touched_opportunities.add(epilot_id)
+                elif schema == "order":
+                    counts.touched_orders.add(epilot_id)
             if heartbeat:
                 heartbeat()
     if changes:
@@ -423,31 +452,51 @@ def store_executions(
     entity's whole list (one execution re-read after a write), so nothing is removed. Executions that do not fit the mirror are
     quarantined (schema `workflow_execution`).
     """
+    store_executions_of([(schema, entity_id, executions, read_at or timezone.now())], complete=complete)
+
+
+def store_executions_of(answers: list[tuple[str, str, list[RemoteExecution], dt.datetime]], *, complete: bool = True) -> None:
+    """`store_executions` for many entities at once: (schema, entity id, executions, read at) each, a few statements in all."""
     now = timezone.now()
-    read_at = read_at or now
-    rows = []
-    for e in executions:
-        row = {"epilot_id": e.id, "engine": e.engine, "definition_epilot_id": e.definition_id or "", "name": e.name or "",
-               "entity_schema": schema, "entity_epilot_id": entity_id, "status": e.status or "",
-               "current_section": (e.current_step.section or "") if e.current_step else "",
-               "current_step": e.current_step.name if e.current_step else "",
-               "completed_steps": e.completed_steps, "total_steps": len(e.steps), "flow": dict(e.data),
-               "started_at": e.created_at, "epilot_updated_at": e.updated_at, "completed_at": e.completed_at, "synced_at": now}
-        try:
-            check_fits(WorkflowExecution, row)
-        except QuarantineReason as reason:
-            quarantine("workflow_execution", e.id, str(reason), dict(e.data), None, now)
-            continue
-        rows.append(row)
-    stored_ids = {row["epilot_id"] for row in rows}
+    rows, stored = [], []
+    for schema, entity_id, executions, _read_at in answers:
+        for e in executions:
+            row = {"epilot_id": e.id, "engine": e.engine, "definition_epilot_id": e.definition_id or "", "name": e.name or "",
+                   "entity_schema": schema, "entity_epilot_id": entity_id, "status": e.status or "",
+                   "current_section": (e.current_step.section or "") if e.current_step else "",
+                   "current_step": e.current_step.name if e.current_step else "",
+                   "completed_steps": e.completed_steps, "total_steps": len(e.steps), "flow": dict(e.data),
+                   "started_at": e.created_at, "epilot_updated_at": e.updated_at, "completed_at": e.completed_at,
+                   "synced_at": now}
+            try:
+                check_fits(WorkflowExecution, row)
+            except QuarantineReason as reason:
+                quarantine("workflow_execution", e.id, str(reason), dict(e.data), None, now)
+                continue
+            rows.append(row)
+            stored.append(e)
     with transaction.atomic():
-        bulk_upsert(
-            WorkflowExecution, rows, unique_field="epilot_id", update_fields=EXECUTION_FIELDS, newer_by="epilot_updated_at"
-        )
-        store_steps([e for e in executions if e.id in stored_ids], now)
+        if rows:
+            bulk_upsert(WorkflowExecution, rows, unique_field="epilot_id", update_fields=EXECUTION_FIELDS,
+                        newer_by="epilot_updated_at")
+            store_steps(stored, now)
         if complete:
-            WorkflowExecution.objects.filter(entity_schema=schema, entity_epilot_id=entity_id, synced_at__lt=read_at).exclude(
-                epilot_id__in=[e.id for e in executions]).delete()
+            _delete_vanished_executions(answers)
+
+
+def _delete_vanished_executions(answers: list[tuple[str, str, list[RemoteExecution], dt.datetime]]) -> None:
+    """Remove mirrored executions epilot no longer lists for an entity (unless stored after that entity was read)."""
+    answered = {(schema, entity_id): ({e.id for e in executions}, read_at)
+                for schema, entity_id, executions, read_at in answers}
+    vanished = [
+        pk for pk, schema, entity_id, epilot_id, synced_at in WorkflowExecution.objects.filter(
+            entity_epilot_id__in=[entity_id for _schema, entity_id in answered]).values_list(
+            "pk", "entity_schema", "entity_epilot_id", "epilot_id", "synced_at")
+        if (schema, entity_id) in answered and epilot_id not in answered[schema, entity_id][0]
+        and synced_at < answered[schema, entity_id][1]
+    ]
+    if vanished:
+        WorkflowExecution.objects.filter(pk__in=vanished).delete()
 
 
 def store_steps(executions: list[RemoteExecution], now: dt.datetime) -> None:
@@ -461,9 +510,9 @@ def store_steps(executions: list[RemoteExecution], now: dt.datetime) -> None:
     current = [(stored[e.id][0], e) for e in executions if e.id in stored and stored[e.id][1] == e.updated_at]
     if not current:
         return
-    known = {(execution_id, epilot_id): (assignees, assigned_at) for execution_id, epilot_id, assignees, assigned_at in
-             MirroredStep.objects.filter(execution_id__in=[pk for pk, _ in current]).values_list(
-                 "execution_id", "epilot_id", "assignees", "assigned_at")}
+    known = {(execution_id, epilot_id): (assignees, assigned_at, pk) for pk, execution_id, epilot_id, assignees, assigned_at
+             in MirroredStep.objects.filter(execution_id__in=[pk for pk, _ in current]).values_list(
+                 "pk", "execution_id", "epilot_id", "assignees", "assigned_at")}
     rows = []
     for pk, execution in current:
         seen: set[str] = set()
@@ -488,10 +537,10 @@ def store_steps(executions: list[RemoteExecution], now: dt.datetime) -> None:
     # Upserted, not replaced, so a step keeps its row (and the admin's links to it) across refreshes.
     MirroredStep.objects.bulk_create(rows, batch_size=500, update_conflicts=True, unique_fields=["execution", "epilot_id"],
                                      update_fields=[f for f in STEP_FIELDS if f not in ("execution_id", "epilot_id")])
-    kept = Q()
-    for pk, _ in current:
-        kept |= Q(execution_id=pk, epilot_id__in=[step.epilot_id for step in rows if step.execution_id == pk])
-    MirroredStep.objects.filter(execution_id__in=[pk for pk, _ in current]).exclude(kept).delete()
+    kept = {(step.execution_id, step.epilot_id) for step in rows}
+    gone = [before[2] for key, before in known.items() if key not in kept]
+    if gone:
+        MirroredStep.objects.filter(pk__in=gone).delete()
 
 
 STEP_FIELDS = ["execution_id", "epilot_id", "position", "section", "section_epilot_id", "name", "status", "enabled",
