@@ -56,6 +56,7 @@ from projects.services.rows import (
 logger = logging.getLogger("projects.sync")
 LINK_CHUNK = 500  # order links per UPDATE
 LOOKUP_CHUNK = 50  # unlinked orders looked up per query among the opportunities' items
+UNLINK_CHUNK = 1000  # changed rows whose foreign keys are checked per statement
 EXECUTION_FETCHERS = 4  # executions fetched at once after a sync
 EXECUTION_BATCH = 100  # entities whose executions are written per transaction
 
@@ -106,7 +107,7 @@ def mirror_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | N
         with transaction.atomic():
             store_page(schema, items, counts, None, None, rewrite=False)
     link_orders_from_items(counts)
-    resolve_relations()
+    resolve_relations(counts)
     refresh_executions(client, counts)
     refresh_projects(counts, full=False)
     return counts
@@ -171,6 +172,14 @@ def store_page(schema: str, items: list[Entity | MalformedEntity], counts: Mirro
     # An order linked through its opportunity's items has no relation of its own: a new version of it
     # keeps the link instead of dropping it until an opportunity names it again.
     keep = ["opportunity_epilot_id"] if schema == "order" else []
+    if schema == "opportunity" and changed:
+        # The customer's row is looked up now (contacts are synced first): writing the foreign key with
+        # the row spares PostgreSQL a second version of every opportunity when relations are resolved.
+        customers = dict(Contact.objects.filter(epilot_id_in(Contact, list({
+            row["customer_epilot_id"] for row in changed.values() if row["customer_epilot_id"]}))).values_list("epilot_id", "id"))
+        for row in changed.values():
+            row["customer"] = customers.get(row["customer_epilot_id"])
+        update_fields = [*update_fields, "customer"]
 
     def write(batch: list[dict[str, Any]]) -> None:
         bulk_upsert(model, batch, unique_field="epilot_id", update_fields=update_fields, newer_by="epilot_updated_at",
@@ -337,8 +346,15 @@ def link_orders_from_items(counts: MirrorChanges) -> None:
                 [value for pair in chunk for value in pair])
 
 
-def resolve_relations() -> None:
-    """Point foreign keys at mirrored rows; references to entities not mirrored yet stay open for a later run."""
+def resolve_relations(counts: MirrorChanges | None = None) -> None:
+    """Point foreign keys at mirrored rows; references to entities not mirrored yet stay open for a later run.
+
+    The rows `counts` changed first lose a foreign key that no longer matches their reference (a
+    customer or opportunity that changed in epilot), so the fill below points them at the new one.
+    """
+    if counts is not None:
+        _unlink_changed(Opportunity, "customer", list(counts.touched_opportunities))
+        _unlink_changed(Order, "opportunity", [*counts.touched_orders, *counts.item_links])
     _link_by_epilot_id(Opportunity, "customer", Contact)
     _link_by_epilot_id(Order, "opportunity", Opportunity)
     for schema, field_name, model in (("opportunity", "opportunity", Opportunity), ("order", "order", Order),
@@ -352,6 +368,29 @@ def resolve_relations() -> None:
             ]
         )
     )
+
+
+def _unlink_changed(model: type[Model], field_name: str, epilot_ids: list[str]) -> None:
+    """Clear `field_name` on these rows where it points at another entity than their reference names."""
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    target_model = model._meta.get_field(field_name).related_model
+    target = quote(target_model._meta.db_table)
+    foreign_key = quote(model._meta.get_field(field_name).column)
+    reference = quote(model._meta.get_field(f"{field_name}_epilot_id").column)
+    key = quote(model._meta.get_field("epilot_id").column)
+    with connection.cursor() as cursor:
+        for start in range(0, len(epilot_ids), UNLINK_CHUNK):
+            chunk = epilot_ids[start:start + UNLINK_CHUNK]
+            if connection.vendor == "postgresql":
+                among, params = f"{table}.{key} = ANY(%s)", [chunk]
+            else:
+                among, params = f"{table}.{key} IN (SELECT value FROM json_each(%s))", [json.dumps(chunk)]
+            cursor.execute(
+                f"UPDATE {table} SET {foreign_key} = NULL WHERE {among} AND {table}.{foreign_key} IS NOT NULL "
+                f"AND NOT EXISTS (SELECT 1 FROM {target} AS linked WHERE linked.{quote(target_model._meta.pk.column)} = "
+                f"{table}.{foreign_key} AND linked.{quote(target_model._meta.get_field('epilot_id').column)} = "
+                f"{table}.{reference})", params)
 
 
 def _link_by_epilot_id(model: type[Model], field_name: str, target: type[Model]) -> None:

@@ -103,7 +103,7 @@ def sync_run(
         lease.check()
         with counts.timed("relations"):
             link_orders_from_items(counts)
-            resolve_relations()
+            resolve_relations(counts)
         with counts.timed("executions"):
             refresh_executions(client, counts, heartbeat=lease.renew_if_due)
         lease.check()

@@ -249,7 +249,8 @@ def organisation_public_key(client: EpilotClient | None = None) -> str | None:
 def webhook_reconcile(*, user: Any = None, actor: str = "schedule", client: EpilotClient | None = None) -> int:
     """Ask epilot to deliver again every failed delivery since the last reconciliation; returns how many.
 
-    Without a provisioned webhook it does nothing. Raises RemoteFailure (nothing is marked reconciled).
+    Without a provisioned webhook, or when its config is gone in epilot (logged), it does nothing.
+    Raises RemoteFailure (nothing is marked reconciled).
     """
     subscription = WebhookSubscription.objects.exclude(config_id="").first()
     if subscription is None:
@@ -266,6 +267,9 @@ def webhook_reconcile(*, user: Any = None, actor: str = "schedule", client: Epil
                                target_epilot_id=subscription.config_id, summary={"events": len(batch)}, user=user,
                                actor=actor) as out:
                 out.epilot_ids = client.batch_replay_events(subscription.config_id, batch)
+    except EpilotNotFoundError:
+        logger.warning("webhook config %s is gone in epilot; run provision_webhook again", subscription.config_id)
+        return 0
     except EpilotError as exc:
         raise RemoteFailure(_("Failed webhook deliveries could not be replayed: %(error)s") % {"error": exc.message}) from None
     WebhookSubscription.objects.filter(pk=subscription.pk).update(reconciled_at=started)

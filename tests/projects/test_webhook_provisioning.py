@@ -229,3 +229,24 @@ def test_backoffice_staff_provision_from_the_admin_and_a_viewer_may_not(same_san
     replay = client.post(reverse("admin:projects_webhooksubscription_replay"), follow=True)
     assert "0 fehlgeschlagene Zustellungen" in replay.content.decode()
     assert EpilotWrite.objects.filter(action=EpilotWrite.Action.PROVISION_WEBHOOK, user__username="Backoffice-user").exists()
+
+
+@pytest.mark.django_db
+def test_a_config_deleted_in_epilot_makes_the_replay_a_logged_no_op_and_provisioning_recreates_it(epilot) -> None:
+    report = webhook_provision(url=URL, schemas=["contact"], client=epilot)
+    epilot.delete_config(report.subscription.config_id)
+    assert webhook_reconcile(client=epilot) == 0
+    again = webhook_provision(url=URL, schemas=["contact"], client=epilot)
+    assert again.config_created and len(our_configs(epilot)) == 1
+    flow = webhook_flows(epilot)[0]
+    assert flow.data["actions"][0]["config"]["target_webhook_id"] == again.subscription.config_id
+
+
+@pytest.mark.django_db
+def test_the_schedule_has_a_nightly_full_sync_and_an_hourly_replay() -> None:
+    from django_celery_beat.models import PeriodicTask
+
+    nightly = PeriodicTask.objects.get(name="epilot sync (full, nightly)")
+    assert json.loads(nightly.kwargs) == {"trigger": "schedule", "full": True}
+    assert (nightly.crontab.hour, nightly.crontab.minute, nightly.crontab.timezone.key) == ("2", "30", "Europe/Berlin")
+    assert PeriodicTask.objects.get(task="projects.webhook_reconcile").enabled

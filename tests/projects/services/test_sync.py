@@ -241,3 +241,17 @@ def test_an_older_version_never_overwrites_a_newer_one(epilot: EpilotClient, san
                 update_fields=list(stale), newer_by="epilot_updated_at")  # a writer that read epilot earlier
     kalk.refresh_from_db()
     assert kalk.status == "bearbeitung" and kalk.payload["_updated_at"] == newer.data["_updated_at"]
+
+
+def test_a_changed_customer_relation_moves_the_foreign_key(epilot: EpilotClient) -> None:
+    """The customer of an opportunity changes in epilot: the mirror points at the new contact, or at none."""
+    run(epilot)
+    nord_id = demo_id("opportunity:nordstrasse")
+    other = Contact.objects.exclude(pk=Opportunity.objects.get(epilot_id=nord_id).customer_id).first()
+    epilot.patch_entity("opportunity", nord_id, {"customer": {"$relation": [{"entity_id": other.epilot_id}]}})
+    run(epilot)
+    assert Opportunity.objects.get(epilot_id=nord_id).customer == other
+    epilot.patch_entity("opportunity", nord_id, {"customer": {"$relation": [{"entity_id": "not-mirrored-yet"}]}})
+    run(epilot)
+    nord = Opportunity.objects.get(epilot_id=nord_id)
+    assert nord.customer is None and nord.customer_epilot_id == "not-mirrored-yet"
