@@ -70,6 +70,8 @@ def _dechunked(stream: Any, limit: int) -> bytes:
     data = bytearray()
     while True:
         line = stream.readline(100)
+        if not line and not data:
+            return b""  # the server passed no body on (Django's runserver drops one without Content-Length)
         try:
             size = int(line.split(b";", 1)[0].strip(), 16)
         except ValueError:

@@ -198,3 +198,30 @@ def test_the_receiver_accepts_v1a_with_the_organisations_key_from_epilot(receive
     # ... until provisioning has learned it from the mirrored entities (`_org`).
     assert webhook_provision(url="https://backoffice.example/webhooks/epilot/").subscription.organization_id == "739224"
     assert post(receiver, body, **signed("msg_ed4"))[0] == 202
+
+
+@pytest.mark.parametrize("sent, limit, expected", [
+    (b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n", 100, b"hello world"),
+    (b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", 5, "too large"),
+    (b"zz\r\nhello\r\n", 100, "malformed"),
+    (b"", 100, b""),
+])
+def test_a_chunked_body_passed_through_by_the_server_is_decoded_within_the_limit(sent, limit, expected) -> None:
+    """Servers that hand the chunks on (not gunicorn, which de-chunks) get them decoded by the view."""
+    import io
+
+    from django.core.handlers.wsgi import WSGIRequest
+
+    from projects.views import BadChunk, BodyTooLarge, raw_body
+
+    request = WSGIRequest({"REQUEST_METHOD": "POST", "PATH_INFO": URL, "wsgi.input": io.BytesIO(sent),
+                           "HTTP_TRANSFER_ENCODING": "chunked", "SERVER_NAME": "testserver", "SERVER_PORT": "80",
+                           "wsgi.url_scheme": "http"})
+    if expected == "too large":
+        with pytest.raises(BodyTooLarge):
+            raw_body(request, limit)
+    elif expected == "malformed":
+        with pytest.raises(BadChunk):
+            raw_body(request, limit)
+    else:
+        assert raw_body(request, limit) == expected
