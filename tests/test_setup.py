@@ -128,3 +128,17 @@ def test_demo_login_can_use_the_admin(client, capsys) -> None:
     page = client.get("/admin/")
     assert page.status_code == 200
     assert "Eingebettete epilot-Sandbox" in page.content.decode()  # German is the default
+
+
+def test_production_redirects_to_https_but_not_webhook_deliveries_or_health_probes() -> None:
+    """A sender has posted its signed body already when a 301 comes back, and counts it as a failed delivery."""
+    check = ("import django; django.setup(); "
+             "from django.middleware.security import SecurityMiddleware; from django.test import RequestFactory; "
+             "m = SecurityMiddleware(lambda r: None); f = RequestFactory(); "
+             "print([getattr(m.process_request(f.generic(method, path)), 'status_code', None) for method, path in "
+             "[('POST', '/webhooks/epilot/'), ('GET', '/health/'), ('GET', '/health/live/'), ('GET', '/admin/')]])")
+    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=_clean_env(
+        **PRODUCTION, DJANGO_SETTINGS_MODULE="config.settings.production", ALLOWED_HOSTS="testserver"), capture_output=True,
+        text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[None, None, None, 301]"
