@@ -22,6 +22,11 @@ class BadQuery(ValueError):
     """The query or filter cannot be understood."""
 
 
+def now_ms() -> str:
+    """The current moment as epilot writes timestamps (UTC, milliseconds, Z)."""
+    return iso_ms(dt.datetime.now(dt.UTC).isoformat())
+
+
 def iso_ms(value: Any) -> str:
     """Normalise a timestamp (ISO string or epoch milliseconds) to `YYYY-MM-DDTHH:MM:SS.mmmZ`."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):

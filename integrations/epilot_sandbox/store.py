@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from integrations.epilot_sandbox.query import iso_ms
+from integrations.epilot_sandbox.query import iso_ms, now_ms
 from integrations.epilot_sandbox.webhook_outbox import queue_entity_webhooks
 
 SCHEMA_SQL = """
@@ -69,10 +69,6 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_config ON webhook_deliveries (conf
 SYSTEM_READ_ONLY = frozenset(
     {"_id", "_org", "_owners", "_created_at", "_updated_at", "_deleted_at", "_acl", "_changesets", "_schema"}
 )
-
-
-def now_ms() -> str:
-    return iso_ms(dt.datetime.now(dt.UTC).isoformat())
 
 
 def later_than(previous: str | None) -> str:

@@ -8,7 +8,6 @@ claims due deliveries with a lease (several processes may share the store) and P
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import http.client
 import json
 import logging
@@ -21,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from integrations.epilot.webhook_signing import sign, sign_ed25519
-from integrations.epilot_sandbox.query import iso_ms
+from integrations.epilot_sandbox.query import now_ms
 
 logger = logging.getLogger("integrations.epilot_sandbox")
 
@@ -50,13 +49,13 @@ def queue_entity_webhooks(conn: sqlite3.Connection, org_id: str, operation: str,
             event_id = str(uuid.uuid4())
             payload = {"metadata": {"organization_id": org_id, "webhook_id": config_id, "webhook_name": config.get("name"),
                                     "automation_name": flow.get("flow_name"), "correlation_id": str(uuid.uuid4()),
-                                    "creation_timestamp": _iso_now(), "execution_id": str(uuid.uuid4()),
+                                    "creation_timestamp": now_ms(), "execution_id": str(uuid.uuid4()),
                                     "action_id": action.get("id") or str(uuid.uuid4()), "action": operation},
                        "entity": dict(entity), "_org_id": org_id, "_webhook_event_id": event_id}
             conn.execute(
                 "INSERT INTO webhook_deliveries (event_id, config_id, message_id, created_at, status, next_attempt_at, payload) "
                 "VALUES (?,?,?,?,?,?,?)",
-                (event_id, config_id, f"msg_{uuid.uuid4().hex}", _iso_now(), "in_progress", time.time(),
+                (event_id, config_id, f"msg_{uuid.uuid4().hex}", now_ms(), "in_progress", time.time(),
                  json.dumps(payload, separators=(",", ":"), ensure_ascii=False)))
             queued += 1
     return queued
@@ -69,10 +68,6 @@ def _triggered(flow: Mapping[str, Any], schema: Any, operation: str) -> bool:
                 and configuration.get("schema") == schema and operation in (configuration.get("operations") or []):
             return True
     return False
-
-
-def _iso_now() -> str:
-    return iso_ms(dt.datetime.now(dt.UTC).isoformat())
 
 
 def signing_key_pem(store: Any) -> str:

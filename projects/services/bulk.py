@@ -18,12 +18,12 @@ import orjson
 from django.db import connection, models, transaction
 
 
-def dumps_json(value: Any) -> str:
+def dumps_json(value: Any, *, default: Callable[[Any], Any] | None = None) -> str:
     """JSON text for a JSON column: orjson where it can, json for what orjson refuses (huge integers, odd keys)."""
     try:
-        return orjson.dumps(value).decode()
+        return orjson.dumps(value, default=default).decode()
     except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(value, default=default, ensure_ascii=False)
 
 
 def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *, unique_field: str,

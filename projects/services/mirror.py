@@ -232,10 +232,15 @@ def epilot_id_in(model: type[Model], ids: list[str]) -> RawSQL:
     planning each lookup, and Django as long preparing the values.
     """
     table = connection.ops.quote_name(model._meta.db_table)
-    column = f"{table}.{connection.ops.quote_name(model._meta.get_field('epilot_id').column)}"
+    sql, params = _among(f"{table}.{connection.ops.quote_name(model._meta.get_field('epilot_id').column)}", ids)
+    return RawSQL(sql, params, output_field=BooleanField())
+
+
+def _among(column: str, ids: list[str]) -> tuple[str, list[Any]]:
+    """SQL for `column IN ids` with the ids as one parameter: an array on PostgreSQL, JSON on SQLite."""
     if connection.vendor == "postgresql":
-        return RawSQL(f"{column} = ANY(%s)", (ids,), output_field=BooleanField())
-    return RawSQL(f"{column} IN (SELECT value FROM json_each(%s))", (json.dumps(ids),), output_field=BooleanField())
+        return f"{column} = ANY(%s)", [ids]
+    return f"{column} IN (SELECT value FROM json_each(%s))", [json.dumps(ids)]
 
 
 def write_isolating_failures(write: Callable[[list[dict[str, Any]]], Any],
@@ -381,11 +386,7 @@ def _unlink_changed(model: type[Model], field_name: str, epilot_ids: list[str]) 
     key = quote(model._meta.get_field("epilot_id").column)
     with connection.cursor() as cursor:
         for start in range(0, len(epilot_ids), UNLINK_CHUNK):
-            chunk = epilot_ids[start:start + UNLINK_CHUNK]
-            if connection.vendor == "postgresql":
-                among, params = f"{table}.{key} = ANY(%s)", [chunk]
-            else:
-                among, params = f"{table}.{key} IN (SELECT value FROM json_each(%s))", [json.dumps(chunk)]
+            among, params = _among(f"{table}.{key}", epilot_ids[start:start + UNLINK_CHUNK])
             cursor.execute(
                 f"UPDATE {table} SET {foreign_key} = NULL WHERE {among} AND {table}.{foreign_key} IS NOT NULL "
                 f"AND NOT EXISTS (SELECT 1 FROM {target} AS linked WHERE linked.{quote(target_model._meta.pk.column)} = "
@@ -396,8 +397,7 @@ def _unlink_changed(model: type[Model], field_name: str, epilot_ids: list[str]) 
 def _link_by_epilot_id(model: type[Model], field_name: str, target: type[Model]) -> None:
     """Set `field_name` where it is empty but its epilot id names a mirrored row: one UPDATE ... FROM (a join).
 
-    A correlated subquery per row cost PostgreSQL a second for 20,000 opportunities; the join takes a
-    fraction of that on both databases (SQLite 3.33+ knows UPDATE ... FROM).
+    A correlated subquery per row cost PostgreSQL a second for 20,000 opportunities (SQLite 3.33+ knows the join).
     """
     quote = connection.ops.quote_name
     table, other = quote(model._meta.db_table), quote(target._meta.db_table)

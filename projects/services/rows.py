@@ -3,19 +3,18 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import math
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import orjson
 from django.db import models
 
 from integrations.epilot import Entity
 from integrations.epilot.types import relation_ids
 from projects.schemas import model_for
 from projects.services.addresses import address_key
+from projects.services.bulk import dumps_json
 
 MAX_PAYLOAD_BYTES = 512 * 1024
 
@@ -37,10 +36,7 @@ ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 def dumps_payload(payload: Any) -> str:
     """The JSON text the mirror stores for a document (orjson, ten times faster; json for what orjson refuses)."""
-    try:
-        return orjson.dumps(payload, default=str).decode()
-    except (orjson.JSONEncodeError, TypeError):  # integers beyond 64 bits, keys that are not strings
-        return json.dumps(payload, default=str, ensure_ascii=False)
+    return dumps_json(payload, default=str)
 
 
 def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:

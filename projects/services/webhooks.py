@@ -86,9 +86,10 @@ def webhook_receive(*, headers: dict[str, str], body: bytes) -> Receipt:
     fields = {"event_id": str(payload.get("_webhook_event_id") or "")[:200],
               "organization_id": organization[:64], "schema": entity["_schema"][:100], "entity_epilot_id": entity["_id"][:64],
               "automation": str(metadata.get("automation_name") or "")[:300], "received_at": timezone.now()}
-    if fields["event_id"] and WebhookEvent.objects.filter(event_id=fields["event_id"]).exists():
-        # A replay of an event already received carries a new webhook-id but the same _webhook_event_id.
-        return Receipt(200, "already received", WebhookEvent.objects.filter(event_id=fields["event_id"]).first())
+    # A replay of an event already received carries a new webhook-id but the same _webhook_event_id.
+    earlier = WebhookEvent.objects.filter(event_id=fields["event_id"]).first() if fields["event_id"] else None
+    if earlier is not None:
+        return Receipt(200, "already received", earlier)
     try:
         with transaction.atomic():
             event = WebhookEvent.objects.create(webhook_id=headers["webhook-id"][:200], **fields)
