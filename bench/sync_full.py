@@ -136,12 +136,20 @@ def main() -> None:
 
         profiler = cProfile.Profile() if args.profile else None
         statements = StatementTimes()
+        database_pid = None
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                database_pid = cursor.fetchone()[0]
+        cpu_before, server_before, database_before = process_cpu(), cpu_of(server.pid), cpu_of(database_pid)
         started = time.perf_counter()
         if profiler:
             profiler.enable()
         with connection.execute_wrapper(statements) if args.sql else contextlib.nullcontext():
             full = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True)
         elapsed = time.perf_counter() - started
+        cpu, server_cpu = process_cpu() - cpu_before, cpu_of(server.pid) - server_before
+        database_cpu = cpu_of(database_pid) - database_before
         if profiler:
             profiler.disable()
             profiler.dump_stats(args.profile)
@@ -168,6 +176,8 @@ def main() -> None:
     print(f"full sync:                 {full.status}, {total:,} entities in {elapsed:.1f} s = {total / elapsed:,.0f} entities/s; "
           f"{full.quarantined} quarantined; {linked:,} orders linked; {AusbauProject.objects.count():,} projects")
     print(f"ratio to the floor:        {elapsed / floor_seconds:.2f}x")
+    print(f"CPU during the full sync:  this process {cpu:.1f} s, the sandbox serving it {server_cpu:.1f} s "
+          f"(cores: {os.cpu_count()})" + (f", PostgreSQL's backend {database_cpu:.1f} s" if database_pid else ""))
     print(f"phases:                    {phases}")
     print(f"incremental, no changes:   {quiet.status}, {quiet.created + quiet.updated} changed, {searches} searches for "
           f"{len(quiet.schemas)} schemas ({requests} requests in all) in {quiet_elapsed:.2f} s")
@@ -179,6 +189,22 @@ def main() -> None:
         print("statements of the full sync by total time:")
         for sql, (count, seconds) in sorted(statements.times.items(), key=lambda item: -item[1][1])[:12]:
             print(f"  {seconds:6.2f} s  {count:6d}x  {sql}")
+
+
+def process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_of(pid: int | None) -> float:
+    """CPU seconds a running process has used so far (Linux /proc), 0 where unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class StatementTimes:

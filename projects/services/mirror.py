@@ -1,4 +1,4 @@
-"""Writing epilot's documents into the mirror: pages of entities, quarantine, relations, definitions, executions, projects.
+"""Keeping the mirror whole around its pages: relations, definitions, executions, projects; `mirror_entities` after a write.
 
 Everything here is called inside or between the sync's transactions and after writes of the
 back-office; nothing here calls epilot except to read executions and definitions, and nothing
@@ -6,20 +6,16 @@ evaluates local rules (the use cases do that once, explicitly).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import json
 import logging
-import time
-from collections import defaultdict
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from django.db import DatabaseError, connection, transaction
-from django.db.models import BooleanField, Model, OuterRef, Q, Subquery, TextField
-from django.db.models.expressions import RawSQL
+from django.db import connection, transaction
+from django.db.models import Model, OuterRef, Q, Subquery, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -32,59 +28,23 @@ from projects.models import (
     MirroredStep,
     Opportunity,
     Order,
-    QuarantinedEntity,
-    SyncRun,
-    SyncState,
     WorkflowDefinition,
     WorkflowExecution,
 )
-from projects.schemas import CORE_SCHEMAS, model_for, validate_schemas
+from projects.schemas import validate_schemas
 from projects.services.areas import areas_refresh
-from projects.services.bulk import bulk_upsert
+from projects.services.bulk import among, bulk_upsert
+from projects.services.pages import MirrorChanges, prepare_page, quarantine, store_page
 from projects.services.projects import projects_refresh
-from projects.services.rows import (
-    COMMON_FIELDS,
-    EXTRA_FIELDS,
-    MAX_PAYLOAD_BYTES,
-    QuarantineReason,
-    check_fits,
-    dumps_payload,
-    entity_row,
-    has_nul,
-)
+from projects.services.rows import QuarantineReason, check_fits
 
 logger = logging.getLogger("projects.sync")
 LINK_CHUNK = 500  # order links per UPDATE
 LOOKUP_CHUNK = 50  # unlinked orders looked up per query among the opportunities' items
 UNLINK_CHUNK = 1000  # changed rows whose foreign keys are checked per statement
-EXECUTION_FETCHERS = 4  # executions fetched at once after a sync
+EXECUTION_FETCHERS = 4  # executions read at once
+EXECUTION_AHEAD = 400  # entities' executions read ahead of being stored
 EXECUTION_BATCH = 100  # entities whose executions are written per transaction
-
-
-@dataclass
-class MirrorChanges:
-    """What a run or a refresh changed: counts for the ledger, and what rules and project refreshes look at."""
-
-    created: int = 0
-    updated: int = 0
-    deleted: int = 0
-    quarantined: int = 0
-    pages: int = 0
-    touched_opportunities: set[str] = field(default_factory=set)
-    touched_orders: set[str] = field(default_factory=set)
-    workflow_changes: list[tuple[str, str, Any]] = field(default_factory=list)
-    changed_refs: list[tuple[str, str]] = field(default_factory=list)
-    item_links: dict[str, str] = field(default_factory=dict)  # order id -> opportunity id, from changed opportunities' items
-    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-
-    @contextmanager
-    def timed(self, phase: str) -> Iterator[None]:
-        """Add the time the block takes to `seconds[phase]` (fetch wait, rows, write, relations, executions, projects)."""
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[phase] += time.perf_counter() - started
 
 
 def mirror_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | None = None) -> MirrorChanges:
@@ -105,7 +65,7 @@ def mirror_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | N
                                                stable_for=0):
             items.extend(page.results)
         with transaction.atomic():
-            store_page(schema, items, counts, None, None, rewrite=False)
+            store_page(prepare_page(schema, items), counts, None, None, rewrite=False)
     link_orders_from_items(counts)
     resolve_relations(counts)
     refresh_executions(client, counts)
@@ -124,192 +84,6 @@ def mirror_after_write(*, refs: Iterable[tuple[str, str]], client: EpilotClient 
     except EpilotError as exc:
         logger.warning("mirror refresh after a write failed; the next sync catches up: %s", exc.message)
         return MirrorChanges()
-
-
-def store_page(schema: str, items: list[Entity | MalformedEntity], counts: MirrorChanges, run: SyncRun | None,
-                state: SyncState | None, *, rewrite: bool) -> int:
-    """Write one page in bulk and advance the watermark (called inside a transaction); returns rows written.
-
-    Rows epilot has not changed since the mirror last saw them are skipped unless `rewrite`.
-    """
-    model = model_for(schema)
-    now = timezone.now()
-    rows: dict[str, dict[str, Any]] = {}
-    quarantined: list[tuple[str, str, Any]] = []
-    with counts.timed("rows"):
-        for item in items:
-            if isinstance(item, MalformedEntity):
-                quarantined.append((item.id or "", item.reason, item.data))
-                continue
-            try:
-                rows[item.id] = entity_row(schema, item, now)
-            except QuarantineReason as reason:
-                quarantined.append((item.id, str(reason), dict(item.data)))
-    existing = {
-        epilot_id: (updated_at, deleted_at, workflows)
-        for epilot_id, updated_at, deleted_at, workflows in model.objects.filter(epilot_id_in(model, list(rows))).values_list(
-            "epilot_id", "epilot_updated_at", "epilot_deleted_at", "payload__workflows")
-    }
-    changed: dict[str, dict[str, Any]] = {}
-    kinds: dict[str, str] = {}
-    for epilot_id, row in rows.items():
-        before = existing.get(epilot_id)
-        if before is None:
-            kinds[epilot_id] = "created"
-        elif row["epilot_updated_at"] == before[0] and (row["epilot_deleted_at"] is None) == (before[1] is None):
-            if rewrite:
-                changed[epilot_id] = row
-            continue
-        elif row["epilot_deleted_at"] is not None and before[1] is None:
-            kinds[epilot_id] = "deleted"
-        else:
-            kinds[epilot_id] = "updated"
-        changed[epilot_id] = row
-    update_fields = COMMON_FIELDS + EXTRA_FIELDS.get(schema, ["schema"] if schema not in CORE_SCHEMAS else [])
-    if schema not in CORE_SCHEMAS:
-        for row in changed.values():
-            row["schema"] = schema
-    # An order linked through its opportunity's items has no relation of its own: a new version of it
-    # keeps the link instead of dropping it until an opportunity names it again.
-    keep = ["opportunity_epilot_id"] if schema == "order" else []
-    if schema == "opportunity" and changed:
-        # The customer's row is looked up now (contacts are synced first): writing the foreign key with
-        # the row spares PostgreSQL a second version of every opportunity when relations are resolved.
-        customers = dict(Contact.objects.filter(epilot_id_in(Contact, list({
-            row["customer_epilot_id"] for row in changed.values() if row["customer_epilot_id"]}))).values_list("epilot_id", "id"))
-        for row in changed.values():
-            row["customer"] = customers.get(row["customer_epilot_id"])
-        update_fields = [*update_fields, "customer"]
-
-    def write(batch: list[dict[str, Any]]) -> None:
-        bulk_upsert(model, batch, unique_field="epilot_id", update_fields=update_fields, newer_by="epilot_updated_at",
-                    keep_when_empty=keep)
-
-    with counts.timed("write"):
-        refused = write_isolating_failures(write, [{"epilot_id": epilot_id, **row} for epilot_id, row in changed.items()])
-    for row, reason in refused:
-        changed.pop(row["epilot_id"])
-        rows.pop(row["epilot_id"])
-        kinds.pop(row["epilot_id"], None)
-        quarantined.append((row["epilot_id"], reason, row["payload"]))
-    for kind in kinds.values():
-        setattr(counts, kind, getattr(counts, kind) + 1)
-    for epilot_id in kinds:
-        workflows = changed[epilot_id]["payload"].get("workflows")
-        before = existing.get(epilot_id)
-        if workflows and workflows != (before[2] if before else None):
-            counts.workflow_changes.append((schema, epilot_id, workflows))
-    counts.changed_refs.extend((schema, epilot_id) for epilot_id in changed)
-    if schema == "opportunity":
-        counts.touched_opportunities.update(changed)
-        for epilot_id in changed:
-            for order_id in relation_ids(changed[epilot_id]["payload"].get("items")):
-                counts.item_links[order_id] = epilot_id
-    elif schema == "order":
-        counts.touched_orders.update(changed)
-    if rows and QuarantinedEntity.objects.filter(schema=schema).exists():  # (the common case needs no id list)
-        QuarantinedEntity.objects.filter(schema=schema, epilot_id__in=list(rows)).delete()  # repaired in epilot
-    counts.quarantined += sum(
-        quarantine(schema, epilot_id, reason, payload, run, now) for epilot_id, reason, payload in quarantined
-    )
-    max_id = SyncState._meta.get_field("watermark_id").max_length
-    last = max((item for item in items if isinstance(item, Entity) and item.updated_at and len(item.id) <= max_id),
-               key=lambda e: (e.updated_at, e.id), default=None)
-    if (
-        state is not None
-        and last
-        and (not state.watermark_updated_at or (last.updated_at, last.id) > (state.watermark_updated_at, state.watermark_id))
-    ):
-        state.watermark_updated_at, state.watermark_id = last.updated_at, last.id
-        SyncState.objects.filter(pk=state.pk).update(watermark_updated_at=last.updated_at, watermark_id=last.id)
-    return len(changed)
-
-
-def epilot_id_in(model: type[Model], ids: list[str]) -> RawSQL:
-    """A filter `epilot_id IN ids` with the ids as one parameter (an array, or JSON on SQLite).
-
-    Django sends one parameter per value; for a page of 1,000 ids PostgreSQL then spent 50 ms
-    planning each lookup, and Django as long preparing the values.
-    """
-    table = connection.ops.quote_name(model._meta.db_table)
-    sql, params = _among(f"{table}.{connection.ops.quote_name(model._meta.get_field('epilot_id').column)}", ids)
-    return RawSQL(sql, params, output_field=BooleanField())
-
-
-def _among(column: str, ids: list[str]) -> tuple[str, list[Any]]:
-    """SQL for `column IN ids` with the ids as one parameter: an array on PostgreSQL, JSON on SQLite."""
-    if connection.vendor == "postgresql":
-        return f"{column} = ANY(%s)", [ids]
-    return f"{column} IN (SELECT value FROM json_each(%s))", [json.dumps(ids)]
-
-
-def write_isolating_failures(write: Callable[[list[dict[str, Any]]], Any],
-                             rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
-    """Write `rows` with `write`; rows the database refuses are narrowed down by halving and returned with the reason.
-
-    Each attempt runs in a savepoint, so a refused batch leaves the surrounding transaction
-    usable and every other row is written. Call inside a transaction.
-    """
-    if not rows:
-        return []
-    try:
-        with transaction.atomic():
-            write(rows)
-        return []
-    except DatabaseError as exc:
-        if len(rows) == 1:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return [(rows[0], f"the database refused the row: {detail[:300]}")]
-    middle = len(rows) // 2
-    return write_isolating_failures(write, rows[:middle]) + write_isolating_failures(write, rows[middle:])
-
-
-def quarantine(schema: str, epilot_id: str, reason: str, payload: Any, run: SyncRun | None, now: dt.datetime) -> bool:
-    """Record a malformed entity; returns True when it is newly quarantined (not seen again unchanged).
-
-    The record itself must be storable whatever the entity holds: an over-long id is shortened
-    (the payload keeps it whole) and a payload PostgreSQL cannot take is kept as JSON text.
-    """
-    encoded = dumps_payload(payload)
-    if len(encoded.encode()) > MAX_PAYLOAD_BYTES:
-        safe_payload: Any = {"truncated": encoded[:MAX_PAYLOAD_BYTES // 4]}
-    elif has_nul(encoded):
-        safe_payload = {"json_text": encoded}
-    else:
-        safe_payload = payload
-    max_id = QuarantinedEntity._meta.get_field("epilot_id").max_length
-    if len(epilot_id) > max_id:
-        reason = f"{reason} (id of {len(epilot_id)} characters shortened here; the payload has it whole)"
-        epilot_id = epilot_id[:max_id]
-    known = QuarantinedEntity.objects.filter(schema=schema, epilot_id=epilot_id).first() if epilot_id else None
-    if known is not None:
-        is_new = known.payload != safe_payload or known.reason != reason
-        QuarantinedEntity.objects.filter(pk=known.pk).update(reason=reason, payload=safe_payload, last_seen_at=now, sync_run=run)
-    else:
-        is_new = True
-        QuarantinedEntity.objects.create(schema=schema, epilot_id=epilot_id, reason=reason, payload=safe_payload,
-                                         first_seen_at=now, last_seen_at=now, sync_run=run)
-    if is_new:
-        logger.warning("sync %s: quarantined %s: %s", schema, epilot_id or "(no id)", reason)
-    return is_new
-
-
-# A NUL in any string of a document, as json.dumps writes it (an escaped backslash before "u0000" is text).
-
-
-def mark_purged(schema: str, seen: set[str]) -> int:
-    """After a full pass: entities we mirror that epilot no longer returns at all were purged there."""
-    model = model_for(schema)
-    queryset = model.objects.filter(epilot_deleted_at__isnull=True)
-    if schema not in CORE_SCHEMAS:
-        queryset = queryset.filter(schema=schema)
-    missing = [pk for pk, epilot_id in queryset.values_list("pk", "epilot_id").iterator(chunk_size=5000) if epilot_id not in seen]
-    now = timezone.now()
-    for start in range(0, len(missing), 1000):
-        model.objects.filter(pk__in=missing[start:start + 1000]).update(epilot_deleted_at=now, synced_at=now)
-    if missing:
-        logger.info("sync %s: %d entities purged in epilot marked deleted", schema, len(missing))
-    return len(missing)
 
 
 def link_orders_from_items(counts: MirrorChanges) -> None:
@@ -386,9 +160,9 @@ def _unlink_changed(model: type[Model], field_name: str, epilot_ids: list[str]) 
     key = quote(model._meta.get_field("epilot_id").column)
     with connection.cursor() as cursor:
         for start in range(0, len(epilot_ids), UNLINK_CHUNK):
-            among, params = _among(f"{table}.{key}", epilot_ids[start:start + UNLINK_CHUNK])
+            condition, params = among(f"{table}.{key}", epilot_ids[start:start + UNLINK_CHUNK])
             cursor.execute(
-                f"UPDATE {table} SET {foreign_key} = NULL WHERE {among} AND {table}.{foreign_key} IS NOT NULL "
+                f"UPDATE {table} SET {foreign_key} = NULL WHERE {condition} AND {table}.{foreign_key} IS NOT NULL "
                 f"AND NOT EXISTS (SELECT 1 FROM {target} AS linked WHERE linked.{quote(target_model._meta.pk.column)} = "
                 f"{table}.{foreign_key} AND linked.{quote(target_model._meta.get_field('epilot_id').column)} = "
                 f"{table}.{reference})", params)
@@ -439,30 +213,68 @@ def sync_definitions(client: EpilotClient) -> int:
     return len(objects)
 
 
-def refresh_executions(client: EpilotClient, counts: MirrorChanges, heartbeat: Callable[[], None] | None = None) -> None:
-    """Fetch executions only for entities whose `workflows` attribute changed; `heartbeat` is called after each batch.
+Answer = tuple[str, str, list[RemoteExecution], dt.datetime]  # schema, entity id, its executions, read at
 
-    A few fetches run at once (EXECUTION_FETCHERS, well within epilot's limits); the mirror is written
-    by this thread, a batch of entities per transaction. Raises EpilotError as the fetch did.
+
+class ExecutionFetcher:
+    """Reads the executions of entities whose `workflows` changed, a few at a time, while the caller goes on.
+
+    A sync feeds it after each page, so epilot answers while later pages are written; at most
+    `ahead` answers wait to be stored, so memory stays bounded however many workflows run. Use it
+    as a context manager: leaving it cancels what was not started.
     """
-    v2_ids = set(WorkflowDefinition.objects.filter(engine="v2").values_list("epilot_id", flat=True))
 
-    def fetch(change: tuple[str, str, Any]) -> tuple[str, str, list[RemoteExecution], dt.datetime]:
+    def __init__(self, client: EpilotClient, *, ahead: int = EXECUTION_AHEAD) -> None:
+        self.client = client
+        self.ahead = ahead
+        self.v2_ids = set(WorkflowDefinition.objects.filter(engine="v2").values_list("epilot_id", flat=True))
+        self.pool = ThreadPoolExecutor(max_workers=EXECUTION_FETCHERS, thread_name_prefix="epilot-executions")
+        self.pending: deque[Future[Answer]] = deque()
+        self.started = 0
+
+    def __enter__(self) -> ExecutionFetcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def feed(self, changes: list[tuple[str, str, Any]]) -> None:
+        """Start reading the changes not started yet, as far as `ahead` allows."""
+        while self.started < len(changes) and len(self.pending) < self.ahead:
+            self.pending.append(self.pool.submit(self._fetch, changes[self.started]))
+            self.started += 1
+
+    def answers(self, changes: list[tuple[str, str, Any]]) -> Iterator[list[Answer]]:
+        """Every change's answer, in order, EXECUTION_BATCH at a time; raises EpilotError as a read did."""
+        self.feed(changes)
+        while self.pending:
+            batch = [self.pending.popleft().result() for _ in range(min(EXECUTION_BATCH, len(self.pending)))]
+            self.feed(changes)
+            yield batch
+
+    def _fetch(self, change: tuple[str, str, Any]) -> Answer:
         schema, epilot_id, workflows = change
         read_at = timezone.now()
         executions = [
             # The V1 list may answer slim executions whose steps carry no status: read those whole.
-            client.get_execution(e.id) if any(step.status is None for step in e.steps) else e
-            for e in client.get_executions(context=epilot_id, schema=schema)
+            self.client.get_execution(e.id) if any(step.status is None for step in e.steps) else e
+            for e in self.client.get_executions(context=epilot_id, schema=schema)
         ]
-        if isinstance(workflows, dict) and v2_ids & set(workflows):
-            executions += client.search_flow_executions(entity_id=epilot_id, entity_schema=schema)
+        if isinstance(workflows, dict) and self.v2_ids & set(workflows):
+            executions += self.client.search_flow_executions(entity_id=epilot_id, entity_schema=schema)
         return schema, epilot_id, executions, read_at
 
-    changes = counts.workflow_changes
-    with ThreadPoolExecutor(max_workers=EXECUTION_FETCHERS, thread_name_prefix="epilot-executions") as pool:
-        for start in range(0, len(changes), EXECUTION_BATCH):
-            fetched = list(pool.map(fetch, changes[start:start + EXECUTION_BATCH]))
+
+def refresh_executions(client: EpilotClient, counts: MirrorChanges, heartbeat: Callable[[], None] | None = None,
+                       fetcher: ExecutionFetcher | None = None) -> None:
+    """Mirror the executions of entities whose `workflows` attribute changed; `heartbeat` is called after each batch.
+
+    A few reads run at once (EXECUTION_FETCHERS, well within epilot's limits), through `fetcher` if
+    the caller started one already; the mirror is written by this thread, a batch of entities per
+    transaction. Raises EpilotError as a read did.
+    """
+    with contextlib.nullcontext(fetcher) if fetcher else ExecutionFetcher(client) as reader:
+        for fetched in reader.answers(counts.workflow_changes):
             store_executions_of(fetched)
             for schema, epilot_id, _executions, _read_at in fetched:
                 if schema == "opportunity":
@@ -471,7 +283,7 @@ def refresh_executions(client: EpilotClient, counts: MirrorChanges, heartbeat: C
                     counts.touched_orders.add(epilot_id)
             if heartbeat:
                 heartbeat()
-    if changes:
+    if counts.workflow_changes:
         resolve_relations()
 
 

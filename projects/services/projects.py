@@ -24,7 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
-from projects.services.bulk import bulk_upsert
+from projects.services.bulk import bulk_upsert, column_in
 
 CANCELLED_STATUSES = {"abgebrochen"}
 APPROVED_STATUSES = {"geschlossen"}
@@ -94,7 +94,7 @@ def derive_project(opportunity: OpportunityFacts, orders: list[OrderFacts], exec
         "current_step": latest.current_step if active else "",
         "budget": Decimal(sum(totals)) / 100 if totals else opportunity.budget,
         "has_running_workflow": bool(running),
-        "updated_at": max((s for s in stamps if s), default=timezone.now()),
+        "updated_at": max((s for s in stamps if s), default=None) or timezone.now(),
     }
 
 
@@ -125,15 +125,15 @@ def _refresh_chunk(ids: list[int]) -> int:
     orders: dict[int, list[OrderFacts]] = defaultdict(list)
     order_owner: dict[int, int] = {}
     for order_id, opportunity_id, status, deleted_at, amount, updated_at in Order.objects.filter(
-        opportunity_id__in=ids
-    ).values_list("id", "opportunity_id", "status", "epilot_deleted_at", "amount_total", "epilot_updated_at"):
+        column_in(Order, "opportunity", ids)
+    ).order_by().values_list("id", "opportunity_id", "status", "epilot_deleted_at", "amount_total", "epilot_updated_at"):
         orders[opportunity_id].append(OrderFacts(status, deleted_at is not None, amount, updated_at))
         order_owner[order_id] = opportunity_id
     executions: dict[int, list[ExecutionFacts]] = defaultdict(list)
-    execution_rows = WorkflowExecution.objects.filter(opportunity_id__in=ids) | WorkflowExecution.objects.filter(
-        order_id__in=list(order_owner)
-    )
-    for row in execution_rows.values("opportunity_id", "order_id", "status", "current_section", "current_step",
+    execution_rows = WorkflowExecution.objects.filter(column_in(WorkflowExecution, "opportunity", ids))
+    if order_owner:
+        execution_rows |= WorkflowExecution.objects.filter(column_in(WorkflowExecution, "order", list(order_owner)))
+    for row in execution_rows.order_by().values("opportunity_id", "order_id", "status", "current_section", "current_step",
                                      "completed_steps", "total_steps", "started_at", "epilot_updated_at", "flow__flow__0__name",
                                      "flow__phases__0__name"):
         owner = row["opportunity_id"] or order_owner.get(row["order_id"])
@@ -143,7 +143,8 @@ def _refresh_chunk(ids: list[int]) -> int:
             completed_steps=row["completed_steps"], total_steps=row["total_steps"], started_at=row["started_at"],
             updated_at=row["epilot_updated_at"]))
     projects, out_of_scope = [], []
-    for pk, status, deleted_at, title, budget, updated_at, tags in Opportunity.objects.filter(id__in=ids).values_list(
+    for pk, status, deleted_at, title, budget, updated_at, tags in Opportunity.objects.filter(
+            column_in(Opportunity, "id", ids)).order_by().values_list(
             "id", "status", "epilot_deleted_at", "title", "budget", "epilot_updated_at", "tags"):
         if not _in_scope(tags):
             out_of_scope.append(pk)
@@ -154,6 +155,6 @@ def _refresh_chunk(ids: list[int]) -> int:
         projects.append(project)
     with transaction.atomic():
         if out_of_scope:
-            AusbauProject.objects.filter(opportunity_id__in=out_of_scope).delete()
+            AusbauProject.objects.filter(column_in(AusbauProject, "opportunity", out_of_scope)).delete()
         bulk_upsert(AusbauProject, projects, unique_field="opportunity", update_fields=PROJECT_FIELDS)
     return len(projects)

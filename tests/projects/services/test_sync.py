@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -255,3 +256,23 @@ def test_a_changed_customer_relation_moves_the_foreign_key(epilot: EpilotClient)
     run(epilot)
     nord = Opportunity.objects.get(epilot_id=nord_id)
     assert nord.customer is None and nord.customer_epilot_id == "not-mirrored-yet"
+
+
+def test_a_changed_order_relation_moves_or_clears_the_foreign_key(epilot: EpilotClient) -> None:
+    """The foreign key written with the order follows its relation, also to an opportunity not mirrored yet."""
+    run(epilot)
+    order_id = demo_id("order:flehenberg")
+    other = Opportunity.objects.exclude(pk=Order.objects.get(epilot_id=order_id).opportunity_id).first()
+    epilot.patch_entity("order", order_id, {"opportunity": {"$relation": [{"entity_id": other.epilot_id}]}})
+    run(epilot)
+    assert Order.objects.get(epilot_id=order_id).opportunity == other
+    epilot.patch_entity("order", order_id, {"opportunity": {"$relation": [{"entity_id": "not-mirrored-yet"}]}})
+    run(epilot)
+    order = Order.objects.get(epilot_id=order_id)
+    assert order.opportunity is None and order.opportunity_epilot_id == "not-mirrored-yet"
+
+
+def test_a_run_leaves_the_garbage_collector_as_it_found_it(epilot: EpilotClient) -> None:
+    thresholds = gc.get_threshold()
+    assert run(epilot).status == SyncRun.Status.SUCCEEDED
+    assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from django.db import DataError
+from django.db import DataError, connection
 
 from integrations.epilot import EpilotClient, ExecutionContext, ServiceURLs
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, SandboxApp, demo_id
@@ -10,7 +10,8 @@ from integrations.epilot_sandbox.seed import AUSBAU_DEFINITION, HAUSANSCHLUSS_TE
 from integrations.epilot_sandbox.store import now_ms
 from projects.models import Opportunity, Order, QuarantinedEntity, SyncRun, WorkflowDefinition, WorkflowExecution
 from projects.schemas import UnknownSchema
-from projects.services.mirror import mirror_entities, store_executions, write_isolating_failures
+from projects.services.mirror import mirror_entities, store_executions
+from projects.services.pages import write_isolating_failures
 from projects.services.sync import sync_enqueue, sync_run
 from tests.integrations.fakes import repeating_flow_templates
 
@@ -148,3 +149,16 @@ def test_an_order_mirrored_before_the_opportunity_that_names_it_is_linked_when_i
                                                        "items": {"$relation": [{"entity_id": order.id}]}})
     assert run(epilot, schemas=["opportunity"]).status == SyncRun.Status.SUCCEEDED
     assert Order.objects.get(epilot_id=order.id).opportunity_epilot_id == opportunity.id
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="compression of TOASTed columns is PostgreSQL's")
+def test_mirrored_documents_are_compressed_with_lz4_where_postgresql_has_it() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")
+        if not cursor.fetchone()[0]:
+            pytest.skip("this PostgreSQL server was built without lz4")
+        cursor.execute("SELECT attrelid::regclass::text, attcompression FROM pg_attribute WHERE attname IN ('payload', 'flow') "
+                       "AND attrelid::regclass::text IN ('projects_contact', 'projects_opportunity', 'projects_order', "
+                       "'projects_genericentity', 'projects_workflowexecution')")
+        assert dict(cursor.fetchall()) == dict.fromkeys(["projects_contact", "projects_opportunity", "projects_order",
+                                                         "projects_genericentity", "projects_workflowexecution"], "l")
