@@ -3,7 +3,9 @@
 The data is shaped like a real epilot organisation (bench/epilot_shaped.py) unless `--shape sandbox`
 asks for the sandbox's own bulk data. Each run prints: entities/s, the ratio of the sync's time to a
 bare fetch of the same pages measured in the same run (a plain HTTP loop: urllib, json.loads,
-search_after), peak RSS of this process, the time per phase, and what a quiet incremental run costs.
+search_after), peak RSS of this process, the CPU time of this process, of the sandbox and of
+PostgreSQL's backend during the sync (on 2 cores they compete), the time per phase ("rows" are
+built in the prefetch thread and overlap the writing), and what a quiet incremental run costs.
 Targets (2-core machine): ratio <= 2.5 on SQLite and <= 3.5 on PostgreSQL; peak RSS < 300 MB and
 flat in entity count (run 50,000 and 150,000 in separate processes and compare).
 

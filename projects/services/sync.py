@@ -229,23 +229,33 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLe
     SyncState.objects.filter(pk=state.pk).update(last_success_at=timezone.now())
 
 
+_collector_lock = threading.Lock()
+_collector_users: list[tuple[int, int, int]] = []  # the thresholds found by the first run; one entry per run inside
+
+
 @contextlib.contextmanager
 def _fewer_collections() -> Iterator[None]:
-    """Let the garbage collector run less often while pages are written (restored afterwards).
+    """Let the garbage collector run less often while pages are written (as it was once the last run leaves).
 
     A page of 1,000 documents allocates some 100,000 dicts and lists that live only until the page
     is written; at the default threshold the collector ran 140 times per page and scanned the
     process's long-lived objects again and again (json parsing took twice as long). Reference
     counting frees the pages; the collector is only needed for cycles, which pages do not make.
     """
-    thresholds = gc.get_threshold()
-    gc.freeze()  # what was alive before the run (Django, the app) is not scanned again
-    gc.set_threshold(50_000, thresholds[1], thresholds[2])
+    with _collector_lock:
+        thresholds = _collector_users[0] if _collector_users else gc.get_threshold()
+        if not _collector_users:
+            gc.freeze()  # what was alive before the run (Django, the app) is not scanned again
+            gc.set_threshold(50_000, thresholds[1], thresholds[2])
+        _collector_users.append(thresholds)
     try:
         yield
     finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
+        with _collector_lock:
+            _collector_users.pop()
+            if not _collector_users:
+                gc.set_threshold(*thresholds)
+                gc.unfreeze()
 
 
 def _commit_without_waiting_for_disk() -> None:
