@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import sys
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -272,7 +273,8 @@ def test_a_changed_order_relation_moves_or_clears_the_foreign_key(epilot: Epilot
     assert order.opportunity is None and order.opportunity_epilot_id == "not-mirrored-yet"
 
 
-def test_a_run_leaves_the_garbage_collector_as_it_found_it(epilot: EpilotClient) -> None:
-    thresholds = gc.get_threshold()
+def test_a_run_leaves_the_interpreter_as_it_found_it(epilot: EpilotClient) -> None:
+    """A run tunes the garbage collector and the GIL switch interval for its pages; afterwards both are as before."""
+    thresholds, interval = gc.get_threshold(), sys.getswitchinterval()
     assert run(epilot).status == SyncRun.Status.SUCCEEDED
-    assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0
+    assert (gc.get_threshold(), sys.getswitchinterval(), gc.get_freeze_count()) == (thresholds, interval, 0)
