@@ -45,7 +45,8 @@ def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
     if entity.updated_at is None:
         raise QuarantineReason("_updated_at is missing")
     encoded = dumps_payload(payload)
-    if len(encoded.encode()) > MAX_PAYLOAD_BYTES:
+    # A character is at most 4 bytes in UTF-8: only a long text needs encoding to be measured.
+    if len(encoded) * 4 > MAX_PAYLOAD_BYTES and len(encoded.encode()) > MAX_PAYLOAD_BYTES:
         raise QuarantineReason(f"payload is larger than {MAX_PAYLOAD_BYTES // 1024} KiB")
     if has_nul(encoded):
         raise QuarantineReason("the payload contains a NUL character (\\u0000), which PostgreSQL cannot store")
@@ -80,7 +81,8 @@ def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
         row["amount_total"] = int(amount) if amount is not None else None
         row["currency"] = as_text(payload.get("currency"))
         row["opportunity_epilot_id"] = single_relation(payload, "opportunity")
-    check_fits(model_for(schema), {"epilot_id": entity.id, **row})
+    row["epilot_id"] = entity.id
+    check_fits(model_for(schema), row)
     return row
 
 
@@ -126,32 +128,34 @@ def check_fits(model: type[models.Model], row: dict[str, Any]) -> None:
     PostgreSQL refuses such values and SQLite would keep them; a mirrored value is either
     whole or quarantined, never cut.
     """
-    limits = _column_limits(model)
-    for name, value in row.items():
-        if value is None or name not in limits:
-            continue
-        max_length, low, high = limits[name]
-        if isinstance(value, str):
+    texts, integers = _column_checks(model)
+    for name, max_length in texts:
+        value = row.get(name)
+        if isinstance(value, str) and ((max_length is not None and len(value) > max_length) or "\x00" in value):
             if max_length is not None and len(value) > max_length:
                 raise QuarantineReason(f"{SOURCE_ATTRIBUTES.get(name, name)} is {len(value)} characters long; "
                                        f"the mirror keeps at most {max_length}")
-            if "\x00" in value:
-                raise QuarantineReason(f"{SOURCE_ATTRIBUTES.get(name, name)} contains a NUL character, "
-                                       "which PostgreSQL cannot store")
-        elif isinstance(value, int) and not isinstance(value, bool) and low is not None and not low <= value <= high:
+            raise QuarantineReason(f"{SOURCE_ATTRIBUTES.get(name, name)} contains a NUL character, "
+                                   "which PostgreSQL cannot store")
+    for name, low, high in integers:
+        value = row.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
             raise QuarantineReason(f"{SOURCE_ATTRIBUTES.get(name, name)} is out of range ({value})")
 
 
 @functools.cache
-def _column_limits(model: type[models.Model]) -> dict[str, tuple[int | None, int | None, int | None]]:
-    """(max length, lowest, highest) of every concrete column of `model` but JSON ones; the row check runs per entity."""
-    limits = {}
+def _column_checks(model: type[models.Model]) -> tuple[list[tuple[str, int | None]], list[tuple[str, int, int]]]:
+    """What check_fits looks at, worked out once per model (it runs for every entity): the text columns with
+    their maximum length, and the integer columns with their range. JSON columns are checked as a whole."""
+    texts, integers = [], []
     for field in model._meta.concrete_fields:
         if isinstance(field, models.JSONField):
             continue
-        low, high = INTEGER_RANGES.get(field.get_internal_type(), (None, None))
-        limits[field.name] = (getattr(field, "max_length", None), low, high)
-    return limits
+        if isinstance(field, (models.CharField, models.TextField)):
+            texts.append((field.name, field.max_length))
+        elif field.get_internal_type() in INTEGER_RANGES:
+            integers.append((field.name, *INTEGER_RANGES[field.get_internal_type()]))
+    return texts, integers
 
 
 def has_nul(encoded: str) -> bool:
