@@ -160,6 +160,17 @@ def test_unparseable_answers_raise_invalid_response_naming_the_operation(body, r
     assert "searchEntities" in caplog.text
 
 
+def test_a_page_python_can_read_but_strict_json_cannot_is_read_whole(clock) -> None:
+    """Integers beyond 64 bits, NaN and a lone surrogate are read as Python's json reads them."""
+    body = (b'{"hits": 1, "results": [{"_id": "6f1c7d8e-0000-4000-8000-000000000001", "_schema": "opportunity", '
+            b'"_org": "1", "_updated_at": "2025-01-02T00:00:00.000Z", "wohneinheiten": 123456789012345678901234567890, '
+            b'"budget": NaN, "notes": "\\ud800"}]}')
+    client = make_client(Script(httpx.Response(200, content=body)), clock)
+    entity = client.search_entities({"q": "_schema:opportunity"}).results[0]
+    assert entity.data["wohneinheiten"] == 123456789012345678901234567890
+    assert entity.data["budget"] != entity.data["budget"] and entity.data["notes"] == "\ud800"
+
+
 def test_malformed_entities_in_a_page_are_reported_not_dropped(clock) -> None:
     bad = {"_schema": "contact", "_title": "no id"}
     wrong_type = {**ENTITY, "_id": "6f1c7d8e-0000-4000-8000-000000000002", "_updated_at": 12}
