@@ -162,3 +162,14 @@ def test_mirrored_documents_are_compressed_with_lz4_where_postgresql_has_it() ->
                        "'projects_genericentity', 'projects_workflowexecution')")
         assert dict(cursor.fetchall()) == dict.fromkeys(["projects_contact", "projects_opportunity", "projects_order",
                                                          "projects_genericentity", "projects_workflowexecution"], "l")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="Django adds the pattern indexes on PostgreSQL only")
+def test_mirrored_entities_carry_no_like_pattern_indexes() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE indexdef LIKE '%%pattern_ops%%' AND tablename IN "
+                       "('projects_contact', 'projects_opportunity', 'projects_order', 'projects_genericentity')")
+        assert cursor.fetchall() == []
+        cursor.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'projects_opportunity' "
+                       "AND indexdef LIKE 'CREATE UNIQUE INDEX %%(epilot_id)'")
+        assert cursor.fetchone()[0] == 1  # the upsert's conflict target stays
