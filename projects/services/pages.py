@@ -62,7 +62,6 @@ class MirrorChanges:
             self.seconds[phase] += time.perf_counter() - started
 
 
-
 @dataclass
 class PreparedPage:
     """A page's rows, built without the database: what `store_page` writes."""
