@@ -13,6 +13,7 @@ import json
 import sqlite3
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
 from operator import itemgetter
 from typing import Any
 
@@ -123,8 +124,10 @@ def _copy_then_upsert(model: type[models.Model], fields: Sequence[models.Field],
             raw.execute(f"ALTER TABLE {staging} ALTER COLUMN {column} SET STORAGE EXTERNAL")
         # Binary COPY: timestamps, numbers and texts travel as the server stores them, nothing to parse or escape.
         types = _column_types(raw, staging)
-        with raw.copy(f"COPY {staging} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(types)
+        binary = _fit_binary(types, params)
+        with raw.copy(f"COPY {staging} ({columns}) FROM STDIN" + (" (FORMAT BINARY)" if binary else "")) as copy:
+            if binary:
+                copy.set_types(types)
             for row in params:
                 copy.write_row(row)
         raw.execute(f"INSERT INTO {table} ({columns}) SELECT {taken} FROM {staging} {conflict}")
@@ -141,6 +144,23 @@ def _column_types(raw: Any, staging: str) -> list[int]:
                     "ORDER BY attnum", [staging])
         _staging_types[staging] = [oid for (oid,) in raw.fetchall()]
     return _staging_types[staging]
+
+
+# Python types the binary COPY format takes for a column's type oid (text, varchar, bpchar; int8, int4, int2;
+# timestamptz; numeric; bool). A value of another type (epilot sent a number where a name belongs) goes as text.
+BINARY_TYPES: dict[int, tuple[type, ...]] = {25: (str,), 1043: (str,), 1042: (str,), 20: (int,), 23: (int,), 21: (int,),
+                                             1184: (dt.datetime,), 1700: (Decimal, int), 16: (bool,)}
+
+
+def _fit_binary(types: list[int], params: list[Sequence[Any]]) -> bool:
+    """Whether every value has the Python type the binary format of its column expects (None always does)."""
+    checks = [(index, BINARY_TYPES[oid]) for index, oid in enumerate(types) if oid in BINARY_TYPES]
+    for row in params:
+        for index, kinds in checks:
+            value = row[index]
+            if value is not None and type(value) not in kinds:  # exact types: True is no int8, a SafeString goes as text
+                return False
+    return True
 
 
 # A row may carry a JSON field's text already (`payload__json`): the sync serialises each payload

@@ -173,3 +173,17 @@ def test_mirrored_entities_carry_no_like_pattern_indexes() -> None:
         cursor.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'projects_opportunity' "
                        "AND indexdef LIKE 'CREATE UNIQUE INDEX %%(epilot_id)'")
         assert cursor.fetchone()[0] == 1  # the upsert's conflict target stays
+
+
+def test_an_execution_with_numbers_where_texts_belong_is_mirrored_as_text(epilot: EpilotClient) -> None:
+    """epilot's V1 execution leaves name and definitionId untyped; a number there is stored as its text, not refused."""
+    from integrations.epilot import WorkflowExecution as RemoteExecution
+
+    run(epilot)
+    nord = demo_id("opportunity:nordstrasse")
+    started = epilot.create_execution(AUSBAU_DEFINITION_ID, [ExecutionContext(entity_id=nord, schema="opportunity", title="Nord",
+                                                                               is_primary=True)])
+    odd = RemoteExecution.from_v1({**epilot.get_execution(started.id).data, "name": 4711, "definitionId": 12345})
+    store_executions("opportunity", nord, [odd])
+    mirrored = WorkflowExecution.objects.get(epilot_id=started.id)
+    assert (mirrored.name, mirrored.definition_epilot_id) == ("4711", "12345")
