@@ -153,8 +153,11 @@ BINARY_TYPES: dict[int, tuple[type, ...]] = {25: (str,), 1043: (str,), 1042: (st
 
 
 def _fit_binary(types: list[int], params: list[Sequence[Any]]) -> bool:
-    """Whether every value has the Python type the binary format of its column expects (None always does)."""
-    checks = [(index, BINARY_TYPES[oid]) for index, oid in enumerate(types) if oid in BINARY_TYPES]
+    """Whether every value has the Python type the binary format of its column expects (None always does);
+    False for a column of a type not listed here."""
+    if any(oid not in BINARY_TYPES for oid in types):
+        return False
+    checks = list(enumerate(BINARY_TYPES[oid] for oid in types))
     for row in params:
         for index, kinds in checks:
             value = row[index]
