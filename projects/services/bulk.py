@@ -75,7 +75,7 @@ def _insert_in_groups(cursor: Any, insert: str, row: str, conflict: str, params:
     each time, and the writer waits up to a switch interval (5 ms) to get it back. Row by row, that
     was a wait per row.
     """
-    per_statement = max(1, min(ROWS_PER_STATEMENT, _sqlite_parameter_limit() // len(row.split(","))))
+    per_statement = max(1, min(ROWS_PER_STATEMENT, _sqlite_parameter_limit() // len(params[0])))
     whole = len(params) // per_statement * per_statement
     if whole:
         cursor.executemany(f"{insert} {', '.join([row] * per_statement)} {conflict}",

@@ -130,7 +130,7 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
     # An order linked through its opportunity's items has no relation of its own: a new version of it
     # keeps the link instead of dropping it until an opportunity names it again.
     keep = ["opportunity_epilot_id"] if schema == "order" else []
-    batch = [{"epilot_id": epilot_id, **row, **extra} for epilot_id, row in changed.items()]
+    batch = [{**row, **extra} for row in changed.values()]
     if schema == "order":
         # Most orders are named only in their opportunity's items; the opportunities of this run are
         # stored already, so the link is written with the order instead of by a second UPDATE later.

@@ -131,10 +131,12 @@ def check_fits(model: type[models.Model], row: dict[str, Any]) -> None:
     texts, integers = _column_checks(model)
     for name, max_length in texts:
         value = row.get(name)
-        if isinstance(value, str) and ((max_length is not None and len(value) > max_length) or "\x00" in value):
-            if max_length is not None and len(value) > max_length:
-                raise QuarantineReason(f"{SOURCE_ATTRIBUTES.get(name, name)} is {len(value)} characters long; "
-                                       f"the mirror keeps at most {max_length}")
+        if not isinstance(value, str):
+            continue
+        if max_length is not None and len(value) > max_length:
+            raise QuarantineReason(f"{SOURCE_ATTRIBUTES.get(name, name)} is {len(value)} characters long; "
+                                   f"the mirror keeps at most {max_length}")
+        if "\x00" in value:
             raise QuarantineReason(f"{SOURCE_ATTRIBUTES.get(name, name)} contains a NUL character, "
                                    "which PostgreSQL cannot store")
     for name, low, high in integers:
