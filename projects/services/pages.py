@@ -151,7 +151,7 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
 
     def write(batch: list[dict[str, Any]]) -> None:
         bulk_upsert(model, batch, unique_field="epilot_id", update_fields=update_fields, newer_by="epilot_updated_at",
-                    keep_when_empty=keep)
+                    keep_when_empty=keep, believed_new=not existing)
 
     with counts.timed("write"):
         refused = write_isolating_failures(write, batch)

@@ -156,5 +156,6 @@ def _refresh_chunk(ids: list[int]) -> int:
     with transaction.atomic():
         if out_of_scope:
             AusbauProject.objects.filter(column_in(AusbauProject, "opportunity", out_of_scope)).delete()
-        bulk_upsert(AusbauProject, projects, unique_field="opportunity", update_fields=PROJECT_FIELDS)
+        first_time = not AusbauProject.objects.filter(column_in(AusbauProject, "opportunity", ids)).exists()
+        bulk_upsert(AusbauProject, projects, unique_field="opportunity", update_fields=PROJECT_FIELDS, believed_new=first_time)
     return len(projects)

@@ -245,6 +245,30 @@ def test_an_older_version_never_overwrites_a_newer_one(epilot: EpilotClient, san
     assert kalk.status == "bearbeitung" and kalk.payload["_updated_at"] == newer.data["_updated_at"]
 
 
+def test_rows_believed_new_that_another_writer_inserted_meanwhile_are_upserted(epilot: EpilotClient) -> None:
+    """A page read as all new, while a webhook stored one of its entities: nothing is refused or doubled."""
+    from projects.services.bulk import bulk_upsert
+    from projects.services.rows import COMMON_FIELDS, EXTRA_FIELDS
+
+    run(epilot)
+    kalk = Opportunity.objects.get(epilot_id=demo_id("opportunity:kalkstrasse"))
+    fields = [*COMMON_FIELDS, *EXTRA_FIELDS["opportunity"]]
+    newer = {**{field: getattr(kalk, field) for field in fields}, "status": "geschlossen", "title": "Kalkstraße, neu",
+             "epilot_updated_at": kalk.epilot_updated_at + dt.timedelta(seconds=1)}
+    fresh = {**newer, "title": "Neu im Gebiet", "payload": {"_id": "fresh-1", "notiz": "Größe \"XL\" ✓"}}
+    bulk_upsert(Opportunity, [{"epilot_id": kalk.epilot_id, **newer}, {"epilot_id": "fresh-1", **fresh}],
+                unique_field="epilot_id", update_fields=fields, newer_by="epilot_updated_at", believed_new=True)
+    kalk.refresh_from_db()
+    assert (kalk.status, kalk.title) == ("geschlossen", "Kalkstraße, neu")
+    assert Opportunity.objects.filter(epilot_id=kalk.epilot_id).count() == 1
+    assert Opportunity.objects.get(epilot_id="fresh-1").payload == {"_id": "fresh-1", "notiz": 'Größe "XL" ✓'}
+    # A number where a text belongs does not fit PostgreSQL's binary COPY; the rows go as text instead.
+    bulk_upsert(Opportunity, [{"epilot_id": "fresh-2", **fresh, "title": 4711}], unique_field="epilot_id",
+                update_fields=fields, believed_new=True)
+    fresh_two = Opportunity.objects.get(epilot_id="fresh-2")
+    assert (fresh_two.title, fresh_two.payload["notiz"]) == ("4711", 'Größe "XL" ✓')
+
+
 def test_a_changed_customer_relation_moves_the_foreign_key(epilot: EpilotClient) -> None:
     """The customer of an opportunity changes in epilot: the mirror points at the new contact, or at none."""
     run(epilot)
