@@ -33,7 +33,7 @@ from projects.models import (
 )
 from projects.schemas import validate_schemas
 from projects.services.areas import areas_refresh
-from projects.services.bulk import among, bulk_upsert
+from projects.services.bulk import among, bulk_upsert, column_in
 from projects.services.pages import MirrorChanges, prepare_page, quarantine, store_page
 from projects.services.projects import projects_refresh
 from projects.services.rows import QuarantineReason, check_fits
@@ -252,6 +252,15 @@ class ExecutionFetcher:
             self.feed(changes)
             yield batch
 
+    def ready(self, changes: list[tuple[str, str, Any]]) -> list[Answer]:
+        """The answers read so far, in order, without waiting for the others; starts reading more.
+        Raises EpilotError as a read did."""
+        batch = []
+        while self.pending and self.pending[0].done():
+            batch.append(self.pending.popleft().result())
+        self.feed(changes)
+        return batch
+
     def _fetch(self, change: tuple[str, str, Any]) -> Answer:
         schema, epilot_id, workflows = change
         read_at = timezone.now()
@@ -275,16 +284,65 @@ def refresh_executions(client: EpilotClient, counts: MirrorChanges, heartbeat: C
     """
     with contextlib.nullcontext(fetcher) if fetcher else ExecutionFetcher(client) as reader:
         for fetched in reader.answers(counts.workflow_changes):
-            store_executions_of(fetched)
-            for schema, epilot_id, _executions, _read_at in fetched:
-                if schema == "opportunity":
-                    counts.touched_opportunities.add(epilot_id)
-                elif schema == "order":
-                    counts.touched_orders.add(epilot_id)
+            _store_answers(fetched, counts)
             if heartbeat:
                 heartbeat()
     if counts.workflow_changes:
         resolve_relations()
+
+
+def _store_answers(fetched: list[Answer], counts: MirrorChanges) -> None:
+    store_executions_of(fetched)
+    for schema, epilot_id, _executions, _read_at in fetched:
+        if schema == "opportunity":
+            counts.touched_opportunities.add(epilot_id)
+        elif schema == "order":
+            counts.touched_orders.add(epilot_id)
+
+
+def refresh_executions_and_projects(client: EpilotClient, counts: MirrorChanges, fetcher: ExecutionFetcher, *, full: bool,
+                                    heartbeat: Callable[[], None]) -> None:
+    """`refresh_executions`, then `refresh_projects`; the projects no workflow change can touch are refreshed
+    while epilot still answers for the executions, and the answers that came are stored between their chunks.
+
+    `heartbeat` is called between chunks and batches. Raises EpilotError as a read did.
+    """
+    waiting = _owners_of(counts.workflow_changes)
+    early = _project_ids(counts, full=full) - waiting
+
+    def between_chunks() -> None:
+        fetched = fetcher.ready(counts.workflow_changes)
+        if fetched:
+            _store_answers(fetched, counts)
+        heartbeat()
+
+    with counts.timed("projects"):
+        projects_refresh(opportunity_ids=early, between_chunks=between_chunks)
+    with counts.timed("executions"):
+        refresh_executions(client, counts, heartbeat=heartbeat, fetcher=fetcher)
+    with counts.timed("projects"):
+        if waiting:
+            projects_refresh(opportunity_ids=waiting)
+        if early or waiting:
+            areas_refresh()
+
+
+def _owners_of(changes: list[tuple[str, str, Any]]) -> set[int]:
+    """The opportunities (pks) whose projects the workflows of these (schema, epilot id, workflows) feed."""
+    named = MirrorChanges(touched_opportunities={epilot_id for schema, epilot_id, _ in changes if schema == "opportunity"},
+                          touched_orders={epilot_id for schema, epilot_id, _ in changes if schema == "order"})
+    return _project_ids(named, full=False)
+
+
+def _project_ids(counts: MirrorChanges, *, full: bool) -> set[int]:
+    """The opportunities (pks) whose projects the changes touched: all of them after a full run."""
+    if full:
+        return set(Opportunity.objects.values_list("id", flat=True))
+    ids = set(Opportunity.objects.filter(column_in(Opportunity, "epilot_id", list(counts.touched_opportunities)))
+              .values_list("id", flat=True))
+    ids |= set(Order.objects.filter(column_in(Order, "epilot_id", list(counts.touched_orders)), opportunity__isnull=False)
+               .values_list("opportunity_id", flat=True))
+    return ids
 
 
 EXECUTION_FIELDS = ["engine", "definition_epilot_id", "name", "entity_schema", "entity_epilot_id", "status", "current_section",
@@ -404,9 +462,7 @@ def refresh_projects(counts: MirrorChanges, *, full: bool) -> None:
         projects_refresh()
         areas_refresh()
         return
-    ids = set(Opportunity.objects.filter(epilot_id__in=list(counts.touched_opportunities)).values_list("id", flat=True))
-    ids |= set(Order.objects.filter(epilot_id__in=list(counts.touched_orders), opportunity__isnull=False)
-               .values_list("opportunity_id", flat=True))
+    ids = _project_ids(counts, full=False)
     if ids:
         projects_refresh(opportunity_ids=ids)
         areas_refresh()

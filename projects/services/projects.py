@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -103,10 +103,11 @@ def _in_scope(tags: list[str] | None) -> bool:
     return not wanted or bool(wanted & set(tags or []))
 
 
-def projects_refresh(*, opportunity_ids: Iterable[int] | None = None) -> int:
+def projects_refresh(*, opportunity_ids: Iterable[int] | None = None, between_chunks: Callable[[], None] | None = None) -> int:
     """Recompute the projects of the given opportunities (all when None); returns how many were written.
 
-    Reads plain values in chunks (no payloads, no model instances), so memory stays flat.
+    Reads plain values in chunks (no payloads, no model instances), so memory stays flat;
+    `between_chunks` is called after each chunk's transaction.
     """
     queryset = Opportunity.objects.order_by("id")
     if opportunity_ids is not None:
@@ -118,6 +119,8 @@ def projects_refresh(*, opportunity_ids: Iterable[int] | None = None) -> int:
     written = 0
     for chunk in chunks:
         written += _refresh_chunk(chunk)
+        if between_chunks:
+            between_chunks()
     return written
 
 

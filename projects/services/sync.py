@@ -35,8 +35,7 @@ from projects.services.lease import LeaseLost, SyncLease, lease_seconds
 from projects.services.mirror import (
     ExecutionFetcher,
     link_orders_from_items,
-    refresh_executions,
-    refresh_projects,
+    refresh_executions_and_projects,
     resolve_relations,
     sync_definitions,
 )
@@ -112,11 +111,8 @@ def sync_run(
             with counts.timed("relations"):
                 link_orders_from_items(counts)
                 resolve_relations(counts)
-            with counts.timed("executions"):
-                refresh_executions(client, counts, heartbeat=lease.renew_if_due, fetcher=executions)
+            refresh_executions_and_projects(client, counts, executions, full=full, heartbeat=lease.renew_if_due)
         lease.check()
-        with counts.timed("projects"):
-            refresh_projects(counts, full=full)
         with counts.timed("rules"):
             rules_evaluate_safely(refs=counts.changed_refs, client=client)
         skipped = [schema for schema in wanted if schema not in locked]

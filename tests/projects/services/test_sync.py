@@ -182,6 +182,27 @@ def test_executions_are_fetched_only_for_entities_whose_workflows_changed(epilot
     assert project.phase == "construction" and project.has_running_workflow and project.current_section == "Planung"
 
 
+def test_a_full_sync_derives_projects_while_executions_are_read_and_those_with_workflows_from_them(
+        epilot: EpilotClient, sandbox: SandboxApp) -> None:
+    """More opportunities than a chunk of projects: the projects without workflows are refreshed while epilot
+    answers for the executions; the others once their executions are stored."""
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    sandbox.store.bulk_insert_entities([
+        {"_id": f"opp-{n}", "_schema": "opportunity", "_org": "1", "_title": f"Glasfaser Weg {n}", "_created_at": stamp,
+         "_updated_at": stamp, "status": "ausstehend"} for n in range(2500)])
+    running = [f"opp-{n}" for n in (7, 2100, 2499)]
+    for entity_id in running:
+        epilot.create_execution(AUSBAU_DEFINITION_ID, [ExecutionContext(entity_id, "opportunity", entity_id)])
+    result = run(epilot, full=True)
+    assert result.status == SyncRun.Status.SUCCEEDED, result.error
+    projects = {p.opportunity.epilot_id: p for p in AusbauProject.objects.select_related("opportunity")
+                .filter(opportunity__epilot_id__startswith="opp-")}
+    assert len(projects) == 2500
+    assert {epilot_id for epilot_id, p in projects.items() if p.has_running_workflow} == set(running)
+    assert all(projects[epilot_id].current_section == "Planung" for epilot_id in running)
+    assert {p.phase for epilot_id, p in projects.items() if epilot_id not in running} == {"planning"}
+
+
 def test_sync_command_reports_failure_with_a_non_zero_exit(sandbox: SandboxApp, capsys) -> None:
     call_command("sync_epilot")  # the embedded sandbox of this test
     assert "18 created" in capsys.readouterr().out
