@@ -117,14 +117,16 @@ def projects_refresh(*, opportunity_ids: Iterable[int] | None = None, between_ch
         all_ids = list(queryset.values_list("id", flat=True))
         chunks = [all_ids[i:i + CHUNK] for i in range(0, len(all_ids), CHUNK)]
     written = 0
+    # The first refresh of a new mirror inserts only (the chunks' ids are disjoint): a cheaper COPY on PostgreSQL.
+    first_time = not AusbauProject.objects.exists()
     for chunk in chunks:
-        written += _refresh_chunk(chunk)
+        written += _refresh_chunk(chunk, believed_new=first_time)
         if between_chunks:
             between_chunks()
     return written
 
 
-def _refresh_chunk(ids: list[int]) -> int:
+def _refresh_chunk(ids: list[int], *, believed_new: bool) -> int:
     orders: dict[int, list[OrderFacts]] = defaultdict(list)
     order_owner: dict[int, int] = {}
     for order_id, opportunity_id, status, deleted_at, amount, updated_at in Order.objects.filter(
@@ -159,6 +161,5 @@ def _refresh_chunk(ids: list[int]) -> int:
     with transaction.atomic():
         if out_of_scope:
             AusbauProject.objects.filter(column_in(AusbauProject, "opportunity", out_of_scope)).delete()
-        first_time = not AusbauProject.objects.filter(column_in(AusbauProject, "opportunity", ids)).exists()
-        bulk_upsert(AusbauProject, projects, unique_field="opportunity", update_fields=PROJECT_FIELDS, believed_new=first_time)
+        bulk_upsert(AusbauProject, projects, unique_field="opportunity", update_fields=PROJECT_FIELDS, believed_new=believed_new)
     return len(projects)
