@@ -118,7 +118,7 @@ def projects_refresh(*, opportunity_ids: Iterable[int] | None = None, between_ch
         chunks = [all_ids[i:i + CHUNK] for i in range(0, len(all_ids), CHUNK)]
     written = 0
     # The first refresh of a new mirror inserts only (the chunks' ids are disjoint): a cheaper COPY on PostgreSQL.
-    first_time = not AusbauProject.objects.exists()
+    first_time = bool(chunks) and not AusbauProject.objects.exists()
     for chunk in chunks:
         written += _refresh_chunk(chunk, believed_new=first_time)
         if between_chunks:
