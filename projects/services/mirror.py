@@ -33,7 +33,7 @@ from projects.models import (
 )
 from projects.schemas import validate_schemas
 from projects.services.areas import areas_refresh
-from projects.services.bulk import among, bulk_upsert, column_in
+from projects.services.bulk import among, bulk_upsert, column_in, json_key
 from projects.services.pages import MirrorChanges, prepare_page, quarantine, store_page
 from projects.services.projects import projects_refresh
 from projects.services.rows import QuarantineReason, check_fits
@@ -103,7 +103,7 @@ def link_orders_from_items(counts: MirrorChanges) -> None:
         for order_id in chunk:
             naming |= Q(payload_text__contains=order_id)
         candidates = Opportunity.objects.annotate(payload_text=Cast("payload", TextField())).filter(naming)
-        for epilot_id, items in candidates.values_list("epilot_id", "payload__items"):
+        for epilot_id, items in candidates.values_list("epilot_id", json_key("payload", "items")):
             for order_id in relation_ids(items):
                 if order_id in chunk:
                     links.setdefault(order_id, epilot_id)

@@ -22,7 +22,7 @@ from integrations.epilot import Entity, MalformedEntity
 from integrations.epilot.types import relation_ids
 from projects.models import Contact, Opportunity, QuarantinedEntity, SyncRun, SyncState
 from projects.schemas import CORE_SCHEMAS, model_for
-from projects.services.bulk import bulk_upsert, column_in
+from projects.services.bulk import bulk_upsert, column_in, json_key
 from projects.services.rows import (
     COMMON_FIELDS,
     EXTRA_FIELDS,
@@ -108,7 +108,7 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
     known = model.objects.filter(column_in(model, "epilot_id", list(rows)))
     existing = {
         epilot_id: (updated_at, deleted_at, workflows) for epilot_id, updated_at, deleted_at, workflows
-        in known.values_list("epilot_id", "epilot_updated_at", "epilot_deleted_at", "payload__workflows")
+        in known.values_list("epilot_id", "epilot_updated_at", "epilot_deleted_at", json_key("payload", "workflows"))
     }
     changed: dict[str, dict[str, Any]] = {}
     kinds: dict[str, str] = {}

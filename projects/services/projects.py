@@ -24,7 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
-from projects.services.bulk import bulk_upsert, column_in
+from projects.services.bulk import bulk_upsert, column_in, json_key
 
 CANCELLED_STATUSES = {"abgebrochen"}
 APPROVED_STATUSES = {"geschlossen"}
@@ -139,12 +139,13 @@ def _refresh_chunk(ids: list[int], *, believed_new: bool) -> int:
     if order_owner:
         execution_rows |= WorkflowExecution.objects.filter(column_in(WorkflowExecution, "order", list(order_owner)))
     for row in execution_rows.order_by().values("opportunity_id", "order_id", "status", "current_section", "current_step",
-                                     "completed_steps", "total_steps", "started_at", "epilot_updated_at", "flow__flow__0__name",
-                                     "flow__phases__0__name"):
+                                     "completed_steps", "total_steps", "started_at", "epilot_updated_at",
+                                     first_flow=json_key("flow", "flow", "0", "name"),
+                                     first_phase=json_key("flow", "phases", "0", "name")):
         owner = row["opportunity_id"] or order_owner.get(row["order_id"])
         executions[owner].append(ExecutionFacts(
             status=row["status"], on_order=row["order_id"] is not None, current_section=row["current_section"],
-            current_step=row["current_step"], first_section=row["flow__flow__0__name"] or row["flow__phases__0__name"],
+            current_step=row["current_step"], first_section=row["first_flow"] or row["first_phase"],
             completed_steps=row["completed_steps"], total_steps=row["total_steps"], started_at=row["started_at"],
             updated_at=row["epilot_updated_at"]))
     projects, out_of_scope = [], []

@@ -323,3 +323,20 @@ def test_a_run_leaves_the_interpreter_as_it_found_it(epilot: EpilotClient) -> No
     thresholds, interval = gc.get_threshold(), sys.getswitchinterval()
     assert run(epilot).status == SyncRun.Status.SUCCEEDED
     assert (gc.get_threshold(), sys.getswitchinterval(), gc.get_freeze_count()) == (thresholds, interval, 0)
+
+
+def test_a_run_leaves_no_reference_cycles_that_hold_its_pages(epilot: EpilotClient, sandbox: SandboxApp) -> None:
+    """A page's documents are freed by reference counting once it is written, not by the cyclic collector:
+    a frame of the sync kept in a cycle (a caught exception's traceback) would hold a whole page until then."""
+    seed_bulk(sandbox.store, contacts=30, opportunities=30, orders=10)
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        assert run(epilot, full=True).status == SyncRun.Status.SUCCEEDED
+        gc.collect()
+        held = sorted({f"{frame.f_code.co_qualname} ({frame.f_code.co_filename.rsplit('/', 3)[-1]})"
+                       for frame in gc.garbage if type(frame).__name__ == "frame"})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert held == []
