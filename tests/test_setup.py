@@ -64,7 +64,8 @@ def test_manage_py_keeps_local_settings() -> None:
 
 def test_a_new_sqlite_file_gets_wal_pages_that_hold_several_documents_and_a_larger_cache(tmp_path) -> None:
     show = ("from django.db import connection; cursor = connection.cursor(); "
-            "print(*(cursor.execute(f'PRAGMA {name}').fetchone()[0] for name in ('page_size', 'journal_mode', 'synchronous', 'cache_size')))")
+            "print(*(cursor.execute(f'PRAGMA {name}').fetchone()[0] "
+            "for name in ('page_size', 'journal_mode', 'synchronous', 'cache_size')))")
     result = subprocess.run([sys.executable, "manage.py", "shell", "-c", show], cwd=ROOT, capture_output=True, text=True,
                             env=_clean_env(DATABASE_URL=f"sqlite:///{tmp_path / 'new.sqlite3'}"), timeout=60)
     assert result.returncode == 0, result.stderr
