@@ -1,7 +1,8 @@
 """The entity API (entity.sls.epilot.io): entities, search and list, relations, schemas."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import integrations.epilot.errors as errors
@@ -17,6 +18,7 @@ from integrations.epilot.types import (
 )
 
 SEARCH_PAGE_SIZE = 1000
+SEARCH_PATH, LIST_PATH = "/v1/entity:search", "/v1/entity:list"
 DEFAULT_SORT = ("_updated_at:asc", "_id:asc")
 
 
@@ -81,11 +83,11 @@ class EntityAPI(Transport):
 
     def search_entities(self, params: Mapping[str, Any]) -> EntitySearchPage:
         """searchEntities: one page for the given `EntitySearchParams`."""
-        return self._search_page("searchEntities", "/v1/entity:search", params)
+        return self._page_from("searchEntities", self._search_body("searchEntities", SEARCH_PATH, params))
 
     def list_entities(self, params: Mapping[str, Any]) -> EntitySearchPage:
         """listEntities: one page for the given `EntityListParams` (needs `filter`)."""
-        return self._search_page("listEntities", "/v1/entity:list", params)
+        return self._page_from("listEntities", self._search_body("listEntities", LIST_PATH, params))
 
     def iter_search_entities(
         self,
@@ -97,10 +99,18 @@ class EntityAPI(Transport):
         search_after: Sequence[Any] | None = None,
         stable_for: int = 30,
         fields: Sequence[str] | None = None,
+        read_ahead: bool = False,
     ) -> Iterator[EntitySearchPage]:
-        """searchEntities page by page with `search_after` and `stable_query_id`."""
+        """searchEntities page by page with `search_after` and `stable_query_id`.
+
+        With `read_ahead`, the next page is requested (in a thread of its own) as soon as a page's
+        cursor is known, so epilot answers while the caller works on the page: a sync then waits for
+        epilot only where it is slower than the sync itself. Errors are raised in order, when the
+        page that failed is asked for.
+        """
         params: dict[str, Any] = {"q": q}
-        return self._iter_pages(self.search_entities, params, sort, include_deleted, page_size, search_after, stable_for, fields)
+        return self._iter_pages("searchEntities", SEARCH_PATH, params, sort, include_deleted, page_size, search_after,
+                                stable_for, fields, read_ahead)
 
     def iter_list_entities(
         self,
@@ -115,7 +125,8 @@ class EntityAPI(Transport):
     ) -> Iterator[EntitySearchPage]:
         """listEntities page by page with `search_after` and `stable_query_id`."""
         params: dict[str, Any] = {"filter": [dict(clause) for clause in filter]}
-        return self._iter_pages(self.list_entities, params, sort, include_deleted, page_size, search_after, stable_for, fields)
+        return self._iter_pages("listEntities", LIST_PATH, params, sort, include_deleted, page_size, search_after, stable_for,
+                                fields, False)
 
     def add_relations(self, slug: str, entity_id: str, relations: Iterable[RelationItem]) -> None:
         """addRelations: link entities without rewriting the whole relation attribute."""
@@ -166,9 +177,9 @@ class EntityAPI(Transport):
             schemas.append(EntitySchemaSummary(slug=item["slug"], name=str(item.get("name") or item["slug"]), data=dict(item)))
         return schemas
 
-    def _iter_pages(self, fetch: Callable[[Mapping[str, Any]], EntitySearchPage], params: dict[str, Any], sort: Sequence[str],
-                    include_deleted: str, page_size: int, search_after: Sequence[Any] | None, stable_for: int,
-                    fields: Sequence[str] | None) -> Iterator[EntitySearchPage]:
+    def _iter_pages(self, operation: str, path: str, params: dict[str, Any], sort: Sequence[str], include_deleted: str,
+                    page_size: int, search_after: Sequence[Any] | None, stable_for: int, fields: Sequence[str] | None,
+                    read_ahead: bool) -> Iterator[EntitySearchPage]:
         size = max(1, min(page_size, SEARCH_PAGE_SIZE))
         params.update({"sort": list(sort), "size": size, "include_deleted": include_deleted})
         if stable_for:
@@ -177,21 +188,35 @@ class EntityAPI(Transport):
             params["fields"] = list(fields)
         if search_after:
             params["search_after"] = list(search_after)
-        while True:
-            page = fetch(params)
-            yield page
-            if len(page.results) < size or not page.sort_end:
-                return
-            params["search_after"] = list(page.sort_end)
-            if page.stable_query_id:
-                params["stable_query_id"] = page.stable_query_id
+        ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epilot-read-ahead") if read_ahead else None
+        try:
+            pending: Future[Mapping[str, Any]] | None = None
+            while True:
+                body = pending.result() if pending else self._search_body(operation, path, params)
+                page = self._page_from(operation, body)
+                more = len(page.results) >= size and page.sort_end
+                if more:
+                    params["search_after"] = list(page.sort_end)
+                    if page.stable_query_id:
+                        params["stable_query_id"] = page.stable_query_id
+                    if ahead:
+                        pending = ahead.submit(self._search_body, operation, path, dict(params))
+                yield page
+                if not more:
+                    return
+        finally:
+            if ahead:
+                ahead.shutdown(wait=False, cancel_futures=True)
 
-    def _search_page(self, operation: str, path: str, params: Mapping[str, Any]) -> EntitySearchPage:
+    def _search_body(self, operation: str, path: str, params: Mapping[str, Any]) -> Mapping[str, Any]:
         body = self._json(
             operation, self._request(operation, "POST", self.urls.entity, path, json_body=dict(params), idempotent=True)
         )
         if not isinstance(body, Mapping):
             raise self._invalid(operation, "the body is not an object")
+        return body
+
+    def _page_from(self, operation: str, body: Mapping[str, Any]) -> EntitySearchPage:
         raw_results = body.get("results", [])
         if not isinstance(raw_results, list):
             raise self._invalid(operation, "'results' is not a list")

@@ -202,9 +202,10 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLe
     started = time.monotonic()
     seen: set[str] = set()
     entities = 0
-    # Each page's rows are built in the prefetch thread too, while this one writes the page before.
-    pages = prefetched(client.iter_search_entities(_query(schema, None if full else state), include_deleted="true"),
-                       lambda page: (page.hits, prepare_page(schema, page.results)))
+    # Each page's rows are built in the prefetch thread too, while this one writes the page before;
+    # epilot is asked for the next page meanwhile (read ahead).
+    searched = client.iter_search_entities(_query(schema, None if full else state), include_deleted="true", read_ahead=True)
+    pages = prefetched(searched, lambda page: (page.hits, prepare_page(schema, page.results)))
     for number, (hits, page) in enumerate(_waited_for(pages, counts), start=1):
         page_started = time.monotonic()
         with counts.timed("page"), transaction.atomic():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 import httpx
 import pytest
@@ -237,6 +238,23 @@ def test_search_iterator_follows_sort_end_and_stable_query_id(clock) -> None:
     assert second["search_after"] == [1735776000000, first[-1]["_id"]]
     assert second["stable_query_id"] == "ctx-1" and "from" not in second
     assert second["sort"] == ["_updated_at:asc", "_id:asc"] and second["size"] == 2
+
+
+def test_read_ahead_asks_for_the_next_page_before_it_is_wanted_and_raises_its_error_in_order(clock) -> None:
+    first = [{**ENTITY, "_id": f"6f1c7d8e-0000-4000-8000-00000000000{n}"} for n in range(2)]
+    asked_for_second = threading.Event()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if "search_after" not in json.loads(request.content):
+            return httpx.Response(200, json={"hits": 4, "results": first, "sort_end": [1735776000000, first[-1]["_id"]]})
+        asked_for_second.set()
+        return httpx.Response(400, json={"status": 400, "error": "search_after is stale"})
+
+    pages = make_client(answer, clock).iter_search_entities("_schema:opportunity", page_size=2, read_ahead=True)
+    assert [entity.id for entity in next(pages).results] == [entity["_id"] for entity in first]
+    assert asked_for_second.wait(timeout=5)  # requested while the caller still works on the first page
+    with pytest.raises(EpilotValidationError, match="stale"):
+        next(pages)
 
 
 def test_a_server_that_refuses_the_readonly_guard_gets_it_checked_client_side(clock) -> None:
