@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the full sync to FILE")
     parser.add_argument("--sql", action="store_true", help="print the statements of the full sync that took longest in all")
+    parser.add_argument("--latency", type=int, default=0, metavar="MS",
+                        help="the sandbox answers every request this much later, as epilot over the internet would")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-sync-"))
@@ -110,6 +112,10 @@ def main() -> None:
                               cwd=ROOT, env=base_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until_serving(url)
+        if args.latency:
+            urllib.request.urlopen(urllib.request.Request(
+                f"{url}/__sandbox__/faults", method="POST", headers={"Content-Type": "application/json"},
+                data=json.dumps({"latency_ms": args.latency}).encode()), timeout=10).close()
         floor_seconds, floor_entities, floor_pages = bare_fetch(url)
         os.environ.update({"DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING", "EPILOT_API_URL": url,
                            "EPILOT_API_TOKEN": "", "DEBUG": "false"})
@@ -173,7 +179,8 @@ def main() -> None:
     searches = after.get("op:searchEntities", 0) - before.get("op:searchEntities", 0)
     requests = after.get("requests", 0) - before.get("requests", 0)
     phases = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in full.phase_seconds.items())
-    print(f"data:                      {args.shape}-shaped, {args.entities:,} entities; database {connection.vendor}")
+    print(f"data:                      {args.shape}-shaped, {args.entities:,} entities; database {connection.vendor}"
+          + (f"; {args.latency} ms latency per request" if args.latency else ""))
     print(f"bare fetch (floor):        {floor_entities:,} entities, {floor_pages} pages in {floor_seconds:.1f} s")
     print(f"full sync:                 {full.status}, {total:,} entities in {elapsed:.1f} s = {total / elapsed:,.0f} entities/s; "
           f"{full.quarantined} quarantined; {linked:,} orders linked; {AusbauProject.objects.count():,} projects")

@@ -114,7 +114,8 @@ class SandboxApp(EntityHandlers, WorkflowHandlers, AutomationHandlers, WebhookHa
             roll = self._rng.random() if faults.applies_to(operation) else 1.0
             if time.monotonic() < self._retry_not_before:
                 self.stats["retry_after_violations"] += 1  # a client came back before the Retry-After it was given
-        if faults.latency_ms:
+        if faults.latency_ms and faults.applies_to(operation):
+            self.stats["injected_latency"] += 1
             time.sleep(faults.latency_ms / 1000)
         self.stats["requests"] += 1
         self.stats[f"op:{operation}"] += 1

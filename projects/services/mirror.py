@@ -42,7 +42,7 @@ logger = logging.getLogger("projects.sync")
 LINK_CHUNK = 500  # order links per UPDATE
 LOOKUP_CHUNK = 50  # unlinked orders looked up per query among the opportunities' items
 UNLINK_CHUNK = 1000  # changed rows whose foreign keys are checked per statement
-EXECUTION_FETCHERS = 4  # executions read at once
+EXECUTION_FETCHERS = 16  # executions read at once (GETs, which epilot does not rate-limit)
 EXECUTION_AHEAD = 400  # entities' executions read ahead of being stored
 EXECUTION_BATCH = 100  # entities whose executions are written per transaction
 

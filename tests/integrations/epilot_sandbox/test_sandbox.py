@@ -143,6 +143,14 @@ def test_loopback_server_with_injected_faults_still_delivers_everything(sandbox:
     assert 1.0 in clock.sleeps  # a Retry-After of one second was honoured
 
 
+def test_injected_latency_delays_only_the_operations_named(sandbox: SandboxApp, epilot: EpilotClient) -> None:
+    sandbox.set_faults(FaultConfig(latency_ms=1, operations=("getExecutions",)))
+    epilot.search_entities({"q": "_schema:contact"})
+    assert sandbox.stats["injected_latency"] == 0
+    epilot.get_executions(context=demo_id("opportunity:nordstrasse"), schema="opportunity")
+    assert sandbox.stats["injected_latency"] == 1
+
+
 def test_sandbox_requires_a_bearer_token(sandbox: SandboxApp) -> None:
     with httpx.Client(transport=httpx.WSGITransport(app=sandbox), base_url="http://sandbox.invalid") as http:
         assert http.post("/v1/entity:search", json={"q": "*"}).status_code == 401
