@@ -128,12 +128,14 @@ def link_orders_from_items(counts: MirrorChanges) -> None:
 def resolve_relations(counts: MirrorChanges | None = None) -> None:
     """Point foreign keys at mirrored rows; references to entities not mirrored yet stay open for a later run.
 
-    The rows `counts` changed first lose a foreign key that no longer matches their reference (a
-    customer or opportunity that changed in epilot), so the fill below points them at the new one.
+    The orders `counts` changed first lose a foreign key that no longer matches their reference (an
+    opportunity that changed in epilot), so the fill below points them at the new one. Only orders
+    written without a resolved key can have one: a row whose reference was found got its key with
+    it, and an opportunity's customer key is always written with the row (NULL when not mirrored yet).
     """
     if counts is not None:
-        _unlink_changed(Opportunity, "customer", list(counts.touched_opportunities))
-        _unlink_changed(Order, "opportunity", [*counts.touched_orders, *counts.item_links])
+        _unlink_changed(Order, "opportunity", [epilot_id for epilot_id in {*counts.touched_orders, *counts.item_links}
+                                               if epilot_id not in counts.linked_orders])
     _link_by_epilot_id(Opportunity, "customer", Contact)
     _link_by_epilot_id(Order, "opportunity", Opportunity)
     for schema, field_name, model in (("opportunity", "opportunity", Opportunity), ("order", "order", Order),

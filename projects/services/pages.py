@@ -50,6 +50,7 @@ class MirrorChanges:
     workflow_changes: list[tuple[str, str, Any]] = field(default_factory=list)
     changed_refs: list[tuple[str, str]] = field(default_factory=list)
     item_links: dict[str, str] = field(default_factory=dict)  # order id -> opportunity id, from changed opportunities' items
+    linked_orders: set[str] = field(default_factory=set)  # orders written with their opportunity's foreign key resolved
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     @contextmanager
@@ -175,6 +176,7 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
                 counts.item_links[order_id] = epilot_id
     elif schema == "order":
         counts.touched_orders.update(changed)
+        counts.linked_orders.update(row["epilot_id"] for row in batch if row.get("opportunity") and row["epilot_id"] in changed)
     if rows and QuarantinedEntity.objects.filter(schema=schema).exists():  # (the common case needs no id list)
         QuarantinedEntity.objects.filter(schema=schema, epilot_id__in=list(rows)).delete()  # repaired in epilot
     counts.quarantined += sum(
