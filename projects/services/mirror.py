@@ -92,8 +92,11 @@ def link_orders_from_items(counts: MirrorChanges) -> None:
     Set-based and in proportion to the changes: the links of the opportunities that changed are
     known from their rows; a changed order left unlinked is looked up among the opportunities' items.
     """
-    links = dict(counts.item_links)
-    uncovered = [order_id for order_id in counts.touched_orders if order_id not in links]
+    # An order written in this run with its opportunity resolved has a reference already (the update would not touch it).
+    links = {order_id: opportunity_id for order_id, opportunity_id in counts.item_links.items()
+             if order_id not in counts.linked_orders}
+    uncovered = [order_id for order_id in counts.touched_orders if order_id not in counts.item_links
+                 and order_id not in counts.linked_orders]
     for start in range(0, len(uncovered), LOOKUP_CHUNK):
         chunk = set(Order.objects.filter(epilot_id__in=uncovered[start:start + LOOKUP_CHUNK], opportunity_epilot_id="")
                     .values_list("epilot_id", flat=True))
