@@ -240,9 +240,9 @@ def _tuned_for_pages() -> Iterator[None]:
     process's long-lived objects again and again (json parsing took twice as long). Reference
     counting frees the pages; the collector is only needed for cycles, which pages do not make.
     The projects' refresh after the pages, at the default threshold, spent 0.3 s in collections
-    that scanned every object of the process (the freeze had ended). The writer hands the GIL to the prefetch thread at every database call and then waited up to a
-    switch interval (5 ms) to get it back: some 10 % of a full sync. Both are restored once the
-    last run in the process leaves.
+    that scanned every object of the process (the freeze had ended). The writer hands the GIL to
+    the prefetch thread at every database call and then waited up to a switch interval (5 ms) to
+    get it back: some 10 % of a full sync. Both are restored once the last run in the process leaves.
     """
     with _tuning_lock:
         found = _tuned_runs[0] if _tuned_runs else (gc.get_threshold(), sys.getswitchinterval())
