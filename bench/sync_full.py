@@ -11,6 +11,7 @@ flat in entity count (run 50,000 and 150,000 in separate processes and compare).
 
     .venv/bin/python bench/sync_full.py                                   # 50,000 entities, SQLite (a fresh file)
     .venv/bin/python bench/sync_full.py --entities 150000                 # memory flatness
+    .venv/bin/python bench/sync_full.py --latency 100                     # each request 100 ms later (the floor too)
     DATABASE_URL=postgres://... .venv/bin/python bench/sync_full.py       # PostgreSQL (the mirror's tables are emptied)
 """
 from __future__ import annotations
