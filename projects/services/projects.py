@@ -16,8 +16,8 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -29,20 +29,20 @@ from projects.services.bulk import bulk_upsert, column_in, json_key
 CANCELLED_STATUSES = {"abgebrochen"}
 APPROVED_STATUSES = {"geschlossen"}
 CHUNK = 2000
+EPOCH = dt.datetime.min.replace(tzinfo=dt.UTC)
 PROJECT_FIELDS = ["title", "phase", "progress_percent", "current_section", "current_step", "budget", "has_running_workflow",
                   "tags", "updated_at"]
 
 
-@dataclass(frozen=True)
-class OrderFacts:
+# NamedTuples: built by the thousand per refresh, and a frozen dataclass costs some 3 µs more each to make.
+class OrderFacts(NamedTuple):
     status: str
     deleted: bool
     amount_total: int | None
     updated_at: dt.datetime | None
 
 
-@dataclass(frozen=True)
-class ExecutionFacts:
+class ExecutionFacts(NamedTuple):
     status: str
     on_order: bool
     current_section: str
@@ -58,8 +58,7 @@ class ExecutionFacts:
         return round(100 * self.completed_steps / self.total_steps) if self.total_steps else 0
 
 
-@dataclass(frozen=True)
-class OpportunityFacts:
+class OpportunityFacts(NamedTuple):
     status: str
     deleted: bool
     title: str
@@ -81,8 +80,7 @@ def derive_project(opportunity: OpportunityFacts, orders: list[OrderFacts], exec
         phase = AusbauProject.Phase.APPROVED
     else:
         phase = AusbauProject.Phase.PLANNING
-    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
-    latest = max(executions, key=lambda e: (e.status == "STARTED", e.started_at or epoch), default=None)
+    latest = max(executions, key=lambda e: (e.status == "STARTED", e.started_at or EPOCH), default=None)
     totals = [o.amount_total for o in live_orders if o.amount_total is not None]
     stamps = [opportunity.updated_at, *(o.updated_at for o in orders), *(e.updated_at for e in executions)]
     active = latest is not None and latest.status == "STARTED"
@@ -98,9 +96,6 @@ def derive_project(opportunity: OpportunityFacts, orders: list[OrderFacts], exec
     }
 
 
-def _in_scope(tags: list[str] | None) -> bool:
-    wanted = set(settings.AUSBAU_PROJECT_TAGS)
-    return not wanted or bool(wanted & set(tags or []))
 
 
 def projects_refresh(*, opportunity_ids: Iterable[int] | None = None, between_chunks: Callable[[], None] | None = None) -> int:
@@ -149,10 +144,11 @@ def _refresh_chunk(ids: list[int], *, believed_new: bool) -> int:
             completed_steps=row["completed_steps"], total_steps=row["total_steps"], started_at=row["started_at"],
             updated_at=row["epilot_updated_at"]))
     projects, out_of_scope = [], []
+    wanted = set(settings.AUSBAU_PROJECT_TAGS)
     for pk, status, deleted_at, title, budget, updated_at, tags in Opportunity.objects.filter(
             column_in(Opportunity, "id", ids)).order_by().values_list(
             "id", "status", "epilot_deleted_at", "title", "budget", "epilot_updated_at", "tags"):
-        if not _in_scope(tags):
+        if wanted and not wanted.intersection(tags or ()):
             out_of_scope.append(pk)
             continue
         facts = OpportunityFacts(status, deleted_at is not None, title, budget, updated_at)

@@ -340,3 +340,15 @@ def test_a_run_leaves_no_reference_cycles_that_hold_its_pages(epilot: EpilotClie
         gc.set_debug(0)
         gc.garbage.clear()
     assert held == []
+
+
+def test_only_opportunities_with_a_project_tag_are_projects_when_tags_are_configured(epilot: EpilotClient, settings) -> None:
+    """AUSBAU_PROJECT_TAGS narrows the projects to opportunities with one of the tags; a project whose
+    opportunity loses them is removed on the next refresh."""
+    assert run(epilot).status == SyncRun.Status.SUCCEEDED
+    assert AusbauProject.objects.count() == Opportunity.objects.count()
+    settings.AUSBAU_PROJECT_TAGS = ["neubau", "gewerbe"]
+    assert run(epilot, full=True).status == SyncRun.Status.SUCCEEDED
+    assert set(AusbauProject.objects.values_list("opportunity__epilot_id", flat=True)) == {
+        demo_id("opportunity:nordstrasse"), demo_id("opportunity:rohdenhaus"), demo_id("opportunity:angerbach")}
+    assert AusbauProject.objects.get(opportunity__epilot_id=demo_id("opportunity:nordstrasse")).tags == ",glasfaser,neubau,"
