@@ -5,6 +5,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import httpx
+
 import integrations.epilot.errors as errors
 from integrations.epilot.transport import Transport, as_bool, segment
 from integrations.epilot.types import (
@@ -83,11 +85,13 @@ class EntityAPI(Transport):
 
     def search_entities(self, params: Mapping[str, Any]) -> EntitySearchPage:
         """searchEntities: one page for the given `EntitySearchParams`."""
-        return self._page_from("searchEntities", self._search_body("searchEntities", SEARCH_PATH, params))
+        response = self._search("searchEntities", SEARCH_PATH, params)
+        return self._page_from("searchEntities", self._search_body("searchEntities", response))
 
     def list_entities(self, params: Mapping[str, Any]) -> EntitySearchPage:
         """listEntities: one page for the given `EntityListParams` (needs `filter`)."""
-        return self._page_from("listEntities", self._search_body("listEntities", LIST_PATH, params))
+        response = self._search("listEntities", LIST_PATH, params)
+        return self._page_from("listEntities", self._search_body("listEntities", response))
 
     def iter_search_entities(
         self,
@@ -190,28 +194,30 @@ class EntityAPI(Transport):
             params["search_after"] = list(search_after)
         ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epilot-read-ahead") if read_ahead else None
         try:
-            pending: Future[Mapping[str, Any]] | None = None
+            # What is read ahead waits as the response's bytes, not as parsed documents (a third of the memory).
+            pending: Future[httpx.Response] | None = None
             while True:
-                body = pending.result() if pending else self._search_body(operation, path, params)
-                page = self._page_from(operation, body)
-                more = len(page.results) >= size and page.sort_end
+                body = self._search_body(operation, pending.result() if pending else self._search(operation, path, params))
+                results, sort_end, stable_query_id = body.get("results"), body.get("sort_end"), body.get("stable_query_id")
+                more = isinstance(results, list) and len(results) >= size and isinstance(sort_end, list) and bool(sort_end)
                 if more:
-                    params["search_after"] = list(page.sort_end)
-                    if page.stable_query_id:
-                        params["stable_query_id"] = page.stable_query_id
+                    params["search_after"] = list(sort_end)
+                    if isinstance(stable_query_id, str) and stable_query_id:
+                        params["stable_query_id"] = stable_query_id
                     if ahead:
-                        pending = ahead.submit(self._search_body, operation, path, dict(params))
-                yield page
+                        pending = ahead.submit(self._search, operation, path, dict(params))
+                yield self._page_from(operation, body)
                 if not more:
                     return
         finally:
             if ahead:
                 ahead.shutdown(wait=False, cancel_futures=True)
 
-    def _search_body(self, operation: str, path: str, params: Mapping[str, Any]) -> Mapping[str, Any]:
-        body = self._json(
-            operation, self._request(operation, "POST", self.urls.entity, path, json_body=dict(params), idempotent=True)
-        )
+    def _search(self, operation: str, path: str, params: Mapping[str, Any]) -> httpx.Response:
+        return self._request(operation, "POST", self.urls.entity, path, json_body=dict(params), idempotent=True)
+
+    def _search_body(self, operation: str, response: httpx.Response) -> Mapping[str, Any]:
+        body = self._json(operation, response)
         if not isinstance(body, Mapping):
             raise self._invalid(operation, "the body is not an object")
         return body
