@@ -10,6 +10,7 @@ from integrations.epilot import EpilotClient
 from projects.models import AutomationRule, RuleFiring
 from projects.schemas import model_for
 from projects.selectors import automation_owning_trigger
+from projects.services.bulk import column_in
 from projects.services.errors import RemoteFailure, ServiceError
 from projects.services.workflows import workflow_start
 
@@ -29,9 +30,12 @@ def rules_evaluate(*, refs: Iterable[tuple[str, str]], client: EpilotClient | No
         if not ids or automation_owning_trigger(schema=rule.schema, attribute=rule.attribute, value=rule.value,
                                                   definition_epilot_id=rule.definition.epilot_id):
             continue
-        already = set(RuleFiring.objects.filter(rule=rule, entity_epilot_id__in=ids).values_list("entity_epilot_id", flat=True))
+        # The ids go as one parameter each time: a full sync names more entities than a statement takes parameters.
+        already = set(RuleFiring.objects.filter(column_in(RuleFiring, "entity_epilot_id", ids), rule=rule)
+                      .values_list("entity_epilot_id", flat=True))
         model = model_for(rule.schema)
-        candidates = model.objects.filter(epilot_id__in=[i for i in ids if i not in already], epilot_deleted_at__isnull=True)
+        candidates = model.objects.filter(column_in(model, "epilot_id", [i for i in ids if i not in already]),
+                                          epilot_deleted_at__isnull=True)
         for entity in candidates.only("epilot_id", "title", "payload"):
             if str(entity.payload.get(rule.attribute)) != rule.value:
                 continue

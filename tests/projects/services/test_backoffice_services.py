@@ -20,6 +20,7 @@ from projects.models import (
 )
 from projects.services.conversion import opportunity_convert
 from projects.services.errors import InProgress, NotAllowed, RemoteFailure, StatusConflict
+from projects.services.rules import rules_evaluate
 from projects.services.status import opportunity_set_status
 from projects.services.sync import sync_run
 from projects.services.workflows import workflow_start, workflow_start_job_run, workflow_start_many
@@ -218,6 +219,18 @@ def test_status_write_on_a_newer_version_shows_the_conflict(epilot, mirror) -> N
 
 
 # ------------------------------------------------------------------ rules and automation
+
+def test_rules_take_as_many_changed_entities_as_a_full_sync_brings(epilot, ausbau) -> None:
+    """More ids than one statement takes parameters (SQLite 32,766 or 250,000, as built): the rule still fires."""
+    rule = AutomationRule.objects.create(
+        name="Ausstehend → Ausbau", schema="opportunity", attribute="status", value="ausstehend", definition=ausbau
+    )
+    kalk = opportunity("kalkstrasse")
+    refs = [("opportunity", f"not-mirrored-{n}") for n in range(260_000)] + [("opportunity", kalk.epilot_id)]
+    fired = rules_evaluate(refs=refs, client=epilot)
+    assert [firing.entity_epilot_id for firing in fired] == [kalk.epilot_id]
+    assert RuleFiring.objects.filter(rule=rule).count() == 1
+
 
 def test_a_local_rule_fires_once_per_entity(epilot, ausbau) -> None:
     rule = AutomationRule.objects.create(
