@@ -96,8 +96,6 @@ def derive_project(opportunity: OpportunityFacts, orders: list[OrderFacts], exec
     }
 
 
-
-
 def projects_refresh(*, opportunity_ids: Iterable[int] | None = None, between_chunks: Callable[[], None] | None = None) -> int:
     """Recompute the projects of the given opportunities (all when None); returns how many were written.
 
