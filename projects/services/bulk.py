@@ -135,11 +135,7 @@ def _copy_then_upsert(model: type[models.Model], fields: Sequence[models.Field],
         # Binary COPY: timestamps, numbers and texts travel as the server stores them, nothing to parse or escape.
         types = _column_types(raw, staging)
         binary = _fit_binary(types, params)
-        with raw.copy(f"COPY {staging} ({columns}) FROM STDIN" + (" (FORMAT BINARY)" if binary else "")) as copy:
-            if binary:
-                copy.set_types(types)
-            for row in params:
-                copy.write_row(row)
+        _copy_rows(raw, staging, columns, params, types if binary else None)
         raw.execute(f"INSERT INTO {table} ({columns}) SELECT {taken} FROM {staging} {conflict}")
         raw.execute(f"TRUNCATE {staging}")
 
@@ -166,14 +162,19 @@ def _copy_new_rows(model: type[models.Model], fields: Sequence[models.Field], pa
             binary = _fit_binary(types, params)
             if binary and documents:
                 params = [_versioned(row, documents) for row in params]
-            with raw.copy(f"COPY {table} ({columns}) FROM STDIN" + (" (FORMAT BINARY)" if binary else "")) as copy:
-                if binary:
-                    copy.set_types(types)
-                for row in params:
-                    copy.write_row(row)
+            _copy_rows(raw, table, columns, params, types if binary else None)
     except IntegrityError:
         return False
     return True
+
+
+def _copy_rows(raw: Any, relation: str, columns: str, params: list[Sequence[Any]], binary_types: list[int] | None) -> None:
+    """COPY `params` into `relation`: in the binary format with these column type oids, else as text."""
+    with raw.copy(f"COPY {relation} ({columns}) FROM STDIN" + (" (FORMAT BINARY)" if binary_types else "")) as copy:
+        if binary_types:
+            copy.set_types(binary_types)
+        for row in params:
+            copy.write_row(row)
 
 
 JSONB, TEXT = 3802, 25
