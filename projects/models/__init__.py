@@ -8,7 +8,7 @@ from projects.models.ausbau import AusbauProject
 from projects.models.backoffice import ApiClient, AutomationRecipe, AutomationRule, Conversion, EpilotWrite, RuleFiring
 from projects.models.entities import Contact, GenericEntity, MirroredEntity, Opportunity, Order, PayloadField
 from projects.models.staff import StaffProfile, StepJob, StepJobItem
-from projects.models.sync import QuarantinedEntity, SyncRun, SyncState
+from projects.models.sync import PendingExecutionRead, QuarantinedEntity, SyncRun, SyncState
 from projects.models.webhooks import WebhookEvent, WebhookSubscription
 from projects.models.workflows import MirroredStep, WorkflowDefinition, WorkflowExecution, WorkflowStart, WorkflowStartJob
 
@@ -28,6 +28,7 @@ __all__ = [
     "Opportunity",
     "Order",
     "PayloadField",
+    "PendingExecutionRead",
     "QuarantinedEntity",
     "RolloutArea",
     "RuleFiring",

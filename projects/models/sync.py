@@ -85,3 +85,23 @@ class QuarantinedEntity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schema} {self.epilot_id or '(no id)'}: {self.reason[:60]}"
+
+
+class PendingExecutionRead(models.Model):
+    """An entity whose changed `workflows` is mirrored while its executions are not read yet.
+
+    Written in the transaction that stores the entity and removed in the one that stores its
+    executions: a run or refresh that stops in between leaves it here, and the next sync reads them.
+    """
+
+    epilot_id = models.CharField(_("epilot id"), max_length=64, unique=True)
+    schema = models.CharField(_("entity type"), max_length=100)
+    workflows = models.JSONField(_("workflows"), null=True, blank=True)
+    since = models.DateTimeField(_("since"))
+
+    class Meta:
+        verbose_name = _("executions to read")
+        verbose_name_plural = _("executions to read")
+
+    def __str__(self) -> str:
+        return f"{self.schema} {self.epilot_id}"

@@ -28,6 +28,7 @@ from projects.models import (
     MirroredStep,
     Opportunity,
     Order,
+    PendingExecutionRead,
     WorkflowDefinition,
     WorkflowExecution,
 )
@@ -66,6 +67,9 @@ def mirror_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | N
             items.extend(page.results)
         with transaction.atomic():
             store_page(prepare_page(schema, items), counts, None, None, rewrite=False)
+    # Executions an earlier refresh of these entities stored the entity for but could not read.
+    asked = {epilot_id for ids in by_schema.values() for epilot_id in ids} - {e for _s, e, _w in counts.workflow_changes}
+    counts.workflow_changes.extend(pending_execution_reads(epilot_ids=asked))
     link_orders_from_items(counts)
     resolve_relations(counts)
     refresh_executions(client, counts)
@@ -396,6 +400,7 @@ def store_executions_of(answers: list[tuple[str, str, list[RemoteExecution], dt.
             store_steps(stored, now)
         if complete:
             _delete_vanished_executions(answers)
+            _clear_pending_reads(answers)
 
 
 def _delete_vanished_executions(answers: list[tuple[str, str, list[RemoteExecution], dt.datetime]]) -> None:
@@ -411,6 +416,28 @@ def _delete_vanished_executions(answers: list[tuple[str, str, list[RemoteExecuti
     ]
     if vanished:
         WorkflowExecution.objects.filter(pk__in=vanished).delete()
+
+
+def _clear_pending_reads(answers: list[tuple[str, str, list[RemoteExecution], dt.datetime]]) -> None:
+    """The entities answered no longer wait for their executions, unless their workflows changed after the read began."""
+    read_at = {entity_id: moment for _schema, entity_id, _executions, moment in answers}
+    done = [pk for pk, epilot_id, since in PendingExecutionRead.objects.filter(
+        column_in(PendingExecutionRead, "epilot_id", list(read_at))).values_list("pk", "epilot_id", "since")
+        if since <= read_at[epilot_id]]
+    if done:
+        PendingExecutionRead.objects.filter(pk__in=done).delete()
+
+
+def pending_execution_reads(*, schemas: Iterable[str] | None = None, epilot_ids: Iterable[str] | None = None
+                            ) -> list[tuple[str, str, Any]]:
+    """Entities whose changed workflows are mirrored but whose executions were not read (a run or refresh stopped in
+    between), as (schema, epilot id, workflows), oldest first; of the given schemas or ids when named."""
+    queryset = PendingExecutionRead.objects.order_by("since", "pk")
+    if schemas is not None:
+        queryset = queryset.filter(schema__in=list(schemas))
+    if epilot_ids is not None:
+        queryset = queryset.filter(column_in(PendingExecutionRead, "epilot_id", list(epilot_ids)))
+    return list(queryset.values_list("schema", "epilot_id", "workflows"))
 
 
 def store_steps(executions: list[RemoteExecution], now: dt.datetime) -> None:

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from integrations.epilot import Entity, MalformedEntity
 from integrations.epilot.types import relation_ids
-from projects.models import Contact, Opportunity, QuarantinedEntity, SyncRun, SyncState
+from projects.models import Contact, Opportunity, PendingExecutionRead, QuarantinedEntity, SyncRun, SyncState
 from projects.schemas import CORE_SCHEMAS, model_for
 from projects.services.bulk import bulk_upsert, column_in, json_key
 from projects.services.rows import (
@@ -163,11 +163,15 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
         quarantined.append((row["epilot_id"], reason, row["payload"]))
     for kind in kinds.values():
         setattr(counts, kind, getattr(counts, kind) + 1)
+    to_read = []
     for epilot_id in kinds:
         workflows = changed[epilot_id]["payload"].get("workflows")
         before = existing.get(epilot_id)
         if workflows and workflows != (before[2] if before else None):
             counts.workflow_changes.append((schema, epilot_id, workflows))
+            to_read.append({"epilot_id": epilot_id, "schema": schema, "workflows": workflows, "since": now})
+    # Recorded with the entity: should its executions not be read now, the next sync reads them.
+    bulk_upsert(PendingExecutionRead, to_read, unique_field="epilot_id", update_fields=["schema", "workflows", "since"])
     counts.changed_refs.extend((schema, epilot_id) for epilot_id in changed)
     if schema == "opportunity":
         counts.touched_opportunities.update(changed)

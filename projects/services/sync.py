@@ -35,6 +35,7 @@ from projects.services.lease import LeaseLost, SyncLease, lease_seconds
 from projects.services.mirror import (
     ExecutionFetcher,
     link_orders_from_items,
+    pending_execution_reads,
     refresh_executions_and_projects,
     resolve_relations,
     sync_definitions,
@@ -101,7 +102,9 @@ def sync_run(
         SyncRun.objects.filter(pk=run.pk).update(started_at=run.started_at)
         sync_definitions(client)
         recipes_check_drift(client)
-        # Executions of entities whose workflows changed are read while later pages are written.
+        # Executions of entities whose workflows changed are read while later pages are written; first those
+        # a run before stored the entity for but did not read.
+        counts.workflow_changes.extend(pending_execution_reads(schemas=locked))
         with ExecutionFetcher(client) as executions, _tuned_for_pages():
             for schema in locked:
                 _sync_schema(client, schema, full=full, lease=lease, counts=counts, run=run, on_progress=on_progress,

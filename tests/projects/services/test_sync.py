@@ -182,6 +182,28 @@ def test_executions_are_fetched_only_for_entities_whose_workflows_changed(epilot
     assert project.phase == "construction" and project.has_running_workflow and project.current_section == "Planung"
 
 
+def test_executions_left_unread_by_a_failed_run_are_read_by_the_next(epilot: EpilotClient, sandbox: SandboxApp) -> None:
+    """The entity with its changed workflows is committed before its executions are read: a run that fails in
+    between must not leave them unread for good (the next run sees the entity unchanged)."""
+    run(epilot)
+    order_id = demo_id("order:schulzentrum")
+    execution = epilot.create_execution(AUSBAU_DEFINITION_ID, [ExecutionContext(order_id, "order", "Schulzentrum")])
+    epilot.retry = RetryPolicy(max_attempts=1)
+    sandbox.set_faults(FaultConfig(rate_5xx=1.0, operations=("getExecutions",)))
+    failed = run(epilot)
+    assert failed.status == SyncRun.Status.FAILED and Order.objects.get(epilot_id=order_id).payload.get("workflows")
+    assert not WorkflowExecution.objects.filter(epilot_id=execution.id).exists()
+    sandbox.set_faults(FaultConfig())
+    calls = sandbox.stats["op:getExecutions"]
+    resumed = run(epilot)
+    assert resumed.status == SyncRun.Status.SUCCEEDED and resumed.updated == 0
+    assert WorkflowExecution.objects.get(epilot_id=execution.id).order.epilot_id == order_id
+    project = AusbauProject.objects.get(opportunity__epilot_id=demo_id("opportunity:schulzentrum"))
+    assert project.phase == "construction" and project.has_running_workflow
+    run(epilot)
+    assert sandbox.stats["op:getExecutions"] == calls + 1  # read once, then no more
+
+
 def test_a_full_sync_derives_projects_while_executions_are_read_and_those_with_workflows_from_them(
         epilot: EpilotClient, sandbox: SandboxApp) -> None:
     """More opportunities than a chunk of projects: the projects without workflows are refreshed while epilot

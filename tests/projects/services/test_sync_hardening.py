@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from django.db import DataError, connection
 
-from integrations.epilot import EpilotClient, ExecutionContext, ServiceURLs
-from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, SandboxApp, demo_id
+from integrations.epilot import EpilotClient, EpilotError, ExecutionContext, RetryPolicy, ServiceURLs
+from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, FaultConfig, SandboxApp, demo_id
 from integrations.epilot_sandbox.seed import AUSBAU_DEFINITION, HAUSANSCHLUSS_TEMPLATE
 from integrations.epilot_sandbox.store import now_ms
 from projects.models import Opportunity, Order, QuarantinedEntity, SyncRun, WorkflowDefinition, WorkflowExecution
@@ -123,6 +123,26 @@ def test_an_older_answer_never_replaces_a_newer_mirrored_execution(epilot: Epilo
     assert WorkflowExecution.objects.get(epilot_id=started.id).status == newer.status
     store_executions("opportunity", nord, [old])  # a slow reader that saw the execution earlier
     assert WorkflowExecution.objects.get(epilot_id=started.id).status == newer.status != old.status
+
+
+def test_a_refresh_that_could_not_read_the_executions_reads_them_when_retried(epilot: EpilotClient,
+                                                                            sandbox: SandboxApp) -> None:
+    """A webhook's refresh stores the entity, then fails to read its executions; its retry finds the entity unchanged."""
+    run(epilot)
+    order_id = demo_id("order:schulzentrum")
+    execution = epilot.create_execution(AUSBAU_DEFINITION_ID, [ExecutionContext(order_id, "order", "Schulzentrum")])
+    epilot.retry = RetryPolicy(max_attempts=1)
+    sandbox.set_faults(FaultConfig(rate_5xx=1.0, operations=("getExecutions",)))
+    with pytest.raises(EpilotError):
+        mirror_entities(refs=[("order", order_id)], client=epilot)
+    assert Order.objects.get(epilot_id=order_id).payload.get("workflows")
+    assert not WorkflowExecution.objects.filter(epilot_id=execution.id).exists()
+    sandbox.set_faults(FaultConfig())
+    changes = mirror_entities(refs=[("order", order_id)], client=epilot)
+    assert changes.updated == 0 and WorkflowExecution.objects.get(epilot_id=execution.id).order.epilot_id == order_id
+    calls = sandbox.stats["op:getExecutions"]
+    mirror_entities(refs=[("order", order_id)], client=epilot)
+    assert sandbox.stats["op:getExecutions"] == calls
 
 
 def test_orders_named_only_in_an_opportunitys_items_stay_linked_through_their_own_changes(epilot: EpilotClient) -> None:
