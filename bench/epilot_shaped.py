@@ -59,7 +59,8 @@ def _text(rng: random.Random, words: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "."
 
 
-def epilot_documents(*, entities: int, seed: int = 7, org_id: str = "739224") -> Iterator[dict[str, Any]]:
+def epilot_documents(*, entities: int, seed: int = 7, org_id: str = "739224", workflow_share: float = 0.05
+                     ) -> Iterator[dict[str, Any]]:
     """`entities` documents: 40 % contacts, 40 % opportunities, 20 % orders, in the order epilot would have made them."""
     rng = random.Random(seed)
     contacts, opportunities = int(entities * 0.4), int(entities * 0.4)
@@ -119,7 +120,7 @@ def epilot_documents(*, entities: int, seed: int = 7, org_id: str = "739224") ->
         })
         if items:
             body["items"] = {"$relation": [{"entity_id": order_ids[n], "_tags": []} for n in items]}
-        if rng.random() < 0.05:
+        if rng.random() < workflow_share:
             body["workflows"] = {"primary": {"id": f"ex{i}", "definition_id": "wfQpwhJF6J", "status": "STARTED",
                                              "task_name": "Trassenplanung erstellen", "assignees": ["10010"]}}
         yield body
@@ -145,10 +146,11 @@ def epilot_documents(*, entities: int, seed: int = 7, org_id: str = "739224") ->
         yield body
 
 
-def seed_epilot_shaped(store: SandboxStore, *, entities: int, seed: int = 7) -> int:
-    """Insert `entities` epilot-shaped documents into a sandbox store; returns how many."""
+def seed_epilot_shaped(store: SandboxStore, *, entities: int, seed: int = 7, workflow_share: float = 0.05) -> int:
+    """Insert `entities` epilot-shaped documents into a sandbox store (`workflow_share` of the opportunities with a
+    running workflow); returns how many."""
     total, batch = 0, []
-    for body in epilot_documents(entities=entities, seed=seed, org_id=store.org_id):
+    for body in epilot_documents(entities=entities, seed=seed, org_id=store.org_id, workflow_share=workflow_share):
         batch.append(body)
         if len(batch) >= 5000:
             total += store.bulk_insert_entities(batch)

@@ -12,6 +12,7 @@ flat in entity count (run 50,000 and 150,000 in separate processes and compare).
     .venv/bin/python bench/sync_full.py                                   # 50,000 entities, SQLite (a fresh file)
     .venv/bin/python bench/sync_full.py --entities 150000                 # memory flatness
     .venv/bin/python bench/sync_full.py --latency 100                     # each request 100 ms later (the floor too)
+    .venv/bin/python bench/sync_full.py --workflows 0                     # no running workflows: no execution reads
     DATABASE_URL=postgres://... .venv/bin/python bench/sync_full.py       # PostgreSQL (the mirror's tables are emptied)
 """
 from __future__ import annotations
@@ -86,7 +87,7 @@ def seed(sandbox_db: Path, args: argparse.Namespace) -> None:
     from integrations.epilot_sandbox import SandboxStore
 
     store = SandboxStore(sandbox_db)
-    seed_epilot_shaped(store, entities=args.entities, seed=args.seed)
+    seed_epilot_shaped(store, entities=args.entities, seed=args.seed, workflow_share=args.workflows)
     store.conn.close()
 
 
@@ -95,6 +96,8 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=50_000)
     parser.add_argument("--shape", choices=["epilot", "sandbox"], default="epilot")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workflows", type=float, default=0.05, metavar="SHARE",
+                        help="share of the opportunities with a running workflow, whose executions a first sync reads")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the full sync to FILE")
     parser.add_argument("--sql", action="store_true", help="print the statements of the full sync that took longest in all")
     parser.add_argument("--latency", type=int, default=0, metavar="MS",
@@ -181,6 +184,7 @@ def main() -> None:
     requests = after.get("requests", 0) - before.get("requests", 0)
     phases = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in full.phase_seconds.items())
     print(f"data:                      {args.shape}-shaped, {args.entities:,} entities; database {connection.vendor}"
+          + (f"; {args.workflows:.0%} of the opportunities with a running workflow" if args.shape == "epilot" else "")
           + (f"; {args.latency} ms latency per request" if args.latency else ""))
     print(f"bare fetch (floor):        {floor_entities:,} entities, {floor_pages} pages in {floor_seconds:.1f} s")
     print(f"full sync:                 {full.status}, {total:,} entities in {elapsed:.1f} s = {total / elapsed:,.0f} entities/s; "
