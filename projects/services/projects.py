@@ -13,94 +13,26 @@ the sum of the orders' totals, else the opportunity's own budget.
 """
 from __future__ import annotations
 
-import datetime as dt
-from collections import defaultdict
 from collections.abc import Callable, Iterable
-from decimal import Decimal
-from typing import NamedTuple
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
-from projects.services.bulk import bulk_upsert, column_in, json_key
+from projects.services.bulk import among
 
-CANCELLED_STATUSES = {"abgebrochen"}
-APPROVED_STATUSES = {"geschlossen"}
+CANCELLED_STATUSES = ["abgebrochen"]
+APPROVED_STATUSES = ["geschlossen"]
 CHUNK = 2000
-EPOCH = dt.datetime.min.replace(tzinfo=dt.UTC)
-PROJECT_FIELDS = ["title", "phase", "progress_percent", "current_section", "current_step", "budget", "has_running_workflow",
-                  "tags", "updated_at"]
-
-
-# NamedTuples: built by the thousand per refresh, and a frozen dataclass costs some 3 µs more each to make.
-class OrderFacts(NamedTuple):
-    status: str
-    deleted: bool
-    amount_total: int | None
-    updated_at: dt.datetime | None
-
-
-class ExecutionFacts(NamedTuple):
-    status: str
-    on_order: bool
-    current_section: str
-    current_step: str
-    first_section: str | None
-    completed_steps: int
-    total_steps: int
-    started_at: dt.datetime | None
-    updated_at: dt.datetime | None
-
-    @property
-    def progress_percent(self) -> int:
-        return round(100 * self.completed_steps / self.total_steps) if self.total_steps else 0
-
-
-class OpportunityFacts(NamedTuple):
-    status: str
-    deleted: bool
-    title: str
-    budget: Decimal | None
-    updated_at: dt.datetime | None
-
-
-def derive_project(opportunity: OpportunityFacts, orders: list[OrderFacts], executions: list[ExecutionFacts]) -> dict:
-    """The project fields for one opportunity, following the rules in the module docstring."""
-    live_orders = [order for order in orders if not order.deleted and order.status != "cancelled"]
-    running = [e for e in executions if e.status == "STARTED"]
-    if opportunity.deleted or opportunity.status in CANCELLED_STATUSES:
-        phase = AusbauProject.Phase.CANCELLED
-    elif any(o.status == "completed" for o in live_orders) or (any(e.status == "DONE" for e in executions) and not running):
-        phase = AusbauProject.Phase.COMPLETED
-    elif any(e.on_order for e in running) or any(e.current_section and e.current_section != e.first_section for e in running):
-        phase = AusbauProject.Phase.CONSTRUCTION
-    elif opportunity.status in APPROVED_STATUSES or live_orders:
-        phase = AusbauProject.Phase.APPROVED
-    else:
-        phase = AusbauProject.Phase.PLANNING
-    latest = max(executions, key=lambda e: (e.status == "STARTED", e.started_at or EPOCH), default=None)
-    totals = [o.amount_total for o in live_orders if o.amount_total is not None]
-    stamps = [opportunity.updated_at, *(o.updated_at for o in orders), *(e.updated_at for e in executions)]
-    active = latest is not None and latest.status == "STARTED"
-    return {
-        "title": opportunity.title[:500],
-        "phase": phase,
-        "progress_percent": 100 if phase == AusbauProject.Phase.COMPLETED else (latest.progress_percent if latest else 0),
-        "current_section": latest.current_section if active else "",
-        "current_step": latest.current_step if active else "",
-        "budget": Decimal(sum(totals)) / 100 if totals else opportunity.budget,
-        "has_running_workflow": bool(running),
-        "updated_at": max((s for s in stamps if s), default=None) or timezone.now(),
-    }
+Phase = AusbauProject.Phase
 
 
 def projects_refresh(*, opportunity_ids: Iterable[int] | None = None, between_chunks: Callable[[], None] | None = None) -> int:
     """Recompute the projects of the given opportunities (all when None); returns how many were written.
 
-    Reads plain values in chunks (no payloads, no model instances), so memory stays flat;
-    `between_chunks` is called after each chunk's transaction.
+    Each chunk is derived and written by the database in one statement (`INSERT ... SELECT`), so
+    nothing is read into Python; `between_chunks` is called after each chunk's transaction.
     """
     queryset = Opportunity.objects.order_by("id")
     if opportunity_ids is not None:
@@ -110,51 +42,138 @@ def projects_refresh(*, opportunity_ids: Iterable[int] | None = None, between_ch
         all_ids = list(queryset.values_list("id", flat=True))
         chunks = [all_ids[i:i + CHUNK] for i in range(0, len(all_ids), CHUNK)]
     written = 0
-    # The first refresh of a new mirror inserts only (the chunks' ids are disjoint): a cheaper COPY on PostgreSQL.
-    first_time = bool(chunks) and not AusbauProject.objects.exists()
     for chunk in chunks:
-        written += _refresh_chunk(chunk, believed_new=first_time)
+        written += _refresh_chunk(chunk)
         if between_chunks:
             between_chunks()
     return written
 
 
-def _refresh_chunk(ids: list[int], *, believed_new: bool) -> int:
-    orders: dict[int, list[OrderFacts]] = defaultdict(list)
-    order_owner: dict[int, int] = {}
-    for order_id, opportunity_id, status, deleted_at, amount, updated_at in Order.objects.filter(
-        column_in(Order, "opportunity", ids)
-    ).order_by().values_list("id", "opportunity_id", "status", "epilot_deleted_at", "amount_total", "epilot_updated_at"):
-        orders[opportunity_id].append(OrderFacts(status, deleted_at is not None, amount, updated_at))
-        order_owner[order_id] = opportunity_id
-    executions: dict[int, list[ExecutionFacts]] = defaultdict(list)
-    execution_rows = WorkflowExecution.objects.filter(column_in(WorkflowExecution, "opportunity", ids))
-    if order_owner:
-        execution_rows |= WorkflowExecution.objects.filter(column_in(WorkflowExecution, "order", list(order_owner)))
-    for row in execution_rows.order_by().values("opportunity_id", "order_id", "status", "current_section", "current_step",
-                                     "completed_steps", "total_steps", "started_at", "epilot_updated_at",
-                                     first_flow=json_key("flow", "flow", "0", "name"),
-                                     first_phase=json_key("flow", "phases", "0", "name")):
-        owner = row["opportunity_id"] or order_owner.get(row["order_id"])
-        executions[owner].append(ExecutionFacts(
-            status=row["status"], on_order=row["order_id"] is not None, current_section=row["current_section"],
-            current_step=row["current_step"], first_section=row["first_flow"] or row["first_phase"],
-            completed_steps=row["completed_steps"], total_steps=row["total_steps"], started_at=row["started_at"],
-            updated_at=row["epilot_updated_at"]))
-    projects, out_of_scope = [], []
-    wanted = set(settings.AUSBAU_PROJECT_TAGS)
-    for pk, status, deleted_at, title, budget, updated_at, tags in Opportunity.objects.filter(
-            column_in(Opportunity, "id", ids)).order_by().values_list(
-            "id", "status", "epilot_deleted_at", "title", "budget", "epilot_updated_at", "tags"):
-        if wanted and not wanted.intersection(tags or ()):
-            out_of_scope.append(pk)
-            continue
-        facts = OpportunityFacts(status, deleted_at is not None, title, budget, updated_at)
-        project = {"opportunity": pk, **derive_project(facts, orders[pk], executions[pk])}
-        project["tags"] = ("," + ",".join(tag.replace(",", " ") for tag in tags or []) + ",")[:1000] if tags else ""
-        projects.append(project)
-    with transaction.atomic():
-        if out_of_scope:
-            AusbauProject.objects.filter(column_in(AusbauProject, "opportunity", out_of_scope)).delete()
-        bulk_upsert(AusbauProject, projects, unique_field="opportunity", update_fields=PROJECT_FIELDS, believed_new=believed_new)
-    return len(projects)
+def _refresh_chunk(ids: list[int]) -> int:
+    """Derive and upsert the projects of these opportunities (those out of scope lose theirs); returns how many."""
+    quote = connection.ops.quote_name
+    dialect = _DIALECTS[connection.vendor]
+    chunk, chunk_params = among("p.id", ids)
+    orders_chunk, orders_params = among("opportunity_id", ids)
+    on_opportunity, on_opportunity_params = among("e.opportunity_id", ids)
+    on_order, on_order_params = among("o.opportunity_id", ids)
+    wanted = sorted(set(settings.AUSBAU_PROJECT_TAGS))
+    tagged = (f"EXISTS (SELECT 1 FROM {dialect['tag_values'].format(column='p.tags')} "
+              f"WHERE t.value IN ({', '.join(['%s'] * len(wanted))}))")
+    sql = _DERIVE.format(
+        project=quote(AusbauProject._meta.db_table), opportunity=quote(Opportunity._meta.db_table),
+        order=quote(Order._meta.db_table), execution=quote(WorkflowExecution._meta.db_table),
+        orders_chunk=orders_chunk, owners_chunk=f"{on_opportunity} OR {on_order}", chunk=chunk,
+        in_scope=tagged if wanted else "1 = 1",
+        cancelled=", ".join(["%s"] * len(CANCELLED_STATUSES)), approved=", ".join(["%s"] * len(APPROVED_STATUSES)),
+        first_section=dialect["first_section"], latest_update=dialect["latest_update"], euros=dialect["euros"],
+        tags=dialect["tags_text"].format(column="d.tags"))
+    params = [*orders_params, *on_opportunity_params, *on_order_params,
+              *CANCELLED_STATUSES, Phase.CANCELLED, Phase.COMPLETED, Phase.CONSTRUCTION, *APPROVED_STATUSES, Phase.APPROVED,
+              Phase.PLANNING, *chunk_params, *wanted, Phase.COMPLETED, connection.ops.adapt_datetimefield_value(timezone.now())]
+    with transaction.atomic(), connection.cursor() as cursor:
+        if wanted:
+            cursor.execute(f"DELETE FROM {quote(AusbauProject._meta.db_table)} WHERE opportunity_id IN "
+                           f"(SELECT p.id FROM {quote(Opportunity._meta.db_table)} p WHERE {chunk} AND NOT {tagged})",
+                           [*chunk_params, *wanted])
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+# Where SQLite and PostgreSQL differ: JSON paths and arrays, the latest of several possibly missing
+# moments (SQLite's MAX() of several values is NULL if one is; its datetimes are ISO texts), and cents
+# to euros (a REAL in SQLite's decimal column, as Django stores a Decimal there).
+_DIALECTS = {
+    "sqlite": {
+        "first_section": "COALESCE(NULLIF(json_extract(e.flow, '$.flow[0].name'), ''), "
+                         "json_extract(e.flow, '$.phases[0].name'))",
+        "tag_values": "json_each({column}) AS t",
+        "tags_text": "(SELECT ',' || group_concat(replace(value, ',', ' '), ',') || ',' FROM json_each({column}))",
+        "latest_update": "NULLIF(MAX(COALESCE(p.epilot_updated_at, ''), COALESCE(o.updated, ''), COALESCE(x.updated, '')), '')",
+        "euros": "d.total / 100.0",
+    },
+    "postgresql": {
+        "first_section": "COALESCE(NULLIF(e.flow -> 'flow' -> 0 ->> 'name', ''), e.flow -> 'phases' -> 0 ->> 'name')",
+        "tag_values": "jsonb_array_elements_text(CASE WHEN jsonb_typeof({column}) = 'array' THEN {column} "
+                      "ELSE '[]'::jsonb END) AS t(value)",
+        "tags_text": "(SELECT ',' || string_agg(replace(t.value, ',', ' '), ',' ORDER BY t.n) || ',' "
+                     "FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof({column}) = 'array' THEN {column} "
+                     "ELSE '[]'::jsonb END) WITH ORDINALITY AS t(value, n))",
+        "latest_update": "GREATEST(p.epilot_updated_at, o.updated, x.updated)",
+        "euros": "d.total::numeric / 100",
+    },
+}
+
+# The rules of the module docstring in one statement per chunk: an opportunity's orders and the
+# executions on it or on its orders are aggregated, and its latest execution (a running one first,
+# then the most recently started) gives progress and the current step. Progress rounds half to
+# even, as Python's round() does. Text placeholders ({...}) are filled in first, parameters (%s) run.
+# INSERT comes first: sqlite3 counts the rows of a statement only when it begins with INSERT.
+_DERIVE = """
+INSERT INTO {project} (opportunity_id, title, phase, progress_percent, current_section, current_step, budget,
+                       has_running_workflow, tags, updated_at)
+WITH orders AS (
+    SELECT opportunity_id AS owner,
+           MAX(CASE WHEN live = 1 AND status = 'completed' THEN 1 ELSE 0 END) AS any_completed,
+           SUM(live) AS live_count,
+           SUM(CASE WHEN live = 1 THEN amount_total END) AS total,
+           COUNT(CASE WHEN live = 1 THEN amount_total END) AS totals,
+           MAX(epilot_updated_at) AS updated
+    FROM (SELECT opportunity_id, status, amount_total, epilot_updated_at,
+                 CASE WHEN epilot_deleted_at IS NULL AND status <> 'cancelled' THEN 1 ELSE 0 END AS live
+          FROM {order} WHERE {orders_chunk}) AS chunk_orders
+    GROUP BY opportunity_id
+), executions AS (
+    SELECT e.id, e.status, e.current_section, e.current_step, e.completed_steps, e.total_steps, e.started_at,
+           e.epilot_updated_at, e.order_id, COALESCE(e.opportunity_id, o.opportunity_id) AS owner,
+           {first_section} AS first_section
+    FROM {execution} e LEFT JOIN {order} o ON o.id = e.order_id
+    WHERE {owners_chunk}
+), facts AS (
+    SELECT owner,
+           MAX(CASE WHEN status = 'DONE' THEN 1 ELSE 0 END) AS any_done,
+           SUM(CASE WHEN status = 'STARTED' THEN 1 ELSE 0 END) AS running,
+           MAX(CASE WHEN status = 'STARTED' AND order_id IS NOT NULL THEN 1 ELSE 0 END) AS running_on_order,
+           MAX(CASE WHEN status = 'STARTED' AND current_section <> ''
+                     AND (first_section IS NULL OR current_section <> first_section) THEN 1 ELSE 0 END) AS moved_on,
+           MAX(epilot_updated_at) AS updated
+    FROM executions GROUP BY owner
+), latest AS (
+    SELECT * FROM (
+        SELECT owner, status, current_section, current_step, completed_steps, total_steps,
+               ROW_NUMBER() OVER (PARTITION BY owner ORDER BY CASE WHEN status = 'STARTED' THEN 1 ELSE 0 END DESC,
+                                  started_at DESC NULLS LAST, id) AS position
+        FROM executions
+    ) AS ranked WHERE position = 1
+), derived AS (
+    SELECT p.id, p.title, p.budget, p.tags, o.total, o.totals, l.status AS latest_status, l.current_section,
+           l.current_step, l.completed_steps, l.total_steps, COALESCE(x.running, 0) AS running,
+           {latest_update} AS updated,
+           CASE WHEN p.epilot_deleted_at IS NOT NULL OR p.status IN ({cancelled}) THEN %s
+                WHEN COALESCE(o.any_completed, 0) = 1 OR (COALESCE(x.any_done, 0) = 1 AND COALESCE(x.running, 0) = 0)
+                     THEN %s
+                WHEN COALESCE(x.running_on_order, 0) = 1 OR COALESCE(x.moved_on, 0) = 1 THEN %s
+                WHEN p.status IN ({approved}) OR COALESCE(o.live_count, 0) > 0 THEN %s
+                ELSE %s END AS phase
+    FROM {opportunity} p LEFT JOIN orders o ON o.owner = p.id LEFT JOIN facts x ON x.owner = p.id
+         LEFT JOIN latest l ON l.owner = p.id
+    WHERE {chunk} AND {in_scope}
+)
+SELECT d.id, SUBSTR(d.title, 1, 500), d.phase,
+       CASE WHEN d.phase = %s THEN 100
+            WHEN d.total_steps > 0 THEN 100 * d.completed_steps / d.total_steps
+                 + CASE WHEN 2 * (100 * d.completed_steps %% d.total_steps) > d.total_steps THEN 1
+                        WHEN 2 * (100 * d.completed_steps %% d.total_steps) = d.total_steps
+                             THEN (100 * d.completed_steps / d.total_steps) %% 2
+                        ELSE 0 END
+            ELSE 0 END,
+       CASE WHEN d.latest_status = 'STARTED' THEN d.current_section ELSE '' END,
+       CASE WHEN d.latest_status = 'STARTED' THEN d.current_step ELSE '' END,
+       CASE WHEN d.totals > 0 THEN {euros} ELSE d.budget END,
+       d.running > 0, SUBSTR(COALESCE({tags}, ''), 1, 1000), COALESCE(d.updated, %s)
+FROM derived d WHERE 1 = 1
+ON CONFLICT (opportunity_id) DO UPDATE SET title = EXCLUDED.title, phase = EXCLUDED.phase,
+    progress_percent = EXCLUDED.progress_percent, current_section = EXCLUDED.current_section,
+    current_step = EXCLUDED.current_step, budget = EXCLUDED.budget, has_running_workflow = EXCLUDED.has_running_workflow,
+    tags = EXCLUDED.tags, updated_at = EXCLUDED.updated_at
+"""
