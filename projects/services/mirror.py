@@ -300,6 +300,18 @@ def refresh_executions(client: EpilotClient, counts: MirrorChanges, heartbeat: C
         resolve_relations()
 
 
+def store_ready_executions(fetcher: ExecutionFetcher, counts: MirrorChanges) -> None:
+    """Store the executions `fetcher` has read so far, without waiting for the others, and start reading more.
+
+    A sync calls it between pages, so the answers read ahead are stored as they come instead of
+    after the last page, and the reads go on (at most `ahead` answers wait to be stored). Raises
+    EpilotError as a read did.
+    """
+    fetched = fetcher.ready(counts.workflow_changes)
+    if fetched:
+        _store_answers(fetched, counts)
+
+
 def _store_answers(fetched: list[Answer], counts: MirrorChanges) -> None:
     store_executions_of(fetched)
     for schema, epilot_id, _executions, _read_at in fetched:
@@ -320,9 +332,7 @@ def refresh_executions_and_projects(client: EpilotClient, counts: MirrorChanges,
     early = _project_ids(counts, full=full) - waiting
 
     def between_chunks() -> None:
-        fetched = fetcher.ready(counts.workflow_changes)
-        if fetched:
-            _store_answers(fetched, counts)
+        store_ready_executions(fetcher, counts)
         heartbeat()
 
     with counts.timed("projects"):

@@ -63,7 +63,7 @@ def _refresh_chunk(ids: list[int]) -> int:
     sql = _DERIVE.format(
         project=quote(AusbauProject._meta.db_table), opportunity=quote(Opportunity._meta.db_table),
         order=quote(Order._meta.db_table), execution=quote(WorkflowExecution._meta.db_table),
-        orders_chunk=orders_chunk, owners_chunk=f"{on_opportunity} OR {on_order}", chunk=chunk,
+        orders_chunk=orders_chunk, on_opportunity=on_opportunity, on_order=on_order, chunk=chunk,
         in_scope=tagged if wanted else "1 = 1",
         cancelled=", ".join(["%s"] * len(CANCELLED_STATUSES)), approved=", ".join(["%s"] * len(APPROVED_STATUSES)),
         first_section=dialect["first_section"], latest_update=dialect["latest_update"], euros=dialect["euros"],
@@ -105,9 +105,10 @@ _DIALECTS = {
 }
 
 # The rules of the module docstring in one statement per chunk: an opportunity's orders and the
-# executions on it or on its orders are aggregated, and its latest execution (a running one first,
-# then the most recently started) gives progress and the current step. Progress rounds half to
-# even, as Python's round() does. Text placeholders ({...}) are filled in first, parameters (%s) run.
+# executions on it or on its orders (each found through an index, so a few changed projects cost a
+# few lookups) are aggregated, and its latest execution (a running one first, then the most
+# recently started) gives progress and the current step. Progress rounds half to even, as Python's
+# round() does. Text placeholders ({...}) are filled in first, parameters (%s) when it runs.
 # INSERT comes first: sqlite3 counts the rows of a statement only when it begins with INSERT.
 _DERIVE = """
 INSERT INTO {project} (opportunity_id, title, phase, progress_percent, current_section, current_step, budget,
@@ -125,10 +126,12 @@ WITH orders AS (
     GROUP BY opportunity_id
 ), executions AS (
     SELECT e.id, e.status, e.current_section, e.current_step, e.completed_steps, e.total_steps, e.started_at,
-           e.epilot_updated_at, e.order_id, COALESCE(e.opportunity_id, o.opportunity_id) AS owner,
-           {first_section} AS first_section
-    FROM {execution} e LEFT JOIN {order} o ON o.id = e.order_id
-    WHERE {owners_chunk}
+           e.epilot_updated_at, e.order_id, e.opportunity_id AS owner, {first_section} AS first_section
+    FROM {execution} e WHERE {on_opportunity}
+    UNION ALL
+    SELECT e.id, e.status, e.current_section, e.current_step, e.completed_steps, e.total_steps, e.started_at,
+           e.epilot_updated_at, e.order_id, o.opportunity_id AS owner, {first_section} AS first_section
+    FROM {execution} e JOIN {order} o ON o.id = e.order_id WHERE e.opportunity_id IS NULL AND {on_order}
 ), facts AS (
     SELECT owner,
            MAX(CASE WHEN status = 'DONE' THEN 1 ELSE 0 END) AS any_done,

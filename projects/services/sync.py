@@ -38,6 +38,7 @@ from projects.services.mirror import (
     pending_execution_reads,
     refresh_executions_and_projects,
     resolve_relations,
+    store_ready_executions,
     sync_definitions,
 )
 from projects.services.pages import MirrorChanges, mark_purged, prepare_page, store_page
@@ -108,7 +109,7 @@ def sync_run(
         with ExecutionFetcher(client) as executions, _tuned_for_pages():
             for schema in locked:
                 _sync_schema(client, schema, full=full, lease=lease, counts=counts, run=run, on_progress=on_progress,
-                             after_page=lambda: executions.feed(counts.workflow_changes))
+                             between_pages=lambda: store_ready_executions(executions, counts))
             lease.check()
             with counts.timed("relations"):
                 link_orders_from_items(counts)
@@ -199,7 +200,7 @@ def _query(schema: str, state: SyncState | None) -> str:
 
 
 def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLease, counts: MirrorChanges, run: SyncRun,
-                 on_progress: Callable[[Progress], None] | None, after_page: Callable[[], None]) -> None:
+                 on_progress: Callable[[Progress], None] | None, between_pages: Callable[[], None]) -> None:
     state = SyncState.objects.get(schema=schema)
     started = time.monotonic()
     seen: set[str] = set()
@@ -215,7 +216,8 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLe
             written = store_page(page, counts, run, state, rewrite=full)
         reset_queries()  # with DEBUG on, Django would keep every page's SQL until the run ends
         lease.renew_if_due()
-        after_page()
+        with counts.timed("executions"):
+            between_pages()
         seen.update(page.ids)
         entities += len(page.ids)
         counts.pages += 1
