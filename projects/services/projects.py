@@ -88,6 +88,7 @@ _DIALECTS = {
         "first_section": "COALESCE(NULLIF(json_extract(e.flow, '$.flow[0].name'), ''), "
                          "json_extract(e.flow, '$.phases[0].name'))",
         "tag_values": "json_each({column}) AS t",
+        # group_concat() takes json_each()'s rows in the array's order
         "tags_text": "(SELECT ',' || group_concat(replace(value, ',', ' '), ',') || ',' FROM json_each({column}))",
         "latest_update": "NULLIF(MAX(COALESCE(p.epilot_updated_at, ''), COALESCE(o.updated, ''), COALESCE(x.updated, '')), '')",
         "euros": "d.total / 100.0",
@@ -109,7 +110,8 @@ _DIALECTS = {
 # few lookups) are aggregated, and its latest execution (a running one first, then the most
 # recently started) gives progress and the current step. Progress rounds half to even, as Python's
 # round() does. Text placeholders ({...}) are filled in first, parameters (%s) when it runs.
-# INSERT comes first: sqlite3 counts the rows of a statement only when it begins with INSERT.
+# INSERT comes first: sqlite3 counts the rows of a statement only when it begins with INSERT; the
+# final `WHERE 1 = 1` keeps SQLite from reading ON CONFLICT as part of the SELECT's join.
 _DERIVE = """
 INSERT INTO {project} (opportunity_id, title, phase, progress_percent, current_section, current_step, budget,
                        has_running_workflow, tags, updated_at)
