@@ -263,9 +263,12 @@ class ExecutionFetcher:
 
     def ready(self, changes: list[tuple[str, str, Any]]) -> list[Answer]:
         """The answers read so far, in order, without waiting for the others; starts reading more.
-        Raises EpilotError as a read did."""
+
+        A read that failed stays where it is (and the answers after it wait) for `answers` to raise:
+        the caller's pages go on, the run fails after them.
+        """
         batch = []
-        while self.pending and self.pending[0].done():
+        while self.pending and self.pending[0].done() and self.pending[0].exception() is None:
             batch.append(self.pending.popleft().result())
         self.feed(changes)
         return batch
@@ -304,8 +307,8 @@ def store_ready_executions(fetcher: ExecutionFetcher, counts: MirrorChanges) -> 
     """Store the executions `fetcher` has read so far, without waiting for the others, and start reading more.
 
     A sync calls it between pages, so the answers read ahead are stored as they come instead of
-    after the last page, and the reads go on (at most `ahead` answers wait to be stored). Raises
-    EpilotError as a read did.
+    after the last page, and the reads go on (at most `ahead` answers wait to be stored). A failed
+    read is not raised here but by `refresh_executions`, after the pages.
     """
     fetched = fetcher.ready(counts.workflow_changes)
     if fetched:

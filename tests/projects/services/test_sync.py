@@ -17,6 +17,7 @@ from projects.models import (
     Contact,
     Opportunity,
     Order,
+    PendingExecutionRead,
     QuarantinedEntity,
     SyncRun,
     SyncState,
@@ -202,6 +203,25 @@ def test_executions_left_unread_by_a_failed_run_are_read_by_the_next(epilot: Epi
     assert project.phase == "construction" and project.has_running_workflow
     run(epilot)
     assert sandbox.stats["op:getExecutions"] == calls + 1  # read once, then no more
+
+
+def test_an_execution_that_cannot_be_read_fails_the_run_after_its_pages_not_before(epilot: EpilotClient,
+                                                                                  sandbox: SandboxApp) -> None:
+    """Executions are read while later pages are written: one that cannot be read must not keep the pages after it
+    from being mirrored; the run fails once they are, and the entity waits for the next run."""
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    sandbox.store.bulk_insert_entities([{"_id": "contact-wf", "_schema": "contact", "_org": "1", "_title": "Anna Meier",
+                                         "_created_at": stamp, "_updated_at": stamp}])
+    epilot.create_execution(AUSBAU_DEFINITION_ID, [ExecutionContext("contact-wf", "contact", "Anna Meier")])
+    sandbox.store.bulk_insert_entities([
+        {"_id": f"opp-{n}", "_schema": "opportunity", "_org": "1", "_title": f"Glasfaser Weg {n}", "_created_at": stamp,
+         "_updated_at": stamp, "status": "ausstehend"} for n in range(2500)])
+    epilot.retry = RetryPolicy(max_attempts=1)
+    sandbox.set_faults(FaultConfig(rate_5xx=1.0, operations=("getExecutions",)))
+    failed = run(epilot)
+    assert failed.status == SyncRun.Status.FAILED and "getExecutions" in failed.error
+    assert Opportunity.objects.filter(epilot_id__startswith="opp-").count() == 2500
+    assert set(PendingExecutionRead.objects.values_list("epilot_id", flat=True)) == {"contact-wf"}
 
 
 def test_a_full_sync_derives_projects_while_executions_are_read_and_those_with_workflows_from_them(
