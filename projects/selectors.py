@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -20,6 +20,7 @@ from projects.models import (
     MirroredStep,
     Opportunity,
     Order,
+    PendingExecutionRead,
     RolloutArea,
     StaffProfile,
     SyncRun,
@@ -80,7 +81,28 @@ def dashboard_stats() -> dict:
         "health": sync_health(),
         "failed_writes": failed_writes.count(),
         "recent_failed_writes": list(failed_writes[:5]),
+        "executions_waiting": executions_waiting(),
     }
+
+
+@dataclass
+class ExecutionsWaiting:
+    """Entities whose changed workflows are mirrored while their executions are not read yet."""
+
+    count: int
+    oldest: dt.datetime | None
+
+    @property
+    def overdue(self) -> bool:
+        """Waiting longer than a sync may be late (SYNC_HEALTH_MAX_AGE_MINUTES): reads keep failing."""
+        threshold = dt.timedelta(minutes=settings.SYNC_HEALTH_MAX_AGE_MINUTES)
+        return self.oldest is not None and timezone.now() - self.oldest > threshold
+
+
+def executions_waiting() -> ExecutionsWaiting:
+    """How many entities wait for their executions to be read, and since when the oldest does."""
+    found = PendingExecutionRead.objects.aggregate(count=Count("id"), oldest=Min("since"))
+    return ExecutionsWaiting(count=found["count"], oldest=found["oldest"])
 
 
 def definition_by_epilot_id(epilot_id: str) -> WorkflowDefinition | None:

@@ -1,16 +1,25 @@
 """The back-office through the admin, as staff use it (Django test client, embedded sandbox)."""
 from __future__ import annotations
 
+import datetime as dt
 from io import StringIO
 
 import pytest
 from django.contrib.auth.models import Group, User
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from django.utils import timezone
 
 from integrations.connection import get_epilot_client
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, demo_id
-from projects.models import Conversion, EpilotWrite, Opportunity, WorkflowDefinition, WorkflowStartJob
+from projects.models import (
+    Conversion,
+    EpilotWrite,
+    Opportunity,
+    PendingExecutionRead,
+    WorkflowDefinition,
+    WorkflowStartJob,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -153,6 +162,19 @@ def test_the_dashboard_is_the_admin_index(admin_client) -> None:
     assert 'id="ausbau-dashboard"' in page
     assert "Pipeline" in page and "Umwandlungsquote" in page and "Synchronisation" in page
     assert "25 %" in page  # 2 of 8 demo opportunities have an order
+
+
+def test_the_dashboard_shows_entities_whose_executions_wait_to_be_read(admin_client) -> None:
+    def row() -> str:
+        page = admin_client.get(reverse("admin:index")).content.decode()
+        return page.split('id="executions-waiting"', 1)[1].split("</tr>", 1)[0]
+
+    assert "keine wartend" in row() and 'class="n ok"' in row()
+    PendingExecutionRead.objects.create(epilot_id="opp-1", schema="opportunity", since=timezone.now())
+    assert "1 Datensatz wartet seit" in row() and 'class="n ok"' in row()
+    PendingExecutionRead.objects.create(epilot_id="opp-2", schema="opportunity",
+                                        since=timezone.now() - dt.timedelta(hours=3))  # reads keep failing
+    assert "2 Datensätze warten seit" in row() and 'class="n bad"' in row()
 
 
 def test_audit_trail_is_linked_from_the_entity(admin_client, ausbau) -> None:
