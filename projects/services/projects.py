@@ -34,16 +34,11 @@ def projects_refresh(*, opportunity_ids: Iterable[int] | None = None, between_ch
     Each chunk is derived and written by the database in one statement (`INSERT ... SELECT`), so
     nothing is read into Python; `between_chunks` is called after each chunk's transaction.
     """
-    queryset = Opportunity.objects.order_by("id")
-    if opportunity_ids is not None:
-        ids = sorted(set(opportunity_ids))
-        chunks = [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)]
-    else:
-        all_ids = list(queryset.values_list("id", flat=True))
-        chunks = [all_ids[i:i + CHUNK] for i in range(0, len(all_ids), CHUNK)]
+    ids = (sorted(set(opportunity_ids)) if opportunity_ids is not None
+           else list(Opportunity.objects.order_by("id").values_list("id", flat=True)))
     written = 0
-    for chunk in chunks:
-        written += _refresh_chunk(chunk)
+    for start in range(0, len(ids), CHUNK):
+        written += _refresh_chunk(ids[start:start + CHUNK])
         if between_chunks:
             between_chunks()
     return written
@@ -59,12 +54,12 @@ def _refresh_chunk(ids: list[int]) -> int:
     on_order, on_order_params = among("o.opportunity_id", ids)
     wanted = sorted(set(settings.AUSBAU_PROJECT_TAGS))
     tagged = (f"EXISTS (SELECT 1 FROM {dialect['tag_values'].format(column='p.tags')} "
-              f"WHERE t.value IN ({', '.join(['%s'] * len(wanted))}))")
+              f"WHERE t.value IN ({', '.join(['%s'] * len(wanted))}))") if wanted else ""
     sql = _DERIVE.format(
         project=quote(AusbauProject._meta.db_table), opportunity=quote(Opportunity._meta.db_table),
         order=quote(Order._meta.db_table), execution=quote(WorkflowExecution._meta.db_table),
         orders_chunk=orders_chunk, on_opportunity=on_opportunity, on_order=on_order, chunk=chunk,
-        in_scope=tagged if wanted else "1 = 1",
+        in_scope=tagged or "1 = 1",
         cancelled=", ".join(["%s"] * len(CANCELLED_STATUSES)), approved=", ".join(["%s"] * len(APPROVED_STATUSES)),
         first_section=dialect["first_section"], latest_update=dialect["latest_update"], euros=dialect["euros"],
         tags=dialect["tags_text"].format(column="d.tags"))
@@ -83,6 +78,7 @@ def _refresh_chunk(ids: list[int]) -> int:
 # Where SQLite and PostgreSQL differ: JSON paths and arrays, the latest of several possibly missing
 # moments (SQLite's MAX() of several values is NULL if one is; its datetimes are ISO texts), and cents
 # to euros (a REAL in SQLite's decimal column, as Django stores a Decimal there).
+_PG_TAGS = "jsonb_array_elements_text(CASE WHEN jsonb_typeof({column}) = 'array' THEN {column} ELSE '[]'::jsonb END)"
 _DIALECTS = {
     "sqlite": {
         "first_section": "COALESCE(NULLIF(json_extract(e.flow, '$.flow[0].name'), ''), "
@@ -95,11 +91,9 @@ _DIALECTS = {
     },
     "postgresql": {
         "first_section": "COALESCE(NULLIF(e.flow -> 'flow' -> 0 ->> 'name', ''), e.flow -> 'phases' -> 0 ->> 'name')",
-        "tag_values": "jsonb_array_elements_text(CASE WHEN jsonb_typeof({column}) = 'array' THEN {column} "
-                      "ELSE '[]'::jsonb END) AS t(value)",
-        "tags_text": "(SELECT ',' || string_agg(replace(t.value, ',', ' '), ',' ORDER BY t.n) || ',' "
-                     "FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof({column}) = 'array' THEN {column} "
-                     "ELSE '[]'::jsonb END) WITH ORDINALITY AS t(value, n))",
+        "tag_values": f"{_PG_TAGS} AS t(value)",
+        "tags_text": f"(SELECT ',' || string_agg(replace(t.value, ',', ' '), ',' ORDER BY t.n) || ',' "
+                     f"FROM {_PG_TAGS} WITH ORDINALITY AS t(value, n))",
         "latest_update": "GREATEST(p.epilot_updated_at, o.updated, x.updated)",
         "euros": "d.total::numeric / 100",
     },
