@@ -26,6 +26,8 @@ def parse_timestamp(value: Any, *, name: str) -> dt.datetime | None:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
         raise MalformedPayload(f"{name} is not an ISO 8601 timestamp: {value[:40]!r}") from None
+    if parsed.tzinfo is dt.UTC:  # epilot's "...Z"
+        return parsed
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=dt.UTC)
     return parsed.astimezone(dt.UTC)
@@ -52,7 +54,7 @@ class Entity:
     @classmethod
     def from_api(cls, data: Any) -> Entity:
         """Build from an API document; raises MalformedPayload naming the bad attribute."""
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):  # (the ABC check costs more than the common case)
             raise MalformedPayload(f"entity is {type(data).__name__}, not an object")
         entity_id = data.get("_id")
         if not isinstance(entity_id, str) or not entity_id:
