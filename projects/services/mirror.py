@@ -34,7 +34,7 @@ from projects.models import (
 )
 from projects.schemas import validate_schemas
 from projects.services.areas import areas_refresh
-from projects.services.bulk import among, bulk_upsert, column_in, json_key
+from projects.services.bulk import among, bulk_upsert, column_in, json_key, values_read_at_once
 from projects.services.pages import MirrorChanges, prepare_page, quarantine, store_page
 from projects.services.projects import projects_refresh
 from projects.services.rows import QuarantineReason, check_fits
@@ -359,12 +359,11 @@ def _owners_of(changes: list[tuple[str, str, Any]]) -> set[int]:
 def _project_ids(counts: MirrorChanges, *, full: bool) -> set[int]:
     """The opportunities (pks) whose projects the changes touched: all of them after a full run."""
     if full:
-        return set(Opportunity.objects.values_list("id", flat=True))
-    ids = set(Opportunity.objects.filter(column_in(Opportunity, "epilot_id", list(counts.touched_opportunities)))
-              .values_list("id", flat=True))
-    ids |= set(Order.objects.filter(column_in(Order, "epilot_id", list(counts.touched_orders)), opportunity__isnull=False)
-               .values_list("opportunity_id", flat=True))
-    return ids
+        return {pk for (pk,) in values_read_at_once(Opportunity.objects.order_by(), "id")}
+    opportunities = Opportunity.objects.filter(column_in(Opportunity, "epilot_id", list(counts.touched_opportunities)))
+    orders = Order.objects.filter(column_in(Order, "epilot_id", list(counts.touched_orders)), opportunity__isnull=False)
+    return ({pk for (pk,) in values_read_at_once(opportunities.order_by(), "id")}
+            | {pk for (pk,) in values_read_at_once(orders.order_by(), "opportunity")})
 
 
 EXECUTION_FIELDS = ["engine", "definition_epilot_id", "name", "entity_schema", "entity_epilot_id", "status", "current_section",

@@ -22,7 +22,7 @@ from integrations.epilot import Entity, MalformedEntity
 from integrations.epilot.types import relation_ids
 from projects.models import Contact, Opportunity, PendingExecutionRead, QuarantinedEntity, SyncRun, SyncState
 from projects.schemas import CORE_SCHEMAS, model_for
-from projects.services.bulk import bulk_upsert, column_in, json_key
+from projects.services.bulk import bulk_upsert, column_in, json_key, values_read_at_once
 from projects.services.rows import (
     COMMON_FIELDS,
     EXTRA_FIELDS,
@@ -145,7 +145,8 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
         field_name, target = link
         reference = f"{field_name}_epilot_id"
         wanted = list({row[reference] for row in batch if row[reference]})
-        targets = dict(target.objects.filter(column_in(target, "epilot_id", wanted)).values_list("epilot_id", "id"))
+        targets = dict(values_read_at_once(target.objects.filter(column_in(target, "epilot_id", wanted)).order_by(),
+                                           "epilot_id", "id"))
         for row in batch:
             row[field_name] = targets.get(row[reference])
         update_fields = [*update_fields, field_name]
@@ -244,13 +245,23 @@ def quarantine(schema: str, epilot_id: str, reason: str, payload: Any, run: Sync
     return is_new
 
 
-def mark_purged(schema: str, seen: set[str]) -> int:
-    """After a full pass: entities we mirror that epilot no longer returns at all were purged there."""
+PURGE_CHUNK = 10_000
+
+
+def mark_purged(schema: str, seen: set[str], *, chunk: int = PURGE_CHUNK) -> int:
+    """After a full pass: entities we mirror that epilot no longer returns at all were purged there; returns how many.
+
+    The mirror's ids are read `chunk` at a time, each chunk at once (values_read_at_once).
+    """
     model = model_for(schema)
     queryset = model.objects.filter(epilot_deleted_at__isnull=True)
     if schema not in CORE_SCHEMAS:
         queryset = queryset.filter(schema=schema)
-    missing = [pk for pk, epilot_id in queryset.values_list("pk", "epilot_id").iterator(chunk_size=5000) if epilot_id not in seen]
+    missing: list[int] = []
+    after = 0
+    while rows := values_read_at_once(queryset.filter(pk__gt=after).order_by("pk")[:chunk], "pk", "epilot_id"):
+        missing += [pk for pk, epilot_id in rows if epilot_id not in seen]
+        after = max(pk for pk, _epilot_id in rows)
     now = timezone.now()
     for start in range(0, len(missing), 1000):
         model.objects.filter(pk__in=missing[start:start + 1000]).update(epilot_deleted_at=now, synced_at=now)

@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
-from projects.services.bulk import among
+from projects.services.bulk import among, values_read_at_once
 
 CANCELLED_STATUSES = ["abgebrochen"]
 APPROVED_STATUSES = ["geschlossen"]
@@ -35,7 +35,7 @@ def projects_refresh(*, opportunity_ids: Iterable[int] | None = None, between_ch
     nothing is read into Python; `between_chunks` is called after each chunk's transaction.
     """
     ids = (sorted(set(opportunity_ids)) if opportunity_ids is not None
-           else list(Opportunity.objects.order_by("id").values_list("id", flat=True)))
+           else sorted(pk for (pk,) in values_read_at_once(Opportunity.objects.order_by(), "id")))
     written = 0
     for start in range(0, len(ids), CHUNK):
         written += _refresh_chunk(ids[start:start + CHUNK])
