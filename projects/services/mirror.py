@@ -35,6 +35,7 @@ from projects.models import (
 from projects.schemas import validate_schemas
 from projects.services.areas import areas_refresh
 from projects.services.bulk import among, bulk_upsert, column_in, json_key, values_read_at_once
+from projects.services.pacing import ReadGate
 from projects.services.pages import MirrorChanges, prepare_page, quarantine, store_page
 from projects.services.projects import projects_refresh
 from projects.services.rows import QuarantineReason, check_fits
@@ -43,7 +44,7 @@ logger = logging.getLogger("projects.sync")
 LINK_CHUNK = 500  # order links per UPDATE
 LOOKUP_CHUNK = 50  # unlinked orders looked up per query among the opportunities' items
 UNLINK_CHUNK = 1000  # changed rows whose foreign keys are checked per statement
-EXECUTION_FETCHERS = 16  # executions read at once (GETs, which epilot does not rate-limit)
+EXECUTION_FETCHERS = 16  # executions read at most at once (GETs, which epilot does not rate-limit); see ReadGate
 EXECUTION_AHEAD = 400  # entities' executions read ahead of being stored
 EXECUTION_BATCH = 100  # entities whose executions are written per transaction
 
@@ -238,6 +239,7 @@ class ExecutionFetcher:
         self.ahead = ahead
         self.v2_ids = set(WorkflowDefinition.objects.filter(engine="v2").values_list("epilot_id", flat=True))
         self.pool = ThreadPoolExecutor(max_workers=EXECUTION_FETCHERS, thread_name_prefix="epilot-executions")
+        self.gate = ReadGate(most=EXECUTION_FETCHERS)
         self.pending: deque[Future[Answer]] = deque()
         self.started = 0
 
@@ -245,6 +247,7 @@ class ExecutionFetcher:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self.gate.close()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def feed(self, changes: list[tuple[str, str, Any]]) -> None:
@@ -275,14 +278,15 @@ class ExecutionFetcher:
 
     def _fetch(self, change: tuple[str, str, Any]) -> Answer:
         schema, epilot_id, workflows = change
-        read_at = timezone.now()
-        executions = [
-            # The V1 list may answer slim executions whose steps carry no status: read those whole.
-            self.client.get_execution(e.id) if any(step.status is None for step in e.steps) else e
-            for e in self.client.get_executions(context=epilot_id, schema=schema)
-        ]
-        if isinstance(workflows, dict) and self.v2_ids & set(workflows):
-            executions += self.client.search_flow_executions(entity_id=epilot_id, entity_schema=schema)
+        with self.gate.slot():
+            read_at = timezone.now()
+            executions = [
+                # The V1 list may answer slim executions whose steps carry no status: read those whole.
+                self.client.get_execution(e.id) if any(step.status is None for step in e.steps) else e
+                for e in self.client.get_executions(context=epilot_id, schema=schema)
+            ]
+            if isinstance(workflows, dict) and self.v2_ids & set(workflows):
+                executions += self.client.search_flow_executions(entity_id=epilot_id, entity_schema=schema)
         return schema, epilot_id, executions, read_at
 
 

@@ -1,7 +1,9 @@
-"""Reads of the sync engine that must not wait on other threads: long results in one step."""
+"""Reads of the sync engine that must not wait on other threads: long results in one step, execution reads paced."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import pytest
 from django.db.models import F
@@ -9,6 +11,7 @@ from django.db.models import F
 from integrations.epilot import EpilotClient
 from projects.models import Contact, Opportunity, Order, SyncRun
 from projects.services.bulk import values_read_at_once
+from projects.services.pacing import GateClosed, ReadGate
 from projects.services.pages import mark_purged
 from projects.services.sync import sync_run
 
@@ -54,3 +57,108 @@ def test_entities_no_longer_seen_are_marked_purged_chunk_by_chunk(mirrored) -> N
     assert mark_purged("contact", kept, chunk=2) == len(contacts) - len(kept)
     assert set(Contact.objects.filter(epilot_deleted_at__isnull=True).values_list("epilot_id", flat=True)) == kept
     assert mark_purged("contact", kept, chunk=2) == 0
+
+
+class ScriptedClocks:
+    """Wall and CPU clocks for a gate: each read takes `wall` seconds of which `cpu` on the processor."""
+
+    def __init__(self, wall: float, cpu: float) -> None:
+        self.wall, self.cpu = wall, cpu
+        self.wall_now = self.cpu_now = 0.0
+        self.ticks = 0
+
+    def clock(self) -> float:
+        self.ticks += 1
+        if self.ticks % 2 == 0:  # every second reading ends a read
+            self.wall_now += self.wall
+        return self.wall_now
+
+    def cpu_clock(self) -> float:
+        if self.ticks % 2 == 0:
+            self.cpu_now += self.cpu
+        return self.cpu_now
+
+
+def read(gate: ReadGate, times: int) -> None:
+    for _ in range(times):
+        with gate.slot():
+            pass
+
+
+@pytest.mark.parametrize(("wall", "cpu", "limit"), [
+    (0.002, 0.001, 1),   # epilot on loopback: reading is mostly CPU time, one reader at a time
+    (0.010, 0.001, 5),   # half the time of ten readers' worth
+    (0.100, 0.001, 16),  # a distant epilot: as many as allowed
+])
+def test_the_gate_lets_as_many_read_at_once_as_the_answer_time_needs(wall, cpu, limit) -> None:
+    clocks = ScriptedClocks(wall, cpu)
+    gate = ReadGate(most=16, clock=clocks.clock, cpu_clock=clocks.cpu_clock)
+
+    read(gate, 3)
+
+    assert gate.limit == limit
+
+
+def test_the_gate_counts_the_shortest_recent_read_as_the_answer_time() -> None:
+    clocks = ScriptedClocks(0.002, 0.001)
+    gate = ReadGate(most=16, clock=clocks.clock, cpu_clock=clocks.cpu_clock)
+    read(gate, 1)
+    clocks.wall = 0.100  # slowed by waits for the GIL, not by epilot
+
+    read(gate, ReadGate.WINDOW - 1)
+    assert gate.limit == 1
+    read(gate, 1)  # the fast read has left the window: epilot itself is slower now
+    assert gate.limit == 16
+
+
+def test_no_more_threads_read_at_once_than_the_gate_allows() -> None:
+    gate = ReadGate(most=2, start=2)
+    inside, most_inside, lock = [0], [0], threading.Lock()
+
+    def reader() -> None:
+        with gate.slot():
+            with lock:
+                inside[0] += 1
+                most_inside[0] = max(most_inside[0], inside[0])
+            time.sleep(0.01)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert 1 <= most_inside[0] <= 2
+
+
+def test_a_closed_gate_turns_waiting_readers_away() -> None:
+    gate = ReadGate(most=1, start=1)
+    outcome: list[str] = []
+    holding, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with gate.slot():
+            holding.set()
+            release.wait(timeout=10)
+
+    def waiter() -> None:
+        try:
+            with gate.slot():
+                outcome.append("read")
+        except GateClosed:
+            outcome.append("turned away")
+
+    first = threading.Thread(target=holder)
+    first.start()
+    assert holding.wait(timeout=10)
+    second = threading.Thread(target=waiter)
+    second.start()
+    time.sleep(0.05)
+    gate.close()
+    second.join(timeout=10)
+    release.set()
+    first.join(timeout=10)
+
+    assert outcome == ["turned away"]
