@@ -286,8 +286,8 @@ def _converter(field: models.Field) -> Callable[[Any], Any] | None:
     return lambda value: field.get_db_prep_save(value, connection)
 
 
-def values_read_at_once(queryset: models.QuerySet, *fields: str) -> list[tuple[Any, ...]]:
-    """`queryset.values_list(*fields)` as a list, for results of thousands of rows (fields of text, number or date).
+def values_read_at_once(queryset: models.QuerySet, *fields: str, flat: bool = False) -> list[Any]:
+    """`queryset.values_list(*fields, flat=flat)` as a list, for results of thousands of rows (texts, numbers, dates).
 
     sqlite3 releases the GIL for every row it steps to and must take it back before the next: while
     the sync's reader threads held it, every row of a long result waited for it (writing 53 pages
@@ -307,13 +307,18 @@ def values_read_at_once(queryset: models.QuerySet, *fields: str) -> list[tuple[A
             converters.append(None)
         else:
             raise TypeError(f"values_read_at_once reads texts, integers and dates, not {name} ({type(field).__name__})")
+    if flat and len(fields) != 1:
+        raise TypeError("values_read_at_once reads one field when flat")
     if connection.vendor != "sqlite":
-        return list(queryset.values_list(*fields))
+        return list(queryset.values_list(*fields, flat=flat))
     aliases = {f"value_{index}": models.F(name) for index, name in enumerate(fields)}
     sql, params = queryset.values(**aliases).query.sql_with_params()
+    gathered = "value_0" if flat else f"json_array({', '.join(aliases)})"
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT json_group_array(json_array({', '.join(aliases)})) FROM ({sql})", params)
+        cursor.execute(f"SELECT json_group_array({gathered}) FROM ({sql})", params)
         rows = orjson.loads(cursor.fetchone()[0])
+    if flat:
+        return rows if converters[0] is None else [converters[0](value) for value in rows]
     for index, convert in enumerate(converters):
         if convert is not None:
             for row in rows:

@@ -363,11 +363,11 @@ def _owners_of(changes: list[tuple[str, str, Any]]) -> set[int]:
 def _project_ids(counts: MirrorChanges, *, full: bool) -> set[int]:
     """The opportunities (pks) whose projects the changes touched: all of them after a full run."""
     if full:
-        return {pk for (pk,) in values_read_at_once(Opportunity.objects.order_by(), "id")}
+        return set(values_read_at_once(Opportunity.objects.order_by(), "id", flat=True))
     opportunities = Opportunity.objects.filter(column_in(Opportunity, "epilot_id", list(counts.touched_opportunities)))
     orders = Order.objects.filter(column_in(Order, "epilot_id", list(counts.touched_orders)), opportunity__isnull=False)
-    return ({pk for (pk,) in values_read_at_once(opportunities.order_by(), "id")}
-            | {pk for (pk,) in values_read_at_once(orders.order_by(), "opportunity")})
+    return (set(values_read_at_once(opportunities.order_by(), "id", flat=True))
+            | set(values_read_at_once(orders.order_by(), "opportunity", flat=True)))
 
 
 EXECUTION_FIELDS = ["engine", "definition_epilot_id", "name", "entity_schema", "entity_epilot_id", "status", "current_section",

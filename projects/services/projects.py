@@ -35,7 +35,7 @@ def projects_refresh(*, opportunity_ids: Iterable[int] | None = None, between_ch
     nothing is read into Python; `between_chunks` is called after each chunk's transaction.
     """
     ids = (sorted(set(opportunity_ids)) if opportunity_ids is not None
-           else sorted(pk for (pk,) in values_read_at_once(Opportunity.objects.order_by(), "id")))
+           else sorted(values_read_at_once(Opportunity.objects.order_by(), "id", flat=True)))
     written = 0
     for start in range(0, len(ids), CHUNK):
         written += _refresh_chunk(ids[start:start + CHUNK])

@@ -38,6 +38,12 @@ def test_a_result_read_at_once_is_what_values_list_reads(mirrored, model, fields
     assert sorted(values_read_at_once(model.objects.order_by(), *fields), key=repr) == expected
 
 
+@pytest.mark.parametrize("field", ["pk", "epilot_updated_at", "epilot_id"])
+def test_one_field_read_at_once_flat_is_what_values_list_reads_flat(mirrored, field) -> None:
+    assert sorted(values_read_at_once(Opportunity.objects.order_by(), field, flat=True)) == sorted(
+        Opportunity.objects.values_list(field, flat=True))
+
+
 def test_a_sliced_and_filtered_result_read_at_once_keeps_its_slice(mirrored) -> None:
     queryset = Opportunity.objects.filter(pk__gt=Opportunity.objects.order_by("pk").first().pk).order_by("pk")
 
