@@ -291,9 +291,10 @@ def values_read_at_once(queryset: models.QuerySet, *fields: str, flat: bool = Fa
 
     sqlite3 releases the GIL for every row it steps to and must take it back before the next: while
     the sync's reader threads held it, every row of a long result waited for it (writing 53 pages
-    next to one busy thread took 22 s instead of 3 s; 6 s so). On SQLite the rows are therefore gathered into one JSON
-    array by the database and read in one step. The order is the queryset's only on PostgreSQL
-    (psycopg has every row in memory once the query ran, so there this is values_list itself).
+    next to one busy thread took 22 s instead of 3 s; 6 s with the rows read this way). On SQLite
+    the rows are therefore gathered into one JSON array by the database and read in one step. The
+    order is the queryset's only on PostgreSQL (psycopg has every row in memory once the query
+    ran, so there this is values_list itself).
     Raises TypeError for a field of another type (JSON, for one, would come back as text).
     """
     converters: list[Callable[[Any], Any] | None] = []
