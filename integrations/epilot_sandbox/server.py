@@ -8,7 +8,7 @@ import socketserver
 import time
 import urllib.error
 import urllib.request
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
 from integrations.epilot_sandbox.app import SandboxApp
 
@@ -20,7 +20,53 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
 
 
+class _KeptAliveResponse(ServerHandler):
+    http_version = "1.1"
+
+    def cleanup_headers(self) -> None:
+        super().cleanup_headers()
+        if "Content-Length" not in self.headers:  # the end of the body is where the connection ends
+            self.request_handler.close_connection = True
+
+
 class _QuietHandler(WSGIRequestHandler):
+    """Answers the requests of one connection until the client closes it (HTTP/1.1 keep-alive, as epilot's
+    gateway does); wsgiref alone closes every connection after one request. Every answer of the
+    sandbox has a Content-Length, so the next request can follow on the same connection."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 60  # an idle connection is closed after a minute
+    # wsgiref writes the status line, the headers and the body in separate sends: with Nagle's algorithm
+    # each later send would wait for the client's delayed acknowledgement (up to 40 ms) on a kept connection.
+    disable_nagle_algorithm = True
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self._handle_one()
+        while not self.close_connection:
+            self._handle_one()
+
+    def _handle_one(self) -> None:
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+        except TimeoutError:
+            self.close_connection = True
+            return
+        if not self.raw_requestline:
+            self.close_connection = True
+            return
+        if len(self.raw_requestline) > 65536:
+            self.requestline = self.request_version = self.command = ""
+            self.send_error(414)
+            self.close_connection = True
+            return
+        if not self.parse_request():  # an error was sent
+            self.close_connection = True
+            return
+        response = _KeptAliveResponse(self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=False)
+        response.request_handler = self  # wsgiref logs through it
+        response.run(self.server.get_app())
+
     def log_message(self, format: str, *args: object) -> None:
         logger.debug("%s " + format, self.address_string(), *args)
 

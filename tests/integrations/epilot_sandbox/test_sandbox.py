@@ -1,6 +1,8 @@
 """The gateway against the sandbox: paging, incremental reads, deletes, conflicts, workflows, faults."""
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -156,3 +158,28 @@ def test_sandbox_requires_a_bearer_token(sandbox: SandboxApp) -> None:
         assert http.post("/v1/entity:search", json={"q": "*"}).status_code == 401
         answer = http.post("/v1/entity:search", json={"q": "*", "limit": 1}, headers={"Authorization": "Bearer x"})
         assert answer.status_code == 400 and "limit" in answer.json()["error"]
+
+
+def test_loopback_server_keeps_a_connection_open_between_requests(sandbox_server: str) -> None:
+    """One connection carries a search with a body, an error and a read, as it would to epilot's gateway."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    origin = urlsplit(sandbox_server)
+    connection = http.client.HTTPConnection(origin.hostname, origin.port, timeout=10)
+    headers = {"Authorization": "Bearer x", "Content-Type": "application/json"}
+    try:
+        connection.request("POST", "/v1/entity:search", body=b'{"q": "_schema:contact", "size": 2}', headers=headers)
+        first = connection.getresponse()
+        assert first.status == 200 and len(json.loads(first.read())["results"]) == 2
+        assert first.version == 11 and not first.will_close
+        socket_used = connection.sock
+        connection.request("GET", "/v1/no-such-route", headers=headers)
+        missing = connection.getresponse()
+        assert missing.status == 404 and missing.read()
+        connection.request("GET", f"/v1/workflows/executions?context={demo_id('opportunity:nordstrasse')}", headers=headers)
+        executions = connection.getresponse()
+        assert executions.status == 200 and isinstance(json.loads(executions.read()), list)
+        assert connection.sock is socket_used  # http.client reconnects silently once a server closed the connection
+    finally:
+        connection.close()
