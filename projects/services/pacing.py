@@ -70,4 +70,5 @@ class ReadGate:
             self._walls.append(wall)
             self._cpu = cpu if self._cpu is None else (1 - self.SMOOTHING) * self._cpu + self.SMOOTHING * cpu
             self.limit = max(1, min(self.most, math.ceil(self.share * min(self._walls) / max(self._cpu, 1e-4))))
-            self._changed.notify_all()
+            # Wake only as many waiting readers as there are free slots: the others would take the GIL to sleep again.
+            self._changed.notify(max(0, self.limit - self._active))
