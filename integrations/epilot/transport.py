@@ -113,8 +113,8 @@ class Transport:
         """Send with the retry policy; returns a 2xx response or raises a typed EpilotError.
 
         429 is retried for every method (the request was not processed); 5xx, timeouts and broken
-        connections only where repeating the request cannot do a thing twice; a refused
-        connection always, since nothing was sent.
+        connections only where repeating the request cannot do a thing twice (the first time a
+        server closed the connection, at once); a refused connection always, since nothing was sent.
         """
         is_write = method != "GET" and operation not in _READ_POSTS
         url = base_url.rstrip("/") + path
@@ -142,6 +142,10 @@ class Transport:
                     f"{operation}: connection to epilot failed ({type(exc).__name__})", operation=operation
                 )
                 retryable = idempotent or isinstance(exc, httpx.ConnectError)
+                if retryable and attempt == 1 and isinstance(exc, httpx.RemoteProtocolError):
+                    # Most often a kept-alive connection the server closed while it was idle in the pool:
+                    # a new connection at once fixes that, as browsers and urllib3 do; a back-off would not.
+                    delay = 0.0
             else:
                 elapsed_ms = (self._clock() - sent_at) * 1000
                 log = logger.info if is_write else logger.debug
@@ -163,7 +167,8 @@ class Transport:
             if self._clock() - started + delay > self.retry.max_elapsed_seconds:
                 raise error
             logger.warning("epilot %s %s: %s; retry %d in %.1f s", operation, path, error.message, attempt, delay)
-            self._sleep(delay)
+            if delay > 0:
+                self._sleep(delay)
 
     def _json(self, operation: str, response: httpx.Response, *, allow_empty: bool = False) -> Any:
         if not response.content:

@@ -280,3 +280,17 @@ def test_ids_from_data_stay_one_path_segment(clock) -> None:
     url = script.requests[0].url
     assert url.raw_path.decode().split("?")[0] == "/v1/entity/opportunity/..%2F..%2Fv1%2Fentity%3Asearch%3Fq%3D%2A%23x"
     assert url.query == b"hydrate=false" and url.fragment == ""
+
+
+def test_a_connection_the_server_closed_meanwhile_is_replaced_at_once_for_reads_only(clock) -> None:
+    closed = httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    script = Script(closed, httpx.Response(200, json={"entity": ENTITY}))
+    assert make_client(script, clock).get_entity("opportunity", ENTITY["_id"]).id == ENTITY["_id"]
+    assert len(script.requests) == 2 and clock.sleeps == []
+    twice = Script(closed, closed, httpx.Response(200, json={"entity": ENTITY}))
+    make_client(twice, clock).get_entity("opportunity", ENTITY["_id"])
+    assert len(twice.requests) == 3 and len(clock.sleeps) == 1 and clock.sleeps[0] > 0  # the second time backs off
+    create = Script(closed, httpx.Response(201, json=ENTITY))
+    with pytest.raises(EpilotConnectionError):
+        make_client(create, clock).create_entity("opportunity", {})  # it may have been created: not sent again
+    assert len(create.requests) == 1
