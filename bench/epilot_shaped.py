@@ -2,7 +2,9 @@
 
 - contacts with lists of e-mails and phones and an address;
 - opportunities with a German description, `wohneinheiten`, tags, an address, a `customer` relation and,
-  for some, a `workflows` attribute (a running workflow epilot mirrored onto the entity);
+  for some, a `workflows` attribute (a running workflow epilot mirrored onto the entity) and the
+  workflow execution itself: "Ausbau Glasfaser" part done, with assignees and due dates, and for
+  about one in six an earlier execution that was closed; epilot lists them slim, so a sync reads each;
 - orders with totals in cents, billing fields and line items; about 70 % are linked only through
   their opportunity's `items` relation, the rest also carry an `opportunity` relation of their own;
 - about a sixth of all entities in import batches that share one exact `_updated_at`;
@@ -19,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from integrations.epilot_sandbox import SandboxStore
+from integrations.epilot_sandbox.seed import AUSBAU_DEFINITION
 
 NAMESPACE = uuid.UUID("8f0b9a52-3c1e-4d7a-9b61-0d2f7c9e5a13")
 STREETS = ["Goethestraße", "Wilhelmstraße", "Kastanienallee", "Rohdenhauser Straße", "Düsseler Straße", "Flehenberg",
@@ -146,13 +149,73 @@ def epilot_documents(*, entities: int, seed: int = 7, org_id: str = "739224", wo
         yield body
 
 
+def executions_of(opportunity: dict[str, Any], *, seed: int) -> list[dict[str, Any]]:
+    """The V1 executions of an opportunity with a `workflows` attribute, as epilot's getExecution answers them:
+    the running "Ausbau Glasfaser" of the attribute, and for about one in six an earlier one that was closed."""
+    primary = opportunity["workflows"]["primary"]
+    rng = random.Random(f"{seed}:{primary['id']}")
+    started = dt.datetime.fromisoformat(opportunity["_updated_at"]) - dt.timedelta(days=rng.randint(1, 90))
+    context = {"id": opportunity["_id"], "schema": "opportunity", "title": opportunity["_title"]}
+    running = _execution(rng, primary["id"], context, started, done_steps=rng.randint(0, 7), status="STARTED",
+                         org_id=opportunity["_org"])
+    if rng.random() >= 1 / 6:
+        return [running]
+    closed = _execution(rng, f"{primary['id']}-old", context, started - dt.timedelta(days=rng.randint(30, 200)),
+                        done_steps=rng.randint(0, 3), status="CLOSED", org_id=opportunity["_org"])
+    closed.update({"completedTime": _stamp(started), "closingReasonDescription": "Eigentümer hat nicht zugestimmt",
+                   "selectedClosingReasons": [{"id": "crKeinInteresse", "title": "Eigentümer hat kein Interesse mehr"}]})
+    return [closed, running]
+
+
+def _execution(rng: random.Random, execution_id: str, context: dict[str, str], started: dt.datetime, *, done_steps: int,
+               status: str, org_id: str) -> dict[str, Any]:
+    flow, position = [], 0
+    for number, section in enumerate(AUSBAU_DEFINITION["flow"]):
+        section_id = f"{execution_id}s{number}"
+        steps = []
+        for step in section["steps"]:
+            state = "COMPLETED" if position < done_steps else "IN_PROGRESS" if position == done_steps else "PENDING"
+            moment = started + dt.timedelta(days=3 * position, hours=rng.randint(0, 8))
+            steps.append({key: value for key, value in {
+                "id": f"{section_id}t{len(steps)}", "definitionId": step["id"], "name": step["name"], "type": "STEP",
+                "status": state, "sectionId": section_id, "executionId": execution_id, "enabled": True,
+                "executionType": "MANUAL", "assignedTo": [rng.choice(["10010", "10011", "10012"])],
+                "assignedToInProgress": "10010" if state == "IN_PROGRESS" else None,
+                "dueDate": _stamp(moment + dt.timedelta(days=14)) if rng.random() < 0.6 else None,
+                "created": _stamp(started), "lastUpdated": _stamp(moment),
+                **({"startedTime": _stamp(moment), "completedTime": _stamp(moment + dt.timedelta(days=2))}
+                   if state == "COMPLETED" else {"startedTime": _stamp(moment)} if state == "IN_PROGRESS" else {}),
+                "description": {"enabled": True, "value": _text(rng, rng.randint(4, 16))},
+            }.items() if value is not None})
+            position += 1
+        states = {step["status"] for step in steps}
+        flow.append({"id": section_id, "definitionId": section["id"], "name": section["name"], "type": "SECTION",
+                     "status": "COMPLETED" if states == {"COMPLETED"} else "OPEN" if states == {"PENDING"} else "IN_PROGRESS",
+                     "steps": steps})
+    open_step = next((step for section in flow for step in section["steps"] if step["status"] != "COMPLETED"), None)
+    return {
+        "id": execution_id, "definitionId": AUSBAU_DEFINITION["id"], "orgId": org_id, "name": AUSBAU_DEFINITION["name"],
+        "status": status, "trigger": "MANUAL", "creationTime": _stamp(started),
+        "lastUpdateTime": _stamp(started + dt.timedelta(days=3 * done_steps)), "assignedTo": ["10010"],
+        "contexts": [context], "flow": flow, "updateEntityAttributes": AUSBAU_DEFINITION["updateEntityAttributes"],
+        "enableECPWorkflow": False, **({"nextOpenStep": {"id": open_step["id"]}} if open_step else {}),
+    }
+
+
 def seed_epilot_shaped(store: SandboxStore, *, entities: int, seed: int = 7, workflow_share: float = 0.05) -> int:
     """Insert `entities` epilot-shaped documents into a sandbox store (`workflow_share` of the opportunities with a
-    running workflow); returns how many."""
-    total, batch = 0, []
+    running workflow, whose executions are stored too); returns how many entities."""
+    total, batch, executions = 0, [], []
     for body in epilot_documents(entities=entities, seed=seed, org_id=store.org_id, workflow_share=workflow_share):
         batch.append(body)
+        if "workflows" in body:
+            executions.extend(executions_of(body, seed=seed))
         if len(batch) >= 5000:
             total += store.bulk_insert_entities(batch)
             batch = []
-    return total + (store.bulk_insert_entities(batch) if batch else 0)
+    total += store.bulk_insert_entities(batch) if batch else 0
+    with store.write() as conn:
+        for execution in executions:
+            store.put_document(conn, "execution", execution["id"], execution,
+                               links=[(context["id"], context["schema"]) for context in execution["contexts"]])
+    return total

@@ -52,7 +52,8 @@ class WorkflowHandlers:
         return 200, template
 
     def getExecutions(self, request: Request) -> Response:
-        return 200, self.store.list_documents("execution", entity_id=request.arg("context"), schema=request.arg("schema"))
+        executions = self.store.list_documents("execution", entity_id=request.arg("context"), schema=request.arg("schema"))
+        return 200, [_slim(execution) for execution in executions]
 
     def createExecution(self, request: Request) -> Response:
         data = json_object(request.json(), style="workflow")
@@ -396,6 +397,21 @@ def _advance_v1(execution: dict[str, Any], stamp: str) -> None:
         execution["status"] = "DONE"
         execution["completedTime"] = stamp
     execution["lastUpdateTime"] = stamp
+
+
+SLIM_KEYS = ("id", "definitionId", "name", "type")
+
+
+def _slim(execution: Mapping[str, Any]) -> dict[str, Any]:
+    """An execution as getExecutions lists it (the spec's WorkflowExecutionSlim): its sections and steps with their
+    ids and names only, as in the spec's example; getExecution answers the whole execution."""
+    flow = []
+    for item in execution.get("flow", []):
+        slim = {key: item[key] for key in SLIM_KEYS if key in item}
+        if item.get("type") == "SECTION":
+            slim["steps"] = [{key: step[key] for key in SLIM_KEYS if key in step} for step in item.get("steps", [])]
+        flow.append(slim)
+    return {**execution, "flow": flow}
 
 
 def _execution_from_definition(definition: Mapping[str, Any], contexts: list[Any], trigger: str, org_id: str) -> dict[str, Any]:

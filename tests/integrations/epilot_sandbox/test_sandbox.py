@@ -101,7 +101,12 @@ def test_v1_execution_runs_on_any_entity_and_is_mirrored_on_it(epilot: EpilotCli
     order = epilot.get_entity("order", order_id)
     assert order.data["workflows"][AUSBAU_DEFINITION_ID][0]["id"] == execution.id
     assert order.data["ausbau_phase"] == "Planung"
-    assert [e.id for e in epilot.get_executions(context=order_id, schema="order")] == [execution.id]
+    listed = epilot.get_executions(context=order_id, schema="order")
+    assert [e.id for e in listed] == [execution.id]
+    # listed slim, as the spec's WorkflowExecutionSlim: the steps' names, not their state
+    assert [s.name for s in listed[0].steps] == [s.name for s in execution.steps]
+    assert {s.status for s in listed[0].steps} == {None}
+    assert None not in {s.status for s in epilot.get_execution(execution.id).steps}
     epilot.close_execution(execution.id)
     assert epilot.get_execution(execution.id).status == "CLOSED"
 
