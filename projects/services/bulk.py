@@ -31,10 +31,11 @@ def dumps_json(value: Any, *, default: Callable[[Any], Any] | None = None) -> st
         return json.dumps(value, default=default, ensure_ascii=False)
 
 
-def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *, unique_field: str,
+def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *, unique_field: str | Sequence[str],
                 update_fields: Sequence[str], newer_by: str | None = None, keep_when_empty: Sequence[str] = (),
                 believed_new: bool = False) -> int:
-    """Insert or update `rows` (field name to value) on `unique_field`; returns the number of rows sent.
+    """Insert or update `rows` (field name to value) on `unique_field` (or the fields of a unique constraint);
+    returns the number of rows sent.
 
     With `newer_by` (a date field) an existing row is only overwritten by one at least as new, so two
     writers that read epilot at different moments can never put an older version back. Columns in
@@ -45,7 +46,8 @@ def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *,
     rows = list(rows)
     if not rows:
         return 0
-    fields = [model._meta.get_field(name) for name in (unique_field, *update_fields)]
+    keys = (unique_field,) if isinstance(unique_field, str) else tuple(unique_field)
+    fields = [model._meta.get_field(name) for name in (*keys, *update_fields)]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
     table = quote(model._meta.db_table)
@@ -55,13 +57,14 @@ def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *,
     updates = ", ".join(
         f"{quote(field.column)} = CASE WHEN EXCLUDED.{quote(field.column)} {empty(field)} THEN {table}.{quote(field.column)} "
         f"ELSE EXCLUDED.{quote(field.column)} END" if field.name in keep_when_empty
-        else f"{quote(field.column)} = EXCLUDED.{quote(field.column)}" for field in fields[1:])
-    conflict = f"ON CONFLICT ({quote(fields[0].column)}) DO UPDATE SET {updates}"
+        else f"{quote(field.column)} = EXCLUDED.{quote(field.column)}" for field in fields[len(keys):])
+    conflict = f"ON CONFLICT ({', '.join(quote(field.column) for field in fields[:len(keys)])}) DO UPDATE SET {updates}"
     if newer_by:
         column = quote(model._meta.get_field(newer_by).column)
         conflict += f" WHERE {table}.{column} IS NULL OR EXCLUDED.{column} >= {table}.{column}"
     # The last row of a key wins, as it would row by row; one statement may not touch a row twice.
-    params = _parameters(fields, list({row[unique_field]: row for row in rows}.values()))
+    key_of = itemgetter(*keys)
+    params = _parameters(fields, list({key_of(row): row for row in rows}.values()))
     # One transaction for all rows: in autocommit SQLite would commit (and sync to disk) once per row.
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if connection.vendor == "postgresql":

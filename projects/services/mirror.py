@@ -480,7 +480,7 @@ def store_steps(executions: list[RemoteExecution], now: dt.datetime) -> None:
             assignees = ("," + ",".join(step.assigned_to) + ",") if step.assigned_to else ""
             before = known.get((pk, step.id))
             assigned_at = before[1] if before and before[0] == assignees else (now if assignees else None)
-            row = {"execution_id": pk, "epilot_id": step.id, "position": position, "section": step.section or "",
+            row = {"execution": pk, "epilot_id": step.id, "position": position, "section": step.section or "",
                    "section_epilot_id": step.section_id or "", "name": step.name, "status": step.status or "",
                    "enabled": step.enabled, "execution_type": step.execution_type, "assigned_to": list(step.assigned_to),
                    "assignees": assignees, "due_date": step.due_date, "completed_at": step.completed_at,
@@ -490,17 +490,17 @@ def store_steps(executions: list[RemoteExecution], now: dt.datetime) -> None:
             except QuarantineReason as reason:
                 quarantine("workflow_step", f"{execution.id}/{step.id}", str(reason), dict(execution.data), None, now)
                 continue
-            rows.append(MirroredStep(**row))
+            rows.append(row)
     # Upserted, not replaced, so a step keeps its row (and the admin's links to it) across refreshes.
-    MirroredStep.objects.bulk_create(rows, batch_size=500, update_conflicts=True, unique_fields=["execution", "epilot_id"],
-                                     update_fields=[f for f in STEP_FIELDS if f not in ("execution_id", "epilot_id")])
-    kept = {(step.execution_id, step.epilot_id) for step in rows}
+    bulk_upsert(MirroredStep, rows, unique_field=("execution", "epilot_id"),
+                update_fields=[f for f in STEP_FIELDS if f not in ("execution", "epilot_id")])
+    kept = {(row["execution"], row["epilot_id"]) for row in rows}
     gone = [before[2] for key, before in known.items() if key not in kept]
     if gone:
         MirroredStep.objects.filter(pk__in=gone).delete()
 
 
-STEP_FIELDS = ["execution_id", "epilot_id", "position", "section", "section_epilot_id", "name", "status", "enabled",
+STEP_FIELDS = ["execution", "epilot_id", "position", "section", "section_epilot_id", "name", "status", "enabled",
                "execution_type", "assigned_to", "assignees", "due_date", "completed_at", "assigned_at", "synced_at"]
 
 
