@@ -45,7 +45,7 @@ LINK_CHUNK = 500  # order links per UPDATE
 LOOKUP_CHUNK = 50  # unlinked orders looked up per query among the opportunities' items
 UNLINK_CHUNK = 1000  # changed rows whose foreign keys are checked per statement
 EXECUTION_FETCHERS = 16  # executions read at most at once (GETs, which epilot does not rate-limit); see ReadGate
-EXECUTION_AHEAD = 400  # entities' executions read ahead of being stored
+EXECUTION_AHEAD = 100  # entities' executions read ahead of being stored (some 80 KB each in memory)
 EXECUTION_BATCH = 100  # entities whose executions are written per transaction
 
 
