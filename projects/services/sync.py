@@ -9,6 +9,7 @@ relations, executions and projects follow in services/mirror.py.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
 import gc
 import logging
@@ -252,6 +253,7 @@ def _tuned_for_pages() -> Iterator[None]:
     with _tuning_lock:
         found = _tuned_runs[0] if _tuned_runs else (gc.get_threshold(), sys.getswitchinterval())
         if not _tuned_runs:
+            _share_malloc_arenas()
             gc.freeze()  # what was alive before the run (Django, the app) is not scanned again
             gc.set_threshold(50_000, found[0][1], found[0][2])
             sys.setswitchinterval(0.001)
@@ -265,6 +267,27 @@ def _tuned_for_pages() -> Iterator[None]:
                 gc.set_threshold(*found[0])
                 sys.setswitchinterval(found[1])
                 gc.unfreeze()
+
+
+M_ARENA_MAX = -8  # glibc's mallopt() parameter
+
+
+def _share_malloc_arenas() -> None:
+    """glibc: threads started from now on share two malloc arenas, as MALLOC_ARENA_MAX=2 would (unless that is set).
+
+    glibc gives threads arenas of their own, up to eight per core. The prefetch and reader threads
+    allocate what the writer frees (pages' texts, executions), and every arena kept its own high-water
+    mark: a first sync of 150,000 entities peaked at 1.27-1.28 times the RSS of one of 50,000 on
+    PostgreSQL (253 MB), at 1.18 times (231 MB) with two arenas. Once set, the limit stays for the
+    process. Nothing happens with another C library.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(M_ARENA_MAX, 2)
 
 
 def _commit_without_waiting_for_disk() -> None:
