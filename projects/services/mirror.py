@@ -20,7 +20,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from integrations.connection import get_epilot_client
-from integrations.epilot import Entity, EpilotClient, EpilotError, MalformedEntity
+from integrations.epilot import Entity, EpilotClient, EpilotError, EpilotNotFoundError, MalformedEntity
 from integrations.epilot import WorkflowExecution as RemoteExecution
 from integrations.epilot.types import relation_ids
 from projects.models import (
@@ -280,11 +280,14 @@ class ExecutionFetcher:
         schema, epilot_id, workflows = change
         with self.gate.slot():
             read_at = timezone.now()
-            executions = [
-                # The V1 list may answer slim executions whose steps carry no status: read those whole.
-                self.client.get_execution(e.id) if any(step.status is None for step in e.steps) else e
-                for e in self.client.get_executions(context=epilot_id, schema=schema)
-            ]
+            # The V1 list is light-weight ("steps are not loaded with all information", and which is left
+            # out the spec does not say: a state may come without its assignees), so each is read whole.
+            executions = []
+            for listed in self.client.get_executions(context=epilot_id, schema=schema):
+                try:
+                    executions.append(self.client.get_execution(listed.id))
+                except EpilotNotFoundError:
+                    continue  # deleted since it was listed
             if isinstance(workflows, dict) and self.v2_ids & set(workflows):
                 executions += self.client.search_flow_executions(entity_id=epilot_id, entity_schema=schema)
         return schema, epilot_id, executions, read_at

@@ -303,3 +303,41 @@ def test_a_newer_version_of_an_execution_updates_its_step_rows_in_place(client, 
     after = {step.epilot_id: (step.pk, step.status) for step in v1.steps.all()}
     assert len(after) == len(rows) - 1 and all(rows[epilot_id] == pk for epilot_id, (pk, _) in after.items())
     assert after[first_section["steps"][0]["id"]][1] == "COMPLETED"
+
+
+def test_listed_executions_are_read_whole_even_when_their_steps_carry_a_state(sandbox, clock, v1, client) -> None:
+    from tests.integrations.fakes import PartlySlimExecutionList
+
+    step = first_step(v1)
+    step_change(execution_epilot_id=v1.epilot_id, step_epilot_id=step.epilot_id,
+                change=StepChange(ASSIGN, assignees=("u-tiefbau",)), client=client)
+    partly = EpilotClient(token="steps-test", urls=ServiceURLs.single_origin("http://epilot-sandbox.invalid"),
+                          transport=PartlySlimExecutionList(httpx.WSGITransport(app=sandbox)), sleep=clock.sleep, clock=clock)
+    WorkflowExecution.objects.all().delete()
+    Opportunity.objects.all().delete()  # a first sync: every entity's workflows are new
+
+    sync_run(trigger=SyncRun.Trigger.COMMAND, full=True, client=partly)
+
+    mirrored = WorkflowExecution.objects.get(epilot_id=v1.epilot_id)
+    assert mirrored.steps.get(epilot_id=step.epilot_id).assigned_to == ["u-tiefbau"]
+
+
+def test_an_execution_deleted_between_list_and_read_is_not_mirrored(sandbox, clock, v1, client) -> None:
+    """getExecution answers an unknown id with an empty 200 (the spec); the run goes on without it."""
+    gone = v1.epilot_id
+
+    def deleted_meanwhile(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == f"/v1/workflows/executions/{gone}":
+            return httpx.Response(200)
+        return inner.handle_request(request)
+
+    inner = httpx.WSGITransport(app=sandbox)
+    racing = EpilotClient(token="steps-test", urls=ServiceURLs.single_origin("http://epilot-sandbox.invalid"),
+                          transport=httpx.MockTransport(deleted_meanwhile), sleep=clock.sleep, clock=clock)
+    WorkflowExecution.objects.all().delete()
+    Opportunity.objects.all().delete()
+
+    run = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True, client=racing)
+
+    assert run.status == SyncRun.Status.SUCCEEDED
+    assert not WorkflowExecution.objects.filter(epilot_id=gone).exists()
