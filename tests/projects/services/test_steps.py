@@ -79,6 +79,15 @@ def first_step(execution: WorkflowExecution) -> MirroredStep:
     return execution.steps.order_by("position").first()
 
 
+def first_sync_through(transport: httpx.BaseTransport, clock) -> SyncRun:
+    """A first full sync (the mirror's executions and opportunities emptied) through `transport` in front of the sandbox."""
+    client = EpilotClient(token="steps-test", urls=ServiceURLs.single_origin("http://epilot-sandbox.invalid"),
+                          transport=transport, sleep=clock.sleep, clock=clock)
+    WorkflowExecution.objects.all().delete()
+    Opportunity.objects.all().delete()  # every entity's workflows are new
+    return sync_run(trigger=SyncRun.Trigger.COMMAND, full=True, client=client)
+
+
 def test_steps_are_mirrored_as_rows_with_sections_in_order(v1, v2) -> None:
     assert [(s.section, s.name, s.status) for s in v1.steps.order_by("position")][:3] == [
         ("Planung", "Trassenplanung erstellen", "PENDING"), ("Planung", "Genehmigungen einholen", "PENDING"),
@@ -278,12 +287,8 @@ def test_slim_execution_lists_are_read_whole_before_their_steps_are_mirrored(san
 
     step = first_step(v1)
     step_change(execution_epilot_id=v1.epilot_id, step_epilot_id=step.epilot_id, change=StepChange(COMPLETE), client=client)
-    slim = EpilotClient(token="steps-test", urls=ServiceURLs.single_origin("http://epilot-sandbox.invalid"),
-                        transport=SlimExecutionList(httpx.WSGITransport(app=sandbox)), sleep=clock.sleep, clock=clock)
-    WorkflowExecution.objects.all().delete()
-    Opportunity.objects.all().delete()  # a first sync: every entity's workflows are new
 
-    sync_run(trigger=SyncRun.Trigger.COMMAND, full=True, client=slim)
+    first_sync_through(SlimExecutionList(httpx.WSGITransport(app=sandbox)), clock)
 
     mirrored = WorkflowExecution.objects.get(epilot_id=v1.epilot_id)
     assert mirrored.completed_steps == 1
@@ -311,12 +316,8 @@ def test_listed_executions_are_read_whole_even_when_their_steps_carry_a_state(sa
     step = first_step(v1)
     step_change(execution_epilot_id=v1.epilot_id, step_epilot_id=step.epilot_id,
                 change=StepChange(ASSIGN, assignees=("u-tiefbau",)), client=client)
-    partly = EpilotClient(token="steps-test", urls=ServiceURLs.single_origin("http://epilot-sandbox.invalid"),
-                          transport=PartlySlimExecutionList(httpx.WSGITransport(app=sandbox)), sleep=clock.sleep, clock=clock)
-    WorkflowExecution.objects.all().delete()
-    Opportunity.objects.all().delete()  # a first sync: every entity's workflows are new
 
-    sync_run(trigger=SyncRun.Trigger.COMMAND, full=True, client=partly)
+    first_sync_through(PartlySlimExecutionList(httpx.WSGITransport(app=sandbox)), clock)
 
     mirrored = WorkflowExecution.objects.get(epilot_id=v1.epilot_id)
     assert mirrored.steps.get(epilot_id=step.epilot_id).assigned_to == ["u-tiefbau"]
@@ -332,12 +333,7 @@ def test_an_execution_deleted_between_list_and_read_is_not_mirrored(sandbox, clo
         return inner.handle_request(request)
 
     inner = httpx.WSGITransport(app=sandbox)
-    racing = EpilotClient(token="steps-test", urls=ServiceURLs.single_origin("http://epilot-sandbox.invalid"),
-                          transport=httpx.MockTransport(deleted_meanwhile), sleep=clock.sleep, clock=clock)
-    WorkflowExecution.objects.all().delete()
-    Opportunity.objects.all().delete()
-
-    run = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True, client=racing)
+    run = first_sync_through(httpx.MockTransport(deleted_meanwhile), clock)
 
     assert run.status == SyncRun.Status.SUCCEEDED
     assert not WorkflowExecution.objects.filter(epilot_id=gone).exists()
