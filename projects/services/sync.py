@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime as dt
+import functools
 import gc
 import logging
 import os
@@ -272,6 +273,7 @@ def _tuned_for_pages() -> Iterator[None]:
 M_ARENA_MAX = -8  # glibc's mallopt() parameter
 
 
+@functools.cache  # once per process: the limit cannot be lifted again
 def _share_malloc_arenas() -> None:
     """glibc: threads started from now on share two malloc arenas, as MALLOC_ARENA_MAX=2 would (unless that is set).
 
