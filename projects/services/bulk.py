@@ -360,7 +360,15 @@ def json_key(field_name: str, *path: str) -> KeyTransform:
 
 
 def among(column: str, values: list[Any]) -> tuple[str, list[Any]]:
-    """SQL for `column IN values` with the values as one parameter: an array on PostgreSQL, JSON on SQLite."""
-    if connection.vendor == "postgresql":
-        return f"{column} = ANY(%s)", [values]
-    return f"{column} IN (SELECT value FROM json_each(%s))", [json.dumps(values)]
+    """SQL for `column IN values` with the values as one parameter of text: JSON, or on PostgreSQL an integer array.
+
+    Django's psycopg cursors bind parameters on the client, and psycopg quotes a list one element at a
+    time in Python: 5 ms for a page's thousand ids, twice a page, while PostgreSQL had nothing to do.
+    """
+    if connection.vendor != "postgresql":
+        return f"{column} IN (SELECT value FROM json_each(%s))", [json.dumps(values)]
+    if not values:
+        return "FALSE", []
+    if all(type(value) is int for value in values):
+        return f"{column} = ANY(%s::bigint[])", ["{" + ",".join(map(str, values)) + "}"]
+    return f"{column} = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))", [orjson.dumps(values).decode()]

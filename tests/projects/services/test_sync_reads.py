@@ -7,10 +7,11 @@ import time
 
 import pytest
 from django.db.models import F
+from django.utils import timezone
 
 from integrations.epilot import EpilotClient
 from projects.models import Contact, Opportunity, Order, SyncRun
-from projects.services.bulk import values_read_at_once
+from projects.services.bulk import column_in, values_read_at_once
 from projects.services.pacing import GateClosed, ReadGate
 from projects.services.pages import mark_purged
 from projects.services.sync import sync_run
@@ -54,6 +55,21 @@ def test_a_sliced_and_filtered_result_read_at_once_keeps_its_slice(mirrored) -> 
 def test_reading_a_json_field_at_once_is_refused() -> None:
     with pytest.raises(TypeError, match="payload"):
         values_read_at_once(Opportunity.objects.all(), "epilot_id", "payload")
+
+
+AWKWARD_IDS = ['quote"d', "back\\slash", "{braced,comma}", "it's", "Straße ü", "", "NULL", "  spaced  "]
+
+
+def test_a_column_among_values_matches_exactly_those_values() -> None:
+    opportunities = [Opportunity.objects.create(epilot_id=epilot_id, title=epilot_id, payload={}, synced_at=timezone.now())
+                     for epilot_id in [*AWKWARD_IDS, "not-asked-for"]]
+    pks = [opportunity.pk for opportunity in opportunities[:3]]
+
+    assert sorted(Opportunity.objects.filter(column_in(Opportunity, "epilot_id", AWKWARD_IDS)).values_list(
+        "epilot_id", flat=True)) == sorted(AWKWARD_IDS)
+    assert sorted(Opportunity.objects.filter(column_in(Opportunity, "id", pks)).values_list("pk", flat=True)) == sorted(pks)
+    assert not Opportunity.objects.filter(column_in(Opportunity, "epilot_id", [])).exists()
+    assert not Opportunity.objects.filter(column_in(Opportunity, "id", [])).exists()
 
 
 def test_entities_no_longer_seen_are_marked_purged_chunk_by_chunk(mirrored) -> None:
