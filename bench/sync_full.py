@@ -3,11 +3,16 @@
 The data is shaped like a real epilot organisation (bench/epilot_shaped.py) unless `--shape sandbox`
 asks for the sandbox's own bulk data. Each run prints: entities/s, the ratio of the sync's time to a
 bare fetch of the same pages measured in the same run (a plain HTTP loop: urllib, json.loads,
-search_after), peak RSS of this process, the CPU time of this process, of the sandbox and of
+search_after) and, where entities carry running workflows, to a bare fetch of the pages and then of
+the same execution reads (each such entity's list, then each listed execution; a few plain
+keep-alive connections at once), peak RSS of this process, the CPU time of this process, of the sandbox and of
 PostgreSQL's backend during the sync (on 2 cores they compete), the time per phase ("rows" are
 built in the prefetch thread and overlap the writing), and what a quiet incremental run costs.
-Targets (2-core machine): ratio <= 2.5 on SQLite and <= 3.5 on PostgreSQL; peak RSS < 300 MB and
-flat in entity count (run 50,000 and 150,000 in separate processes and compare).
+After the full and after the incremental run it pages through the sandbox once more and compares
+the mirror with it (every payload, every order's opportunity, every execution and its status).
+Targets (2-core machine): ratio <= 2.5 on SQLite and <= 3.5 on PostgreSQL to the bare fetch of what
+the run reads (the pages, and the execution reads where workflows run); peak RSS < 300 MB and
+flat in entity count (run 50,000 and 150,000 in separate processes and compare); an exact mirror.
 
     .venv/bin/python bench/sync_full.py                                   # 50,000 entities, SQLite (a fresh file)
     .venv/bin/python bench/sync_full.py --entities 150000                 # memory flatness
@@ -20,26 +25,31 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import http.client
 import json
 import os
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SCHEMAS = ("contact", "opportunity", "order")
+EXECUTION_FLOOR_READERS = 4  # on loopback with 2 cores, 2 to 4 at once read fastest; the differences are within the noise
 
 
-def bare_fetch(url: str) -> tuple[float, int, int]:
-    """Page every schema as the sync does, with nothing but HTTP and JSON; returns (seconds, entities, pages)."""
-    started = time.perf_counter()
-    entities = pages = 0
+def search_pages(url: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Every page of every schema as the sync reads them (searchEntities, search_after), with nothing but urllib and json."""
     for schema in SCHEMAS:
         params = {"q": f"_schema:{schema}", "sort": ["_updated_at:asc", "_id:asc"], "size": 1000, "include_deleted": "true",
                   "stable_for": 30}
@@ -48,14 +58,110 @@ def bare_fetch(url: str) -> tuple[float, int, int]:
                                              headers={"Authorization": "Bearer bench", "Content-Type": "application/json"})
             with urllib.request.urlopen(request, timeout=60) as answer:
                 body = json.loads(answer.read())
-            pages += 1
-            entities += len(body["results"])
+            yield schema, body["results"]
             if len(body["results"]) < 1000 or not body.get("sort_end"):
                 break
             params["search_after"] = body["sort_end"]
             if body.get("stable_query_id"):
                 params["stable_query_id"] = body["stable_query_id"]
-    return time.perf_counter() - started, entities, pages
+
+
+def bare_fetch(url: str) -> tuple[float, int, int, list[tuple[str, str]]]:
+    """Page every schema as the sync does, with nothing but HTTP and JSON.
+
+    Returns (seconds, entities, pages, the (id, schema) of the entities with a `workflows` attribute).
+    """
+    started = time.perf_counter()
+    entities = pages = 0
+    with_workflows = []
+    for schema, results in search_pages(url):
+        pages += 1
+        entities += len(results)
+        with_workflows += [(entity["_id"], schema) for entity in results if entity.get("workflows")]
+    return time.perf_counter() - started, entities, pages, with_workflows
+
+
+def bare_fetch_executions(url: str, owners: list[tuple[str, str]], *, readers: int = EXECUTION_FLOOR_READERS
+                          ) -> tuple[float, int, dict[str, dict[str, str]]]:
+    """Read the executions of `owners` as the sync does (getExecutions of each, then getExecution of each listed),
+    with nothing but keep-alive HTTP and JSON, `readers` at once.
+
+    Returns (seconds, requests, each owner's executions as {execution id: status}).
+    """
+    origin = urllib.parse.urlsplit(url)
+    local = threading.local()
+
+    def get(path: str) -> Any:
+        if not hasattr(local, "connection"):
+            local.connection = http.client.HTTPConnection(origin.hostname, origin.port, timeout=60)
+        local.connection.request("GET", path, headers={"Authorization": "Bearer bench"})
+        answer = local.connection.getresponse()
+        body = answer.read()
+        if answer.status != 200:
+            raise RuntimeError(f"GET {path}: {answer.status}")
+        return json.loads(body) if body else None
+
+    def read(owner: tuple[str, str]) -> tuple[str, dict[str, str]]:
+        entity_id, schema = owner
+        listed = get("/v1/workflows/executions?" + urllib.parse.urlencode({"context": entity_id, "schema": schema}))
+        read = [get(f"/v1/workflows/executions/{urllib.parse.quote(execution['id'], safe='')}") for execution in listed]
+        return entity_id, {execution["id"]: execution["status"] for execution in read if execution}
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=readers) as pool:
+        executions = dict(pool.map(read, owners))
+    requests = len(owners) + sum(len(found) for found in executions.values())
+    return time.perf_counter() - started, requests, executions
+
+
+def mirror_differences(url: str, executions: dict[str, dict[str, str]]) -> list[str]:
+    """Where the mirror differs from epilot after a sync: each entity's payload, the orders' opportunities, the executions.
+
+    Pages through the sandbox once more (after the timed runs, so it adds nothing to their figures).
+    An order belongs to the opportunity its own `opportunity` relation names, else to the one whose
+    `items` name it. Returns descriptions of the differences, the first 10 of each kind.
+    """
+    from projects.models import Contact, Opportunity, Order, WorkflowExecution
+
+    models = {"contact": Contact, "opportunity": Opportunity, "order": Order}
+    differences: list[str] = []
+    seen: dict[str, int] = dict.fromkeys(SCHEMAS, 0)
+    item_owner: dict[str, str] = {}
+    wrong_links: list[str] = []
+
+    def first_related(value: Any) -> str:
+        relations = value.get("$relation") if isinstance(value, dict) else None
+        return next((str(link["entity_id"]) for link in relations or [] if link.get("entity_id")), "")
+
+    for schema, results in search_pages(url):
+        seen[schema] += len(results)
+        query = models[schema].objects.filter(epilot_id__in=[entity["_id"] for entity in results])
+        mirrored = dict(query.values_list("epilot_id", "payload"))
+        differences += [f"{schema} {entity['_id']}: " + ("missing" if entity["_id"] not in mirrored else "payload differs")
+                        for entity in results if mirrored.get(entity["_id"]) != entity][:10]
+        if schema == "opportunity":
+            for entity in results:
+                for link in (entity.get("items") or {}).get("$relation") or []:
+                    item_owner.setdefault(str(link.get("entity_id")), entity["_id"])
+        elif schema == "order":
+            linked = dict(query.values_list("epilot_id", "opportunity__epilot_id"))
+            for entity in results:
+                expected = first_related(entity.get("opportunity")) or item_owner.get(entity["_id"], "")
+                if (linked.get(entity["_id"]) or "") != expected:
+                    wrong_links.append(f"order {entity['_id']}: opportunity {linked.get(entity['_id'])!r}, expected {expected!r}")
+    differences += wrong_links[:10]
+    for schema, model in models.items():
+        if model.objects.count() != seen[schema]:
+            differences.append(f"{schema}: {model.objects.count()} mirrored, {seen[schema]} in epilot")
+    mirrored_executions: dict[str, dict[str, str]] = {}
+    for owner, execution_id, status in WorkflowExecution.objects.values_list("entity_epilot_id", "epilot_id", "status"):
+        mirrored_executions.setdefault(owner, {})[execution_id] = status
+    expected_executions = {owner: found for owner, found in executions.items() if found}
+    differences += [f"executions of {owner}: {mirrored_executions.get(owner)} mirrored, {found} in epilot"
+                    for owner, found in expected_executions.items() if mirrored_executions.get(owner) != found][:10]
+    differences += [f"executions of {owner}: mirrored, but none in epilot"
+                    for owner in mirrored_executions.keys() - expected_executions.keys()][:10]
+    return differences
 
 
 def touch_one_percent(sandbox_db: Path, entities: int) -> int:
@@ -120,7 +226,8 @@ def main() -> None:
             urllib.request.urlopen(urllib.request.Request(
                 f"{url}/__sandbox__/faults", method="POST", headers={"Content-Type": "application/json"},
                 data=json.dumps({"latency_ms": args.latency}).encode()), timeout=10).close()
-        floor_seconds, floor_entities, floor_pages = bare_fetch(url)
+        floor_seconds, floor_entities, floor_pages, with_workflows = bare_fetch(url)
+        executions_floor_seconds, executions_floor_requests, epilot_executions = bare_fetch_executions(url, with_workflows)
         os.environ.update({"DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING", "EPILOT_API_URL": url,
                            "EPILOT_API_TOKEN": "", "DEBUG": "false"})
         os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'app.sqlite3'}")
@@ -165,8 +272,10 @@ def main() -> None:
         if profiler:
             profiler.disable()
             profiler.dump_stats(args.profile)
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the checks below read anything
         total = full.created + full.updated
         linked = Order.objects.filter(opportunity__isnull=False).count()
+        full_differences = mirror_differences(url, epilot_executions)
         before = sandbox_stats(url)
         started = time.perf_counter()
         quiet = sync_run(trigger=SyncRun.Trigger.COMMAND)
@@ -176,6 +285,7 @@ def main() -> None:
         started = time.perf_counter()
         small = sync_run(trigger=SyncRun.Trigger.COMMAND)
         small_elapsed = time.perf_counter() - started
+        small_differences = mirror_differences(url, epilot_executions)
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -189,7 +299,13 @@ def main() -> None:
     print(f"bare fetch (floor):        {floor_entities:,} entities, {floor_pages} pages in {floor_seconds:.1f} s")
     print(f"full sync:                 {full.status}, {total:,} entities in {elapsed:.1f} s = {total / elapsed:,.0f} entities/s; "
           f"{full.quarantined} quarantined; {linked:,} orders linked; {AusbauProject.objects.count():,} projects")
-    print(f"ratio to the floor:        {elapsed / floor_seconds:.2f}x")
+    if with_workflows:
+        print(f"bare execution reads:      {executions_floor_requests:,} requests for {len(with_workflows):,} entities "
+              f"with workflows in {executions_floor_seconds:.1f} s ({EXECUTION_FLOOR_READERS} at once)")
+    print(f"mirror after it:           {_exactness(full_differences)}")
+    print(f"ratio to the floor:        {elapsed / floor_seconds:.2f}x" + (
+        f" (pages); {elapsed / (floor_seconds + executions_floor_seconds):.2f}x (pages, then the execution reads)"
+        if with_workflows else ""))
     print(f"CPU during the full sync:  this process {cpu:.1f} s, the sandbox serving it {server_cpu:.1f} s "
           f"(cores: {os.cpu_count()})" + (f", PostgreSQL's backend {database_cpu:.1f} s" if database_pid else ""))
     print(f"phases:                    {phases}")
@@ -198,11 +314,18 @@ def main() -> None:
     small_phases = ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in small.phase_seconds.items())
     print(f"incremental, 1 % changed:  {small.status}, {small.created + small.updated} of {changed_count} changes in "
           f"{small_elapsed:.2f} s ({small_phases})")
-    print(f"peak memory (max RSS):     {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"mirror after it:           {_exactness(small_differences)}")
+    print(f"peak memory (max RSS):     {peak_rss_mb:.0f} MB (during the full sync)")
     if args.sql:
         print("statements of the full sync by total time:")
         for sql, (count, seconds) in sorted(statements.times.items(), key=lambda item: -item[1][1])[:12]:
             print(f"  {seconds:6.2f} s  {count:6d}x  {sql}")
+
+
+def _exactness(differences: list[str]) -> str:
+    if not differences:
+        return "exact (every payload, every order's opportunity, every execution and its status)"
+    return f"NOT EXACT, {len(differences)} differences, for example:\n  " + "\n  ".join(differences[:20])
 
 
 def process_cpu() -> float:
