@@ -138,6 +138,7 @@ def mirror_differences(url: str, executions: dict[str, dict[str, str]]) -> list[
     An order belongs to the opportunity its own `opportunity` relation names, else to the one whose
     `items` name it. Returns descriptions of the differences, the first 10 of each kind.
     """
+    from integrations.epilot.types import relation_ids
     from projects.models import Contact, Opportunity, Order, WorkflowExecution
 
     models = {"contact": Contact, "opportunity": Opportunity, "order": Order}
@@ -147,10 +148,6 @@ def mirror_differences(url: str, executions: dict[str, dict[str, str]]) -> list[
     wrong_payloads: list[str] = []
     wrong_links: list[str] = []
 
-    def first_related(value: Any) -> str:
-        relations = value.get("$relation") if isinstance(value, dict) else None
-        return next((str(link["entity_id"]) for link in relations or [] if link.get("entity_id")), "")
-
     for schema, results in search_pages(url):
         seen[schema] += len(results)
         query = models[schema].objects.filter(epilot_id__in=[entity["_id"] for entity in results])
@@ -159,18 +156,19 @@ def mirror_differences(url: str, executions: dict[str, dict[str, str]]) -> list[
                            for entity in results if mirrored.get(entity["_id"]) != entity]
         if schema == "opportunity":
             for entity in results:
-                for link in (entity.get("items") or {}).get("$relation") or []:
-                    item_owner.setdefault(str(link.get("entity_id")), entity["_id"])
+                for order_id in relation_ids(entity.get("items")):
+                    item_owner.setdefault(order_id, entity["_id"])
         elif schema == "order":
             linked = dict(query.values_list("epilot_id", "opportunity__epilot_id"))
             for entity in results:
-                expected = first_related(entity.get("opportunity")) or item_owner.get(entity["_id"], "")
+                expected = next(iter(relation_ids(entity.get("opportunity"))), "") or item_owner.get(entity["_id"], "")
                 if (linked.get(entity["_id"]) or "") != expected:
                     wrong_links.append(f"order {entity['_id']}: opportunity {linked.get(entity['_id'])!r}, expected {expected!r}")
     differences += wrong_payloads[:10] + wrong_links[:10]
     for schema, model in models.items():
-        if model.objects.count() != seen[schema]:
-            differences.append(f"{schema}: {model.objects.count()} mirrored, {seen[schema]} in epilot")
+        mirrored_count = model.objects.count()
+        if mirrored_count != seen[schema]:
+            differences.append(f"{schema}: {mirrored_count} mirrored, {seen[schema]} in epilot")
     mirrored_executions: dict[str, dict[str, str]] = {}
     for owner, execution_id, status in WorkflowExecution.objects.values_list("entity_epilot_id", "epilot_id", "status"):
         mirrored_executions.setdefault(owner, {})[execution_id] = status
@@ -251,7 +249,7 @@ def main() -> None:
         floor = floor_in_own_process(url)
         floor_seconds, floor_entities, floor_pages = floor["seconds"], floor["entities"], floor["pages"]
         executions_floor_seconds, executions_floor_requests = floor["executions_seconds"], floor["requests"]
-        epilot_executions, with_workflows = floor["executions"], floor["executions"].keys()
+        epilot_executions = floor["executions"]  # of every entity with a `workflows` attribute, none for some
         os.environ.update({"DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING", "EPILOT_API_URL": url,
                            "EPILOT_API_TOKEN": "", "DEBUG": "false"})
         os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'app.sqlite3'}")
@@ -323,13 +321,13 @@ def main() -> None:
     print(f"bare fetch (floor):        {floor_entities:,} entities, {floor_pages} pages in {floor_seconds:.1f} s")
     print(f"full sync:                 {full.status}, {total:,} entities in {elapsed:.1f} s = {total / elapsed:,.0f} entities/s; "
           f"{full.quarantined} quarantined; {linked:,} orders linked; {AusbauProject.objects.count():,} projects")
-    if with_workflows:
-        print(f"bare execution reads:      {executions_floor_requests:,} requests for {len(with_workflows):,} entities "
+    if epilot_executions:
+        print(f"bare execution reads:      {executions_floor_requests:,} requests for {len(epilot_executions):,} entities "
               f"with workflows in {executions_floor_seconds:.1f} s ({EXECUTION_FLOOR_READERS} at once)")
     print(f"mirror after it:           {_exactness(full_differences)}")
     print(f"ratio to the floor:        {elapsed / floor_seconds:.2f}x" + (
         f" (pages); {elapsed / (floor_seconds + executions_floor_seconds):.2f}x (pages, then the execution reads)"
-        if with_workflows else ""))
+        if epilot_executions else ""))
     print(f"CPU during the full sync:  this process {cpu:.1f} s, the sandbox serving it {server_cpu:.1f} s "
           f"(cores: {os.cpu_count()})" + (f", PostgreSQL's backend {database_cpu:.1f} s" if database_pid else ""))
     print(f"phases:                    {phases}")
