@@ -6,7 +6,16 @@ process. Workers and beat name theirs (`DJANGO_SETTINGS_MODULE`, see the Procfil
 it they refuse to start with Django's ImproperlyConfigured.
 """
 from celery import Celery
+from celery.signals import worker_process_init
 
 app = Celery("ausbau_backoffice")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_process_init.connect
+def _tune_worker_process(**kwargs) -> None:
+    """Each worker process writes the mirror: tune it once, as it starts."""
+    from config.tuning import tune_process
+
+    tune_process()

@@ -6,7 +6,7 @@ epilot through services and come back on the next sync.
 from projects.models.areas import AreaAddress, AreaSnapshot, RolloutArea
 from projects.models.ausbau import AusbauProject
 from projects.models.backoffice import ApiClient, AutomationRecipe, AutomationRule, Conversion, EpilotWrite, RuleFiring
-from projects.models.entities import Contact, GenericEntity, MirroredEntity, Opportunity, Order, PayloadField
+from projects.models.entities import Contact, GenericEntity, MirroredEntity, Opportunity, OpportunityItem, Order, PayloadField
 from projects.models.staff import StaffProfile, StepJob, StepJobItem
 from projects.models.sync import PendingExecutionRead, QuarantinedEntity, SyncRun, SyncState
 from projects.models.webhooks import WebhookEvent, WebhookSubscription
@@ -26,6 +26,7 @@ __all__ = [
     "MirroredEntity",
     "MirroredStep",
     "Opportunity",
+    "OpportunityItem",
     "Order",
     "PayloadField",
     "PendingExecutionRead",

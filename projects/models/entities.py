@@ -96,3 +96,23 @@ class GenericEntity(MirroredEntity):
     class Meta(MirroredEntity.Meta):
         verbose_name = _("further entity")
         verbose_name_plural = _("further entities")
+
+
+class OpportunityItem(models.Model):
+    """An order named in an opportunity's `items` relation, kept as a row so a join resolves it in both directions.
+
+    An order's opportunity is its own `opportunity` relation, else the opportunity whose items name it;
+    rows are replaced whenever their opportunity is mirrored anew (services/pages.py).
+    """
+
+    opportunity_epilot_id = models.CharField(_("opportunity (epilot id)"), max_length=64)
+    order_epilot_id = models.CharField(_("order (epilot id)"), max_length=64, db_index=True)
+
+    class Meta:
+        verbose_name = _("order named by an opportunity")
+        verbose_name_plural = _("orders named by opportunities")
+        constraints = [models.UniqueConstraint(fields=["opportunity_epilot_id", "order_epilot_id"],
+                                               name="an_item_once_per_opportunity")]
+
+    def __str__(self) -> str:
+        return f"{self.opportunity_epilot_id} → {self.order_epilot_id}"

@@ -5,8 +5,8 @@ Figures (their names are the API's contract): `units_in_scope`, `addresses_in_sc
 and has a signed order: not deleted, `placed` or `completed`, linked through the order's
 `opportunity` relation or the opportunity's `items`), `take_up_percent`, `quota_percent`,
 `units_missing_for_quota`, `deadline`, `days_left`, `units_connected` (units of addresses whose
-project is `completed`) and `projects_by_phase`. They are recomputed set-based, for all areas at
-once, whenever the mirror's projects change.
+project is `completed`) and `projects_by_phase`. They are recomputed for the areas whose addresses a change
+of the mirror's projects touches (all of them after a full sync or an import).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -25,6 +26,7 @@ from django.utils.translation import gettext as _
 
 from projects.models import AreaAddress, AreaSnapshot, AusbauProject, Opportunity, RolloutArea
 from projects.services.addresses import address_key
+from projects.services.bulk import column_in, values_read_at_once
 from projects.services.errors import NotAllowed
 
 COLUMNS = ["area", "postal_code", "street", "house_number", "units"]
@@ -134,21 +136,42 @@ def area_addresses_import(rows: Iterable[tuple[int, dict[str, str]]], *, quota_p
     return ImportResult(areas={name: len(addresses) for name, addresses in by_area.items()})
 
 
-def areas_refresh() -> int:
-    """Recompute the figures of every area in a handful of queries; returns how many areas were updated."""
-    areas = list(RolloutArea.objects.all())
+def areas_refresh(*, address_keys: Iterable[str] | None = None) -> int:
+    """Recompute the figures of the areas that list one of these address keys (every area when None); returns how many.
+
+    An area is recomputed whole from its own addresses and the opportunities at them (indexed by
+    address key), so the cost follows the areas touched, not the mirror's size.
+    """
+    if address_keys is None:
+        areas = list(RolloutArea.objects.all())
+        area_ids = None
+    else:
+        keys = sorted(set(address_keys))
+        if not keys:
+            return 0
+        touched = AreaAddress.objects.filter(column_in(AreaAddress, "key", keys)).order_by()
+        areas = list(RolloutArea.objects.filter(pk__in=set(values_read_at_once(touched, "area", flat=True))))
+        area_ids = [area.pk for area in areas]
     if not areas:
         return 0
+    addresses = AreaAddress.objects.order_by()
+    if area_ids is not None:
+        addresses = addresses.filter(column_in(AreaAddress, "area", area_ids))
+    listed = values_read_at_once(addresses, "area", "key", "units")
     live = Opportunity.objects.filter(epilot_deleted_at__isnull=True).exclude(status="abgebrochen").exclude(address_key="")
+    projects = AusbauProject.objects.exclude(opportunity__address_key="")
+    if area_ids is not None:
+        wanted = sorted({key for _area, key, _units in listed})
+        live = live.filter(column_in(Opportunity, "address_key", wanted))
+        projects = projects.filter(opportunity__in=Opportunity.objects.filter(column_in(Opportunity, "address_key", wanted)))
     signed = set(live.filter(orders__epilot_deleted_at__isnull=True, orders__status__in=SIGNED_ORDER_STATUSES)
                  .values_list("address_key", flat=True).distinct())
     phases_by_key: dict[str, list[str]] = defaultdict(list)
-    for key, phase in AusbauProject.objects.exclude(opportunity__address_key="").values_list("opportunity__address_key",
-                                                                                              "phase"):
+    for key, phase in projects.values_list("opportunity__address_key", "phase"):
         phases_by_key[key].append(phase)
     figures = {area.pk: {"units_in_scope": 0, "addresses_in_scope": 0, "units_signed": 0, "units_connected": 0,
                          "projects_by_phase": defaultdict(int)} for area in areas}
-    for area_id, key, units in AreaAddress.objects.values_list("area_id", "key", "units").iterator(chunk_size=5000):
+    for area_id, key, units in listed:
         numbers = figures[area_id]
         numbers["units_in_scope"] += units
         numbers["addresses_in_scope"] += 1
@@ -170,3 +193,8 @@ def areas_refresh() -> int:
                 projects_by_phase=dict(numbers["projects_by_phase"]), figures_at=now)
             AreaSnapshot.objects.update_or_create(area=area, day=today, defaults={"units_signed": numbers["units_signed"]})
     return len(areas)
+
+
+def areas_on_projects_changed(sender: Any, opportunity_ids: set[int] | None, address_keys: set[str], **kwargs: Any) -> None:
+    """Listener of `projects_changed`: the areas at these addresses (all after a full run) get new figures."""
+    areas_refresh(address_keys=None if opportunity_ids is None else address_keys)

@@ -1,8 +1,8 @@
-"""Keeping the mirror whole around its pages: relations, definitions, executions, projects; `mirror_entities` after a write.
+"""Keeping the mirror whole around its pages: definitions and executions; `mirror_entities`, the way in for a few entities.
 
-Everything here is called inside or between the sync's transactions and after writes of the
-back-office; nothing here calls epilot except to read executions and definitions, and nothing
-evaluates local rules (the use cases do that once, explicitly).
+Relations are written with the rows (services/pages.py); what is derived from the mirror listens to
+its change event (services/changes.py). Nothing here calls epilot except to read entities,
+executions and definitions, and nothing evaluates local rules (the use cases do that once, explicitly).
 """
 from __future__ import annotations
 
@@ -14,15 +14,12 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import Model, OuterRef, Q, Subquery, TextField
-from django.db.models.functions import Cast
+from django.db import transaction
 from django.utils import timezone
 
 from integrations.connection import get_epilot_client
 from integrations.epilot import Entity, EpilotClient, EpilotError, EpilotNotFoundError, MalformedEntity
 from integrations.epilot import WorkflowExecution as RemoteExecution
-from integrations.epilot.types import relation_ids
 from projects.models import (
     Contact,
     MirroredStep,
@@ -32,26 +29,24 @@ from projects.models import (
     WorkflowDefinition,
     WorkflowExecution,
 )
-from projects.schemas import validate_schemas
-from projects.services.areas import areas_refresh
-from projects.services.bulk import among, bulk_upsert, column_in, json_key, values_read_at_once
+from projects.schemas import model_for, validate_schemas
+from projects.services.bulk import bulk_upsert, column_in, values_read_at_once
+from projects.services.changes import announce
 from projects.services.pacing import ReadGate
 from projects.services.pages import MirrorChanges, prepare_page, quarantine, store_page
-from projects.services.projects import projects_refresh
 from projects.services.rows import QuarantineReason, check_fits
 
 logger = logging.getLogger("projects.sync")
-LINK_CHUNK = 500  # order links per UPDATE
-LOOKUP_CHUNK = 50  # unlinked orders looked up per query among the opportunities' items
-UNLINK_CHUNK = 1000  # changed rows whose foreign keys are checked per statement
 EXECUTION_FETCHERS = 16  # executions read at most at once (GETs, which epilot does not rate-limit); see ReadGate
 EXECUTION_AHEAD = 100  # entities' executions read ahead of being stored (some 80 KB each in memory)
 EXECUTION_BATCH = 100  # entities whose executions are written per transaction
 
 
-def mirror_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | None = None) -> MirrorChanges:
-    """Bring the named entities (schema, epilot id) into the mirror now, after a write; watermarks stay as they are.
+def mirror_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | None = None,
+                    executions: Iterable[tuple[str, str, RemoteExecution]] = ()) -> MirrorChanges:
+    """Bring the named entities (schema, epilot id) into the mirror now, and announce the change; watermarks stay.
 
+    `executions` (schema, entity id, execution) were re-read after a write and are stored with them.
     Returns what changed, for the caller to evaluate local rules on. Raises UnknownSchema for a
     schema that is not mirrored, EpilotError when epilot cannot be read.
     """
@@ -61,137 +56,63 @@ def mirror_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | N
     validate_schemas(by_schema)
     client = client or get_epilot_client()
     counts = MirrorChanges()
-    for schema, ids in by_schema.items():
-        items: list[Entity | MalformedEntity] = []
-        for page in client.iter_list_entities([{"term": {"_schema": schema}}, {"ids": {"values": ids}}], include_deleted="true",
-                                               stable_for=0):
-            items.extend(page.results)
-        with transaction.atomic():
-            store_page(prepare_page(schema, items), counts, None, None, rewrite=False)
-    # Executions an earlier refresh of these entities stored the entity for but could not read.
-    asked = {epilot_id for ids in by_schema.values() for epilot_id in ids} - {e for _s, e, _w in counts.workflow_changes}
-    counts.workflow_changes.extend(pending_execution_reads(epilot_ids=asked))
-    link_orders_from_items(counts)
-    resolve_relations(counts)
-    refresh_executions(client, counts)
-    refresh_projects(counts, full=False)
+    try:
+        store_answers([(schema, entity_id, [execution], timezone.now()) for schema, entity_id, execution in executions],
+                      counts, complete=False)
+        for schema, ids in by_schema.items():
+            items: list[Entity | MalformedEntity] = []
+            for page in client.iter_list_entities([{"term": {"_schema": schema}}, {"ids": {"values": ids}}],
+                                                   include_deleted="true", stable_for=0):
+                items.extend(page.results)
+            with transaction.atomic():
+                store_page(prepare_page(schema, items), counts, None, None, rewrite=False)
+        # Executions an earlier refresh of these entities stored the entity for but could not read.
+        asked = {epilot_id for ids in by_schema.values() for epilot_id in ids} - {e for _s, e, _w in counts.workflow_changes}
+        counts.workflow_changes.extend(pending_execution_reads(epilot_ids=asked))
+        refresh_executions(client, counts)
+    finally:
+        announce(counts.as_event())  # what was stored is committed, also when a later read failed
     return counts
 
 
-def mirror_after_write(*, refs: Iterable[tuple[str, str]], client: EpilotClient | None = None) -> MirrorChanges:
+def mirror_executions(executions: Iterable[tuple[str, str, RemoteExecution]]) -> MirrorChanges:
+    """Store executions (schema, entity id, execution) re-read after a write, and announce the change.
+
+    Each is one execution, not its entity's whole list, so nothing else is removed.
+    """
+    counts = MirrorChanges()
+    store_answers([(schema, entity_id, [execution], timezone.now()) for schema, entity_id, execution in executions], counts,
+                  complete=False)
+    announce(counts.as_event())
+    return counts
+
+
+def mirror_purged(schema: str, epilot_id: str) -> bool:
+    """Mark a mirrored entity deleted that epilot no longer has at all, and announce it; False when none was live."""
+    model = model_for(schema)
+    if not model.objects.filter(epilot_id=epilot_id, epilot_deleted_at__isnull=True).update(epilot_deleted_at=timezone.now()):
+        return False
+    counts = MirrorChanges(deleted=1, kinds={(schema, epilot_id): "deleted"}, changed_refs=[(schema, epilot_id)])
+    if schema == "opportunity":
+        counts.touched_opportunities.add(epilot_id)
+    elif schema == "order":
+        counts.touched_orders.add(epilot_id)
+    announce(counts.as_event())
+    return True
+
+
+def mirror_after_write(*, refs: Iterable[tuple[str, str]], client: EpilotClient | None = None,
+                       executions: Iterable[tuple[str, str, RemoteExecution]] = ()) -> MirrorChanges:
     """mirror_entities after a write to epilot succeeded: a failed refresh is logged, not raised.
 
     The write itself is done; the next scheduled sync brings the mirror up to date (and evaluates
     the rules then). Returns what changed (nothing when the refresh failed).
     """
     try:
-        return mirror_entities(refs=refs, client=client)
+        return mirror_entities(refs=refs, client=client, executions=executions)
     except EpilotError as exc:
         logger.warning("mirror refresh after a write failed; the next sync catches up: %s", exc.message)
         return MirrorChanges()
-
-
-def link_orders_from_items(counts: MirrorChanges) -> None:
-    """Orders named in an opportunity's `items` relation belong to it, when the order does not say otherwise.
-
-    Set-based and in proportion to the changes: the links of the opportunities that changed are
-    known from their rows; a changed order left unlinked is looked up among the opportunities' items.
-    """
-    # An order written in this run with its opportunity resolved has a reference already (the update would not touch it).
-    links = {order_id: opportunity_id for order_id, opportunity_id in counts.item_links.items()
-             if order_id not in counts.linked_orders}
-    uncovered = [order_id for order_id in counts.touched_orders if order_id not in counts.item_links
-                 and order_id not in counts.linked_orders]
-    for start in range(0, len(uncovered), LOOKUP_CHUNK):
-        chunk = set(Order.objects.filter(epilot_id__in=uncovered[start:start + LOOKUP_CHUNK], opportunity_epilot_id="")
-                    .values_list("epilot_id", flat=True))
-        if not chunk:
-            continue
-        naming = Q()
-        for order_id in chunk:
-            naming |= Q(payload_text__contains=order_id)
-        candidates = Opportunity.objects.annotate(payload_text=Cast("payload", TextField())).filter(naming)
-        for epilot_id, items in candidates.values_list("epilot_id", json_key("payload", "items")):
-            for order_id in relation_ids(items):
-                if order_id in chunk:
-                    links.setdefault(order_id, epilot_id)
-    if not links:
-        return
-    # One UPDATE ... FROM (VALUES ...) per chunk of links: a single statement on SQLite (3.33+) and PostgreSQL.
-    table, column, key = (Order._meta.db_table, Order._meta.get_field("opportunity_epilot_id").column,
-                          Order._meta.get_field("epilot_id").column)
-    quote = connection.ops.quote_name
-    pairs = list(links.items())
-    with transaction.atomic(), connection.cursor() as cursor:
-        for start in range(0, len(pairs), LINK_CHUNK):
-            chunk = pairs[start:start + LINK_CHUNK]
-            values = ", ".join(["(%s, %s)"] * len(chunk))
-            cursor.execute(
-                # VALUES names its columns column1, column2 on both databases (SQLite takes no column aliases).
-                f"UPDATE {quote(table)} SET {quote(column)} = link.column2 FROM (VALUES {values}) AS link "
-                f"WHERE {quote(table)}.{quote(key)} = link.column1 AND {quote(table)}.{quote(column)} = ''",
-                [value for pair in chunk for value in pair])
-
-
-def resolve_relations(counts: MirrorChanges | None = None) -> None:
-    """Point foreign keys at mirrored rows; references to entities not mirrored yet stay open for a later run.
-
-    The orders `counts` changed first lose a foreign key that no longer matches their reference (an
-    opportunity that changed in epilot), so the fill below points them at the new one. Only orders
-    written without a resolved key can have one: a row whose reference was found got its key with
-    it, and an opportunity's customer key is always written with the row (NULL when not mirrored yet).
-    """
-    if counts is not None:
-        _unlink_changed(Order, "opportunity", [epilot_id for epilot_id in {*counts.touched_orders, *counts.item_links}
-                                               if epilot_id not in counts.linked_orders])
-    _link_by_epilot_id(Opportunity, "customer", Contact)
-    _link_by_epilot_id(Order, "opportunity", Opportunity)
-    for schema, field_name, model in (("opportunity", "opportunity", Opportunity), ("order", "order", Order),
-                                      ("contact", "contact", Contact)):
-        WorkflowExecution.objects.filter(entity_schema=schema, **{f"{field_name}__isnull": True}).update(
-            **{f"{field_name}_id": Subquery(model.objects.filter(epilot_id=OuterRef("entity_epilot_id")).values("id")[:1])})
-    WorkflowExecution.objects.filter(definition__isnull=True).update(
-        definition_id=Subquery(
-            WorkflowDefinition.objects.filter(epilot_id=OuterRef("definition_epilot_id"), engine=OuterRef("engine")).values("id")[
-                :1
-            ]
-        )
-    )
-
-
-def _unlink_changed(model: type[Model], field_name: str, epilot_ids: list[str]) -> None:
-    """Clear `field_name` on these rows where it points at another entity than their reference names."""
-    quote = connection.ops.quote_name
-    table = quote(model._meta.db_table)
-    target_model = model._meta.get_field(field_name).related_model
-    target = quote(target_model._meta.db_table)
-    foreign_key = quote(model._meta.get_field(field_name).column)
-    reference = quote(model._meta.get_field(f"{field_name}_epilot_id").column)
-    key = quote(model._meta.get_field("epilot_id").column)
-    with connection.cursor() as cursor:
-        for start in range(0, len(epilot_ids), UNLINK_CHUNK):
-            condition, params = among(f"{table}.{key}", epilot_ids[start:start + UNLINK_CHUNK])
-            cursor.execute(
-                f"UPDATE {table} SET {foreign_key} = NULL WHERE {condition} AND {table}.{foreign_key} IS NOT NULL "
-                f"AND NOT EXISTS (SELECT 1 FROM {target} AS linked WHERE linked.{quote(target_model._meta.pk.column)} = "
-                f"{table}.{foreign_key} AND linked.{quote(target_model._meta.get_field('epilot_id').column)} = "
-                f"{table}.{reference})", params)
-
-
-def _link_by_epilot_id(model: type[Model], field_name: str, target: type[Model]) -> None:
-    """Set `field_name` where it is empty but its epilot id names a mirrored row: one UPDATE ... FROM (a join).
-
-    A correlated subquery per row cost PostgreSQL a second for 20,000 opportunities (SQLite 3.33+ knows the join).
-    """
-    quote = connection.ops.quote_name
-    table, other = quote(model._meta.db_table), quote(target._meta.db_table)
-    foreign_key = quote(model._meta.get_field(field_name).column)
-    reference = quote(model._meta.get_field(f"{field_name}_epilot_id").column)
-    with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {table} SET {foreign_key} = target.{quote(target._meta.pk.column)} FROM {other} AS target "
-                       f"WHERE target.{quote(target._meta.get_field('epilot_id').column)} = {table}.{reference} "
-                       f"AND {table}.{foreign_key} IS NULL "
-                       f"AND {table}.{reference} <> ''")
 
 
 def sync_definitions(client: EpilotClient) -> int:
@@ -212,6 +133,7 @@ def sync_definitions(client: EpilotClient) -> int:
             continue
         unique[(d.engine, d.id)] = row
     objects = [WorkflowDefinition(**row) for row in unique.values()]
+    known = set(WorkflowDefinition.objects.values_list("engine", "epilot_id"))
     with transaction.atomic():
         WorkflowDefinition.objects.bulk_create(objects, update_conflicts=True, unique_fields=["engine", "epilot_id"],
                                                update_fields=["name", "enabled", "sections", "step_count", "payload",
@@ -220,10 +142,34 @@ def sync_definitions(client: EpilotClient) -> int:
         for engine in {engine for engine, _ in unique}:
             gone = gone.exclude(engine=engine, epilot_id__in=[epilot_id for known, epilot_id in unique if known == engine])
         gone.update(removed_in_epilot=True)
+        for engine, epilot_id in set(unique) - known:  # executions mirrored before their definition
+            WorkflowExecution.objects.filter(engine=engine, definition_epilot_id=epilot_id, definition__isnull=True).update(
+                definition=WorkflowDefinition.objects.get(engine=engine, epilot_id=epilot_id))
     return len(objects)
 
 
 Answer = tuple[str, str, list[RemoteExecution], dt.datetime]  # schema, entity id, its executions, read at
+
+
+def read_executions(client: EpilotClient, change: tuple[str, str, Any], v2_ids: set[str]) -> Answer:
+    """The executions of one entity whose `workflows` changed, read whole. Raises EpilotError."""
+    schema, epilot_id, workflows = change
+    read_at = timezone.now()
+    # The V1 list is light-weight ("steps are not loaded with all information", and which is left
+    # out the spec does not say: a state may come without its assignees), so each is read whole.
+    executions = []
+    for listed in client.get_executions(context=epilot_id, schema=schema):
+        try:
+            executions.append(client.get_execution(listed.id))
+        except EpilotNotFoundError:
+            continue  # deleted since it was listed
+    if isinstance(workflows, dict) and v2_ids & set(workflows):
+        executions += client.search_flow_executions(entity_id=epilot_id, entity_schema=schema)
+    return schema, epilot_id, executions, read_at
+
+
+def v2_definition_ids() -> set[str]:
+    return set(WorkflowDefinition.objects.filter(engine="v2").values_list("epilot_id", flat=True))
 
 
 class ExecutionFetcher:
@@ -237,7 +183,7 @@ class ExecutionFetcher:
     def __init__(self, client: EpilotClient, *, ahead: int = EXECUTION_AHEAD) -> None:
         self.client = client
         self.ahead = ahead
-        self.v2_ids = set(WorkflowDefinition.objects.filter(engine="v2").values_list("epilot_id", flat=True))
+        self.v2_ids = v2_definition_ids()
         self.pool = ThreadPoolExecutor(max_workers=EXECUTION_FETCHERS, thread_name_prefix="epilot-executions")
         self.gate = ReadGate(most=EXECUTION_FETCHERS)
         self.pending: deque[Future[Answer]] = deque()
@@ -277,37 +223,32 @@ class ExecutionFetcher:
         return batch
 
     def _fetch(self, change: tuple[str, str, Any]) -> Answer:
-        schema, epilot_id, workflows = change
         with self.gate.slot():
-            read_at = timezone.now()
-            # The V1 list is light-weight ("steps are not loaded with all information", and which is left
-            # out the spec does not say: a state may come without its assignees), so each is read whole.
-            executions = []
-            for listed in self.client.get_executions(context=epilot_id, schema=schema):
-                try:
-                    executions.append(self.client.get_execution(listed.id))
-                except EpilotNotFoundError:
-                    continue  # deleted since it was listed
-            if isinstance(workflows, dict) and self.v2_ids & set(workflows):
-                executions += self.client.search_flow_executions(entity_id=epilot_id, entity_schema=schema)
-        return schema, epilot_id, executions, read_at
+            return read_executions(self.client, change, self.v2_ids)
 
 
 def refresh_executions(client: EpilotClient, counts: MirrorChanges, heartbeat: Callable[[], None] | None = None,
                        fetcher: ExecutionFetcher | None = None) -> None:
     """Mirror the executions of entities whose `workflows` attribute changed; `heartbeat` is called after each batch.
 
-    A few reads run at once (EXECUTION_FETCHERS, well within epilot's limits), through `fetcher` if
-    the caller started one already; the mirror is written by this thread, a batch of entities per
-    transaction. Raises EpilotError as a read did.
+    A few entities (a webhook, a write) are read here, one after the other; more go through
+    `fetcher` (or one started here), which reads EXECUTION_FETCHERS at once, well within epilot's
+    limits. The mirror is written by this thread, a batch of entities per transaction. Raises
+    EpilotError as a read did.
     """
+    if fetcher is None and len(counts.workflow_changes) <= READ_IN_LINE:
+        if counts.workflow_changes:
+            v2_ids = v2_definition_ids()
+            store_answers([read_executions(client, change, v2_ids) for change in counts.workflow_changes], counts)
+        return
     with contextlib.nullcontext(fetcher) if fetcher else ExecutionFetcher(client) as reader:
         for fetched in reader.answers(counts.workflow_changes):
-            _store_answers(fetched, counts)
+            store_answers(fetched, counts)
             if heartbeat:
                 heartbeat()
-    if counts.workflow_changes:
-        resolve_relations()
+
+
+READ_IN_LINE = 4  # entities whose executions are read without starting the fetcher's threads
 
 
 def store_ready_executions(fetcher: ExecutionFetcher, counts: MirrorChanges) -> None:
@@ -319,58 +260,20 @@ def store_ready_executions(fetcher: ExecutionFetcher, counts: MirrorChanges) -> 
     """
     fetched = fetcher.ready(counts.workflow_changes)
     if fetched:
-        _store_answers(fetched, counts)
+        store_answers(fetched, counts)
 
 
-def _store_answers(fetched: list[Answer], counts: MirrorChanges) -> None:
-    store_executions_of(fetched)
+def store_answers(fetched: list[Answer], counts: MirrorChanges, *, complete: bool = True) -> None:
+    """Store executions as read (see `store_executions_of`) and record their entities in the change set."""
+    if not fetched:
+        return
+    store_executions_of(fetched, complete=complete)
     for schema, epilot_id, _executions, _read_at in fetched:
+        counts.executions_stored.add((schema, epilot_id))
         if schema == "opportunity":
             counts.touched_opportunities.add(epilot_id)
         elif schema == "order":
             counts.touched_orders.add(epilot_id)
-
-
-def refresh_executions_and_projects(client: EpilotClient, counts: MirrorChanges, fetcher: ExecutionFetcher, *, full: bool,
-                                    heartbeat: Callable[[], None]) -> None:
-    """`refresh_executions`, then `refresh_projects`; the projects no workflow change can touch are refreshed
-    while epilot still answers for the executions, and the answers that came are stored between their chunks.
-
-    `heartbeat` is called between chunks and batches. Raises EpilotError as a read did.
-    """
-    waiting = _owners_of(counts.workflow_changes)
-    early = _project_ids(counts, full=full) - waiting
-
-    def between_chunks() -> None:
-        store_ready_executions(fetcher, counts)
-        heartbeat()
-
-    with counts.timed("projects"):
-        projects_refresh(opportunity_ids=early, between_chunks=between_chunks)
-    with counts.timed("executions"):
-        refresh_executions(client, counts, heartbeat=heartbeat, fetcher=fetcher)
-    with counts.timed("projects"):
-        if waiting:
-            projects_refresh(opportunity_ids=waiting)
-        if early or waiting:
-            areas_refresh()
-
-
-def _owners_of(changes: list[tuple[str, str, Any]]) -> set[int]:
-    """The opportunities (pks) whose projects the workflows of these (schema, epilot id, workflows) feed."""
-    named = MirrorChanges(touched_opportunities={epilot_id for schema, epilot_id, _ in changes if schema == "opportunity"},
-                          touched_orders={epilot_id for schema, epilot_id, _ in changes if schema == "order"})
-    return _project_ids(named, full=False)
-
-
-def _project_ids(counts: MirrorChanges, *, full: bool) -> set[int]:
-    """The opportunities (pks) whose projects the changes touched: all of them after a full run."""
-    if full:
-        return set(values_read_at_once(Opportunity.objects.order_by(), "id", flat=True))
-    opportunities = Opportunity.objects.filter(column_in(Opportunity, "epilot_id", list(counts.touched_opportunities)))
-    orders = Order.objects.filter(column_in(Order, "epilot_id", list(counts.touched_orders)), opportunity__isnull=False)
-    return (set(values_read_at_once(opportunities.order_by(), "id", flat=True))
-            | set(values_read_at_once(orders.order_by(), "opportunity", flat=True)))
 
 
 EXECUTION_FIELDS = ["engine", "definition_epilot_id", "name", "entity_schema", "entity_epilot_id", "status", "current_section",
@@ -414,12 +317,32 @@ def store_executions_of(answers: list[tuple[str, str, list[RemoteExecution], dt.
             stored.append(e)
     with transaction.atomic():
         if rows:
-            bulk_upsert(WorkflowExecution, rows, unique_field="epilot_id", update_fields=EXECUTION_FIELDS,
+            _with_foreign_keys(rows)
+            bulk_upsert(WorkflowExecution, rows, unique_field="epilot_id", update_fields=[*EXECUTION_FIELDS, *EXECUTION_LINKS],
                         newer_by="epilot_updated_at")
             store_steps(stored, now)
         if complete:
             _delete_vanished_executions(answers)
             _clear_pending_reads(answers)
+
+
+EXECUTION_LINKS = ["opportunity", "order", "contact", "definition"]
+ENTITY_MODELS = {"opportunity": Opportunity, "order": Order, "contact": Contact}
+
+
+def _with_foreign_keys(rows: list[dict[str, Any]]) -> None:
+    """Point each execution row at its mirrored entity and definition (None where not mirrored yet): found by id."""
+    pks: dict[str, dict[str, int]] = {}
+    for schema, model in ENTITY_MODELS.items():
+        ids = sorted({row["entity_epilot_id"] for row in rows if row["entity_schema"] == schema})
+        pks[schema] = dict(values_read_at_once(model.objects.filter(column_in(model, "epilot_id", ids)).order_by(),
+                                               "epilot_id", "id")) if ids else {}
+    definitions = {(engine, epilot_id): pk for engine, epilot_id, pk in WorkflowDefinition.objects.filter(
+        epilot_id__in={row["definition_epilot_id"] for row in rows}).values_list("engine", "epilot_id", "pk")}
+    for row in rows:
+        for schema in ENTITY_MODELS:
+            row[schema] = pks[schema].get(row["entity_epilot_id"]) if row["entity_schema"] == schema else None
+        row["definition"] = definitions.get((row["engine"], row["definition_epilot_id"]))
 
 
 def _delete_vanished_executions(answers: list[tuple[str, str, list[RemoteExecution], dt.datetime]]) -> None:
@@ -505,15 +428,3 @@ def store_steps(executions: list[RemoteExecution], now: dt.datetime) -> None:
 
 STEP_FIELDS = ["execution", "epilot_id", "position", "section", "section_epilot_id", "name", "status", "enabled",
                "execution_type", "assigned_to", "assignees", "due_date", "completed_at", "assigned_at", "synced_at"]
-
-
-def refresh_projects(counts: MirrorChanges, *, full: bool) -> None:
-    """Recompute the projects the changes touched (all when `full`), then the rollout areas' figures if anything changed."""
-    if full:
-        projects_refresh()
-        areas_refresh()
-        return
-    ids = _project_ids(counts, full=False)
-    if ids:
-        projects_refresh(opportunity_ids=ids)
-        areas_refresh()

@@ -15,14 +15,27 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, models, transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from integrations.epilot import Entity, MalformedEntity
 from integrations.epilot.types import relation_ids
-from projects.models import Contact, Opportunity, PendingExecutionRead, QuarantinedEntity, SyncRun, SyncState
+from projects.models import (
+    Contact,
+    MirroredEntity,
+    Opportunity,
+    OpportunityItem,
+    Order,
+    PendingExecutionRead,
+    QuarantinedEntity,
+    SyncRun,
+    SyncState,
+    WorkflowExecution,
+)
 from projects.schemas import CORE_SCHEMAS, model_for
 from projects.services.bulk import bulk_upsert, column_in, json_key, values_read_at_once
+from projects.services.changes import EntitiesChanged
 from projects.services.rows import (
     COMMON_FIELDS,
     EXTRA_FIELDS,
@@ -49,9 +62,23 @@ class MirrorChanges:
     touched_orders: set[str] = field(default_factory=set)
     workflow_changes: list[tuple[str, str, Any]] = field(default_factory=list)
     changed_refs: list[tuple[str, str]] = field(default_factory=list)
-    item_links: dict[str, str] = field(default_factory=dict)  # order id -> opportunity id, from changed opportunities' items
-    linked_orders: set[str] = field(default_factory=set)  # orders written with their opportunity's foreign key resolved
+    kinds: dict[tuple[str, str], str] = field(default_factory=dict)  # (schema, id) -> created, updated or deleted
+    previous_owners: set[int] = field(default_factory=set)  # opportunities (pks) changed orders belonged to before
+    previous_address_keys: set[str] = field(default_factory=set)  # address keys changed opportunities had before
+    relinked_orders: set[str] = field(default_factory=set)  # orders whose opportunity changed through items
+    executions_stored: set[tuple[str, str]] = field(default_factory=set)  # entities whose executions were stored
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def as_event(self, *, full: bool = False) -> EntitiesChanged:
+        """The change set as the mirror announces it: every entity whose row (or executions, or order link) changed."""
+        kinds = dict(self.kinds)
+        for ref in self.executions_stored:
+            kinds.setdefault(ref, "workflows")
+        for epilot_id in self.relinked_orders:
+            kinds.setdefault(("order", epilot_id), "linked")
+        return EntitiesChanged(refs=tuple(kinds), kinds=kinds, opportunities=frozenset(self.touched_opportunities),
+                               orders=frozenset(self.touched_orders), previous_owners=frozenset(self.previous_owners),
+                               previous_address_keys=frozenset(self.previous_address_keys), full=full)
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:
@@ -107,9 +134,11 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
     now = timezone.now()
     counts.seconds["rows"] += page.seconds
     known = model.objects.filter(column_in(model, "epilot_id", list(rows)))
+    before_column = BEFORE_COLUMNS.get(schema)
     existing = {
-        epilot_id: (updated_at, deleted_at, workflows) for epilot_id, updated_at, deleted_at, workflows
-        in known.values_list("epilot_id", "epilot_updated_at", "epilot_deleted_at", json_key("payload", "workflows"))
+        epilot_id: (updated_at, deleted_at, workflows, before) for epilot_id, updated_at, deleted_at, workflows, before
+        in known.values_list("epilot_id", "epilot_updated_at", "epilot_deleted_at", json_key("payload", "workflows"),
+                             before_column or "epilot_id")
     }
     changed: dict[str, dict[str, Any]] = {}
     kinds: dict[str, str] = {}
@@ -128,19 +157,15 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
         changed[epilot_id] = row
     update_fields = COMMON_FIELDS + EXTRA_FIELDS.get(schema, ["schema"] if schema not in CORE_SCHEMAS else [])
     extra: dict[str, Any] = {"schema": schema} if schema not in CORE_SCHEMAS else {}
-    # An order linked through its opportunity's items has no relation of its own: a new version of it
-    # keeps the link instead of dropping it until an opportunity names it again.
-    keep = ["opportunity_epilot_id"] if schema == "order" else []
     batch = [{**row, **extra} for row in changed.values()]
-    if schema == "order":
-        # Most orders are named only in their opportunity's items; the opportunities of this run are
-        # stored already, so the link is written with the order instead of by a second UPDATE later.
+    if schema == "order" and batch:
+        # An order without a relation of its own belongs to the opportunity whose items name it (a row each).
+        named = items_naming([row["epilot_id"] for row in batch if not row["opportunity_epilot_id"]])
         for row in batch:
-            row["opportunity_epilot_id"] = row["opportunity_epilot_id"] or counts.item_links.get(row["epilot_id"], "")
-        keep.append("opportunity")  # an order whose opportunity is not known yet keeps the link it had
+            row["opportunity_epilot_id"] = row["opportunity_epilot_id"] or named.get(row["epilot_id"], "")
     # The foreign keys are looked up now (contacts are synced before opportunities, opportunities
     # before orders): writing them with the row spares PostgreSQL a second version of every row.
-    link = {"opportunity": ("customer", Contact), "order": ("opportunity", Opportunity)}.get(schema)
+    link = FOREIGN_KEYS.get(schema)
     if link and batch:
         field_name, target = link
         reference = f"{field_name}_epilot_id"
@@ -153,7 +178,7 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
 
     def write(batch: list[dict[str, Any]]) -> None:
         bulk_upsert(model, batch, unique_field="epilot_id", update_fields=update_fields, newer_by="epilot_updated_at",
-                    keep_when_empty=keep, believed_new=not existing)
+                    believed_new=not existing)
 
     with counts.timed("write"):
         refused = write_isolating_failures(write, batch)
@@ -174,14 +199,19 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
     # Recorded with the entity: should its executions not be read now, the next sync reads them.
     bulk_upsert(PendingExecutionRead, to_read, unique_field="epilot_id", update_fields=["schema", "workflows", "since"])
     counts.changed_refs.extend((schema, epilot_id) for epilot_id in changed)
+    counts.kinds.update(((schema, epilot_id), kind) for epilot_id, kind in kinds.items())
+    created = [epilot_id for epilot_id, kind in kinds.items() if kind == "created"]
+    if created:
+        link_waiting_for(schema, created)
     if schema == "opportunity":
         counts.touched_opportunities.update(changed)
-        for epilot_id in changed:
-            for order_id in relation_ids(changed[epilot_id]["payload"].get("items")):
-                counts.item_links[order_id] = epilot_id
+        counts.previous_address_keys.update(existing[epilot_id][3] for epilot_id in changed
+                                            if epilot_id in existing and existing[epilot_id][3])
+        store_items(changed, known=[epilot_id for epilot_id in changed if epilot_id in existing], counts=counts)
     elif schema == "order":
         counts.touched_orders.update(changed)
-        counts.linked_orders.update(row["epilot_id"] for row in batch if row.get("opportunity") and row["epilot_id"] in changed)
+        counts.previous_owners.update(existing[epilot_id][3] for epilot_id in changed
+                                      if epilot_id in existing and existing[epilot_id][3])
     if rows and QuarantinedEntity.objects.filter(schema=schema).exists():  # (the common case needs no id list)
         QuarantinedEntity.objects.filter(schema=schema, epilot_id__in=list(rows)).delete()  # repaired in epilot
     counts.quarantined += sum(
@@ -192,6 +222,95 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
         state.watermark_updated_at, state.watermark_id = page.last
         SyncState.objects.filter(pk=state.pk).update(watermark_updated_at=page.last[0], watermark_id=page.last[1])
     return len(changed)
+
+
+# What a changed row's previous version tells the listeners: the address an opportunity had, the opportunity an order had.
+BEFORE_COLUMNS = {"opportunity": "address_key", "order": "opportunity"}
+# Foreign keys written with the row: the field, and the model its `<field>_epilot_id` names.
+FOREIGN_KEYS: dict[str, tuple[str, type[MirroredEntity]]] = {"opportunity": ("customer", Contact),
+                                                                "order": ("opportunity", Opportunity)}
+# Rows that name an entity of this schema by epilot id, and the foreign key they get once it is mirrored.
+WAITING_FOR: dict[str, list[tuple[type[models.Model], dict[str, Any], str, str]]] = {
+    "contact": [(Opportunity, {}, "customer_epilot_id", "customer"),
+                (WorkflowExecution, {"entity_schema": "contact"}, "entity_epilot_id", "contact")],
+    "opportunity": [(Order, {}, "opportunity_epilot_id", "opportunity"),
+                    (WorkflowExecution, {"entity_schema": "opportunity"}, "entity_epilot_id", "opportunity")],
+    "order": [(WorkflowExecution, {"entity_schema": "order"}, "entity_epilot_id", "order")],
+}
+
+
+def link_waiting_for(schema: str, created: list[str]) -> None:
+    """Point the foreign keys of rows that named these newly mirrored entities before they were mirrored at them.
+
+    Found by the indexed epilot id the rows keep, so the cost follows the entities created, not the tables.
+    """
+    target = model_for(schema)
+    for model, condition, reference, field_name in WAITING_FOR.get(schema, []):
+        waiting = model.objects.filter(column_in(model, reference, created), **condition, **{f"{field_name}__isnull": True})
+        waiting.update(**{f"{field_name}_id": Subquery(target.objects.filter(epilot_id=OuterRef(reference)).values("id")[:1])})
+
+
+def items_naming(order_ids: list[str]) -> dict[str, str]:
+    """order id -> the opportunity whose `items` name it (the smallest id, should several name it)."""
+    if not order_ids:
+        return {}
+    named: dict[str, str] = {}
+    for order_id, opportunity_id in values_read_at_once(
+            OpportunityItem.objects.filter(column_in(OpportunityItem, "order_epilot_id", order_ids)).order_by(),
+            "order_epilot_id", "opportunity_epilot_id"):
+        if order_id not in named or opportunity_id < named[order_id]:
+            named[order_id] = opportunity_id
+    return named
+
+
+def item_ids(payload: dict[str, Any]) -> set[str]:
+    """The order ids an opportunity's `items` relation names (ids no order can have are left out)."""
+    return {str(order_id) for order_id in relation_ids(payload.get("items")) if len(str(order_id)) <= ITEM_ID_LENGTH}
+
+
+ITEM_ID_LENGTH = OpportunityItem._meta.get_field("order_epilot_id").max_length
+
+
+def store_items(changed: dict[str, dict[str, Any]], *, known: list[str], counts: MirrorChanges) -> None:
+    """Replace the item rows of these opportunities (`known`: those mirrored before) and relink the orders that
+    gained or lost a naming opportunity. Call inside the transaction that wrote the opportunities."""
+    wanted = {(opportunity_id, order_id) for opportunity_id, row in changed.items() for order_id in item_ids(row["payload"])}
+    had: dict[tuple[str, str], int] = {}
+    if known:
+        had = {(opportunity_id, order_id): pk for pk, opportunity_id, order_id in values_read_at_once(
+            OpportunityItem.objects.filter(column_in(OpportunityItem, "opportunity_epilot_id", known)).order_by(),
+            "pk", "opportunity_epilot_id", "order_epilot_id")}
+    gone = [pk for pair, pk in had.items() if pair not in wanted]
+    new = [pair for pair in wanted if pair not in had]
+    if gone:
+        OpportunityItem.objects.filter(pk__in=gone).delete()
+    if new:
+        OpportunityItem.objects.bulk_create([OpportunityItem(opportunity_epilot_id=opportunity_id, order_epilot_id=order_id)
+                                             for opportunity_id, order_id in new], batch_size=1000, ignore_conflicts=True)
+    affected = {order_id for _opportunity_id, order_id in new} | {pair[1] for pair in had if pair not in wanted}
+    if affected:
+        relink_orders(sorted(affected), counts)
+
+
+def relink_orders(order_ids: list[str], counts: MirrorChanges) -> None:
+    """Point mirrored orders without a relation of their own at the opportunity whose items name them now."""
+    mirrored = Order.objects.filter(column_in(Order, "epilot_id", order_ids)).order_by()
+    rows = [(pk, epilot_id, reference, owner) for pk, epilot_id, reference, owner, own in mirrored.values_list(
+        "pk", "epilot_id", "opportunity_epilot_id", "opportunity", json_key("payload", "opportunity"))
+        if not relation_ids(own)]
+    named = items_naming([epilot_id for _pk, epilot_id, _reference, _owner in rows])
+    moved = [(pk, epilot_id, named.get(epilot_id, ""), owner) for pk, epilot_id, reference, owner in rows
+             if named.get(epilot_id, "") != reference]
+    if not moved:
+        return
+    wanted = list({new for _pk, _id, new, _owner in moved if new})
+    owners = dict(Opportunity.objects.filter(column_in(Opportunity, "epilot_id", wanted)).values_list("epilot_id", "pk"))
+    Order.objects.bulk_update([Order(pk=pk, opportunity_epilot_id=new, opportunity_id=owners.get(new))
+                               for pk, _epilot_id, new, _owner in moved], ["opportunity_epilot_id", "opportunity"],
+                              batch_size=500)
+    counts.previous_owners.update(owner for _pk, _id, _new, owner in moved if owner)
+    counts.relinked_orders.update(epilot_id for _pk, epilot_id, _new, _owner in moved)
+    counts.touched_orders.update(counts.relinked_orders)
 
 
 def write_isolating_failures(write: Callable[[list[dict[str, Any]]], Any],

@@ -1,6 +1,6 @@
 """Derive Ausbau projects from mirrored opportunities, orders and workflow executions.
 
-Phase rules, first match wins:
+Phase rules, first match wins (one function each below, with a test each):
 1. cancelled    the opportunity is deleted in epilot or its status is `abgebrochen`;
 2. completed    an order is `completed`, or a workflow on the opportunity or its orders is DONE
                 and none still runs;
@@ -8,31 +8,168 @@ Phase rules, first match wins:
                 past its first section;
 4. approved     the opportunity is `geschlossen` (approved) or has an order that is not cancelled;
 5. planning     everything else (`ausstehend`, `bearbeitung` without orders).
-Progress is the completed share of steps of the most recently started execution; the budget is
-the sum of the orders' totals, else the opportunity's own budget.
+Progress is the completed share of steps of the most recently started execution (a running one
+first); the budget is the sum of the orders' totals, else the opportunity's own budget.
+
+A refresh reads the facts of a chunk of opportunities (three indexed queries), derives each project
+in Python and upserts them; it listens to the mirror's change event and recomputes only the
+projects the changed entities touch.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.utils import timezone
 
 from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
-from projects.services.bulk import among, values_read_at_once
+from projects.services.bulk import bulk_upsert, column_in, values_read_at_once
+from projects.services.changes import EntitiesChanged, projects_changed
 
-CANCELLED_STATUSES = ["abgebrochen"]
-APPROVED_STATUSES = ["geschlossen"]
+CANCELLED_STATUSES = ("abgebrochen",)
+APPROVED_STATUSES = ("geschlossen",)
 CHUNK = 2000
 Phase = AusbauProject.Phase
+PROJECT_FIELDS = ["title", "phase", "progress_percent", "current_section", "current_step", "budget", "has_running_workflow",
+                  "tags", "updated_at"]
+
+
+@dataclass(frozen=True, slots=True)
+class OpportunityFacts:
+    pk: int
+    title: str
+    status: str
+    deleted: bool
+    budget: Decimal | None
+    tags: Any
+    updated_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFacts:
+    status: str
+    deleted: bool
+    amount_total: int | None
+    updated_at: dt.datetime | None
+
+    @property
+    def live(self) -> bool:
+        return not self.deleted and self.status != "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionFacts:
+    pk: int
+    status: str
+    on_order: bool
+    current_section: str
+    first_section: str | None
+    current_step: str
+    completed_steps: int
+    total_steps: int
+    started_at: dt.datetime | None
+    updated_at: dt.datetime | None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "STARTED"
+
+
+def is_cancelled(opportunity: OpportunityFacts) -> bool:
+    return opportunity.deleted or opportunity.status in CANCELLED_STATUSES
+
+
+def is_completed(orders: Sequence[OrderFacts], executions: Sequence[ExecutionFacts]) -> bool:
+    if any(order.live and order.status == "completed" for order in orders):
+        return True
+    return any(e.status == "DONE" for e in executions) and not any(e.running for e in executions)
+
+
+def is_in_construction(executions: Sequence[ExecutionFacts]) -> bool:
+    return any(e.running and (e.on_order or has_moved_past_first_section(e)) for e in executions)
+
+
+def has_moved_past_first_section(execution: ExecutionFacts) -> bool:
+    return bool(execution.current_section) and execution.current_section != execution.first_section
+
+
+def is_approved(opportunity: OpportunityFacts, orders: Sequence[OrderFacts]) -> bool:
+    return opportunity.status in APPROVED_STATUSES or any(order.live for order in orders)
+
+
+def phase_of(opportunity: OpportunityFacts, orders: Sequence[OrderFacts], executions: Sequence[ExecutionFacts]) -> str:
+    """The first rule of the module docstring that matches."""
+    if is_cancelled(opportunity):
+        return Phase.CANCELLED
+    if is_completed(orders, executions):
+        return Phase.COMPLETED
+    if is_in_construction(executions):
+        return Phase.CONSTRUCTION
+    if is_approved(opportunity, orders):
+        return Phase.APPROVED
+    return Phase.PLANNING
+
+
+def latest_execution(executions: Sequence[ExecutionFacts]) -> ExecutionFacts | None:
+    """A running execution before others, then the most recently started (never started last), then the first made."""
+    def rank(e: ExecutionFacts) -> tuple[bool, bool, float, int]:
+        return (not e.running, e.started_at is None, -e.started_at.timestamp() if e.started_at else 0.0, e.pk)
+
+    return min(executions, key=rank, default=None)
+
+
+def percent(done: int, total: int) -> int:
+    """100 · done / total rounded half to even, as Python's round() does, in integers."""
+    whole, rest = divmod(100 * done, total)
+    return whole + (1 if 2 * rest > total else whole % 2 if 2 * rest == total else 0)
+
+
+def tags_text(tags: Any) -> str:
+    """The tags as ',a,b,' (commas inside a tag become spaces), so any database can filter on one; '' without tags."""
+    if not isinstance(tags, list) or not tags:
+        return ""
+    return ("," + ",".join(str(tag).replace(",", " ") for tag in tags) + ",")[:1000]
+
+
+def derive_project(opportunity: OpportunityFacts, orders: Sequence[OrderFacts], executions: Sequence[ExecutionFacts],
+                   now: dt.datetime) -> dict[str, Any]:
+    """The project row of one opportunity."""
+    phase = phase_of(opportunity, orders, executions)
+    latest = latest_execution(executions)
+    running = latest is not None and latest.running
+    if phase == Phase.COMPLETED:
+        progress = 100
+    elif latest is not None and latest.total_steps > 0:
+        progress = percent(latest.completed_steps, latest.total_steps)
+    else:
+        progress = 0
+    totals = [order.amount_total for order in orders if order.live and order.amount_total is not None]
+    moments = [m for m in (opportunity.updated_at, *(o.updated_at for o in orders), *(e.updated_at for e in executions)) if m]
+    return {
+        "opportunity": opportunity.pk, "title": opportunity.title[:500], "phase": phase, "progress_percent": progress,
+        "current_section": latest.current_section if running else "", "current_step": latest.current_step if running else "",
+        "budget": (Decimal(sum(totals)) / 100).quantize(Decimal("0.01")) if totals else opportunity.budget,
+        "has_running_workflow": any(e.running for e in executions), "tags": tags_text(opportunity.tags),
+        "updated_at": max(moments, default=now),
+    }
+
+
+def in_scope(opportunity: OpportunityFacts, wanted: set[str]) -> bool:
+    """Every opportunity is a project unless AUSBAU_PROJECT_TAGS names tags; then one of them must be on it."""
+    return not wanted or (isinstance(opportunity.tags, list) and any(str(tag) in wanted for tag in opportunity.tags))
 
 
 def projects_refresh(*, opportunity_ids: Iterable[int] | None = None, between_chunks: Callable[[], None] | None = None) -> int:
-    """Recompute the projects of the given opportunities (all when None); returns how many were written.
+    """Recompute the projects of the given opportunities (pks; all when None); returns how many were written.
 
-    Each chunk is derived and written by the database in one statement (`INSERT ... SELECT`), so
-    nothing is read into Python; `between_chunks` is called after each chunk's transaction.
+    Opportunities out of scope lose their project. `between_chunks` is called after each chunk's transaction.
     """
     ids = (sorted(set(opportunity_ids)) if opportunity_ids is not None
            else sorted(values_read_at_once(Opportunity.objects.order_by(), "id", flat=True)))
@@ -45,134 +182,69 @@ def projects_refresh(*, opportunity_ids: Iterable[int] | None = None, between_ch
 
 
 def _refresh_chunk(ids: list[int]) -> int:
-    """Derive and upsert the projects of these opportunities (those out of scope lose theirs); returns how many."""
-    quote = connection.ops.quote_name
-    dialect = _DIALECTS[connection.vendor]
-    chunk, chunk_params = among("p.id", ids)
-    orders_chunk, orders_params = among("opportunity_id", ids)
-    on_opportunity, on_opportunity_params = among("e.opportunity_id", ids)
-    on_order, on_order_params = among("o.opportunity_id", ids)
-    wanted = sorted(set(settings.AUSBAU_PROJECT_TAGS))
-    tagged = (f"EXISTS (SELECT 1 FROM {dialect['tag_values'].format(column='p.tags')} "
-              f"WHERE t.value IN ({', '.join(['%s'] * len(wanted))}))") if wanted else ""
-    sql = _DERIVE.format(
-        project=quote(AusbauProject._meta.db_table), opportunity=quote(Opportunity._meta.db_table),
-        order=quote(Order._meta.db_table), execution=quote(WorkflowExecution._meta.db_table),
-        orders_chunk=orders_chunk, on_opportunity=on_opportunity, on_order=on_order, chunk=chunk,
-        in_scope=tagged or "1 = 1",
-        cancelled=", ".join(["%s"] * len(CANCELLED_STATUSES)), approved=", ".join(["%s"] * len(APPROVED_STATUSES)),
-        first_section=dialect["first_section"], latest_update=dialect["latest_update"], euros=dialect["euros"],
-        tags=dialect["tags_text"].format(column="d.tags"))
-    params = [*orders_params, *on_opportunity_params, *on_order_params,
-              *CANCELLED_STATUSES, Phase.CANCELLED, Phase.COMPLETED, Phase.CONSTRUCTION, *APPROVED_STATUSES, Phase.APPROVED,
-              Phase.PLANNING, *chunk_params, *wanted, Phase.COMPLETED, connection.ops.adapt_datetimefield_value(timezone.now())]
-    with transaction.atomic(), connection.cursor() as cursor:
+    opportunities, orders, executions = _facts(ids)
+    wanted = set(settings.AUSBAU_PROJECT_TAGS)
+    now = timezone.now()
+    rows = [derive_project(o, orders.get(o.pk, ()), executions.get(o.pk, ()), now) for o in opportunities if in_scope(o, wanted)]
+    with transaction.atomic():
         if wanted:
-            cursor.execute(f"DELETE FROM {quote(AusbauProject._meta.db_table)} WHERE opportunity_id IN "
-                           f"(SELECT p.id FROM {quote(Opportunity._meta.db_table)} p WHERE {chunk} AND NOT {tagged})",
-                           [*chunk_params, *wanted])
-        cursor.execute(sql, params)
-        return cursor.rowcount
+            dropped = [o.pk for o in opportunities if not in_scope(o, wanted)]
+            AusbauProject.objects.filter(column_in(AusbauProject, "opportunity", dropped)).delete()
+        bulk_upsert(AusbauProject, rows, unique_field="opportunity", update_fields=PROJECT_FIELDS)
+    return len(rows)
 
 
-# Where SQLite and PostgreSQL differ: JSON paths and arrays, the latest of several possibly missing
-# moments (SQLite's MAX() of several values is NULL if one is; its datetimes are ISO texts), and cents
-# to euros (a REAL in SQLite's decimal column, as Django stores a Decimal there).
-_PG_TAGS = "jsonb_array_elements_text(CASE WHEN jsonb_typeof({column}) = 'array' THEN {column} ELSE '[]'::jsonb END)"
-_DIALECTS = {
-    "sqlite": {
-        "first_section": "COALESCE(NULLIF(json_extract(e.flow, '$.flow[0].name'), ''), "
-                         "json_extract(e.flow, '$.phases[0].name'))",
-        "tag_values": "json_each({column}) AS t",
-        # group_concat() takes json_each()'s rows in the array's order
-        "tags_text": "(SELECT ',' || group_concat(replace(value, ',', ' '), ',') || ',' FROM json_each({column}))",
-        "latest_update": "NULLIF(MAX(COALESCE(p.epilot_updated_at, ''), COALESCE(o.updated, ''), COALESCE(x.updated, '')), '')",
-        "euros": "d.total / 100.0",
-    },
-    "postgresql": {
-        "first_section": "COALESCE(NULLIF(e.flow -> 'flow' -> 0 ->> 'name', ''), e.flow -> 'phases' -> 0 ->> 'name')",
-        "tag_values": f"{_PG_TAGS} AS t(value)",
-        "tags_text": f"(SELECT ',' || string_agg(replace(t.value, ',', ' '), ',' ORDER BY t.n) || ',' "
-                     f"FROM {_PG_TAGS} WITH ORDINALITY AS t(value, n))",
-        "latest_update": "GREATEST(p.epilot_updated_at, o.updated, x.updated)",
-        "euros": "d.total::numeric / 100",
-    },
-}
+FIRST_SECTION = (KeyTextTransform("name", KeyTransform("0", KeyTransform("flow", "flow"))),  # V1: flow[0].name
+                 KeyTextTransform("name", KeyTransform("0", KeyTransform("phases", "flow"))))  # V2: phases[0].name
+EXECUTION_COLUMNS = ("pk", "status", "order", "current_section", "current_step", "completed_steps", "total_steps", "started_at",
+                     "epilot_updated_at")
 
-# The rules of the module docstring in one statement per chunk: an opportunity's orders and the
-# executions on it or on its orders (each found through an index, so a few changed projects cost a
-# few lookups) are aggregated, and its latest execution (a running one first, then the most
-# recently started) gives progress and the current step. Progress rounds half to even, as Python's
-# round() does. Text placeholders ({...}) are filled in first, parameters (%s) when it runs.
-# INSERT comes first: sqlite3 counts the rows of a statement only when it begins with INSERT; the
-# final `WHERE 1 = 1` keeps SQLite from reading ON CONFLICT as part of the SELECT's join.
-_DERIVE = """
-INSERT INTO {project} (opportunity_id, title, phase, progress_percent, current_section, current_step, budget,
-                       has_running_workflow, tags, updated_at)
-WITH orders AS (
-    SELECT opportunity_id AS owner,
-           MAX(CASE WHEN live = 1 AND status = 'completed' THEN 1 ELSE 0 END) AS any_completed,
-           SUM(live) AS live_count,
-           SUM(CASE WHEN live = 1 THEN amount_total END) AS total,
-           COUNT(CASE WHEN live = 1 THEN amount_total END) AS totals,
-           MAX(epilot_updated_at) AS updated
-    FROM (SELECT opportunity_id, status, amount_total, epilot_updated_at,
-                 CASE WHEN epilot_deleted_at IS NULL AND status <> 'cancelled' THEN 1 ELSE 0 END AS live
-          FROM {order} WHERE {orders_chunk}) AS chunk_orders
-    GROUP BY opportunity_id
-), executions AS (
-    SELECT e.id, e.status, e.current_section, e.current_step, e.completed_steps, e.total_steps, e.started_at,
-           e.epilot_updated_at, e.order_id, e.opportunity_id AS owner, {first_section} AS first_section
-    FROM {execution} e WHERE {on_opportunity}
-    UNION ALL
-    SELECT e.id, e.status, e.current_section, e.current_step, e.completed_steps, e.total_steps, e.started_at,
-           e.epilot_updated_at, e.order_id, o.opportunity_id AS owner, {first_section} AS first_section
-    FROM {execution} e JOIN {order} o ON o.id = e.order_id WHERE e.opportunity_id IS NULL AND {on_order}
-), facts AS (
-    SELECT owner,
-           MAX(CASE WHEN status = 'DONE' THEN 1 ELSE 0 END) AS any_done,
-           SUM(CASE WHEN status = 'STARTED' THEN 1 ELSE 0 END) AS running,
-           MAX(CASE WHEN status = 'STARTED' AND order_id IS NOT NULL THEN 1 ELSE 0 END) AS running_on_order,
-           MAX(CASE WHEN status = 'STARTED' AND current_section <> ''
-                     AND (first_section IS NULL OR current_section <> first_section) THEN 1 ELSE 0 END) AS moved_on,
-           MAX(epilot_updated_at) AS updated
-    FROM executions GROUP BY owner
-), latest AS (
-    SELECT * FROM (
-        SELECT owner, status, current_section, current_step, completed_steps, total_steps,
-               ROW_NUMBER() OVER (PARTITION BY owner ORDER BY CASE WHEN status = 'STARTED' THEN 1 ELSE 0 END DESC,
-                                  started_at DESC NULLS LAST, id) AS position
-        FROM executions
-    ) AS ranked WHERE position = 1
-), derived AS (
-    SELECT p.id, p.title, p.budget, p.tags, o.total, o.totals, l.status AS latest_status, l.current_section,
-           l.current_step, l.completed_steps, l.total_steps, COALESCE(x.running, 0) AS running,
-           {latest_update} AS updated,
-           CASE WHEN p.epilot_deleted_at IS NOT NULL OR p.status IN ({cancelled}) THEN %s
-                WHEN COALESCE(o.any_completed, 0) = 1 OR (COALESCE(x.any_done, 0) = 1 AND COALESCE(x.running, 0) = 0)
-                     THEN %s
-                WHEN COALESCE(x.running_on_order, 0) = 1 OR COALESCE(x.moved_on, 0) = 1 THEN %s
-                WHEN p.status IN ({approved}) OR COALESCE(o.live_count, 0) > 0 THEN %s
-                ELSE %s END AS phase
-    FROM {opportunity} p LEFT JOIN orders o ON o.owner = p.id LEFT JOIN facts x ON x.owner = p.id
-         LEFT JOIN latest l ON l.owner = p.id
-    WHERE {chunk} AND {in_scope}
-)
-SELECT d.id, SUBSTR(d.title, 1, 500), d.phase,
-       CASE WHEN d.phase = %s THEN 100
-            WHEN d.total_steps > 0 THEN 100 * d.completed_steps / d.total_steps
-                 + CASE WHEN 2 * (100 * d.completed_steps %% d.total_steps) > d.total_steps THEN 1
-                        WHEN 2 * (100 * d.completed_steps %% d.total_steps) = d.total_steps
-                             THEN (100 * d.completed_steps / d.total_steps) %% 2
-                        ELSE 0 END
-            ELSE 0 END,
-       CASE WHEN d.latest_status = 'STARTED' THEN d.current_section ELSE '' END,
-       CASE WHEN d.latest_status = 'STARTED' THEN d.current_step ELSE '' END,
-       CASE WHEN d.totals > 0 THEN {euros} ELSE d.budget END,
-       d.running > 0, SUBSTR(COALESCE({tags}, ''), 1, 1000), COALESCE(d.updated, %s)
-FROM derived d WHERE 1 = 1
-ON CONFLICT (opportunity_id) DO UPDATE SET title = EXCLUDED.title, phase = EXCLUDED.phase,
-    progress_percent = EXCLUDED.progress_percent, current_section = EXCLUDED.current_section,
-    current_step = EXCLUDED.current_step, budget = EXCLUDED.budget, has_running_workflow = EXCLUDED.has_running_workflow,
-    tags = EXCLUDED.tags, updated_at = EXCLUDED.updated_at
-"""
+
+def _facts(ids: list[int]) -> tuple[list[OpportunityFacts], dict[int, list[OrderFacts]], dict[int, list[ExecutionFacts]]]:
+    """The opportunities with these pks, their orders and the executions on them or on their orders (indexed lookups)."""
+    opportunities = [OpportunityFacts(pk, title, status or "", deleted is not None, budget, tags, updated)
+                     for pk, title, status, deleted, budget, tags, updated in Opportunity.objects.filter(
+                         column_in(Opportunity, "id", ids)).order_by().values_list(
+                         "pk", "title", "status", "epilot_deleted_at", "budget", "tags", "epilot_updated_at")]
+    orders: dict[int, list[OrderFacts]] = defaultdict(list)
+    owner_of_order: dict[int, int] = {}
+    for pk, owner, status, deleted, amount, updated in values_read_at_once(
+            Order.objects.filter(column_in(Order, "opportunity", ids)).order_by(),
+            "pk", "opportunity", "status", "epilot_deleted_at", "amount_total", "epilot_updated_at"):
+        orders[owner].append(OrderFacts(status or "", deleted is not None, amount, updated))
+        owner_of_order[pk] = owner
+    executions: dict[int, list[ExecutionFacts]] = defaultdict(list)
+    on_opportunities = WorkflowExecution.objects.filter(column_in(WorkflowExecution, "opportunity", ids))
+    on_orders = WorkflowExecution.objects.filter(column_in(WorkflowExecution, "order", list(owner_of_order)),
+                                                 opportunity__isnull=True)
+    for queryset, owner_column in ((on_opportunities, "opportunity"), (on_orders, "order")):
+        if owner_column == "order" and not owner_of_order:
+            continue
+        for values in queryset.order_by().values_list(owner_column, *EXECUTION_COLUMNS, *FIRST_SECTION):
+            owner, pk, status, order, section, step, done, total, started, updated, v1_first, v2_first = values
+            facts = ExecutionFacts(pk, status or "", order is not None, section or "", v1_first or v2_first, step or "",
+                                   done or 0, total or 0, started, updated)
+            executions[owner if owner_column == "opportunity" else owner_of_order[owner]].append(facts)
+    return opportunities, orders, executions
+
+
+def projects_on_entities_changed(sender: Any, change: EntitiesChanged, **kwargs: Any) -> None:
+    """Listener of `entities_changed`: recompute the projects the change touches, then announce them."""
+    ids = None if change.full else touched_projects(change)
+    if ids is not None and not ids:
+        return
+    projects_refresh(opportunity_ids=ids)
+    keys = set(change.previous_address_keys)
+    if ids is not None:
+        keys.update(key for key in values_read_at_once(
+            Opportunity.objects.filter(column_in(Opportunity, "id", sorted(ids))).order_by(), "address_key", flat=True) if key)
+    projects_changed.send(sender=AusbauProject, opportunity_ids=ids, address_keys=keys)
+
+
+def touched_projects(change: EntitiesChanged) -> set[int]:
+    """The opportunities (pks) whose projects the change touches: changed opportunities, the owners of changed orders
+    (now and before), and those whose workflows changed. Found by indexed epilot ids."""
+    opportunities = Opportunity.objects.filter(column_in(Opportunity, "epilot_id", sorted(change.opportunities))).order_by()
+    orders = Order.objects.filter(column_in(Order, "epilot_id", sorted(change.orders)), opportunity__isnull=False).order_by()
+    return ({*values_read_at_once(opportunities, "id", flat=True), *values_read_at_once(orders, "opportunity", flat=True),
+             *change.previous_owners})

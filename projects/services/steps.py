@@ -31,7 +31,7 @@ from integrations.epilot.types import STEP_DONE_STATUSES, WorkflowStep
 from projects.models import EpilotWrite, MirroredStep, StepJob, StepJobItem, WorkflowDefinition, WorkflowExecution
 from projects.services.audit import audited_write, record_refused_write, stored_user
 from projects.services.errors import Conflict, NotAllowed, NotFound, RemoteFailure
-from projects.services.mirror import mirror_after_write, refresh_projects, store_executions
+from projects.services.mirror import mirror_after_write, mirror_executions
 
 logger = logging.getLogger("projects.steps")
 
@@ -230,7 +230,7 @@ def _due_text(due: dt.datetime | None, *, v2: bool) -> str:
 
 
 def _store_one(local: WorkflowExecution, remote: RemoteExecution) -> None:
-    store_executions(local.entity_schema, local.entity_epilot_id, [remote], read_at=timezone.now(), complete=False)
+    mirror_executions([(local.entity_schema, local.entity_epilot_id, remote)])
 
 
 def _refresh_after_write(client: EpilotClient, local: WorkflowExecution) -> None:
@@ -326,17 +326,15 @@ def _finish_item(item: StepJobItem, status: str, error: str) -> None:
 
 def _refresh_many(client: EpilotClient, executions: list[WorkflowExecution]) -> None:
     unique = {execution.epilot_id: execution for execution in executions}
+    re_read = []
     for execution in unique.values():
         try:
-            _store_one(execution, _read(client, execution))
+            re_read.append((execution.entity_schema, execution.entity_epilot_id, _read(client, execution)))
         except (NotFound, RemoteFailure) as exc:
             logger.warning("execution %s: mirror refresh after a write failed: %s", execution.epilot_id, exc.message)
     if unique:
-        refs = {(e.entity_schema, e.entity_epilot_id) for e in unique.values()}
-        changes = mirror_after_write(refs=refs, client=client)
-        changes.touched_opportunities.update(e.entity_epilot_id for e in unique.values() if e.entity_schema == "opportunity")
-        changes.touched_orders.update(e.entity_epilot_id for e in unique.values() if e.entity_schema == "order")
-        refresh_projects(changes, full=False)
+        mirror_after_write(refs={(e.entity_schema, e.entity_epilot_id) for e in unique.values()}, client=client,
+                           executions=re_read)
 
 
 def step_job_progress(job: StepJob) -> dict[str, int]:

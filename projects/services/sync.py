@@ -8,16 +8,11 @@ relations, executions and projects follow in services/mirror.py.
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import datetime as dt
-import functools
-import gc
 import logging
 import os
 import queue
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -33,13 +28,12 @@ from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotError
 from projects.models import SyncRun, SyncState
 from projects.schemas import configured_schemas, validate_schemas
+from projects.services.changes import announce
 from projects.services.lease import LeaseLost, SyncLease, lease_seconds
 from projects.services.mirror import (
     ExecutionFetcher,
-    link_orders_from_items,
     pending_execution_reads,
-    refresh_executions_and_projects,
-    resolve_relations,
+    refresh_executions,
     store_ready_executions,
     sync_definitions,
 )
@@ -108,15 +102,19 @@ def sync_run(
         # Executions of entities whose workflows changed are read while later pages are written; first those
         # a run before stored the entity for but did not read.
         counts.workflow_changes.extend(pending_execution_reads(schemas=locked))
-        with ExecutionFetcher(client) as executions, _tuned_for_pages():
-            for schema in locked:
-                _sync_schema(client, schema, full=full, lease=lease, counts=counts, run=run, on_progress=on_progress,
-                             between_pages=lambda: store_ready_executions(executions, counts))
-            lease.check()
-            with counts.timed("relations"):
-                link_orders_from_items(counts)
-                resolve_relations(counts)
-            refresh_executions_and_projects(client, counts, executions, full=full, heartbeat=lease.renew_if_due)
+        whole = False
+        try:
+            with ExecutionFetcher(client) as executions:
+                for schema in locked:
+                    _sync_schema(client, schema, full=full, lease=lease, counts=counts, run=run, on_progress=on_progress,
+                                 between_pages=lambda: store_ready_executions(executions, counts))
+                lease.check()
+                with counts.timed("executions"):
+                    refresh_executions(client, counts, heartbeat=lease.renew_if_due, fetcher=executions)
+            whole = True
+        finally:
+            with counts.timed("projects"):  # what the run committed is announced, also when it failed later
+                announce(counts.as_event(full=full and whole))
         lease.check()
         with counts.timed("rules"):
             rules_evaluate_safely(refs=counts.changed_refs, client=client)
@@ -232,64 +230,6 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLe
     if full:
         counts.deleted += mark_purged(schema, seen)
     SyncState.objects.filter(pk=state.pk).update(last_success_at=timezone.now())
-
-
-_tuning_lock = threading.Lock()
-_tuned_runs: list[tuple[tuple[int, int, int], float]] = []  # what the first run found; one entry per run inside
-
-
-@contextlib.contextmanager
-def _tuned_for_pages() -> Iterator[None]:
-    """Fewer garbage collections and a shorter GIL switch interval while a run writes pages and refreshes projects.
-
-    A page of 1,000 documents allocates some 100,000 dicts and lists that live only until the page
-    is written; at the default threshold the collector ran 140 times per page and scanned the
-    process's long-lived objects again and again (json parsing took twice as long). Reference
-    counting frees the pages; the collector is only needed for cycles, which pages do not make.
-    The projects' refresh after the pages, at the default threshold, spent 0.3 s in collections
-    that scanned every object of the process (the freeze had ended). The writer hands the GIL to
-    the prefetch thread at every database call and then waited up to a switch interval (5 ms) to
-    get it back: some 10 % of a full sync. Both are restored once the last run in the process leaves.
-    """
-    with _tuning_lock:
-        found = _tuned_runs[0] if _tuned_runs else (gc.get_threshold(), sys.getswitchinterval())
-        if not _tuned_runs:
-            _share_malloc_arenas()
-            gc.freeze()  # what was alive before the run (Django, the app) is not scanned again
-            gc.set_threshold(50_000, found[0][1], found[0][2])
-            sys.setswitchinterval(0.001)
-        _tuned_runs.append(found)
-    try:
-        yield
-    finally:
-        with _tuning_lock:
-            _tuned_runs.pop()
-            if not _tuned_runs:
-                gc.set_threshold(*found[0])
-                sys.setswitchinterval(found[1])
-                gc.unfreeze()
-
-
-M_ARENA_MAX = -8  # glibc's mallopt() parameter
-
-
-@functools.cache  # once per process: the limit cannot be lifted again
-def _share_malloc_arenas() -> None:
-    """glibc: threads started from now on share two malloc arenas, as MALLOC_ARENA_MAX=2 would (unless that is set).
-
-    glibc gives threads arenas of their own, up to eight per core. The prefetch and reader threads
-    allocate what the writer frees (pages' texts, executions), and every arena kept its own high-water
-    mark: a first sync of 150,000 entities peaked at 1.27-1.28 times the RSS of one of 50,000 on
-    PostgreSQL (253 MB), at 1.18 times (231 MB) with two arenas. Once set, the limit stays for the
-    process. Nothing happens with another C library.
-    """
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(M_ARENA_MAX, 2)
 
 
 def _commit_without_waiting_for_disk() -> None:

@@ -22,7 +22,7 @@ from integrations.epilot import EpilotClient, EpilotError, EpilotNotFoundError
 from integrations.epilot.webhook_signing import ED25519_VERSION, WebhookSignatureError, public_key, verify
 from projects.models import WebhookEvent
 from projects.schemas import UnknownSchema, model_for, validate_schemas
-from projects.services.mirror import mirror_entities
+from projects.services.mirror import mirror_entities, mirror_purged
 from projects.services.rules import rules_evaluate_safely
 from projects.services.webhook_subscriptions import organisation_public_key, subscription_secrets
 
@@ -126,13 +126,12 @@ def webhook_event_process(event: WebhookEvent, *, client: EpilotClient | None = 
 def _mark_purged(event: WebhookEvent, client: EpilotClient) -> bool:
     """Mark the mirrored entity deleted when epilot no longer has it at all (purged); returns whether one was marked."""
     model = model_for(event.schema)
-    live = model.objects.filter(epilot_id=event.entity_epilot_id, epilot_deleted_at__isnull=True)
-    if not live.exists():
+    if not model.objects.filter(epilot_id=event.entity_epilot_id, epilot_deleted_at__isnull=True).exists():
         return False
     try:
         client.get_entity(event.schema, event.entity_epilot_id)
     except EpilotNotFoundError:
-        return bool(live.update(epilot_deleted_at=timezone.now()))
+        return mirror_purged(event.schema, event.entity_epilot_id)
     except EpilotError:
         return False
     return False

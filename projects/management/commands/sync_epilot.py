@@ -3,6 +3,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from config.tuning import tune_process
 from projects.models import SyncRun
 from projects.schemas import UnknownSchema
 from projects.services.lease import lease_seconds
@@ -21,6 +22,7 @@ class Command(BaseCommand):
                                  "run's lock is waited out); 0 skips at once.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        tune_process()  # this process writes the mirror, as a worker does
         wait = options["wait_for_lock"]
         try:
             run = sync_run(trigger=SyncRun.Trigger.COMMAND, schemas=options["schemas"], full=options["full"],

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import os
+import subprocess
 import sys
 
 import pytest
@@ -361,10 +363,21 @@ def test_a_changed_order_relation_moves_or_clears_the_foreign_key(epilot: Epilot
 
 
 def test_a_run_leaves_the_interpreter_as_it_found_it(epilot: EpilotClient) -> None:
-    """A run tunes the garbage collector and the GIL switch interval for its pages; afterwards both are as before."""
-    thresholds, interval = gc.get_threshold(), sys.getswitchinterval()
+    """Process tuning is the process's (at worker start), not the service's: a run changes none of it."""
+    before = gc.get_threshold(), sys.getswitchinterval(), gc.get_freeze_count()
     assert run(epilot).status == SyncRun.Status.SUCCEEDED
-    assert (gc.get_threshold(), sys.getswitchinterval(), gc.get_freeze_count()) == (thresholds, interval, 0)
+    assert (gc.get_threshold(), sys.getswitchinterval(), gc.get_freeze_count()) == before
+
+
+def test_a_celery_worker_process_is_tuned_once_as_it_starts() -> None:
+    """worker_process_init tunes the collector, the switch interval and malloc arenas of each worker process."""
+    script = ("import gc, sys, django; django.setup(); from celery.signals import worker_process_init; "
+              "import config.celery; before = (gc.get_threshold()[0], sys.getswitchinterval(), gc.get_freeze_count() > 0); "
+              "worker_process_init.send(sender=None); "
+              "print(before, (gc.get_threshold()[0], sys.getswitchinterval(), gc.get_freeze_count() > 0))")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert done.stdout.strip() == "(700, 0.005, False) (50000, 0.001, True)"
 
 
 def test_a_run_leaves_no_reference_cycles_that_hold_its_pages(epilot: EpilotClient, sandbox: SandboxApp) -> None:
