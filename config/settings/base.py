@@ -1,6 +1,8 @@
 """Settings shared by every environment; everything that differs comes from the environment."""
 from pathlib import Path
 
+from kombu import Exchange, Queue
+
 from config.env import BASE_DIR, env
 
 # GENERAL
@@ -176,6 +178,18 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Live work (webhooks, the refresh after a write) and long work (syncs, bulk jobs, digests) on queues of their own,
+# so a one-hour sync never delays a webhook. A worker started without -Q consumes every queue declared here.
+CELERY_TASK_QUEUES = [Queue(name, Exchange(name), routing_key=name) for name in ("live", "bulk")]
+CELERY_TASK_DEFAULT_QUEUE = "live"
+CELERY_TASK_ROUTES = {
+    "projects.sync_epilot": {"queue": "bulk"},
+    "projects.step_job": {"queue": "bulk"},
+    "projects.workflow_start_job": {"queue": "bulk"},
+    "projects.task_digest": {"queue": "bulk"},
+    "projects.webhook_event": {"queue": "live"},
+    "projects.webhook_reconcile": {"queue": "live"},
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING above (LOG_FORMAT=json included)
 
 # EPILOT
