@@ -10,6 +10,10 @@
 - about a sixth of all entities in import batches that share one exact `_updated_at`;
 - payloads of 1 to 3 KB with epilot's system attributes (`_acl`, `_owners`, `_schema`, `_org`, ...).
 
+Further shapes (`SHAPES`): `orphans` (60 % contacts, 30 % opportunities, 10 % orders of which 30 % belong
+to no opportunity), `shared` (opportunities on a few hundred buildings, most contacts related to
+nothing), `wide` (25 unknown attributes per entity, import batches of thousands across page boundaries).
+
 Deterministic: the same arguments give the same entities.
 """
 from __future__ import annotations
@@ -18,6 +22,7 @@ import datetime as dt
 import random
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from integrations.epilot_sandbox import SandboxStore
@@ -62,31 +67,70 @@ def _text(rng: random.Random, words: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "."
 
 
-def epilot_documents(*, entities: int, seed: int = 7, org_id: str = "739224", workflow_share: float = 0.05
-                     ) -> Iterator[dict[str, Any]]:
-    """`entities` documents: 40 % contacts, 40 % opportunities, 20 % orders, in the order epilot would have made them."""
+@dataclass(frozen=True)
+class Shape:
+    """How an organisation's data is shaped: the mix of schemas and the oddities real data has."""
+
+    contacts: float = 0.4  # share of all entities
+    opportunities: float = 0.4  # the rest are orders
+    orphan_orders: float = 0.0  # orders no opportunity names and that name none (shop orders, change orders)
+    addresses: int = 0  # opportunities share this many addresses (multi-dwelling buildings); 0: each its own
+    extra_attributes: int = 0  # attributes of the organisation's own schema design, unknown to the mirror, per entity
+    batch_chance: float = 0.0004  # chance that an entity starts an import batch sharing one exact _updated_at
+    batch_size: tuple[int, int] = (300, 700)
+
+
+SHAPES = {
+    # Every order named by one opportunity; about a sixth of the entities in import batches.
+    "epilot": Shape(),
+    # The outside check's data: 60 % contacts, 30 % opportunities, 10 % orders, 30 % of them named by no opportunity.
+    "orphans": Shape(contacts=0.6, opportunities=0.3, orphan_orders=0.3),
+    # Opportunities crowded onto a few hundred buildings, most contacts related to nothing, some orphan orders.
+    "shared": Shape(contacts=0.6, opportunities=0.3, orphan_orders=0.1, addresses=400),
+    # Wide documents (25 unknown attributes each) and import batches of thousands that share one _updated_at
+    # across page boundaries.
+    "wide": Shape(orphan_orders=0.1, extra_attributes=25, batch_chance=0.001, batch_size=(1500, 3000)),
+}
+
+
+def _extra(rng: random.Random, count: int) -> dict[str, Any]:
+    """Attributes an organisation adds to its schemas: texts, numbers, flags, dates, lists, nested objects."""
+    kinds = [lambda: _text(rng, rng.randint(2, 12)), lambda: rng.randint(0, 10_000), lambda: rng.random() < 0.5,
+             lambda: f"20{rng.randint(20, 27)}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}",
+             lambda: rng.sample(WORDS, rng.randint(1, 4)), lambda: {"value": rng.randint(1, 99), "unit": "m"}, lambda: None]
+    return {f"sw_{name}_{k}": rng.choice(kinds)() for k, name in enumerate(rng.sample(WORDS, min(count, len(WORDS))))} | {
+        f"sw_feld_{k}": rng.choice(kinds)() for k in range(max(0, count - len(WORDS)))}
+
+
+def epilot_documents(*, entities: int, seed: int = 7, org_id: str = "739224", workflow_share: float = 0.05,
+                     shape: Shape = SHAPES["epilot"]) -> Iterator[dict[str, Any]]:
+    """`entities` documents in the proportions of `shape`, in the order epilot would have made them."""
     rng = random.Random(seed)
-    contacts, opportunities = int(entities * 0.4), int(entities * 0.4)
+    contacts, opportunities = int(entities * shape.contacts), int(entities * shape.opportunities)
     orders = entities - contacts - opportunities
     clock = START
     batch_left = 0
     batch_stamp = clock
 
     def next_stamp() -> dt.datetime:
-        # About a sixth of all entities come from imports whose batch shares one exact _updated_at.
+        # Some entities come from imports whose batch shares one exact _updated_at.
         nonlocal clock, batch_left, batch_stamp
         clock += dt.timedelta(seconds=rng.randint(20, 400), milliseconds=rng.randint(0, 999))
         if batch_left:
             batch_left -= 1
             return batch_stamp
-        if rng.random() < 0.0004:
-            batch_left, batch_stamp = rng.randint(300, 700), clock
+        if rng.random() < shape.batch_chance:
+            batch_left, batch_stamp = rng.randint(*shape.batch_size), clock
             return batch_stamp
         return clock
 
     contact_ids = [_id("contact", i, seed) for i in range(contacts)]
     order_ids = [_id("order", i, seed) for i in range(orders)]
+    orphans = {n for n in range(orders) if random.Random(f"{seed}:orphan:{n}").random() < shape.orphan_orders}
+    buildings = [_address(random.Random(f"{seed}:building:{k}")) for k in range(shape.addresses)]
     order_owner: dict[int, int] = {}
+    # Named orders are spread over the opportunities: each is named by exactly one, as many as there are.
+    spread = max(1, opportunities // max(1, orders))
     for i in range(contacts):
         first, last = rng.choice(FIRST), rng.choice(LAST)
         moment = next_stamp()
@@ -103,12 +147,14 @@ def epilot_documents(*, entities: int, seed: int = 7, org_id: str = "739224", wo
             "consent_email_marketing": {"status": rng.choice(["active", "inactive"]), "identifiers": []},
             "notes": _text(rng, rng.randint(5, 60)),
         })
+        if shape.extra_attributes:
+            body.update(_extra(rng, shape.extra_attributes))
         yield body
     for i in range(opportunities):
         moment = next_stamp()
         street = rng.choice(STREETS)
-        # Orders are spread over opportunities; each order is named in exactly one opportunity's items.
-        items = [n for n in range(i // 2, min(orders, i // 2 + 1)) if i % 2 == 0 and n not in order_owner]
+        items = [n for n in range(i // spread, min(orders, i // spread + 1))
+                 if i % spread == 0 and n not in order_owner and n not in orphans]
         for n in items:
             order_owner[n] = i
         created = moment - dt.timedelta(days=rng.randint(0, 200))
@@ -117,7 +163,7 @@ def epilot_documents(*, entities: int, seed: int = 7, org_id: str = "739224", wo
             "title": f"Glasfaser {street} {i}", "opportunity_number": f"OPP-{i:06d}", "status": rng.choice(OPPORTUNITY_STATUSES),
             "description": _text(rng, rng.randint(40, 170)), "wohneinheiten": rng.choice([1, 1, 1, 2, 3, 6, 12]),
             "_tags": ["glasfaser", rng.choice(["vorvermarktung", "ausbau", "nachverdichtung"])],
-            "address": [_address(rng)],
+            "address": [rng.choice(buildings) if buildings else _address(rng)],
             "customer": {"$relation": [{"entity_id": rng.choice(contact_ids), "_tags": []}]} if contact_ids else None,
             "source": rng.choice(["journey", "manual", "import"]), "dates": [{"value": _stamp(moment), "_tags": ["Begehung"]}],
         })
@@ -126,6 +172,8 @@ def epilot_documents(*, entities: int, seed: int = 7, org_id: str = "739224", wo
         if rng.random() < workflow_share:
             body["workflows"] = {"primary": {"id": f"ex{i}", "definition_id": "wfQpwhJF6J", "status": "STARTED",
                                              "task_name": "Trassenplanung erstellen", "assignees": ["10010"]}}
+        if shape.extra_attributes:
+            body.update(_extra(rng, shape.extra_attributes))
         yield body
     for n in range(orders):
         moment = next_stamp()
@@ -146,6 +194,8 @@ def epilot_documents(*, entities: int, seed: int = 7, org_id: str = "739224", wo
         })
         if owner is not None and rng.random() < 0.3:
             body["opportunity"] = {"$relation": [{"entity_id": _id("opportunity", owner, seed), "_tags": []}]}
+        if shape.extra_attributes:
+            body.update(_extra(rng, shape.extra_attributes))
         yield body
 
 
@@ -202,11 +252,13 @@ def _execution(rng: random.Random, execution_id: str, context: dict[str, str], s
     }
 
 
-def seed_epilot_shaped(store: SandboxStore, *, entities: int, seed: int = 7, workflow_share: float = 0.05) -> int:
+def seed_epilot_shaped(store: SandboxStore, *, entities: int, seed: int = 7, workflow_share: float = 0.05,
+                       shape: Shape = SHAPES["epilot"]) -> int:
     """Insert `entities` epilot-shaped documents into a sandbox store (`workflow_share` of the opportunities with a
     running workflow, whose executions are stored too); returns how many entities."""
     total, batch, executions = 0, [], []
-    for body in epilot_documents(entities=entities, seed=seed, org_id=store.org_id, workflow_share=workflow_share):
+    for body in epilot_documents(entities=entities, seed=seed, org_id=store.org_id, workflow_share=workflow_share,
+                                 shape=shape):
         batch.append(body)
         if "workflows" in body:
             executions.extend(executions_of(body, seed=seed))

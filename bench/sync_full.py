@@ -205,18 +205,19 @@ def seed(sandbox_db: Path, args: argparse.Namespace) -> None:
                        cwd=ROOT, env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING"},
                        check=True, stdout=subprocess.DEVNULL)
         return
-    from bench.epilot_shaped import seed_epilot_shaped
+    from bench.epilot_shaped import SHAPES, seed_epilot_shaped
     from integrations.epilot_sandbox import SandboxStore
 
     store = SandboxStore(sandbox_db)
-    seed_epilot_shaped(store, entities=args.entities, seed=args.seed, workflow_share=args.workflows)
+    seed_epilot_shaped(store, entities=args.entities, seed=args.seed, workflow_share=args.workflows, shape=SHAPES[args.shape])
     store.conn.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entities", type=int, default=50_000)
-    parser.add_argument("--shape", choices=["epilot", "sandbox"], default="epilot")
+    parser.add_argument("--shape", choices=["epilot", "orphans", "shared", "wide", "sandbox"], default="epilot",
+                        help="the data's shape (bench/epilot_shaped.py SHAPES), or the sandbox's own bulk data")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workflows", type=float, default=0.05, metavar="SHARE",
                         help="share of the opportunities with a running workflow, whose executions a first sync reads")
@@ -256,6 +257,9 @@ def main() -> None:
         import django
 
         django.setup()
+        from config.tuning import tune_process
+
+        tune_process()  # as a Celery worker process does when it starts
         from django.core.management import call_command
         from django.db import connection
 
@@ -316,10 +320,11 @@ def main() -> None:
     requests = after.get("requests", 0) - before.get("requests", 0)
     phases = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in full.phase_seconds.items())
     print(f"data:                      {args.shape}-shaped, {args.entities:,} entities; database {connection.vendor}"
-          + (f"; {args.workflows:.0%} of the opportunities with a running workflow" if args.shape == "epilot" else "")
+          + (f"; {args.workflows:.0%} of the opportunities with a running workflow" if args.shape != "sandbox" else "")
           + (f"; {args.latency} ms latency per request" if args.latency else ""))
     print(f"bare fetch (floor):        {floor_entities:,} entities, {floor_pages} pages in {floor_seconds:.1f} s")
-    print(f"full sync:                 {full.status}, {total:,} entities in {elapsed:.1f} s = {total / elapsed:,.0f} entities/s; "
+    print(f"full sync:                 {full.status}, {total:,} entities in {elapsed:.1f} s = {total / elapsed:,.0f} entities/s "
+          f"= {elapsed / max(1, total) * 1e6:.0f} µs per entity; "
           f"{full.quarantined} quarantined; {linked:,} orders linked; {AusbauProject.objects.count():,} projects")
     if epilot_executions:
         print(f"bare execution reads:      {executions_floor_requests:,} requests for {len(epilot_executions):,} entities "
