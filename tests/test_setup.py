@@ -152,3 +152,19 @@ def test_production_redirects_to_https_but_not_webhook_deliveries_or_health_prob
         text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[None, None, None, 301]"
+
+
+def test_live_and_long_work_run_on_queues_of_their_own_that_a_plain_worker_consumes_both() -> None:
+    """A sync never waits in front of a webhook; `celery -A config worker` without -Q still takes both queues."""
+    from config.celery import app
+
+    def queue_of(task: str) -> str:
+        return app.amqp.router.route({}, task)["queue"].name
+
+    assert set(app.amqp.queues) == {"live", "bulk"}  # the queues a worker without -Q consumes
+    assert {task: queue_of(task) for task in ("projects.webhook_event", "projects.webhook_reconcile")} == {
+        "projects.webhook_event": "live", "projects.webhook_reconcile": "live"}
+    assert {queue_of(task) for task in ("projects.sync_epilot", "projects.step_job", "projects.workflow_start_job",
+                                        "projects.task_digest")} == {"bulk"}
+    procfile = (Path(__file__).resolve().parent.parent / "Procfile").read_text()
+    assert "-Q live" in procfile and "-Q bulk" in procfile
