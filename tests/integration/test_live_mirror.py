@@ -37,7 +37,9 @@ def test_changes_deletes_and_purges_reach_the_mirror_through_the_webhook(topolog
                     and rows[purged.epilot_id].epilot_deleted_at is not None)
 
         wait_until(mirrored, timeout=60, what="the changes in the mirror (see web.log and w1.log)")
+        # An event is recorded as processed after its change is in the mirror (and what depends on it is recomputed).
+        wait_until(lambda: WebhookEvent.objects.filter(outcome=WebhookEvent.Outcome.PROCESSED).count() >= 6, timeout=30,
+                   what="six events processed")
     finally:
         sandbox.deliverer.stop()
-    assert WebhookEvent.objects.filter(outcome=WebhookEvent.Outcome.PROCESSED).count() >= 6
     assert not WebhookEvent.objects.filter(outcome=WebhookEvent.Outcome.FAILED).exists()
