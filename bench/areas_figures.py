@@ -40,8 +40,8 @@ def main() -> None:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
+    from projects.mirror.addresses import address_key
     from projects.models import AreaAddress, AusbauProject, Opportunity, Order, RolloutArea
-    from projects.services.addresses import address_key
     from projects.services.areas import areas_refresh
 
     call_command("migrate", verbosity=0)

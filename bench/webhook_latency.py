@@ -174,8 +174,8 @@ def main() -> None:
 
 def lay_out_areas(areas: int, addresses: int) -> None:
     """`addresses` addresses in scope over `areas` areas: every mirrored opportunity's address, then made-up ones."""
+    from projects.mirror.addresses import address_key
     from projects.models import AreaAddress, Opportunity, RolloutArea
-    from projects.services.addresses import address_key
     from projects.services.areas import areas_refresh
 
     keys = sorted(set(Opportunity.objects.exclude(address_key="").values_list("address_key", flat=True)))[:addresses]

@@ -14,8 +14,8 @@ class ProjectsConfig(AppConfig):
     def ready(self) -> None:
         from integrations.connection import connection_info
         from projects import checks  # noqa: F401 - registers the system checks
+        from projects.mirror.changes import entities_changed, projects_changed
         from projects.services.areas import areas_on_projects_changed
-        from projects.services.changes import entities_changed, projects_changed
         from projects.services.projects import projects_on_entities_changed
 
         # What is derived from the mirror listens to its change event (services/changes.py).

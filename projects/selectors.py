@@ -11,6 +11,7 @@ from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from projects.mirror.schemas import configured_schemas
 from projects.models import (
     AreaAddress,
     AusbauProject,
@@ -30,7 +31,6 @@ from projects.models import (
     WorkflowStart,
     WorkflowStartJob,
 )
-from projects.schemas import configured_schemas
 
 
 @dataclass(frozen=True)

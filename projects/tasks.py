@@ -1,9 +1,9 @@
 """Celery tasks: thin adapters over services."""
 from celery import shared_task
 
+from projects.mirror.lease import lease_seconds
 from projects.models import StepJob, SyncRun, WebhookEvent, WorkflowStartJob
 from projects.services.digest import task_digest_send
-from projects.services.lease import lease_seconds
 from projects.services.steps import step_job_run
 from projects.services.sync import sync_run, sync_run_resume
 from projects.services.webhook_subscriptions import webhook_reconcile

@@ -124,10 +124,18 @@ def test_the_gateway_depends_on_nothing_of_ours(forbidden: str) -> None:
 
 def test_services_do_not_import_adapters() -> None:
     adapters = ("projects.admin", "projects.api", "projects.management", "projects.views", "projects.forms")
-    lower = ("projects.services", "projects.selectors", "projects.models", "projects.schemas")
+    lower = ("projects.services", "projects.mirror", "projects.selectors", "projects.models")
     offenders = {name: sorted(i for i in imported if i.startswith(adapters))
                  for name, imported in IMPORTS.items() if name.startswith(lower)}
     assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_the_mirror_engine_does_not_depend_on_the_back_office() -> None:
+    """The back-office domain listens to the mirror's change event; the mirror never calls into it."""
+    offenders = {name: sorted(i for i in imported if i.startswith(("projects.services", "projects.tasks", "projects.selectors")))
+                 for name, imported in IMPORTS.items() if name.startswith("projects.mirror")}
+    assert {name: found for name, found in offenders.items() if found} == {}
+    assert any(name.startswith("projects.mirror.") for name in IMPORTS)  # the engine is where this test looks
 
 
 def test_no_module_is_longer_than_600_lines() -> None:

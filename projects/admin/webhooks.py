@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from projects import models
 from projects.admin.base import ReadOnlyAdmin
-from projects.schemas import configured_schemas
+from projects.mirror.schemas import configured_schemas
 from projects.services.errors import ServiceError
 from projects.services.webhook_subscriptions import webhook_provision, webhook_reconcile
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 def keys_for_mirrored_opportunities(apps, schema_editor):
     """Opportunities mirrored before areas existed get their address key from the stored document."""
-    from projects.services.addresses import address_key
+    from projects.mirror.addresses import address_key
 
     opportunity_model = apps.get_model("projects", "Opportunity")
     changed = []

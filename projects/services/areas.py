@@ -24,9 +24,9 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from projects.mirror.addresses import address_key
+from projects.mirror.bulk import column_in, values_read_at_once
 from projects.models import AreaAddress, AreaSnapshot, AusbauProject, Opportunity, RolloutArea
-from projects.services.addresses import address_key
-from projects.services.bulk import column_in, values_read_at_once
 from projects.services.errors import NotAllowed
 
 COLUMNS = ["area", "postal_code", "street", "house_number", "units"]

@@ -23,10 +23,10 @@ from django.utils.translation import gettext as _
 from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotConflictError, EpilotError, RelationItem
 from projects.formatting import format_amount
+from projects.mirror.intake import mirror_after_write
 from projects.models import Conversion, EpilotWrite, Opportunity, WorkflowDefinition, WorkflowStart
 from projects.services.audit import audited_write, record_refused_write, stored_user
 from projects.services.errors import Conflict, InProgress, NotAllowed, RemoteFailure, ServiceError
-from projects.services.mirror import mirror_after_write
 from projects.services.rules import rules_evaluate_safely
 from projects.services.workflows import running_executions, workflow_start
 

@@ -29,9 +29,9 @@ from django.db import transaction
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.utils import timezone
 
+from projects.mirror.bulk import bulk_upsert, column_in, values_read_at_once
+from projects.mirror.changes import EntitiesChanged, projects_changed
 from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
-from projects.services.bulk import bulk_upsert, column_in, values_read_at_once
-from projects.services.changes import EntitiesChanged, projects_changed
 
 CANCELLED_STATUSES = ("abgebrochen",)
 APPROVED_STATUSES = ("geschlossen",)

@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from django.db import IntegrityError, transaction
 
 from integrations.epilot import EpilotClient
+from projects.mirror.bulk import column_in
+from projects.mirror.schemas import model_for
 from projects.models import AutomationRule, RuleFiring
-from projects.schemas import model_for
 from projects.selectors import automation_owning_trigger
-from projects.services.bulk import column_in
 from projects.services.errors import RemoteFailure, ServiceError
 from projects.services.workflows import workflow_start
 

@@ -8,10 +8,10 @@ from django.utils.translation import gettext as _
 from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotConflictError, EpilotError, EpilotNotFoundError
 from integrations.epilot.types import MalformedPayload, parse_timestamp
+from projects.mirror.intake import mirror_after_write
 from projects.models import EpilotWrite, Opportunity
 from projects.services.audit import audited_write
 from projects.services.errors import NotAllowed, RemoteFailure, StatusConflict
-from projects.services.mirror import mirror_after_write
 from projects.services.rules import rules_evaluate_safely
 
 

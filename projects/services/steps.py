@@ -28,10 +28,10 @@ from integrations.epilot import (
 )
 from integrations.epilot import WorkflowExecution as RemoteExecution
 from integrations.epilot.types import STEP_DONE_STATUSES, WorkflowStep
+from projects.mirror.intake import mirror_after_write, mirror_executions
 from projects.models import EpilotWrite, MirroredStep, StepJob, StepJobItem, WorkflowDefinition, WorkflowExecution
 from projects.services.audit import audited_write, record_refused_write, stored_user
 from projects.services.errors import Conflict, NotAllowed, NotFound, RemoteFailure
-from projects.services.mirror import mirror_after_write, mirror_executions
 
 logger = logging.getLogger("projects.steps")
 

@@ -26,18 +26,18 @@ from django.utils import timezone
 
 from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotError
-from projects.models import SyncRun, SyncState
-from projects.schemas import configured_schemas, validate_schemas
-from projects.services.changes import announce
-from projects.services.lease import LeaseLost, SyncLease, lease_seconds
-from projects.services.mirror import (
+from projects.mirror.changes import announce
+from projects.mirror.intake import (
     ExecutionFetcher,
     pending_execution_reads,
     refresh_executions,
     store_ready_executions,
     sync_definitions,
 )
-from projects.services.pages import MirrorChanges, mark_purged, prepare_page, store_page
+from projects.mirror.lease import LeaseLost, SyncLease, lease_seconds
+from projects.mirror.pages import MirrorChanges, mark_purged, prepare_page, store_page
+from projects.mirror.schemas import configured_schemas, validate_schemas
+from projects.models import SyncRun, SyncState
 from projects.services.recipes import recipes_check_drift
 from projects.services.rules import rules_evaluate_safely
 

@@ -23,8 +23,8 @@ from django.utils.translation import gettext as _
 from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotError, EpilotNotFoundError, WebhookConfig
 from integrations.epilot.webhooks_api import BATCH_REPLAY_LIMIT
+from projects.mirror.schemas import configured_schemas, validate_schemas
 from projects.models import Contact, EpilotWrite, Opportunity, Order, WebhookSubscription
-from projects.schemas import configured_schemas, validate_schemas
 from projects.services.audit import audited_write
 from projects.services.errors import NotAllowed, RemoteFailure
 from projects.services.secret_box import SecretUnreadable, hint, seal, unseal

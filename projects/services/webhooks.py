@@ -20,9 +20,9 @@ from django.utils import timezone
 from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotError, EpilotNotFoundError
 from integrations.epilot.webhook_signing import ED25519_VERSION, WebhookSignatureError, public_key, verify
+from projects.mirror.intake import mirror_entities, mirror_purged
+from projects.mirror.schemas import UnknownSchema, model_for, validate_schemas
 from projects.models import WebhookEvent
-from projects.schemas import UnknownSchema, model_for, validate_schemas
-from projects.services.mirror import mirror_entities, mirror_purged
 from projects.services.rules import rules_evaluate_safely
 from projects.services.webhook_subscriptions import organisation_public_key, subscription_secrets
 

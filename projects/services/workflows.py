@@ -14,10 +14,10 @@ from django.utils.translation import gettext as _
 from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotClientError, EpilotError, EpilotRateLimitedError, ExecutionContext
 from integrations.epilot import WorkflowExecution as RemoteExecution
+from projects.mirror.intake import mirror_after_write
 from projects.models import AusbauProject, EpilotWrite, WorkflowDefinition, WorkflowStart, WorkflowStartJob
 from projects.services.audit import audited_write, stored_user
 from projects.services.errors import InProgress, NotAllowed, RemoteFailure
-from projects.services.mirror import mirror_after_write
 
 logger = logging.getLogger("projects.workflows")
 

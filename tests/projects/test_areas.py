@@ -12,9 +12,9 @@ from rest_framework.test import APIClient
 
 from integrations.connection import get_epilot_client
 from integrations.epilot_sandbox import demo_id
+from projects.mirror.addresses import address_key
 from projects.models import AreaAddress, RolloutArea
 from projects.selectors import area_figures
-from projects.services.addresses import address_key
 from projects.services.api_clients import api_client_create
 
 pytestmark = pytest.mark.django_db
@@ -151,7 +151,7 @@ def test_an_opportunity_without_an_address_attribute_matches_by_its_first_addres
     import datetime as dt_
 
     from integrations.epilot import Entity
-    from projects.services.rows import entity_row
+    from projects.mirror.rows import entity_row
 
     now = dt_.datetime(2026, 11, 1, tzinfo=dt_.UTC)
     data = {"_id": "o-1", "_schema": "opportunity", "_title": "Glasfaser", "_org": "1", "_created_at": "2026-01-01T00:00:00Z",

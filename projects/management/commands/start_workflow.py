@@ -3,7 +3,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from projects.schemas import model_for
+from projects.mirror.schemas import model_for
 from projects.selectors import definition_by_epilot_id
 from projects.services.errors import ServiceError
 from projects.services.workflows import workflow_start

@@ -4,9 +4,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from config.tuning import tune_process
+from projects.mirror.lease import lease_seconds
+from projects.mirror.schemas import UnknownSchema
 from projects.models import SyncRun
-from projects.schemas import UnknownSchema
-from projects.services.lease import lease_seconds
 from projects.services.sync import Progress, sync_run
 
 

@@ -11,10 +11,10 @@ from django.test.utils import CaptureQueriesContext
 
 from integrations.epilot import EpilotClient
 from integrations.epilot_sandbox import SandboxApp, demo_id, seed_bulk
+from projects.mirror.addresses import address_key
+from projects.mirror.changes import EntitiesChanged, entities_changed
+from projects.mirror.intake import mirror_entities
 from projects.models import AreaAddress, AusbauProject, Opportunity, OpportunityItem, Order, RolloutArea, SyncRun
-from projects.services.addresses import address_key
-from projects.services.changes import EntitiesChanged, entities_changed
-from projects.services.mirror import mirror_entities
 from projects.services.sync import sync_run
 
 pytestmark = pytest.mark.django_db

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from integrations.epilot import EpilotClient
 from integrations.epilot_sandbox import SandboxApp
+from projects.mirror.schemas import model_for
 from projects.models import QuarantinedEntity, SyncRun
-from projects.schemas import model_for
 from projects.services.sync import sync_run
 
 pytestmark = pytest.mark.django_db

@@ -297,7 +297,7 @@ def test_slim_execution_lists_are_read_whole_before_their_steps_are_mirrored(san
 
 def test_a_newer_version_of_an_execution_updates_its_step_rows_in_place(client, v1) -> None:
     from integrations.epilot.types import WorkflowExecution as RemoteExecution
-    from projects.services.mirror import store_executions
+    from projects.mirror.intake import store_executions
 
     rows = {step.epilot_id: step.pk for step in v1.steps.all()}
     newer = client.get_execution(v1.epilot_id).data | {"lastUpdateTime": "2099-01-01T00:00:00.000Z"}

@@ -14,6 +14,7 @@ from django.utils import timezone
 from integrations.epilot import EpilotClient, ExecutionContext, RetryPolicy
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, FaultConfig, SandboxApp, demo_id, seed_bulk
 from integrations.epilot_sandbox.store import now_ms
+from projects.mirror.lease import acquire_lock
 from projects.models import (
     AusbauProject,
     Contact,
@@ -26,7 +27,6 @@ from projects.models import (
     WorkflowDefinition,
     WorkflowExecution,
 )
-from projects.services.lease import acquire_lock
 from projects.services.sync import sync_run
 
 pytestmark = pytest.mark.django_db
@@ -295,13 +295,13 @@ def test_the_celery_task_runs_a_queued_run_once(epilot: EpilotClient, django_cap
 
 
 def test_an_older_version_never_overwrites_a_newer_one(epilot: EpilotClient, sandbox: SandboxApp) -> None:
-    from projects.services.bulk import bulk_upsert
+    from projects.mirror.bulk import bulk_upsert
 
     run(epilot)
     kalk = Opportunity.objects.get(epilot_id=demo_id("opportunity:kalkstrasse"))
     newer = epilot.patch_entity("opportunity", kalk.epilot_id, {"status": "bearbeitung"})
     run(epilot)
-    from projects.services.rows import COMMON_FIELDS, EXTRA_FIELDS
+    from projects.mirror.rows import COMMON_FIELDS, EXTRA_FIELDS
 
     stale = {field: getattr(kalk, field) for field in [*COMMON_FIELDS, *EXTRA_FIELDS["opportunity"]]}
     bulk_upsert(Opportunity, [{"epilot_id": kalk.epilot_id, **stale}], unique_field="epilot_id",
@@ -312,8 +312,8 @@ def test_an_older_version_never_overwrites_a_newer_one(epilot: EpilotClient, san
 
 def test_rows_believed_new_that_another_writer_inserted_meanwhile_are_upserted(epilot: EpilotClient) -> None:
     """A page read as all new, while a webhook stored one of its entities: nothing is refused or doubled."""
-    from projects.services.bulk import bulk_upsert
-    from projects.services.rows import COMMON_FIELDS, EXTRA_FIELDS
+    from projects.mirror.bulk import bulk_upsert
+    from projects.mirror.rows import COMMON_FIELDS, EXTRA_FIELDS
 
     run(epilot)
     kalk = Opportunity.objects.get(epilot_id=demo_id("opportunity:kalkstrasse"))

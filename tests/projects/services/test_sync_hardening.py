@@ -8,10 +8,10 @@ from integrations.epilot import EpilotClient, EpilotError, ExecutionContext, Ret
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, FaultConfig, SandboxApp, demo_id
 from integrations.epilot_sandbox.seed import AUSBAU_DEFINITION, HAUSANSCHLUSS_TEMPLATE
 from integrations.epilot_sandbox.store import now_ms
+from projects.mirror.intake import mirror_entities, store_executions
+from projects.mirror.pages import write_isolating_failures
+from projects.mirror.schemas import UnknownSchema
 from projects.models import Opportunity, Order, QuarantinedEntity, SyncRun, WorkflowDefinition, WorkflowExecution
-from projects.schemas import UnknownSchema
-from projects.services.mirror import mirror_entities, store_executions
-from projects.services.pages import write_isolating_failures
 from projects.services.sync import sync_enqueue, sync_run
 from tests.integrations.fakes import repeating_flow_templates
 

@@ -10,10 +10,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from integrations.epilot import EpilotClient
+from projects.mirror.bulk import column_in, values_read_at_once
+from projects.mirror.pacing import GateClosed, ReadGate
+from projects.mirror.pages import mark_purged
 from projects.models import Contact, Opportunity, Order, SyncRun
-from projects.services.bulk import column_in, values_read_at_once
-from projects.services.pacing import GateClosed, ReadGate
-from projects.services.pages import mark_purged
 from projects.services.sync import sync_run
 
 pytestmark = pytest.mark.django_db

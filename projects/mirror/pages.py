@@ -21,6 +21,18 @@ from django.utils import timezone
 
 from integrations.epilot import Entity, MalformedEntity
 from integrations.epilot.types import relation_ids
+from projects.mirror.bulk import bulk_upsert, column_in, json_key, values_read_at_once
+from projects.mirror.changes import EntitiesChanged
+from projects.mirror.rows import (
+    COMMON_FIELDS,
+    EXTRA_FIELDS,
+    MAX_PAYLOAD_BYTES,
+    QuarantineReason,
+    dumps_payload,
+    entity_row,
+    has_nul,
+)
+from projects.mirror.schemas import CORE_SCHEMAS, model_for
 from projects.models import (
     Contact,
     MirroredEntity,
@@ -32,18 +44,6 @@ from projects.models import (
     SyncRun,
     SyncState,
     WorkflowExecution,
-)
-from projects.schemas import CORE_SCHEMAS, model_for
-from projects.services.bulk import bulk_upsert, column_in, json_key, values_read_at_once
-from projects.services.changes import EntitiesChanged
-from projects.services.rows import (
-    COMMON_FIELDS,
-    EXTRA_FIELDS,
-    MAX_PAYLOAD_BYTES,
-    QuarantineReason,
-    dumps_payload,
-    entity_row,
-    has_nul,
 )
 
 logger = logging.getLogger("projects.sync")

@@ -12,9 +12,9 @@ from django.db import models
 
 from integrations.epilot import Entity
 from integrations.epilot.types import relation_ids
-from projects.schemas import model_for
-from projects.services.addresses import address_key
-from projects.services.bulk import dumps_json
+from projects.mirror.addresses import address_key
+from projects.mirror.bulk import dumps_json
+from projects.mirror.schemas import model_for
 
 MAX_PAYLOAD_BYTES = 512 * 1024
 

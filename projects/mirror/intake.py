@@ -20,6 +20,12 @@ from django.utils import timezone
 from integrations.connection import get_epilot_client
 from integrations.epilot import Entity, EpilotClient, EpilotError, EpilotNotFoundError, MalformedEntity
 from integrations.epilot import WorkflowExecution as RemoteExecution
+from projects.mirror.bulk import bulk_upsert, column_in, values_read_at_once
+from projects.mirror.changes import announce
+from projects.mirror.pacing import ReadGate
+from projects.mirror.pages import MirrorChanges, prepare_page, quarantine, store_page
+from projects.mirror.rows import QuarantineReason, check_fits
+from projects.mirror.schemas import model_for, validate_schemas
 from projects.models import (
     Contact,
     MirroredStep,
@@ -29,12 +35,6 @@ from projects.models import (
     WorkflowDefinition,
     WorkflowExecution,
 )
-from projects.schemas import model_for, validate_schemas
-from projects.services.bulk import bulk_upsert, column_in, values_read_at_once
-from projects.services.changes import announce
-from projects.services.pacing import ReadGate
-from projects.services.pages import MirrorChanges, prepare_page, quarantine, store_page
-from projects.services.rows import QuarantineReason, check_fits
 
 logger = logging.getLogger("projects.sync")
 EXECUTION_FETCHERS = 16  # executions read at most at once (GETs, which epilot does not rate-limit); see ReadGate
