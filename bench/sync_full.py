@@ -269,14 +269,17 @@ def main() -> None:
             Contact,
             GenericEntity,
             Opportunity,
+            OpportunityItem,
             Order,
+            PendingExecutionRead,
             SyncRun,
             SyncState,
             WorkflowExecution,
         )
         from projects.services.sync import sync_run
 
-        for model in (AusbauProject, WorkflowExecution, Order, Opportunity, Contact, GenericEntity, SyncState):
+        for model in (AusbauProject, WorkflowExecution, Order, Opportunity, OpportunityItem, Contact, GenericEntity, SyncState,
+                      PendingExecutionRead):
             model.objects.all().delete()
 
         profiler = cProfile.Profile() if args.profile else None

@@ -104,11 +104,24 @@ def main() -> None:
         wait_for_port(ports["web"], "gunicorn")
 
         from integrations.epilot import EpilotClient, ServiceURLs
-        from projects.models import AusbauProject, Opportunity, Order, RolloutArea, SyncRun, WebhookEvent
+        from projects.models import (
+            AusbauProject,
+            Contact,
+            Opportunity,
+            OpportunityItem,
+            Order,
+            PendingExecutionRead,
+            RolloutArea,
+            SyncRun,
+            SyncState,
+            WebhookEvent,
+            WorkflowExecution,
+        )
         from projects.services.sync import sync_run
         from projects.services.webhook_subscriptions import webhook_provision
 
-        for model in (WebhookEvent, AusbauProject, Order, Opportunity, RolloutArea):
+        for model in (WebhookEvent, AusbauProject, WorkflowExecution, Order, Opportunity, OpportunityItem, Contact,
+                      PendingExecutionRead, SyncState, RolloutArea):
             model.objects.all().delete()
         client = EpilotClient(token="bench", urls=ServiceURLs.single_origin(sandbox_url), writes_per_minute=1_000_000)
         synced = time.perf_counter()
