@@ -99,7 +99,8 @@ def main() -> None:
              "--workers", "2", "--threads", "4"], cwd=ROOT, env=dict(os.environ), stdout=logs["web"], stderr=subprocess.STDOUT))
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "worker", "--concurrency", str(args.workers), "--loglevel",
-             "INFO", "--without-gossip", "--without-mingle"], cwd=ROOT, env=dict(os.environ), stdout=logs["worker"],
+             "INFO", "--without-gossip", "--without-mingle"], cwd=ROOT, env={**os.environ, "LOG_LEVEL": "INFO"},
+            stdout=logs["worker"],
             stderr=subprocess.STDOUT))
         wait_for_port(ports["web"], "gunicorn")
 

@@ -26,7 +26,7 @@ from django.utils.translation import gettext as _
 
 from projects.mirror.addresses import address_key
 from projects.mirror.bulk import column_in, values_read_at_once
-from projects.models import AreaAddress, AreaSnapshot, AusbauProject, Opportunity, RolloutArea
+from projects.models import AreaAddress, AreaSnapshot, AusbauProject, Opportunity, Order, RolloutArea
 from projects.services.errors import NotAllowed
 
 COLUMNS = ["area", "postal_code", "street", "house_number", "units"]
@@ -160,14 +160,20 @@ def areas_refresh(*, address_keys: Iterable[str] | None = None) -> int:
     listed = values_read_at_once(addresses, "area", "key", "units")
     live = Opportunity.objects.filter(epilot_deleted_at__isnull=True).exclude(status="abgebrochen").exclude(address_key="")
     projects = AusbauProject.objects.exclude(opportunity__address_key="")
-    if area_ids is not None:
+    if area_ids is None:
+        signed = set(live.filter(orders__epilot_deleted_at__isnull=True, orders__status__in=SIGNED_ORDER_STATUSES)
+                     .order_by().values_list("address_key", flat=True).distinct())
+    else:
+        # From the opportunities at these addresses to their orders (both indexed), never from all signed orders.
         wanted = sorted({key for _area, key, _units in listed})
-        live = live.filter(column_in(Opportunity, "address_key", wanted))
         projects = projects.filter(opportunity__in=Opportunity.objects.filter(column_in(Opportunity, "address_key", wanted)))
-    signed = set(live.filter(orders__epilot_deleted_at__isnull=True, orders__status__in=SIGNED_ORDER_STATUSES)
-                 .values_list("address_key", flat=True).distinct())
+        key_of = dict(values_read_at_once(live.filter(column_in(Opportunity, "address_key", wanted)).order_by(), "id",
+                                          "address_key"))
+        orders = Order.objects.filter(column_in(Order, "opportunity", list(key_of)), epilot_deleted_at__isnull=True,
+                                      status__in=SIGNED_ORDER_STATUSES).order_by()
+        signed = {key_of[owner] for owner in values_read_at_once(orders, "opportunity", flat=True)}
     phases_by_key: dict[str, list[str]] = defaultdict(list)
-    for key, phase in projects.values_list("opportunity__address_key", "phase"):
+    for key, phase in projects.order_by().values_list("opportunity__address_key", "phase"):
         phases_by_key[key].append(phase)
     figures = {area.pk: {"units_in_scope": 0, "addresses_in_scope": 0, "units_signed": 0, "units_connected": 0,
                          "projects_by_phase": defaultdict(int)} for area in areas}
