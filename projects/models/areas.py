@@ -38,6 +38,14 @@ class AreaAddress(models.Model):
     house_number = models.CharField(_("house number"), max_length=20)
     units = models.PositiveIntegerField(_("units"), help_text=_("Wohneinheiten: households at this address."))
     key = models.CharField(max_length=240, db_index=True)
+    # What the address contributes to its area's figures (services/areas.py), kept so a change recomputes its own.
+    signed = models.BooleanField(_("signed"), default=False)
+    connected = models.BooleanField(_("connected"), default=False)
+    projects_planning = models.PositiveIntegerField(default=0)
+    projects_approved = models.PositiveIntegerField(default=0)
+    projects_construction = models.PositiveIntegerField(default=0)
+    projects_completed = models.PositiveIntegerField(default=0)
+    projects_cancelled = models.PositiveIntegerField(default=0)
 
     class Meta:
         verbose_name = _("address in scope")

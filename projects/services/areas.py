@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -136,69 +137,103 @@ def area_addresses_import(rows: Iterable[tuple[int, dict[str, str]]], *, quota_p
     return ImportResult(areas={name: len(addresses) for name, addresses in by_area.items()})
 
 
-def areas_refresh(*, address_keys: Iterable[str] | None = None) -> int:
-    """Recompute the figures of the areas that list one of these address keys (every area when None); returns how many.
+PHASE_COLUMNS = {phase: f"projects_{phase}" for phase in AusbauProject.Phase.values}
+ADDRESS_FIGURES = ["signed", "connected", *PHASE_COLUMNS.values()]
 
-    An area is recomputed whole from its own addresses and the opportunities at them (indexed by
-    address key), so the cost follows the areas touched, not the mirror's size.
+
+def areas_refresh(*, address_keys: Iterable[str] | None = None) -> int:
+    """Recompute the figures of the addresses with these keys and the areas that list them (everything when None);
+    returns how many areas were updated.
+
+    Each address keeps what it contributes (signed, connected, projects by phase); an area's figures
+    are their sums, added up by the database. A change therefore costs its own addresses and one sum
+    per area it touches. An area whose addresses were never computed is computed whole first.
     """
     if address_keys is None:
         areas = list(RolloutArea.objects.all())
-        area_ids = None
+        keys = None
     else:
         keys = sorted(set(address_keys))
         if not keys:
             return 0
         touched = AreaAddress.objects.filter(column_in(AreaAddress, "key", keys)).order_by()
         areas = list(RolloutArea.objects.filter(pk__in=set(values_read_at_once(touched, "area", flat=True))))
-        area_ids = [area.pk for area in areas]
     if not areas:
         return 0
     addresses = AreaAddress.objects.order_by()
-    if area_ids is not None:
-        addresses = addresses.filter(column_in(AreaAddress, "area", area_ids))
-    listed = values_read_at_once(addresses, "area", "key", "units")
+    if keys is None:
+        listed = list(addresses.values_list("pk", "key", *ADDRESS_FIGURES))
+    else:
+        never = [area.pk for area in areas if area.figures_at is None]
+        listed = list(addresses.filter(column_in(AreaAddress, "key", keys)).values_list("pk", "key", *ADDRESS_FIGURES))
+        if never:
+            listed += addresses.filter(column_in(AreaAddress, "area", never)).values_list("pk", "key", *ADDRESS_FIGURES)
+    now = timezone.now()
+    with transaction.atomic():
+        _store_address_figures(listed, address_figures(None if keys is None else sorted({key for _pk, key, *_ in listed})))
+        _store_area_sums(areas, now)
+    return len(areas)
+
+
+def address_figures(keys: list[str] | None) -> dict[str, tuple[Any, ...]]:
+    """key -> (signed, connected, projects per phase in PHASE_COLUMNS' order) for these address keys (all when None).
+
+    Signed: a live opportunity (not deleted, not `abgebrochen`) at the address has a signed order
+    (not deleted, `placed` or `completed`). Connected: a project at the address is `completed`.
+    """
     live = Opportunity.objects.filter(epilot_deleted_at__isnull=True).exclude(status="abgebrochen").exclude(address_key="")
     projects = AusbauProject.objects.exclude(opportunity__address_key="")
-    if area_ids is None:
+    if keys is None:
         signed = set(live.filter(orders__epilot_deleted_at__isnull=True, orders__status__in=SIGNED_ORDER_STATUSES)
                      .order_by().values_list("address_key", flat=True).distinct())
     else:
         # From the opportunities at these addresses to their orders (both indexed), never from all signed orders.
-        wanted = sorted({key for _area, key, _units in listed})
-        projects = projects.filter(opportunity__in=Opportunity.objects.filter(column_in(Opportunity, "address_key", wanted)))
-        key_of = dict(values_read_at_once(live.filter(column_in(Opportunity, "address_key", wanted)).order_by(), "id",
+        projects = projects.filter(opportunity__in=Opportunity.objects.filter(column_in(Opportunity, "address_key", keys)))
+        key_of = dict(values_read_at_once(live.filter(column_in(Opportunity, "address_key", keys)).order_by(), "id",
                                           "address_key"))
         orders = Order.objects.filter(column_in(Order, "opportunity", list(key_of)), epilot_deleted_at__isnull=True,
                                       status__in=SIGNED_ORDER_STATUSES).order_by()
         signed = {key_of[owner] for owner in values_read_at_once(orders, "opportunity", flat=True)}
-    phases_by_key: dict[str, list[str]] = defaultdict(list)
+    phases_by_key: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(PHASE_COLUMNS, 0))
     for key, phase in projects.order_by().values_list("opportunity__address_key", "phase"):
-        phases_by_key[key].append(phase)
-    figures = {area.pk: {"units_in_scope": 0, "addresses_in_scope": 0, "units_signed": 0, "units_connected": 0,
-                         "projects_by_phase": defaultdict(int)} for area in areas}
-    for area_id, key, units in listed:
-        numbers = figures[area_id]
-        numbers["units_in_scope"] += units
-        numbers["addresses_in_scope"] += 1
-        if key in signed:
-            numbers["units_signed"] += units
-        phases = phases_by_key.get(key, ())
-        if "completed" in phases:
-            numbers["units_connected"] += units
-        for phase in phases:
-            numbers["projects_by_phase"][phase] += 1
-    now = timezone.now()
+        phases_by_key[key][phase] += 1
+    figures = {}
+    for key in (keys if keys is not None else signed | set(phases_by_key)):
+        phases = phases_by_key.get(key) or dict.fromkeys(PHASE_COLUMNS, 0)
+        figures[key] = (key in signed, phases[AusbauProject.Phase.COMPLETED] > 0, *phases.values())
+    return figures
+
+
+NOTHING = (False, False, *[0] * len(PHASE_COLUMNS))
+
+
+def _store_address_figures(listed: list[tuple[Any, ...]], figures: dict[str, tuple[Any, ...]]) -> None:
+    """Write the figures that changed: one UPDATE per distinct set of figures, the addresses' pks as one parameter."""
+    by_figures: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for pk, key, *stored in listed:
+        wanted = figures.get(key, NOTHING)
+        if tuple(stored) != wanted:
+            by_figures[wanted].append(pk)
+    for wanted, pks in by_figures.items():
+        AreaAddress.objects.filter(column_in(AreaAddress, "id", pks)).update(**dict(zip(ADDRESS_FIGURES, wanted, strict=True)))
+
+
+def _store_area_sums(areas: list[RolloutArea], now: Any) -> None:
+    """Each area's figures as the database sums them over its addresses, and the day's snapshot."""
+    sums = {row["area"]: row for row in AreaAddress.objects.filter(column_in(AreaAddress, "area", [a.pk for a in areas]))
+            .order_by().values("area").annotate(
+                all_units=Sum("units"), count=Count("id"), signed_units=Sum("units", filter=Q(signed=True)),
+                connected_units=Sum("units", filter=Q(connected=True)), **{f"sum_{c}": Sum(c) for c in PHASE_COLUMNS.values()})}
     today = timezone.localdate(now)
-    with transaction.atomic():
-        for area in areas:
-            numbers = figures[area.pk]
-            RolloutArea.objects.filter(pk=area.pk).update(
-                units_in_scope=numbers["units_in_scope"], addresses_in_scope=numbers["addresses_in_scope"],
-                units_signed=numbers["units_signed"], units_connected=numbers["units_connected"],
-                projects_by_phase=dict(numbers["projects_by_phase"]), figures_at=now)
-            AreaSnapshot.objects.update_or_create(area=area, day=today, defaults={"units_signed": numbers["units_signed"]})
-    return len(areas)
+    for area in areas:
+        row = sums.get(area.pk, {})
+        signed = row.get("signed_units") or 0
+        RolloutArea.objects.filter(pk=area.pk).update(
+            units_in_scope=row.get("all_units") or 0, addresses_in_scope=row.get("count") or 0, units_signed=signed,
+            units_connected=row.get("connected_units") or 0, figures_at=now,
+            projects_by_phase={phase: row[f"sum_{column}"] for phase, column in PHASE_COLUMNS.items()
+                               if row.get(f"sum_{column}")})
+        AreaSnapshot.objects.update_or_create(area=area, day=today, defaults={"units_signed": signed})
 
 
 def areas_on_projects_changed(sender: Any, opportunity_ids: set[int] | None, address_keys: set[str], **kwargs: Any) -> None:
