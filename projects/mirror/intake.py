@@ -1,7 +1,7 @@
 """Keeping the mirror whole around its pages: definitions and executions; `mirror_entities`, the way in for a few entities.
 
-Relations are written with the rows (services/pages.py); what is derived from the mirror listens to
-its change event (services/changes.py). Nothing here calls epilot except to read entities,
+Relations are written with the rows (pages.py); what is derived from the mirror listens to its
+change event (changes.py). Nothing here calls epilot except to read entities,
 executions and definitions, and nothing evaluates local rules (the use cases do that once, explicitly).
 """
 from __future__ import annotations

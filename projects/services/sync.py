@@ -2,9 +2,10 @@
 
 Per schema the watermark `(_updated_at, _id)` advances in the same transaction as the page's rows,
 so a crash anywhere loses nothing and a re-run converges. No transaction is open while epilot is
-called: each page is fetched (and its rows built, services/pages.py) in a prefetch thread, then
-written in one short transaction. The run holds a lease per schema (services/lease.py);
-relations, executions and projects follow in services/mirror.py.
+called: each page is fetched (and its rows built, projects/mirror/pages.py) in a prefetch thread, then
+written in one short transaction with its relations. The run holds a lease per schema
+(projects/mirror/lease.py); executions follow (projects/mirror/intake.py), then the run announces
+what it committed (projects/mirror/changes.py) and projects and areas recompute.
 """
 from __future__ import annotations
 
