@@ -37,6 +37,7 @@ def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *,
     """Insert or update `rows` (field name to value) on `unique_field` (or the fields of a unique constraint);
     returns the number of rows sent.
 
+    Without `update_fields` a row whose key is there already is left as it is (DO NOTHING).
     With `newer_by` (a date field) an existing row is only overwritten by one at least as new, so two
     writers that read epilot at different moments can never put an older version back. Columns in
     `keep_when_empty` keep their value when the new row has an empty string (NULL, for other types) there.
@@ -58,7 +59,8 @@ def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *,
         f"{quote(field.column)} = CASE WHEN EXCLUDED.{quote(field.column)} {empty(field)} THEN {table}.{quote(field.column)} "
         f"ELSE EXCLUDED.{quote(field.column)} END" if field.name in keep_when_empty
         else f"{quote(field.column)} = EXCLUDED.{quote(field.column)}" for field in fields[len(keys):])
-    conflict = f"ON CONFLICT ({', '.join(quote(field.column) for field in fields[:len(keys)])}) DO UPDATE SET {updates}"
+    target = ", ".join(quote(field.column) for field in fields[:len(keys)])
+    conflict = f"ON CONFLICT ({target}) DO UPDATE SET {updates}" if updates else f"ON CONFLICT ({target}) DO NOTHING"
     if newer_by:
         column = quote(model._meta.get_field(newer_by).column)
         conflict += f" WHERE {table}.{column} IS NULL OR EXCLUDED.{column} >= {table}.{column}"

@@ -15,13 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, models, transaction
-from django.db.models import OuterRef, Subquery
+from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 
 from integrations.epilot import Entity, MalformedEntity
 from integrations.epilot.types import relation_ids
-from projects.mirror.bulk import bulk_upsert, column_in, json_key, values_read_at_once
+from projects.mirror.bulk import among, bulk_upsert, column_in, json_key, values_read_at_once
 from projects.mirror.changes import EntitiesChanged
 from projects.mirror.rows import (
     COMMON_FIELDS,
@@ -242,12 +241,21 @@ WAITING_FOR: dict[str, list[tuple[type[models.Model], dict[str, Any], str, str]]
 def link_waiting_for(schema: str, created: list[str]) -> None:
     """Point the foreign keys of rows that named these newly mirrored entities before they were mirrored at them.
 
-    Found by the indexed epilot id the rows keep, so the cost follows the entities created, not the tables.
+    Found by the indexed epilot id the rows keep, so the cost follows the entities created, not the
+    tables. One plain statement per relation: a first sync runs them for every page, mostly to find nothing.
     """
+    quote = connection.ops.quote_name
     target = model_for(schema)
     for model, condition, reference, field_name in WAITING_FOR.get(schema, []):
-        waiting = model.objects.filter(column_in(model, reference, created), **condition, **{f"{field_name}__isnull": True})
-        waiting.update(**{f"{field_name}_id": Subquery(target.objects.filter(epilot_id=OuterRef(reference)).values("id")[:1])})
+        table, column = quote(model._meta.db_table), quote(model._meta.get_field(reference).column)
+        foreign_key = quote(model._meta.get_field(field_name).column)
+        among_created, params = among(f"{table}.{column}", created)
+        narrowed = "".join(f" AND {table}.{quote(model._meta.get_field(name).column)} = %s" for name in condition)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET {foreign_key} = (SELECT target.id FROM {quote(target._meta.db_table)} AS target "
+                f"WHERE target.{quote(target._meta.get_field('epilot_id').column)} = {table}.{column}) "
+                f"WHERE {among_created} AND {table}.{foreign_key} IS NULL{narrowed}", [*params, *condition.values()])
 
 
 def items_naming(order_ids: list[str]) -> dict[str, str]:
@@ -274,7 +282,8 @@ ITEM_ID_LENGTH = OpportunityItem._meta.get_field("order_epilot_id").max_length
 def store_items(changed: dict[str, dict[str, Any]], *, known: list[str], counts: MirrorChanges) -> None:
     """Replace the item rows of these opportunities (`known`: those mirrored before) and relink the orders that
     gained or lost a naming opportunity. Call inside the transaction that wrote the opportunities."""
-    wanted = {(opportunity_id, order_id) for opportunity_id, row in changed.items() for order_id in item_ids(row["payload"])}
+    wanted = {(opportunity_id, order_id) for opportunity_id, row in changed.items() if row["payload"].get("items")
+              for order_id in item_ids(row["payload"])}
     had: dict[tuple[str, str], int] = {}
     if known:
         had = {(opportunity_id, order_id): pk for pk, opportunity_id, order_id in values_read_at_once(
@@ -284,9 +293,9 @@ def store_items(changed: dict[str, dict[str, Any]], *, known: list[str], counts:
     new = [pair for pair in wanted if pair not in had]
     if gone:
         OpportunityItem.objects.filter(pk__in=gone).delete()
-    if new:
-        OpportunityItem.objects.bulk_create([OpportunityItem(opportunity_epilot_id=opportunity_id, order_epilot_id=order_id)
-                                             for opportunity_id, order_id in new], batch_size=1000, ignore_conflicts=True)
+    bulk_upsert(OpportunityItem, [{"opportunity_epilot_id": opportunity_id, "order_epilot_id": order_id}
+                                  for opportunity_id, order_id in new],
+                unique_field=("opportunity_epilot_id", "order_epilot_id"), update_fields=[])
     affected = {order_id for _opportunity_id, order_id in new} | {pair[1] for pair in had if pair not in wanted}
     if affected:
         relink_orders(sorted(affected), counts)

@@ -13,7 +13,7 @@ from integrations.epilot import EpilotClient
 from integrations.epilot_sandbox import SandboxApp, demo_id, seed_bulk
 from projects.mirror.addresses import address_key
 from projects.mirror.changes import EntitiesChanged, entities_changed
-from projects.mirror.intake import mirror_entities
+from projects.mirror.intake import mirror_entities, mirror_executions
 from projects.models import AreaAddress, AusbauProject, Opportunity, OpportunityItem, Order, RolloutArea, SyncRun
 from projects.services.sync import sync_run
 
@@ -172,3 +172,20 @@ def test_one_change_costs_the_same_statements_in_a_small_and_a_large_mirror(epil
     if connection.vendor == "sqlite":
         assert full_scans(large) == []
         assert full_scans(["SELECT COUNT(*) FROM projects_order WHERE amount_total > 0"])  # the check can see a scan
+
+
+def test_customers_and_execution_contexts_are_linked_whichever_is_mirrored_first(epilot: EpilotClient) -> None:
+    run(epilot)
+    contact = epilot.create_entity("contact", {"_title": "Erika Muster"})
+    opportunity = epilot.create_entity("opportunity", {"_title": "Glasfaser Am Diek 9", "status": "ausstehend",
+                                                       "customer": {"$relation": [{"entity_id": contact.id}]}})
+    order = epilot.create_entity("order", {"_title": "Hausanschluss Am Diek 9", "status": "placed"})
+    execution = epilot.create_execution(AUSBAU_DEFINITION_ID, [ExecutionContext(order.id, "order", "Hausanschluss")])
+    mirror_entities(refs=[("opportunity", opportunity.id)], client=epilot)  # its customer is not mirrored yet
+    assert Opportunity.objects.get(epilot_id=opportunity.id).customer is None
+    mirror_entities(refs=[("contact", contact.id)], client=epilot)
+    assert Opportunity.objects.get(epilot_id=opportunity.id).customer == Contact.objects.get(epilot_id=contact.id)
+    mirror_executions([("order", order.id, epilot.get_execution(execution.id))])  # the order is not mirrored yet
+    assert WorkflowExecution.objects.get(epilot_id=execution.id).order is None
+    mirror_entities(refs=[("order", order.id)], client=epilot)
+    assert WorkflowExecution.objects.get(epilot_id=execution.id).order == Order.objects.get(epilot_id=order.id)
