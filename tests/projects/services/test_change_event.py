@@ -9,12 +9,22 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from integrations.epilot import EpilotClient
-from integrations.epilot_sandbox import SandboxApp, demo_id, seed_bulk
+from integrations.epilot import EpilotClient, ExecutionContext
+from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, SandboxApp, demo_id, seed_bulk
 from projects.mirror.addresses import address_key
 from projects.mirror.changes import EntitiesChanged, entities_changed
 from projects.mirror.intake import mirror_entities, mirror_executions
-from projects.models import AreaAddress, AusbauProject, Opportunity, OpportunityItem, Order, RolloutArea, SyncRun
+from projects.models import (
+    AreaAddress,
+    AusbauProject,
+    Contact,
+    Opportunity,
+    OpportunityItem,
+    Order,
+    RolloutArea,
+    SyncRun,
+    WorkflowExecution,
+)
 from projects.services.sync import sync_run
 
 pytestmark = pytest.mark.django_db
