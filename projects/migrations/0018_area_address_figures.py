@@ -23,27 +23,27 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='areaaddress',
             name='projects_approved',
-            field=models.PositiveIntegerField(default=0),
+            field=models.PositiveIntegerField(default=0, verbose_name='approved projects'),
         ),
         migrations.AddField(
             model_name='areaaddress',
             name='projects_cancelled',
-            field=models.PositiveIntegerField(default=0),
+            field=models.PositiveIntegerField(default=0, verbose_name='cancelled projects'),
         ),
         migrations.AddField(
             model_name='areaaddress',
             name='projects_completed',
-            field=models.PositiveIntegerField(default=0),
+            field=models.PositiveIntegerField(default=0, verbose_name='completed projects'),
         ),
         migrations.AddField(
             model_name='areaaddress',
             name='projects_construction',
-            field=models.PositiveIntegerField(default=0),
+            field=models.PositiveIntegerField(default=0, verbose_name='projects in construction'),
         ),
         migrations.AddField(
             model_name='areaaddress',
             name='projects_planning',
-            field=models.PositiveIntegerField(default=0),
+            field=models.PositiveIntegerField(default=0, verbose_name='projects in planning'),
         ),
         migrations.AddField(
             model_name='areaaddress',

@@ -41,11 +41,11 @@ class AreaAddress(models.Model):
     # What the address contributes to its area's figures (services/areas.py), kept so a change recomputes its own.
     signed = models.BooleanField(_("signed"), default=False)
     connected = models.BooleanField(_("connected"), default=False)
-    projects_planning = models.PositiveIntegerField(default=0)
-    projects_approved = models.PositiveIntegerField(default=0)
-    projects_construction = models.PositiveIntegerField(default=0)
-    projects_completed = models.PositiveIntegerField(default=0)
-    projects_cancelled = models.PositiveIntegerField(default=0)
+    projects_planning = models.PositiveIntegerField(_("projects in planning"), default=0)
+    projects_approved = models.PositiveIntegerField(_("approved projects"), default=0)
+    projects_construction = models.PositiveIntegerField(_("projects in construction"), default=0)
+    projects_completed = models.PositiveIntegerField(_("completed projects"), default=0)
+    projects_cancelled = models.PositiveIntegerField(_("cancelled projects"), default=0)
 
     class Meta:
         verbose_name = _("address in scope")
