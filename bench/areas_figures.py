@@ -2,7 +2,8 @@
 
 The data is shaped like a Stadtwerk's: German streets and house numbers (some with letters), 1 to 12
 units per address, 40 % of opportunities with a placed or completed order, projects in every phase.
-Prints the time and the number of queries of `areas_refresh`. Target: under 2 s on SQLite.
+Prints the time and the number of queries of `areas_refresh`: all areas (target: under 2 s on SQLite), again
+with nothing changed, and for the address of one changed opportunity.
 
     .venv/bin/python bench/areas_figures.py [--addresses 50000]
     DATABASE_URL=postgres://... .venv/bin/python bench/areas_figures.py   # empties the mirror's tables there
@@ -77,9 +78,20 @@ def main() -> None:
         updated = areas_refresh()
         elapsed = time.perf_counter() - started
     signed = sum(RolloutArea.objects.values_list("units_signed", flat=True))
+    started = time.perf_counter()
+    areas_refresh()
+    again = time.perf_counter() - started
+    one_key = opportunities[len(opportunities) // 2].address_key
+    with CaptureQueriesContext(connection) as one_queries:
+        started = time.perf_counter()
+        areas_refresh(address_keys=[one_key])
+        one = time.perf_counter() - started
     print(f"data:        {args.areas} areas, {len(addresses):,} addresses, {len(opportunities):,} opportunities; "
           f"{connection.vendor}")
-    print(f"recompute:   {updated} areas in {elapsed:.2f} s, {len(queries.captured_queries)} queries; {signed:,} units signed")
+    print(f"recompute:   {updated} areas in {elapsed:.2f} s, {len(queries.captured_queries)} queries; {signed:,} units signed "
+          f"(first time: every address's contribution written)")
+    print(f"again:       {again:.2f} s (nothing changed: no address written)")
+    print(f"one address: {one * 1000:.1f} ms, {len(one_queries.captured_queries)} queries (the change of one opportunity)")
 
 
 if __name__ == "__main__":
