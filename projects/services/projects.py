@@ -190,7 +190,9 @@ def _refresh_chunk(ids: list[int]) -> int:
         if wanted:
             dropped = [o.pk for o in opportunities if not in_scope(o, wanted)]
             AusbauProject.objects.filter(column_in(AusbauProject, "opportunity", dropped)).delete()
-        bulk_upsert(AusbauProject, rows, unique_field="opportunity", update_fields=PROJECT_FIELDS)
+        # A first sync's projects are all new: PostgreSQL then COPies them straight into the table.
+        known = AusbauProject.objects.filter(column_in(AusbauProject, "opportunity", ids)).exists()
+        bulk_upsert(AusbauProject, rows, unique_field="opportunity", update_fields=PROJECT_FIELDS, believed_new=not known)
     return len(rows)
 
 
