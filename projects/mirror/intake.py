@@ -281,22 +281,16 @@ EXECUTION_FIELDS = ["engine", "definition_epilot_id", "name", "entity_schema", "
                     "synced_at"]
 
 
-def store_executions(
-    schema: str, entity_id: str, executions: list[RemoteExecution], *, read_at: dt.datetime | None = None,
-    complete: bool = True,
-) -> None:
-    """Bring the mirrored executions of one entity (and their steps) to what epilot returned when read at `read_at`.
-
-    An older version never overwrites a newer one, and an execution another writer stored after
-    `read_at` is kept even if this answer lacks it. With `complete=False` the answer is not the
-    entity's whole list (one execution re-read after a write), so nothing is removed. Executions that do not fit the mirror are
-    quarantined (schema `workflow_execution`).
-    """
-    store_executions_of([(schema, entity_id, executions, read_at or timezone.now())], complete=complete)
-
-
 def store_executions_of(answers: list[tuple[str, str, list[RemoteExecution], dt.datetime]], *, complete: bool = True) -> None:
-    """`store_executions` for many entities at once: (schema, entity id, executions, read at) each, a few statements in all."""
+    """Bring the mirrored executions of entities (and their steps) to what epilot returned: (schema, entity id,
+    executions, read at) each, a few statements in all.
+
+    An older version never overwrites a newer one, and an execution another writer stored after it
+    was read is kept even if this answer lacks it. With `complete=False` an answer is not the entity's
+    whole list (one execution re-read after a write), so nothing is removed. Executions that do not fit
+    the mirror are quarantined (schema `workflow_execution`). Call through `store_answers`, which records
+    the change set.
+    """
     now = timezone.now()
     rows, stored = [], []
     for schema, entity_id, executions, _read_at in answers:

@@ -297,14 +297,13 @@ def test_slim_execution_lists_are_read_whole_before_their_steps_are_mirrored(san
 
 def test_a_newer_version_of_an_execution_updates_its_step_rows_in_place(client, v1) -> None:
     from integrations.epilot.types import WorkflowExecution as RemoteExecution
-    from projects.mirror.intake import store_executions
+    from projects.mirror.intake import mirror_executions
 
     rows = {step.epilot_id: step.pk for step in v1.steps.all()}
     newer = client.get_execution(v1.epilot_id).data | {"lastUpdateTime": "2099-01-01T00:00:00.000Z"}
     first_section = newer["flow"][0]
     first_section["steps"] = [first_section["steps"][0] | {"status": "COMPLETED"}]  # the second step is gone
-    store_executions("opportunity", demo_id("opportunity:rohdenhaus"), [RemoteExecution.from_v1(newer)],
-                     read_at=timezone.now())
+    mirror_executions([("opportunity", demo_id("opportunity:rohdenhaus"), RemoteExecution.from_v1(newer))])
     after = {step.epilot_id: (step.pk, step.status) for step in v1.steps.all()}
     assert len(after) == len(rows) - 1 and all(rows[epilot_id] == pk for epilot_id, (pk, _) in after.items())
     assert after[first_section["steps"][0]["id"]][1] == "COMPLETED"

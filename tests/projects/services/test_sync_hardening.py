@@ -8,7 +8,7 @@ from integrations.epilot import EpilotClient, EpilotError, ExecutionContext, Ret
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, FaultConfig, SandboxApp, demo_id
 from integrations.epilot_sandbox.seed import AUSBAU_DEFINITION, HAUSANSCHLUSS_TEMPLATE
 from integrations.epilot_sandbox.store import now_ms
-from projects.mirror.intake import mirror_entities, store_executions
+from projects.mirror.intake import mirror_entities, mirror_executions
 from projects.mirror.pages import write_isolating_failures
 from projects.mirror.schemas import UnknownSchema
 from projects.models import Opportunity, Order, QuarantinedEntity, SyncRun, WorkflowDefinition, WorkflowExecution
@@ -119,9 +119,9 @@ def test_an_older_answer_never_replaces_a_newer_mirrored_execution(epilot: Epilo
     mirror_entities(refs=[("opportunity", nord)], client=epilot)
     epilot.close_execution(started.id, description="done")
     newer = epilot.get_execution(started.id)
-    store_executions("opportunity", nord, [newer])
+    mirror_executions([("opportunity", nord, newer)])
     assert WorkflowExecution.objects.get(epilot_id=started.id).status == newer.status
-    store_executions("opportunity", nord, [old])  # a slow reader that saw the execution earlier
+    mirror_executions([("opportunity", nord, old)])  # a slow reader that saw the execution earlier
     assert WorkflowExecution.objects.get(epilot_id=started.id).status == newer.status != old.status
 
 
@@ -204,6 +204,6 @@ def test_an_execution_with_numbers_where_texts_belong_is_mirrored_as_text(epilot
     started = epilot.create_execution(AUSBAU_DEFINITION_ID, [ExecutionContext(entity_id=nord, schema="opportunity", title="Nord",
                                                                                is_primary=True)])
     odd = RemoteExecution.from_v1({**epilot.get_execution(started.id).data, "name": 4711, "definitionId": 12345})
-    store_executions("opportunity", nord, [odd])
+    mirror_executions([("opportunity", nord, odd)])
     mirrored = WorkflowExecution.objects.get(epilot_id=started.id)
     assert (mirrored.name, mirrored.definition_epilot_id) == ("4711", "12345")
