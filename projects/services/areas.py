@@ -160,18 +160,21 @@ def areas_refresh(*, address_keys: Iterable[str] | None = None) -> int:
         areas = list(RolloutArea.objects.filter(pk__in=set(values_read_at_once(touched, "area", flat=True))))
     if not areas:
         return 0
-    addresses = AreaAddress.objects.order_by()
-    if keys is None:
-        listed = list(addresses.values_list("pk", "key", *ADDRESS_FIGURES))
-    else:
-        never = [area.pk for area in areas if area.figures_at is None]
-        listed = list(addresses.filter(column_in(AreaAddress, "key", keys)).values_list("pk", "key", *ADDRESS_FIGURES))
-        if never:
-            listed += addresses.filter(column_in(AreaAddress, "area", never)).values_list("pk", "key", *ADDRESS_FIGURES)
-    now = timezone.now()
     with transaction.atomic():
+        # Two workers refreshing one area one after the other, so neither sums it without the other's addresses
+        # (PostgreSQL; SQLite writes one transaction at a time anyway). Locked in one order: no deadlock.
+        list(RolloutArea.objects.select_for_update().filter(pk__in=[area.pk for area in areas]).order_by("pk")
+             .values_list("pk", flat=True))
+        addresses = AreaAddress.objects.order_by()
+        if keys is None:
+            listed = list(addresses.values_list("pk", "key", *ADDRESS_FIGURES))
+        else:
+            never = [area.pk for area in areas if area.figures_at is None]
+            listed = list(addresses.filter(column_in(AreaAddress, "key", keys)).values_list("pk", "key", *ADDRESS_FIGURES))
+            if never:
+                listed += addresses.filter(column_in(AreaAddress, "area", never)).values_list("pk", "key", *ADDRESS_FIGURES)
         _store_address_figures(listed, address_figures(None if keys is None else sorted({key for _pk, key, *_ in listed})))
-        _store_area_sums(areas, now)
+        _store_area_sums(areas, timezone.now())
     return len(areas)
 
 

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import threading
 from io import StringIO
 
 import pytest
 from django.contrib.auth.models import Group, User
 from django.core.management import CommandError, call_command
+from django.db import connection, connections, transaction
 from rest_framework.test import APIClient
 
 from integrations.connection import get_epilot_client
@@ -16,6 +18,7 @@ from projects.mirror.addresses import address_key
 from projects.models import AreaAddress, RolloutArea
 from projects.selectors import area_figures
 from projects.services.api_clients import api_client_create
+from projects.services.areas import areas_refresh
 
 pytestmark = pytest.mark.django_db
 
@@ -159,3 +162,40 @@ def test_an_opportunity_without_an_address_attribute_matches_by_its_first_addres
             "installation_address": [{"street": "Goethestr.", "street_number": "3 b", "postal_code": "42489"}]}
     row = entity_row("opportunity", Entity.from_api(data), now)
     assert row["address_key"] == address_key("42489", "Goethestraße", "3B")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite writes one transaction at a time anyway")
+@pytest.mark.django_db(transaction=True)
+def test_two_refreshes_of_one_area_take_turns_so_neither_sums_without_the_others_addresses() -> None:
+    area = RolloutArea.objects.create(name="Nord")
+    AreaAddress.objects.create(area=area, postal_code="42489", street="Nordstraße", house_number="12", units=2,
+                               key=address_key("42489", "Nordstraße", "12"))
+    holding, release, refreshed = threading.Event(), threading.Event(), threading.Event()
+
+    def hold_the_area() -> None:
+        try:
+            with transaction.atomic():
+                RolloutArea.objects.select_for_update().get(pk=area.pk)
+                holding.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    def refresh() -> None:
+        try:
+            areas_refresh(address_keys=[address_key("42489", "Nordstraße", "12")])
+            refreshed.set()
+        finally:
+            connections.close_all()
+
+    holder, refresher = threading.Thread(target=hold_the_area), threading.Thread(target=refresh)
+    holder.start()
+    assert holding.wait(10)
+    refresher.start()
+    assert not refreshed.wait(0.5)  # waits for the area while another refresh holds it
+    release.set()
+    holder.join(10)
+    refresher.join(10)
+    assert refreshed.is_set()
+    area.refresh_from_db()
+    assert (area.units_in_scope, area.addresses_in_scope) == (2, 1)
