@@ -167,15 +167,17 @@ def test_an_opportunity_without_an_address_attribute_matches_by_its_first_addres
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite writes one transaction at a time anyway")
 @pytest.mark.django_db(transaction=True)
 def test_two_refreshes_of_one_area_take_turns_so_neither_sums_without_the_others_addresses() -> None:
-    area = RolloutArea.objects.create(name="Nord")
-    AreaAddress.objects.create(area=area, postal_code="42489", street="Nordstraße", house_number="12", units=2,
-                               key=address_key("42489", "Nordstraße", "12"))
+    area = RolloutArea.objects.create(name="Nord", figures_at=dt.datetime(2026, 12, 1, tzinfo=dt.UTC))  # computed before
+    here, there = (AreaAddress.objects.create(area=area, postal_code="42489", street="Nordstraße", house_number=number,
+                                              units=units, key=address_key("42489", "Nordstraße", number))
+                   for number, units in (("12", 2), ("14", 5)))
     holding, release, refreshed = threading.Event(), threading.Event(), threading.Event()
 
-    def hold_the_area() -> None:
+    def another_refresh_of_the_other_address() -> None:
         try:
             with transaction.atomic():
-                RolloutArea.objects.select_for_update().get(pk=area.pk)
+                RolloutArea.objects.select_for_update().get(pk=area.pk)  # as areas_refresh takes its areas
+                AreaAddress.objects.filter(pk=there.pk).update(signed=True)
                 holding.set()
                 release.wait(10)
         finally:
@@ -183,19 +185,18 @@ def test_two_refreshes_of_one_area_take_turns_so_neither_sums_without_the_others
 
     def refresh() -> None:
         try:
-            areas_refresh(address_keys=[address_key("42489", "Nordstraße", "12")])
+            areas_refresh(address_keys=[here.key])
             refreshed.set()
         finally:
             connections.close_all()
 
-    holder, refresher = threading.Thread(target=hold_the_area), threading.Thread(target=refresh)
+    holder, refresher = threading.Thread(target=another_refresh_of_the_other_address), threading.Thread(target=refresh)
     holder.start()
     assert holding.wait(10)
     refresher.start()
-    assert not refreshed.wait(0.5)  # waits for the area while another refresh holds it
+    assert not refreshed.wait(0.5)
     release.set()
     holder.join(10)
     refresher.join(10)
-    assert refreshed.is_set()
     area.refresh_from_db()
-    assert (area.units_in_scope, area.addresses_in_scope) == (2, 1)
+    assert refreshed.is_set() and (area.units_in_scope, area.units_signed) == (7, 5)  # the other address's 5 counted
