@@ -70,7 +70,12 @@ def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *,
     # One transaction for all rows: in autocommit SQLite would commit (and sync to disk) once per row.
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            if not (believed_new and _copy_new_rows(model, fields, params)):
+            if len(params) <= FEW_ROWS:
+                # A webhook's or a write's handful of rows: one statement, not a staging table's six round trips.
+                row = f"({', '.join(['%s'] * len(fields))})"
+                cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(params))} {conflict}",
+                               [value for values in params for value in values])
+            elif not (believed_new and _copy_new_rows(model, fields, params)):
                 _copy_then_upsert(model, fields, params, conflict)
         else:
             _insert_in_groups(cursor, f"INSERT INTO {table} ({columns}) VALUES", len(fields), conflict, params)
@@ -102,6 +107,7 @@ def _insert_in_groups(cursor: Any, insert: str, width: int, conflict: str, param
 
 
 ROWS_PER_STATEMENT = 1000
+FEW_ROWS = 20  # PostgreSQL: up to this many rows go as one INSERT ... VALUES
 
 
 def _sqlite_parameter_limit() -> int:
