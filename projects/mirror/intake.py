@@ -57,8 +57,7 @@ def mirror_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | N
     client = client or get_epilot_client()
     counts = MirrorChanges()
     try:
-        store_answers([(schema, entity_id, [execution], timezone.now()) for schema, entity_id, execution in executions],
-                      counts, complete=False)
+        store_answers(_re_read(executions), counts, complete=False)
         for schema, ids in by_schema.items():
             items: list[Entity | MalformedEntity] = []
             for page in client.iter_list_entities([{"term": {"_schema": schema}}, {"ids": {"values": ids}}],
@@ -81,10 +80,14 @@ def mirror_executions(executions: Iterable[tuple[str, str, RemoteExecution]]) ->
     Each is one execution, not its entity's whole list, so nothing else is removed.
     """
     counts = MirrorChanges()
-    store_answers([(schema, entity_id, [execution], timezone.now()) for schema, entity_id, execution in executions], counts,
-                  complete=False)
+    store_answers(_re_read(executions), counts, complete=False)
     announce(counts.as_event())
     return counts
+
+
+def _re_read(executions: Iterable[tuple[str, str, RemoteExecution]]) -> list[Answer]:
+    """Executions re-read one by one as answers (each not its entity's whole list: store with complete=False)."""
+    return [(schema, entity_id, [execution], timezone.now()) for schema, entity_id, execution in executions]
 
 
 def mirror_purged(schema: str, epilot_id: str) -> bool:
@@ -93,10 +96,7 @@ def mirror_purged(schema: str, epilot_id: str) -> bool:
     if not model.objects.filter(epilot_id=epilot_id, epilot_deleted_at__isnull=True).update(epilot_deleted_at=timezone.now()):
         return False
     counts = MirrorChanges(deleted=1, kinds={(schema, epilot_id): "deleted"}, changed_refs=[(schema, epilot_id)])
-    if schema == "opportunity":
-        counts.touched_opportunities.add(epilot_id)
-    elif schema == "order":
-        counts.touched_orders.add(epilot_id)
+    counts.touch(schema, epilot_id)
     announce(counts.as_event())
     return True
 
@@ -133,7 +133,7 @@ def sync_definitions(client: EpilotClient) -> int:
             continue
         unique[(d.engine, d.id)] = row
     objects = [WorkflowDefinition(**row) for row in unique.values()]
-    known = set(WorkflowDefinition.objects.values_list("engine", "epilot_id"))
+    mirrored_before = set(WorkflowDefinition.objects.values_list("engine", "epilot_id"))
     with transaction.atomic():
         WorkflowDefinition.objects.bulk_create(objects, update_conflicts=True, unique_fields=["engine", "epilot_id"],
                                                update_fields=["name", "enabled", "sections", "step_count", "payload",
@@ -142,7 +142,7 @@ def sync_definitions(client: EpilotClient) -> int:
         for engine in {engine for engine, _ in unique}:
             gone = gone.exclude(engine=engine, epilot_id__in=[epilot_id for known, epilot_id in unique if known == engine])
         gone.update(removed_in_epilot=True)
-        for engine, epilot_id in set(unique) - known:  # executions mirrored before their definition
+        for engine, epilot_id in set(unique) - mirrored_before:  # executions mirrored before their definition
             WorkflowExecution.objects.filter(engine=engine, definition_epilot_id=epilot_id, definition__isnull=True).update(
                 definition=WorkflowDefinition.objects.get(engine=engine, epilot_id=epilot_id))
     return len(objects)
@@ -270,10 +270,7 @@ def store_answers(fetched: list[Answer], counts: MirrorChanges, *, complete: boo
     store_executions_of(fetched, complete=complete)
     for schema, epilot_id, _executions, _read_at in fetched:
         counts.executions_stored.add((schema, epilot_id))
-        if schema == "opportunity":
-            counts.touched_opportunities.add(epilot_id)
-        elif schema == "order":
-            counts.touched_orders.add(epilot_id)
+        counts.touch(schema, epilot_id)
 
 
 EXECUTION_FIELDS = ["engine", "definition_epilot_id", "name", "entity_schema", "entity_epilot_id", "status", "current_section",

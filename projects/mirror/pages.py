@@ -68,6 +68,13 @@ class MirrorChanges:
     executions_stored: set[tuple[str, str]] = field(default_factory=set)  # entities whose executions were stored
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
+    def touch(self, schema: str, epilot_id: str) -> None:
+        """Record that what is derived from this entity may have changed (its executions, its deletion)."""
+        if schema == "opportunity":
+            self.touched_opportunities.add(epilot_id)
+        elif schema == "order":
+            self.touched_orders.add(epilot_id)
+
     def as_event(self, *, full: bool = False) -> EntitiesChanged:
         """The change set as the mirror announces it: every entity whose row (or executions, or order link) changed."""
         kinds = dict(self.kinds)
