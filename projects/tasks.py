@@ -2,12 +2,12 @@
 from celery import shared_task
 
 from projects.mirror.lease import lease_seconds
-from projects.models import StepJob, SyncRun, WebhookEvent, WorkflowStartJob
+from projects.models import StepJob, SyncRun, WorkflowStartJob
 from projects.services.digest import task_digest_send
 from projects.services.steps import step_job_run
 from projects.services.sync import sync_run, sync_run_resume
 from projects.services.webhook_subscriptions import webhook_reconcile
-from projects.services.webhooks import webhook_event_process
+from projects.services.webhooks import webhook_pending_process, webhook_sweep
 from projects.services.workflows import workflow_start_job_run
 
 
@@ -49,11 +49,18 @@ def task_digest_task() -> int:
 
 
 @shared_task(name="projects.webhook_event", ignore_result=True, acks_late=True)
-def webhook_event_task(*, event_id: int) -> None:
-    """Bring a received webhook's entity into the mirror; a redelivered message re-reads it again, which is harmless."""
-    event = WebhookEvent.objects.filter(pk=event_id).first()
-    if event is not None:
-        webhook_event_process(event)
+def webhook_event_task(*, event_id: int) -> int:
+    """Bring a received webhook's entity into the mirror, with the events that queued up meanwhile; returns how many.
+
+    A message whose event another task took already does nothing; a redelivered one re-reads, which is harmless.
+    """
+    return webhook_pending_process(event_id=event_id)
+
+
+@shared_task(name="projects.webhook_sweep", ignore_result=True)
+def webhook_sweep_task() -> int:
+    """Process webhook events left waiting (the broker was down when they came); returns how many."""
+    return webhook_sweep()
 
 
 @shared_task(name="projects.webhook_reconcile", ignore_result=True)

@@ -189,6 +189,7 @@ CELERY_TASK_ROUTES = {
     "projects.task_digest": {"queue": "bulk"},
     "projects.webhook_event": {"queue": "live"},
     "projects.webhook_reconcile": {"queue": "live"},
+    "projects.webhook_sweep": {"queue": "live"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING above (LOG_FORMAT=json included)
 

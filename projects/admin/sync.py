@@ -15,7 +15,7 @@ from kombu import exceptions as kombu_exceptions
 from projects import models
 from projects.admin.base import ReadOnlyAdmin
 from projects.services.sync import sync_enqueue
-from projects.services.webhooks import webhook_event_process
+from projects.services.webhooks import webhook_events_process
 from projects.templatetags.backoffice import badge
 
 
@@ -130,6 +130,6 @@ class WebhookEventAdmin(ReadOnlyAdmin):
 
     @admin.action(description=_("Process selected events again (re-read the entities from epilot)"), permissions=["run_sync"])
     def reprocess(self, request: HttpRequest, queryset: QuerySet) -> None:
-        outcomes = [webhook_event_process(event).outcome for event in queryset[:200]]
+        outcomes = [event.outcome for event in webhook_events_process(list(queryset.order_by("received_at")[:200]))]
         self.message_user(request, _("%(done)d of %(total)d events processed.") % {
             "done": outcomes.count(models.WebhookEvent.Outcome.PROCESSED), "total": len(outcomes)}, messages.SUCCESS)

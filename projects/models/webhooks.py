@@ -24,6 +24,7 @@ class WebhookEvent(models.Model):
     outcome = models.CharField(_("outcome"), max_length=20, choices=Outcome.choices, default=Outcome.RECEIVED, db_index=True)
     error = models.TextField(_("error"), blank=True)
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    claimed_until = models.DateTimeField(_("taken by a worker until"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("webhook event")

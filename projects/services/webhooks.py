@@ -10,18 +10,21 @@ import datetime as dt
 import json
 import logging
 import time
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotError, EpilotNotFoundError
 from integrations.epilot.webhook_signing import ED25519_VERSION, WebhookSignatureError, public_key, verify
 from projects.mirror.intake import mirror_entities, mirror_purged
-from projects.mirror.schemas import UnknownSchema, model_for, validate_schemas
+from projects.mirror.schemas import configured_schemas, model_for
 from projects.models import WebhookEvent
 from projects.services.rules import rules_evaluate_safely
 from projects.services.webhook_subscriptions import organisation_public_key, subscription_secrets
@@ -95,60 +98,140 @@ def webhook_receive(*, headers: dict[str, str], body: bytes) -> Receipt:
             event = WebhookEvent.objects.create(webhook_id=headers["webhook-id"][:200], **fields)
             from projects.tasks import webhook_event_task
 
-            transaction.on_commit(lambda: webhook_event_task.delay(event_id=event.pk))
+            # robust: with the broker down the event stays recorded and waiting; the sweep processes it.
+            transaction.on_commit(lambda: webhook_event_task.delay(event_id=event.pk), robust=True)
     except IntegrityError:
         return Receipt(200, "already received", WebhookEvent.objects.filter(webhook_id=headers["webhook-id"][:200]).first())
     return Receipt(202, "accepted", event)
 
 
 def webhook_event_process(event: WebhookEvent, *, client: EpilotClient | None = None) -> WebhookEvent:
-    """Re-read the event's entity into the mirror (and its executions), evaluate local rules; record the outcome.
+    """Process one event now (see `webhook_events_process`); returns it with its outcome."""
+    return webhook_events_process([event], client=client)[0]
+
+
+def webhook_events_process(events: Sequence[WebhookEvent], *, client: EpilotClient | None = None) -> list[WebhookEvent]:
+    """Re-read the events' entities into the mirror in one change set (and their executions), evaluate local rules once;
+    record each event's outcome. Returns the events as recorded.
 
     An entity of a schema this installation does not mirror is recorded as processed with nothing to
-    do. epilot failures are recorded as failed (the poll heals it; the admin can reprocess).
+    do. When epilot cannot be read, every event of the set is recorded as failed (the poll heals it;
+    the admin can process it again).
     """
-    client = client or get_epilot_client()
-    WebhookEvent.objects.filter(pk=event.pk).update(attempts=event.attempts + 1)
+    WebhookEvent.objects.filter(pk__in=[event.pk for event in events]).update(attempts=F("attempts") + 1)
+    _process(events, client or get_epilot_client())
+    return list(WebhookEvent.objects.filter(pk__in=[event.pk for event in events]).order_by("received_at", "pk"))
+
+
+def _process(events: Sequence[WebhookEvent], client: EpilotClient) -> None:
+    """Mirror the events' entities as one change set and record each event's outcome (see webhook_events_process)."""
+    outcomes: dict[tuple[str, str], list[int]] = defaultdict(list)
+    mirrored = set(configured_schemas())
+    wanted = [event for event in events if event.schema in mirrored]
+    for event in events:
+        if event.schema not in mirrored:
+            outcomes[(WebhookEvent.Outcome.PROCESSED, f"schema {event.schema} is not mirrored")].append(event.pk)
+    refs = list(dict.fromkeys((event.schema, event.entity_epilot_id) for event in wanted))
     try:
-        validate_schemas([event.schema])
-    except UnknownSchema:
-        return _finish(event, WebhookEvent.Outcome.PROCESSED, f"schema {event.schema} is not mirrored")
-    try:
-        changes = mirror_entities(refs=[(event.schema, event.entity_epilot_id)], client=client)
+        changes = mirror_entities(refs=refs, client=client) if refs else None
     except EpilotError as exc:
-        return _finish(event, WebhookEvent.Outcome.FAILED, exc.message)
-    if not changes.changed_refs and _mark_purged(event, client):
-        return _finish(event, WebhookEvent.Outcome.PROCESSED, "the entity is gone in epilot; marked deleted")
-    rules_evaluate_safely(refs=changes.changed_refs, client=client)
-    return _finish(event, WebhookEvent.Outcome.PROCESSED, "")
+        outcomes[(WebhookEvent.Outcome.FAILED, exc.message)] += [event.pk for event in wanted]
+    else:
+        changed = set(changes.changed_refs) if changes else set()
+        gone = {ref for ref in refs if ref not in changed and _mark_purged(*ref, client)}
+        if changes:
+            rules_evaluate_safely(refs=changes.changed_refs, client=client)
+        for event in wanted:
+            note = "the entity is gone in epilot; marked deleted" if (event.schema, event.entity_epilot_id) in gone else ""
+            outcomes[(WebhookEvent.Outcome.PROCESSED, note)].append(event.pk)
+    now = timezone.now()
+    for (outcome, error), pks in outcomes.items():
+        WebhookEvent.objects.filter(pk__in=pks).update(outcome=outcome, error=error[:2000], processed_at=now,
+                                                       claimed_until=None)
 
 
-def _mark_purged(event: WebhookEvent, client: EpilotClient) -> bool:
+WEBHOOK_BATCH = 50  # events per change set: one epilot list request per schema reads them all
+WEBHOOK_CLAIM_SECONDS = 120
+
+
+def webhook_pending_process(*, event_id: int | None = None, client: EpilotClient | None = None,
+                            limit: int = WEBHOOK_BATCH) -> int:
+    """Claim the event `event_id` (when still waiting) and up to `limit` waiting events in all, oldest first, and
+    process them as one change set; returns how many were processed.
+
+    Under a burst each task takes what queued up meanwhile, so a backlog drains in a few change
+    sets instead of one per delivery, and the messages of events already taken do nothing. The
+    sweep calls it without an event to catch what no message names (the broker was down). A claim
+    lapses after WEBHOOK_CLAIM_SECONDS, so the events of a worker that died are taken again.
+    """
+    claimed = _claim(event_id, limit)
+    if claimed:
+        _process(claimed, client or get_epilot_client())
+    return len(claimed)
+
+
+def webhook_sweep(*, batches: int = 20, client: EpilotClient | None = None) -> int:
+    """Process events left waiting (their message was never queued, or its worker died), up to `batches` change sets;
+    returns how many were processed."""
+    done = 0
+    for _ in range(batches):
+        processed = webhook_pending_process(client=client)
+        if not processed:
+            break
+        done += processed
+    return done
+
+
+def _claim(event_id: int | None, limit: int) -> list[WebhookEvent]:
+    """Mark up to `limit` waiting, unclaimed events as taken (`event_id` first) and return them.
+
+    On PostgreSQL rows another worker is claiming are skipped, not waited for; SQLite runs one
+    writing transaction at a time anyway.
+    """
+    now = timezone.now()
+    waiting = WebhookEvent.objects.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
+                                          outcome=WebhookEvent.Outcome.RECEIVED)
+    if not waiting.exists():  # the common case of a message whose event a batch took: no writing transaction
+        return []
+    with transaction.atomic():
+        lock = (lambda rows: rows.select_for_update(skip_locked=True)) if connection.features.has_select_for_update_skip_locked \
+            else (lambda rows: rows)
+        first = list(lock(waiting.filter(pk=event_id)).values_list("pk", flat=True)) if event_id is not None else []
+        others = list(lock(waiting.exclude(pk__in=first).order_by("received_at", "pk")).values_list("pk", flat=True)
+                      [:limit - len(first)])
+        pks = first + others
+        if pks:
+            WebhookEvent.objects.filter(pk__in=pks).update(
+                claimed_until=now + dt.timedelta(seconds=WEBHOOK_CLAIM_SECONDS), attempts=F("attempts") + 1)
+    return list(WebhookEvent.objects.filter(pk__in=pks).order_by("received_at", "pk")) if pks else []
+
+
+def _mark_purged(schema: str, epilot_id: str, client: EpilotClient) -> bool:
     """Mark the mirrored entity deleted when epilot no longer has it at all (purged); returns whether one was marked."""
-    model = model_for(event.schema)
-    if not model.objects.filter(epilot_id=event.entity_epilot_id, epilot_deleted_at__isnull=True).exists():
+    model = model_for(schema)
+    if not model.objects.filter(epilot_id=epilot_id, epilot_deleted_at__isnull=True).exists():
         return False
     try:
-        client.get_entity(event.schema, event.entity_epilot_id)
+        client.get_entity(schema, epilot_id)
     except EpilotNotFoundError:
-        return mirror_purged(event.schema, event.entity_epilot_id)
+        return mirror_purged(schema, epilot_id)
     except EpilotError:
         return False
     return False
 
 
-def _finish(event: WebhookEvent, outcome: str, error: str) -> WebhookEvent:
-    WebhookEvent.objects.filter(pk=event.pk).update(outcome=outcome, error=error[:2000], processed_at=timezone.now())
-    event.refresh_from_db()
-    return event
+STUCK_AFTER_SECONDS = 180  # the sweep runs every minute; a claim lapses after two
 
 
 def webhook_health() -> dict[str, Any]:
-    """Last event, failures in the last 24 hours and the p95 latency to the mirror, for the dashboard."""
+    """Last event, failures in the last 24 hours, events waiting longer than the sweep should take, and the p95
+    latency to the mirror, for the dashboard."""
     since = timezone.now() - dt.timedelta(hours=24)
+    stuck_since = timezone.now() - dt.timedelta(seconds=STUCK_AFTER_SECONDS)
     recent = WebhookEvent.objects.filter(received_at__gte=since)
     latencies = sorted(event.latency_seconds for event in recent.exclude(processed_at=None).only("received_at", "processed_at")
                        [:5000])
     return {"last": WebhookEvent.objects.order_by("-received_at").first(),
             "failed_24h": recent.filter(outcome=WebhookEvent.Outcome.FAILED).count(),
+            "stuck": WebhookEvent.objects.filter(outcome=WebhookEvent.Outcome.RECEIVED, received_at__lt=stuck_since).count(),
             "p95_seconds": latencies[int(0.95 * (len(latencies) - 1))] if latencies else None}

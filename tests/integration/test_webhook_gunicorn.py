@@ -15,7 +15,7 @@ from integrations.connection import get_epilot_client, reset_epilot_client
 from integrations.epilot_sandbox import demo_id, free_loopback_port
 from projects.models import Opportunity, WebhookEvent, WebhookSubscription
 from projects.services.webhook_subscriptions import webhook_provision
-from projects.services.webhooks import webhook_event_process
+from projects.services.webhooks import webhook_event_process, webhook_sweep
 from tests.integration.conftest import ROOT, _port_open, database_url, wait_until
 from tests.projects.test_webhooks import SECRET, delivery, payload
 
@@ -23,11 +23,13 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)  
 
 
 @pytest.fixture
-def gunicorn_url(tmp_path, sandbox_store):
-    """gunicorn on a free port, its embedded sandbox the `sandbox_store` file; yields the port."""
+def gunicorn_url(request, tmp_path, sandbox_store):
+    """gunicorn on a free port, its embedded sandbox the `sandbox_store` file, its broker `request.param` (default an
+    in-memory one); yields the port."""
     port = free_loopback_port()
+    broker = getattr(request, "param", "memory://")
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local", "DATABASE_URL": database_url(),
-           "EPILOT_WEBHOOK_SECRETS": SECRET, "CELERY_BROKER_URL": "memory://", "EPILOT_API_TOKEN": "", "EPILOT_API_URL": "",
+           "EPILOT_WEBHOOK_SECRETS": SECRET, "CELERY_BROKER_URL": broker, "EPILOT_API_TOKEN": "", "EPILOT_API_URL": "",
            "EPILOT_SANDBOX_DB": str(sandbox_store.path), "LOG_LEVEL": "WARNING",
            "SECRET_KEY": settings.SECRET_KEY}  # stored webhook secrets are encrypted with it
     log = open(tmp_path / "gunicorn.log", "w")  # noqa: SIM115 - gunicorn writes to it until it stops
@@ -80,3 +82,21 @@ def test_the_sandbox_delivers_a_change_that_the_mirror_takes_in(gunicorn_url, sa
     assert Opportunity.objects.get(epilot_id=opportunity_id).status == "bearbeitung"
     deliveries = list(client.iter_webhook_events(WebhookSubscription.objects.get().config_id))
     assert [(delivery.status, delivery.status_code) for delivery in deliveries] == [("succeeded", 202)]
+
+
+@pytest.mark.parametrize("gunicorn_url", [f"redis://127.0.0.1:{free_loopback_port()}/0"], indirect=True)  # nothing listens
+def test_a_delivery_accepted_while_the_broker_is_down_is_processed_by_the_sweep(gunicorn_url, settings) -> None:
+    kalk = demo_id("opportunity:kalkstrasse")
+    get_epilot_client().patch_entity("opportunity", kalk, {"status": "bearbeitung"})
+    body = payload(kalk)
+
+    assert send_chunked(gunicorn_url, body, delivery(body, message_id="msg_no_broker")) == 202
+    event = WebhookEvent.objects.get(webhook_id="msg_no_broker")
+    assert event.outcome == WebhookEvent.Outcome.RECEIVED
+    assert send_chunked(gunicorn_url, body, delivery(body, message_id="msg_no_broker")) == 200  # epilot's retry: no twin
+
+    assert webhook_sweep() == 1
+    event.refresh_from_db()
+    assert event.outcome == WebhookEvent.Outcome.PROCESSED
+    assert Opportunity.objects.get(epilot_id=kalk).status == "bearbeitung"
+    assert webhook_sweep() == 0

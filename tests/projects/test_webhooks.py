@@ -2,19 +2,25 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import time
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from integrations.connection import get_epilot_client
 from integrations.epilot.webhook_signing import WebhookSignatureError, sign, verify
 from integrations.epilot_sandbox import demo_id
+from integrations.epilot_sandbox.app import FaultConfig
+from projects.mirror.changes import EntitiesChanged, entities_changed
 from projects.models import Opportunity, WebhookEvent
-from projects.services.webhooks import webhook_event_process
+from projects.services.webhooks import webhook_event_process, webhook_events_process, webhook_pending_process, webhook_sweep
 
 SECRET = "whsec_" + base64.b64encode(b"stadtwerke-wuelfrath-webhook-key").decode()
 OTHER = "whsec_" + base64.b64encode(b"a-rotated-out-key-of-last-year").decode()
@@ -139,6 +145,78 @@ def test_a_purged_entity_is_marked_deleted(receiver) -> None:
 
     assert event.outcome == WebhookEvent.Outcome.PROCESSED
     assert Opportunity.objects.get(epilot_id=tiefen).epilot_deleted_at is not None
+
+
+def received(receiver, entity_ids: list[str], prefix: str = "msg") -> list[WebhookEvent]:
+    for n, entity_id in enumerate(entity_ids):
+        body = payload(entity_id)
+        assert post(receiver, body, **delivery(body, message_id=f"{prefix}_{n}"))[0] == 202
+    return list(WebhookEvent.objects.filter(webhook_id__startswith=f"{prefix}_").order_by("received_at", "pk"))
+
+
+def test_a_backlog_is_taken_by_one_task_as_one_change_set_and_the_other_messages_do_nothing(receiver) -> None:
+    keys = ("nordstrasse", "rohdenhaus", "duessel", "kalkstrasse")
+    client = get_epilot_client()
+    for key in keys:
+        client.patch_entity("opportunity", demo_id(f"opportunity:{key}"), {"status": "bearbeitung"})
+    events = received(receiver, [demo_id(f"opportunity:{key}") for key in keys])
+    announced: list[EntitiesChanged] = []
+
+    def listen(sender, change: EntitiesChanged, **kwargs) -> None:
+        announced.append(change)
+
+    entities_changed.connect(listen, dispatch_uid="test-backlog")
+    try:
+        assert webhook_pending_process(event_id=events[2].pk) == 4
+        with CaptureQueriesContext(connection) as queries:
+            assert [webhook_pending_process(event_id=event.pk) for event in events] == [0, 0, 0, 0]
+    finally:
+        entities_changed.disconnect(dispatch_uid="test-backlog")
+
+    assert len(announced) == 1 and announced[0].opportunities == {demo_id(f"opportunity:{key}") for key in keys}
+    assert set(Opportunity.objects.filter(epilot_id__in=announced[0].opportunities).values_list("status", flat=True)) == {
+        "bearbeitung"}
+    assert [(e.outcome, e.attempts, e.claimed_until) for e in WebhookEvent.objects.order_by("pk")] == [
+        (WebhookEvent.Outcome.PROCESSED, 1, None)] * 4
+    assert not [query for query in queries.captured_queries if query["sql"].startswith(("UPDATE", "INSERT"))]
+
+
+def test_an_event_another_worker_holds_is_left_alone_until_its_claim_lapses(receiver) -> None:
+    (event,) = received(receiver, [demo_id("opportunity:kalkstrasse")])
+    WebhookEvent.objects.filter(pk=event.pk).update(claimed_until=timezone.now() + dt.timedelta(seconds=60))
+    assert webhook_pending_process(event_id=event.pk) == 0
+    assert webhook_sweep() == 0
+
+    WebhookEvent.objects.filter(pk=event.pk).update(claimed_until=timezone.now() - dt.timedelta(seconds=1))  # it died
+    assert webhook_sweep() == 1
+    assert WebhookEvent.objects.get().outcome == WebhookEvent.Outcome.PROCESSED
+
+
+def test_a_batch_takes_at_most_its_limit_oldest_first(receiver) -> None:
+    ids = [demo_id(f"opportunity:{key}") for key in ("nordstrasse", "rohdenhaus", "duessel")]
+    events = received(receiver, ids)
+    assert webhook_pending_process(event_id=events[2].pk, limit=2) == 2
+    assert [e.outcome for e in WebhookEvent.objects.order_by("received_at", "pk")] == [
+        WebhookEvent.Outcome.PROCESSED, WebhookEvent.Outcome.RECEIVED, WebhookEvent.Outcome.PROCESSED]
+
+
+def test_when_epilot_cannot_be_read_the_events_of_the_set_fail_and_can_be_processed_again(receiver, epilot, sandbox) -> None:
+    kalk, nord = demo_id("opportunity:kalkstrasse"), demo_id("opportunity:nordstrasse")
+    events = received(receiver, [kalk, nord, "3f0c1a52-0000-4000-8000-00000000beef"])
+    WebhookEvent.objects.filter(pk=events[2].pk).update(schema="invoice")
+    epilot.patch_entity("opportunity", kalk, {"status": "bearbeitung"})
+    sandbox.set_faults(FaultConfig(rate_5xx=1.0))
+
+    assert webhook_pending_process(event_id=events[0].pk, client=epilot) == 3
+    outcomes = {e.pk: (e.outcome, bool(e.error)) for e in WebhookEvent.objects.all()}
+    assert outcomes == {events[0].pk: (WebhookEvent.Outcome.FAILED, True), events[1].pk: (WebhookEvent.Outcome.FAILED, True),
+                        events[2].pk: (WebhookEvent.Outcome.PROCESSED, True)}  # "schema invoice is not mirrored"
+    assert webhook_sweep(client=epilot) == 0  # failed events wait for the poll or for staff, not for the sweep
+
+    sandbox.set_faults(FaultConfig())
+    again = webhook_events_process(list(WebhookEvent.objects.filter(outcome=WebhookEvent.Outcome.FAILED)), client=epilot)
+    assert [(e.outcome, e.attempts) for e in again] == [(WebhookEvent.Outcome.PROCESSED, 2)] * 2
+    assert Opportunity.objects.get(epilot_id=kalk).status == "bearbeitung"
 
 
 # ------------------------------------------------------------------ Ed25519 (v1a)

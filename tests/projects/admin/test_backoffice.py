@@ -17,6 +17,7 @@ from projects.models import (
     EpilotWrite,
     Opportunity,
     PendingExecutionRead,
+    WebhookEvent,
     WorkflowDefinition,
     WorkflowStartJob,
 )
@@ -162,6 +163,19 @@ def test_the_dashboard_is_the_admin_index(admin_client) -> None:
     assert 'id="ausbau-dashboard"' in page
     assert "Pipeline" in page and "Umwandlungsquote" in page and "Synchronisation" in page
     assert "25 %" in page  # 2 of 8 demo opportunities have an order
+
+
+def test_the_dashboard_shows_webhook_events_left_waiting(admin_client) -> None:
+    def row() -> str:
+        page = admin_client.get(reverse("admin:index")).content.decode()
+        return page.split('id="webhooks"', 1)[1].split("</tr>", 1)[0]
+
+    now = timezone.now()
+    WebhookEvent.objects.create(webhook_id="msg_new", schema="opportunity", entity_epilot_id="opp-1", received_at=now)
+    assert "wartet" not in row() and 'class="n ok"' in row()
+    WebhookEvent.objects.create(webhook_id="msg_old", schema="opportunity", entity_epilot_id="opp-2",
+                                received_at=now - dt.timedelta(minutes=10))  # its task was never queued
+    assert "1 wartet seit mehr als 3 Minuten" in row() and 'class="n bad"' in row()
 
 
 def test_the_dashboard_shows_entities_whose_executions_wait_to_be_read(admin_client) -> None:

@@ -1,0 +1,30 @@
+"""Webhook events are claimed by the worker processing them; every minute a sweep processes events left waiting."""
+from django.db import migrations, models
+
+SWEEP = "webhook events left waiting (sweep)"
+
+
+def add_sweep(apps, schema_editor):
+    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
+    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
+    every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period="minutes")
+    PeriodicTask.objects.get_or_create(name=SWEEP, defaults={
+        "task": "projects.webhook_sweep", "interval": every_minute,
+        "description": "Processes received webhook events whose task was never queued (the broker was down) or whose "
+                       "worker died."})
+
+
+def remove_sweep(apps, schema_editor):
+    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=SWEEP).delete()
+
+
+class Migration(migrations.Migration):
+    dependencies = [("projects", "0018_area_address_figures"), ("django_celery_beat", "0019_alter_periodictasks_options")]
+    operations = [
+        migrations.AddField(
+            model_name="webhookevent",
+            name="claimed_until",
+            field=models.DateTimeField(blank=True, null=True, verbose_name="taken by a worker until"),
+        ),
+        migrations.RunPython(add_sweep, remove_sweep),
+    ]
