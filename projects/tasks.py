@@ -1,14 +1,18 @@
 """Celery tasks: thin adapters over services."""
 from celery import shared_task
 
+from integrations.epilot import EpilotRateLimitedError, EpilotServerError, EpilotTransportError
 from projects.mirror.lease import lease_seconds
 from projects.models import StepJob, SyncRun, WorkflowStartJob
 from projects.services.digest import task_digest_send
+from projects.services.errors import RemoteFailure
 from projects.services.steps import step_job_run
 from projects.services.sync import sync_run, sync_run_resume
 from projects.services.webhook_subscriptions import webhook_reconcile
 from projects.services.webhooks import webhook_pending_process, webhook_sweep
 from projects.services.workflows import workflow_start_job_run
+
+TRANSIENT_EPILOT_ERRORS = (EpilotTransportError, EpilotServerError, EpilotRateLimitedError)
 
 
 @shared_task(name="projects.sync_epilot", ignore_result=True, acks_late=True)
@@ -63,7 +67,13 @@ def webhook_sweep_task() -> int:
     return webhook_sweep()
 
 
-@shared_task(name="projects.webhook_reconcile", ignore_result=True)
-def webhook_reconcile_task() -> int:
-    """Ask epilot to deliver failed webhook deliveries again; returns how many were replayed."""
-    return webhook_reconcile()
+@shared_task(name="projects.webhook_reconcile", ignore_result=True, bind=True, max_retries=5)
+def webhook_reconcile_task(self) -> int:
+    """Ask epilot to deliver failed webhook deliveries again; returns how many were replayed. While epilot is down or
+    busy the task is retried with back-off (replaying twice is harmless: the receiver records a delivery once)."""
+    try:
+        return webhook_reconcile()
+    except RemoteFailure as exc:
+        if isinstance(exc.__cause__, TRANSIENT_EPILOT_ERRORS):
+            raise self.retry(exc=exc, countdown=min(600, 30 * 2 ** self.request.retries)) from exc
+        raise

@@ -271,6 +271,7 @@ def webhook_reconcile(*, user: Any = None, actor: str = "schedule", client: Epil
         logger.warning("webhook config %s is gone in epilot; run provision_webhook again", subscription.config_id)
         return 0
     except EpilotError as exc:
-        raise RemoteFailure(_("Failed webhook deliveries could not be replayed: %(error)s") % {"error": exc.message}) from None
+        # Chained: the task retries when the cause is transient (epilot down or busy).
+        raise RemoteFailure(_("Failed webhook deliveries could not be replayed: %(error)s") % {"error": exc.message}) from exc
     WebhookSubscription.objects.filter(pk=subscription.pk).update(reconciled_at=started)
     return len(failed)

@@ -20,8 +20,16 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from config import metrics
 from integrations.connection import get_epilot_client
-from integrations.epilot import EpilotClient, EpilotError, EpilotNotFoundError
+from integrations.epilot import (
+    EpilotClient,
+    EpilotError,
+    EpilotNotFoundError,
+    EpilotRateLimitedError,
+    EpilotServerError,
+    EpilotTransportError,
+)
 from integrations.epilot.webhook_signing import ED25519_VERSION, WebhookSignatureError, public_key, verify
 from projects.mirror.intake import mirror_entities, mirror_purged
 from projects.mirror.schemas import configured_schemas, model_for
@@ -102,6 +110,7 @@ def webhook_receive(*, headers: dict[str, str], body: bytes) -> Receipt:
             transaction.on_commit(lambda: webhook_event_task.delay(event_id=event.pk), robust=True)
     except IntegrityError:
         return Receipt(200, "already received", WebhookEvent.objects.filter(webhook_id=headers["webhook-id"][:200]).first())
+    metrics.webhook_events.labels("received").inc()
     return Receipt(202, "accepted", event)
 
 
@@ -115,8 +124,9 @@ def webhook_events_process(events: Sequence[WebhookEvent], *, client: EpilotClie
     record each event's outcome. Returns the events as recorded.
 
     An entity of a schema this installation does not mirror is recorded as processed with nothing to
-    do. When epilot cannot be read, every event of the set is recorded as failed (the poll heals it;
-    the admin can process it again).
+    do. When epilot is down or busy (timeouts, 5xx, 429) the events wait and are taken again after a
+    back-off, up to WEBHOOK_MAX_ATTEMPTS attempts; after that, or for any other epilot error, they are
+    recorded as failed (the poll heals the mirror; staff can process them again).
     """
     WebhookEvent.objects.filter(pk__in=[event.pk for event in events]).update(attempts=F("attempts") + 1)
     _process(events, client or get_epilot_client())
@@ -134,6 +144,13 @@ def _process(events: Sequence[WebhookEvent], client: EpilotClient) -> None:
     refs = list(dict.fromkeys((event.schema, event.entity_epilot_id) for event in wanted))
     try:
         changes = mirror_entities(refs=refs, client=client) if refs else None
+    except TRANSIENT as exc:
+        # epilot is down or busy: the events wait and are taken again after a back-off, a few times.
+        later = [event for event in wanted if event.attempts < WEBHOOK_MAX_ATTEMPTS]
+        for event in later:
+            WebhookEvent.objects.filter(pk=event.pk).update(error=exc.message[:2000], claimed_until=timezone.now() + (
+                dt.timedelta(seconds=WEBHOOK_RETRY_SECONDS * 2 ** (event.attempts - 1))))
+        outcomes[(WebhookEvent.Outcome.FAILED, exc.message)] += [event.pk for event in wanted if event not in later]
     except EpilotError as exc:
         outcomes[(WebhookEvent.Outcome.FAILED, exc.message)] += [event.pk for event in wanted]
     else:
@@ -148,10 +165,21 @@ def _process(events: Sequence[WebhookEvent], client: EpilotClient) -> None:
     for (outcome, error), pks in outcomes.items():
         WebhookEvent.objects.filter(pk__in=pks).update(outcome=outcome, error=error[:2000], processed_at=now,
                                                        claimed_until=None)
+    failed = {pk for (outcome, _error), pks in outcomes.items() if outcome == WebhookEvent.Outcome.FAILED for pk in pks}
+    metrics.webhook_events.labels("processed").inc(len(events) - len(failed))
+    metrics.webhook_events.labels("failed").inc(len(failed))
+    for event in events:
+        if event.pk not in failed:
+            metrics.webhook_latency.observe(max(0.0, (now - event.received_at).total_seconds()))
+    logger.info("webhook events processed: %d, failed: %d", len(events) - len(failed), len(failed),
+                extra={"events": [event.pk for event in events], "failed": len(failed)})
 
 
 WEBHOOK_BATCH = 50  # events per change set: one epilot list request per schema reads them all
 WEBHOOK_CLAIM_SECONDS = 120
+WEBHOOK_MAX_ATTEMPTS = 5  # then the event is failed: the poll heals the mirror, staff can process it again
+WEBHOOK_RETRY_SECONDS = 30  # before the second attempt; doubled for each further one
+TRANSIENT = (EpilotTransportError, EpilotServerError, EpilotRateLimitedError)
 
 
 def webhook_pending_process(*, event_id: int | None = None, client: EpilotClient | None = None,

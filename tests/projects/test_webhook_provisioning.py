@@ -250,3 +250,23 @@ def test_the_schedule_has_a_nightly_full_sync_and_an_hourly_replay() -> None:
     assert json.loads(nightly.kwargs) == {"trigger": "schedule", "full": True}
     assert (nightly.crontab.hour, nightly.crontab.minute, nightly.crontab.timezone.key) == ("2", "30", "Europe/Berlin")
     assert PeriodicTask.objects.get(task="projects.webhook_reconcile").enabled
+
+
+@pytest.mark.django_db
+def test_reconciliation_is_retried_while_epilot_is_busy_and_not_for_good(settings) -> None:
+    import respx
+
+    from projects.tasks import webhook_reconcile_task
+
+    WebhookSubscription.objects.create(name=SUBSCRIPTION_NAME, config_id="cfg-1", url="https://backoffice.example/webhooks/")
+    settings.EPILOT_API_URL, settings.EPILOT_API_TOKEN = "http://epilot.test", "t"
+    reset_epilot_client()
+    with respx.mock() as mock:
+        busy = mock.route().respond(429, headers={"Retry-After": "0"})
+        assert webhook_reconcile_task.apply().state == "FAILURE"
+        tries = busy.call_count
+        busy.respond(403, json={"message": "forbidden"})
+        assert webhook_reconcile_task.apply().state == "FAILURE"
+    assert tries == 6 * 5  # six runs of the task (five retries), each with the gateway's five attempts
+    assert busy.call_count == tries + 1  # a refusal is not retried, neither by the gateway nor by the task
+    reset_epilot_client()

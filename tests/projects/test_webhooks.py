@@ -15,8 +15,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from integrations.connection import get_epilot_client
+from integrations.epilot import EpilotClient
 from integrations.epilot.webhook_signing import WebhookSignatureError, sign, verify
-from integrations.epilot_sandbox import demo_id
+from integrations.epilot_sandbox import SandboxApp, demo_id
 from integrations.epilot_sandbox.app import FaultConfig
 from projects.mirror.changes import EntitiesChanged, entities_changed
 from projects.models import Opportunity, WebhookEvent
@@ -200,7 +201,8 @@ def test_a_batch_takes_at_most_its_limit_oldest_first(receiver) -> None:
         WebhookEvent.Outcome.PROCESSED, WebhookEvent.Outcome.RECEIVED, WebhookEvent.Outcome.PROCESSED]
 
 
-def test_when_epilot_cannot_be_read_the_events_of_the_set_fail_and_can_be_processed_again(receiver, epilot, sandbox) -> None:
+def test_while_epilot_is_down_events_wait_with_back_off_then_fail_and_can_be_processed_again(receiver, epilot,
+                                                                                            sandbox) -> None:
     kalk, nord = demo_id("opportunity:kalkstrasse"), demo_id("opportunity:nordstrasse")
     events = received(receiver, [kalk, nord, "3f0c1a52-0000-4000-8000-00000000beef"])
     WebhookEvent.objects.filter(pk=events[2].pk).update(schema="invoice")
@@ -208,15 +210,32 @@ def test_when_epilot_cannot_be_read_the_events_of_the_set_fail_and_can_be_proces
     sandbox.set_faults(FaultConfig(rate_5xx=1.0))
 
     assert webhook_pending_process(event_id=events[0].pk, client=epilot) == 3
-    outcomes = {e.pk: (e.outcome, bool(e.error)) for e in WebhookEvent.objects.all()}
-    assert outcomes == {events[0].pk: (WebhookEvent.Outcome.FAILED, True), events[1].pk: (WebhookEvent.Outcome.FAILED, True),
-                        events[2].pk: (WebhookEvent.Outcome.PROCESSED, True)}  # "schema invoice is not mirrored"
+    first, second, other = (WebhookEvent.objects.get(pk=event.pk) for event in events)
+    assert (other.outcome, other.error) == (WebhookEvent.Outcome.PROCESSED, "schema invoice is not mirrored")
+    assert first.outcome == second.outcome == WebhookEvent.Outcome.RECEIVED and first.error  # waiting, with the reason
+    assert 20 < (first.claimed_until - timezone.now()).total_seconds() <= 30
+    assert webhook_sweep(client=epilot) == 0  # not before its back-off has passed
+
+    for attempt in range(2, 6):  # each time the back-off has passed
+        WebhookEvent.objects.filter(outcome=WebhookEvent.Outcome.RECEIVED).update(claimed_until=timezone.now())
+        assert webhook_sweep(client=epilot) == 2
+        assert set(WebhookEvent.objects.filter(pk__in=[first.pk, second.pk]).values_list("attempts", flat=True)) == {attempt}
+    assert [(e.outcome, e.attempts) for e in WebhookEvent.objects.filter(pk__in=[first.pk, second.pk])] == [
+        (WebhookEvent.Outcome.FAILED, 5)] * 2
     assert webhook_sweep(client=epilot) == 0  # failed events wait for the poll or for staff, not for the sweep
 
     sandbox.set_faults(FaultConfig())
     again = webhook_events_process(list(WebhookEvent.objects.filter(outcome=WebhookEvent.Outcome.FAILED)), client=epilot)
-    assert [(e.outcome, e.attempts) for e in again] == [(WebhookEvent.Outcome.PROCESSED, 2)] * 2
+    assert [(e.outcome, e.attempts) for e in again] == [(WebhookEvent.Outcome.PROCESSED, 6)] * 2
     assert Opportunity.objects.get(epilot_id=kalk).status == "bearbeitung"
+
+
+def test_an_epilot_error_that_waiting_cannot_fix_fails_the_events_at_once(receiver, epilot, sandbox) -> None:
+    (event,) = received(receiver, [demo_id("opportunity:kalkstrasse")])
+    refused = EpilotClient.for_wsgi_app(SandboxApp(sandbox.store, token="the-right-one"), token="a-revoked-one")
+    assert webhook_pending_process(event_id=event.pk, client=refused) == 1
+    event.refresh_from_db()
+    assert (event.outcome, event.attempts) == (WebhookEvent.Outcome.FAILED, 1) and event.error
 
 
 # ------------------------------------------------------------------ Ed25519 (v1a)
