@@ -1,6 +1,6 @@
 """URL configuration: the admin is the product; the API lives under /api/."""
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
@@ -10,8 +10,11 @@ from projects import views as project_views
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False), name="home"),
     path("i18n/", include("django.conf.urls.i18n")),
-    path("health/", project_views.health, name="health"),
-    path("health/live/", project_views.liveness, name="health-live"),
+    # Probes answer with or without the trailing slash: a load balancer treats APPEND_SLASH's redirect as a failure.
+    re_path(r"^health/?$", project_views.health, name="health"),
+    re_path(r"^health/live/?$", project_views.liveness, name="health-live"),
+    re_path(r"^health/ready/?$", project_views.readiness, name="health-ready"),
+    re_path(r"^metrics/?$", project_views.metrics, name="metrics"),
     path("webhooks/epilot/", project_views.epilot_webhook, name="epilot-webhook"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("projects.api.urls")),

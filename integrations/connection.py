@@ -11,6 +11,7 @@ from typing import Literal
 
 from django.conf import settings
 
+from config.metrics import EpilotCallMetrics
 from integrations.epilot import EpilotClient, ServiceURLs
 
 logger = logging.getLogger("integrations.epilot")
@@ -64,6 +65,7 @@ def build_epilot_client() -> EpilotClient:
         "timeout_seconds": settings.EPILOT_TIMEOUT_SECONDS,
         "writes_per_minute": settings.EPILOT_WRITES_PER_MINUTE,
         "org_id": settings.EPILOT_ORG_ID or None,
+        "observer": EpilotCallMetrics(),
     }
     if info.mode == "embedded-sandbox":
         # Only this mode needs the sandbox; a process talking to epilot does not load it.

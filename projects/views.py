@@ -2,19 +2,21 @@
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from projects.services.health import health_report
+from config.metrics import exposition
+from projects.services.health import MirrorCollector, health_report, metrics_allowed
 from projects.services.webhooks import webhook_receive
 
 
 @never_cache
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
-    """Database, broker and sync freshness per schema; 503 when any of them fails.
+    """For monitoring: database, broker, sync freshness per schema, work left waiting, quarantine; 503 when any of them
+    fails (quarantine never does). Not for load balancers: it fails while epilot is down.
 
     Error texts (driver messages, host names) are shown to signed-in staff only.
     """
@@ -26,10 +28,27 @@ def health(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def liveness(request: HttpRequest) -> JsonResponse:
-    """The process answers and reaches its database (for restarts, not for routing)."""
+    """The process answers (for restarts): no database, no broker, nothing a restart would not fix."""
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics, for a bearer of METRICS_TOKEN or a client in METRICS_ALLOWED_NETWORKS; 403 for others."""
+    if not metrics_allowed(request.headers.get("Authorization", ""), request.META.get("REMOTE_ADDR", "")):
+        return JsonResponse({"error": "metrics are for the configured token or networks"}, status=403)
+    body, content_type = exposition([MirrorCollector()])
+    return HttpResponse(body, content_type=content_type)
+
+
+@never_cache
+@require_GET
+def readiness(request: HttpRequest) -> JsonResponse:
+    """The database and the broker answer (for routing); 503 otherwise. Neither epilot nor the sync's age counts."""
     report = health_report(include_sync=False)
-    database = report.checks[0]
-    return JsonResponse({"status": "ok" if database.ok else "fail"}, status=200 if database.ok else 503)
+    details = bool(getattr(request, "user", None) and request.user.is_active and request.user.is_staff)
+    return JsonResponse(report.as_dict(details=details), status=200 if report.ok else 503)
 
 
 class BodyTooLarge(ValueError):

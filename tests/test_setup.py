@@ -146,12 +146,13 @@ def test_production_redirects_to_https_but_not_webhook_deliveries_or_health_prob
              "from django.middleware.security import SecurityMiddleware; from django.test import RequestFactory; "
              "m = SecurityMiddleware(lambda r: None); f = RequestFactory(); "
              "print([getattr(m.process_request(f.generic(method, path)), 'status_code', None) for method, path in "
-             "[('POST', '/webhooks/epilot/'), ('GET', '/health/'), ('GET', '/health/live/'), ('GET', '/admin/')]])")
+             "[('POST', '/webhooks/epilot/'), ('GET', '/health/'), ('GET', '/health/live'), ('GET', '/health/ready/'), "
+             "('GET', '/admin/')]])")
     result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=_clean_env(
         **PRODUCTION, DJANGO_SETTINGS_MODULE="config.settings.production", ALLOWED_HOSTS="testserver"), capture_output=True,
         text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[None, None, None, 301]"
+    assert result.stdout.strip().splitlines()[-1] == "[None, None, None, None, 301]"
 
 
 def test_live_and_long_work_run_on_queues_of_their_own_that_a_plain_worker_consumes_both() -> None:
@@ -162,9 +163,35 @@ def test_live_and_long_work_run_on_queues_of_their_own_that_a_plain_worker_consu
         return app.amqp.router.route({}, task)["queue"].name
 
     assert set(app.amqp.queues) == {"live", "bulk"}  # the queues a worker without -Q consumes
-    assert {task: queue_of(task) for task in ("projects.webhook_event", "projects.webhook_reconcile")} == {
-        "projects.webhook_event": "live", "projects.webhook_reconcile": "live"}
-    assert {queue_of(task) for task in ("projects.sync_epilot", "projects.step_job", "projects.workflow_start_job",
-                                        "projects.task_digest")} == {"bulk"}
+    assert {queue_of(task) for task in ("projects.webhook_event", "projects.webhook_sweep", "projects.step_job",
+                                        "projects.workflow_start_job")} == {"live"}
+    assert {queue_of(task) for task in ("projects.sync_epilot", "projects.webhook_reconcile", "projects.task_digest")} == {
+        "bulk"}
     procfile = (Path(__file__).resolve().parent.parent / "Procfile").read_text()
     assert "-Q live" in procfile and "-Q bulk" in procfile
+
+
+def test_production_installs_what_it_runs_and_the_release_collects_static_files() -> None:
+    root = Path(__file__).resolve().parent.parent
+    production = {line.split("==")[0].split("[")[0].lower() for line in (root / "requirements.txt").read_text().splitlines()
+                  if "==" in line}
+    assert production & {"pytest", "pytest-django", "playwright", "schemathesis", "hypothesis", "ruff", "respx"} == set()
+    assert "-r requirements.txt" in (root / "requirements-dev.txt").read_text()
+    release = next(line for line in (root / "Procfile").read_text().splitlines() if line.startswith("release:"))
+    assert "migrate" in release and "collectstatic --noinput" in release
+
+
+def test_after_collectstatic_production_serves_the_login_page(tmp_path) -> None:
+    """Without the manifest of collected files, every admin page under production settings is a 500."""
+    env = _clean_env(**PRODUCTION, DJANGO_SETTINGS_MODULE="config.settings.production", ALLOWED_HOSTS="testserver",
+                     STATIC_ROOT=str(tmp_path / "static"), SECURE_SSL_REDIRECT="false", LOG_LEVEL="ERROR",
+                     DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    collected = subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput"], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=300)
+    assert collected.returncode == 0, collected.stderr
+    probe = ("import django; django.setup(); from django.core.management import call_command; "
+             "call_command('migrate', verbosity=0); from django.test import Client; "
+             "print(Client().get('/admin/login/').status_code)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "200"

@@ -4,6 +4,7 @@ from pathlib import Path
 from kombu import Exchange, Queue
 
 from config.env import BASE_DIR, env
+from config.sentry import init_sentry
 
 # GENERAL
 # https://docs.djangoproject.com/en/5.2/ref/settings/
@@ -57,6 +58,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -99,6 +101,15 @@ MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 
+# ERRORS: reported to Sentry only when SENTRY_DSN is set (no personal data, secrets scrubbed; config/sentry.py).
+SENTRY_DSN = env("SENTRY_DSN", default="")
+init_sentry(SENTRY_DSN, environment=env("SENTRY_ENVIRONMENT", default="production"),
+            traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0))
+
+# METRICS (/metrics, Prometheus): a bearer token, or the networks allowed without one (loopback by default).
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+
 # LOGGING
 # One line per event; the epilot gateway never logs its token or request bodies.
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
@@ -106,9 +117,11 @@ LOG_FORMAT = env("LOG_FORMAT", default="text")  # "json" for one JSON object per
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"context": {"()": "config.logging.ContextFilter"}},
     "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
                    "json": {"()": "config.logging.JsonFormatter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_FORMAT == "json" else "line"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["context"],
+                             "formatter": "json" if LOG_FORMAT == "json" else "line"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
@@ -183,13 +196,15 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_QUEUES = [Queue(name, Exchange(name), routing_key=name) for name in ("live", "bulk")]
 CELERY_TASK_DEFAULT_QUEUE = "live"
 CELERY_TASK_ROUTES = {
-    "projects.sync_epilot": {"queue": "bulk"},
-    "projects.step_job": {"queue": "bulk"},
-    "projects.workflow_start_job": {"queue": "bulk"},
-    "projects.task_digest": {"queue": "bulk"},
+    # live: what someone waits for (a webhook's change, a step job or workflow start staff asked for)
     "projects.webhook_event": {"queue": "live"},
-    "projects.webhook_reconcile": {"queue": "live"},
     "projects.webhook_sweep": {"queue": "live"},
+    "projects.step_job": {"queue": "live"},
+    "projects.workflow_start_job": {"queue": "live"},
+    # bulk: long or scheduled work that may wait behind itself
+    "projects.sync_epilot": {"queue": "bulk"},
+    "projects.webhook_reconcile": {"queue": "bulk"},
+    "projects.task_digest": {"queue": "bulk"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING above (LOG_FORMAT=json included)
 

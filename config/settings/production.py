@@ -32,7 +32,7 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
 # Never redirected: a webhook sender has sent its (signed) body already and treats a 301 as a failed
 # delivery; load balancers probe health over plain HTTP.
-SECURE_REDIRECT_EXEMPT = [r"^webhooks/epilot/$", r"^health/"]
+SECURE_REDIRECT_EXEMPT = [r"^webhooks/epilot/$", r"^health(/|$)"]
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=3600)

@@ -15,6 +15,7 @@ import httpx
 import orjson
 
 import integrations.epilot.errors as errors
+from integrations.epilot.observer import CallObserver
 from integrations.epilot.throttle import RetryPolicy, WriteBudget
 from integrations.epilot.types import Entity, MalformedPayload
 
@@ -83,6 +84,7 @@ class Transport:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         seed: int | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         if not token:
             raise errors.EpilotConfigurationError("No epilot API token: set EPILOT_API_TOKEN.")
@@ -93,6 +95,7 @@ class Transport:
         self._clock = clock
         self._rng = random.Random(seed)
         self._write_budget = WriteBudget(writes_per_minute, clock=clock, sleep=sleep)
+        self._observer = observer or CallObserver()
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json", "User-Agent": "ausbau-backoffice/1.0"}
         if org_id:
             headers["x-epilot-org-id"] = org_id
@@ -121,11 +124,14 @@ class Transport:
         content = json.dumps(json_body, separators=(",", ":"), ensure_ascii=False).encode() if json_body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
         started = self._clock()
+        service = self._service_of(base_url)
         attempt = 0
         while True:
             attempt += 1
             if is_write:
-                self._write_budget.acquire()
+                waited = self._write_budget.acquire()
+                if waited:
+                    self._observer.waited_for_budget(waited)
             sent_at = self._clock()
             error: errors.EpilotError
             retryable = False
@@ -137,17 +143,23 @@ class Transport:
                     f"{operation}: epilot did not answer in time ({type(exc).__name__})", operation=operation
                 )
                 retryable = idempotent or isinstance(exc, httpx.ConnectTimeout)
+                outcome = "timeout"
+                self._observer.answered(service, operation, outcome, self._clock() - sent_at)
             except httpx.TransportError as exc:
                 error = errors.EpilotConnectionError(
                     f"{operation}: connection to epilot failed ({type(exc).__name__})", operation=operation
                 )
                 retryable = idempotent or isinstance(exc, httpx.ConnectError)
+                outcome = "connection"
+                self._observer.answered(service, operation, outcome, self._clock() - sent_at)
                 if retryable and attempt == 1 and isinstance(exc, httpx.RemoteProtocolError):
                     # Most often a kept-alive connection the server closed while it was idle in the pool:
                     # a new connection at once fixes that, as browsers and urllib3 do; a back-off would not.
                     delay = 0.0
             else:
                 elapsed_ms = (self._clock() - sent_at) * 1000
+                outcome = str(response.status_code)
+                self._observer.answered(service, operation, outcome, elapsed_ms / 1000)
                 log = logger.info if is_write else logger.debug
                 log("epilot %s %s %s -> %s in %.0f ms (attempt %d)", operation, method, path, response.status_code, elapsed_ms,
                     attempt)
@@ -167,8 +179,16 @@ class Transport:
             if self._clock() - started + delay > self.retry.max_elapsed_seconds:
                 raise error
             logger.warning("epilot %s %s: %s; retry %d in %.1f s", operation, path, error.message, attempt, delay)
+            self._observer.retried(service, operation, outcome)
             if delay > 0:
                 self._sleep(delay)
+
+    def _service_of(self, base_url: str) -> str:
+        """The service (entity, workflows_execution, ...) a base URL belongs to, for metrics."""
+        for name, url in self.urls.items():
+            if url == base_url:
+                return name
+        return "other"
 
     def _json(self, operation: str, response: httpx.Response, *, allow_empty: bool = False) -> Any:
         if not response.content:

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import connection, reset_queries, transaction
 from django.utils import timezone
 
+from config import metrics
 from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotError
 from projects.mirror.changes import announce
@@ -175,6 +176,13 @@ def _finish(run: SyncRun, counts: MirrorChanges, status: str, error: str = "") -
     for name in ("created", "updated", "deleted", "quarantined", "pages"):
         setattr(run, name, getattr(counts, name))
     run.save()
+    kind = "full" if run.full else "incremental"
+    for schema in run.schemas or ():
+        metrics.sync_runs.labels(schema, kind, status).inc()
+    for change in ("created", "updated", "deleted", "quarantined"):
+        metrics.sync_entities.labels(change).inc(getattr(run, change))
+    if run.duration_seconds is not None:
+        metrics.sync_duration.labels(kind).observe(run.duration_seconds)
     logger.info("sync run %s %s: %d created, %d updated, %d deleted, %d quarantined in %.1f s (%s)",
                 run.pk, status, run.created, run.updated, run.deleted, run.quarantined, run.duration_seconds or 0,
                 ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in run.phase_seconds.items()))

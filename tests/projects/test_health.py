@@ -24,7 +24,46 @@ def test_health_fails_until_every_schema_synced_then_passes(client, settings) ->
     call_command("sync_epilot", stdout=StringIO())
     after = client.get(reverse("health"))
     assert after.status_code == 200 and after.json()["status"] == "ok"
-    assert client.get(reverse("health-live")).status_code == 200
+    assert after.json()["waiting"] == {"webhook_events": 0, "step_jobs": 0, "workflow_start_jobs": 0}
+
+
+def test_readiness_follows_the_database_and_the_broker_not_epilot_or_the_sync(client, settings,
+                                                                              django_assert_num_queries) -> None:
+    settings.CELERY_BROKER_URL = "memory://"
+    assert client.get(reverse("health")).status_code == 503  # nothing synced yet
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200 and set(ready.json()["checks"]) == {"database", "broker"} and not ready.json()["sync"]
+    with django_assert_num_queries(0):
+        assert client.get("/health/live").json() == {"status": "ok"}
+
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    assert client.get("/health/ready/").status_code == 503
+    assert client.get("/health/live/").status_code == 200
+
+
+def test_without_its_database_the_process_is_alive_but_not_ready() -> None:
+    probe = ("import django; django.setup(); from django.test import Client; c = Client(SERVER_NAME=\"localhost\"); "
+             "print([c.get(path).status_code for path in ('/health/live', '/health/ready', '/health/')])")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_URL", "DJANGO_"))}
+    env.update({"DJANGO_SETTINGS_MODULE": "config.settings.local", "CELERY_BROKER_URL": "memory://", "LOG_LEVEL": "CRITICAL",
+                "DATABASE_URL": "postgres://nobody:x@127.0.0.1:1/gone"})  # nothing listens there
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[200, 503, 503]"
+
+
+def test_work_left_waiting_fails_the_detailed_health(client, settings) -> None:
+    settings.CELERY_BROKER_URL = "memory://"
+    call_command("sync_epilot", stdout=StringIO())
+    from django.utils import timezone
+
+    from projects.models import WebhookEvent
+
+    WebhookEvent.objects.create(webhook_id="msg_lost", schema="opportunity", entity_epilot_id="opp-1",
+                                received_at=timezone.now() - timezone.timedelta(minutes=10))  # its task was never queued
+    answer = client.get(reverse("health"))
+    assert answer.status_code == 503 and answer.json()["waiting"]["webhook_events"] == 1
+    assert client.get(reverse("health-ready")).status_code == 200
 
 
 def test_health_reports_a_stale_sync(client) -> None:
