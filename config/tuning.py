@@ -23,7 +23,7 @@ def tune_process() -> None:
     collector is only needed for cycles, which pages do not make. Whatever is alive now (Django, the
     app) is frozen out of the collector's scans. The writer hands the GIL to the sync's prefetch
     thread at every database call and then waited up to a switch interval to get it back. glibc gives
-    threads malloc arenas of their own, and every arena kept its own high-water mark (docs: README).
+    threads malloc arenas of their own, and every arena kept its own high-water mark (docs/benchmarks.md).
     """
     gc.freeze()
     generation0, generation1, generation2 = gc.get_threshold()

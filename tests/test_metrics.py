@@ -86,3 +86,14 @@ def test_sentry_is_off_without_a_dsn_and_scrubs_secrets_with_one() -> None:
     assert _sentry_state().startswith("False ")
     # A DSN on a closed loopback port: the SDK is on, and nothing is sent anywhere by starting it.
     assert _sentry_state(SENTRY_DSN="http://public@127.0.0.1:9/1") == "True bad signature [Filtered] for [Filtered]"
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_endpoint_exposes() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[1] / "docs" / "grafana-dashboard.json").read_text())
+    queried = {re.sub(r"_(bucket|sum|count)$", "", name) for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"ausbau_[a-z_]+", target["expr"])}
+    assert queried and queried <= set(EXPECTED)
