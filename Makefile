@@ -50,8 +50,9 @@ browser:
 lint: setup
 	$(VENV)/bin/ruff check .
 
-## test: set up, lint, then the whole suite (DATABASE_URL picks PostgreSQL; default SQLite)
+## test: set up, lint, check that the models need no new migration, then the whole suite (DATABASE_URL picks PostgreSQL)
 test: setup browser lint
+	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## sandbox: serve the epilot sandbox on 127.0.0.1:8765 for other processes
