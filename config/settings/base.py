@@ -33,9 +33,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # read while the sync writes; synchronous=NORMAL syncs to disk at checkpoints, not at every commit
     # (a power cut may lose the last commits, never the file's consistency; the next sync fetches them again).
     # A new file gets 16 KiB pages: a mirrored document of 1-3 KB then shares its page with others instead of
-    # filling one of 4 KiB nearly alone; a full sync wrote its pages 40 % faster (an existing file keeps its size).
+    # filling one of 4 KiB nearly alone (an existing file keeps its page size; docs/internals.md says how to change it).
     # A page cache of 16 MB per connection (SQLite's default is 2 MB) holds the indexes a sync inserts into at
-    # random (epilot ids are UUIDs): 20,000 opportunities were written in 0.68 s instead of 0.98 s.
+    # random (epilot ids are UUIDs). Figures: docs/benchmarks.md.
     DATABASES["default"].setdefault("OPTIONS", {}).update({
         "timeout": 20, "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-16384;"})

@@ -1,8 +1,8 @@
 """Set-based writes and reads for the sync engine: bulk upserts, and id lists passed as one parameter.
 
 `QuerySet.bulk_create(update_conflicts=True)` compiles every value through the SQL compiler and,
-on PostgreSQL, splices all parameters into one statement; for 1,000 mirrored entities a page that
-cost more than fetching them. On SQLite one `INSERT ... ON CONFLICT DO UPDATE` runs with
+on PostgreSQL, splices all parameters into one statement, which for a page of documents costs more
+than fetching it. On SQLite one `INSERT ... ON CONFLICT DO UPDATE` runs with
 `executemany`, which loops natively; on PostgreSQL the rows are COPied into a temporary table and
 upserted from there in one statement.
 """
@@ -86,7 +86,7 @@ def _insert_in_groups(cursor: Any, insert: str, width: int, conflict: str, param
     """SQLite: many rows per INSERT (up to ROWS_PER_STATEMENT, as the parameter limit allows), run with one executemany.
 
     sqlite3 releases the GIL for every statement; a thread building the next page then takes it
-    each time, and the writer waits up to a switch interval (5 ms) to get it back. Row by row, that
+    each time, and the writer waits up to a switch interval to get it back. Row by row, that
     was a wait per row. The statement is written with sqlite3's own `?` placeholders and run on its
     cursor: Django's would rewrite each of the 20,000 `%s` of a page with a regular expression (5 ms).
     Errors surface as django.db errors.
@@ -155,8 +155,8 @@ def _copy_new_rows(model: type[models.Model], fields: Sequence[models.Field], pa
     """PostgreSQL: COPY rows straight into the table, in a savepoint; False (nothing written) when one of them
     is there by now (a unique key taken), so the caller upserts instead.
 
-    For a page of new documents this spares the staging table and the INSERT ... SELECT: in a first
-    sync of 50,000 entities the pages' writing fell from 5.7 s to 3.8 s. A column whose type a
+    For a page of new documents this spares the staging table and the INSERT ... SELECT (a first
+    sync writes only such pages). A column whose type a
     migration changed while the process runs would fail here (the types are kept per process).
     """
     import psycopg
@@ -301,8 +301,7 @@ def values_read_at_once(queryset: models.QuerySet, *fields: str, flat: bool = Fa
     """`queryset.values_list(*fields, flat=flat)` as a list, for results of thousands of rows (texts, numbers, dates).
 
     sqlite3 releases the GIL for every row it steps to and must take it back before the next: while
-    the sync's reader threads held it, every row of a long result waited for it (writing 53 pages
-    next to one busy thread took 22 s instead of 3 s; 6 s with the rows read this way). On SQLite
+    the sync's reader threads hold it, every row of a long result waits for it. On SQLite
     the rows are therefore gathered into one JSON array by the database and read in one step. The
     order is the queryset's only on PostgreSQL (psycopg has every row in memory once the query
     ran, so there this is values_list itself).
@@ -371,7 +370,7 @@ def among(column: str, values: list[Any]) -> tuple[str, list[Any]]:
     """SQL for `column IN values` with the values as one parameter of text: JSON, or on PostgreSQL an integer array.
 
     Django's psycopg cursors bind parameters on the client, and psycopg quotes a list one element at a
-    time in Python: 5 ms for a page's thousand ids, twice a page, while PostgreSQL had nothing to do.
+    time in Python, which for a page's ids costs more than the lookup itself.
     """
     if connection.vendor != "postgresql":
         return f"{column} IN (SELECT value FROM json_each(%s))", [dumps_json(values)]

@@ -41,7 +41,7 @@ def dumps_payload(payload: Any) -> str:
 
 def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
     """The model fields of one entity; raises QuarantineReason for what cannot be mirrored."""
-    payload = entity.data.copy()  # a dict's own copy: dict() of the read-only view goes key by key (5 µs)
+    payload = entity.data.copy()  # a dict's own copy: dict() of the read-only view goes key by key
     if entity.updated_at is None:
         raise QuarantineReason("_updated_at is missing")
     encoded = dumps_payload(payload)
