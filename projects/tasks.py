@@ -6,10 +6,11 @@ from projects.mirror.lease import lease_seconds
 from projects.models import StepJob, SyncRun, WorkflowStartJob
 from projects.services.digest import task_digest_send
 from projects.services.errors import RemoteFailure
+from projects.services.outbox import outbox_sweep
 from projects.services.steps import step_job_run
 from projects.services.sync import sync_run, sync_run_resume
 from projects.services.webhook_subscriptions import webhook_reconcile
-from projects.services.webhooks import webhook_pending_process, webhook_sweep
+from projects.services.webhooks import webhook_pending_process
 from projects.services.workflows import workflow_start_job_run
 
 TRANSIENT_EPILOT_ERRORS = (EpilotTransportError, EpilotServerError, EpilotRateLimitedError)
@@ -61,10 +62,11 @@ def webhook_event_task(*, event_id: int) -> int:
     return webhook_pending_process(event_id=event_id)
 
 
-@shared_task(name="projects.webhook_sweep", ignore_result=True)
-def webhook_sweep_task() -> int:
-    """Process webhook events left waiting (the broker was down when they came); returns how many."""
-    return webhook_sweep()
+@shared_task(name="projects.outbox_sweep", ignore_result=True)
+def outbox_sweep_task() -> dict[str, int]:
+    """Process webhook events left waiting and send again the tasks of jobs still queued (the broker was down when
+    they were recorded); returns how many of each."""
+    return outbox_sweep()
 
 
 @shared_task(name="projects.webhook_reconcile", ignore_result=True, bind=True, max_retries=5)

@@ -163,7 +163,7 @@ def test_live_and_long_work_run_on_queues_of_their_own_that_a_plain_worker_consu
         return app.amqp.router.route({}, task)["queue"].name
 
     assert set(app.amqp.queues) == {"live", "bulk"}  # the queues a worker without -Q consumes
-    assert {queue_of(task) for task in ("projects.webhook_event", "projects.webhook_sweep", "projects.step_job",
+    assert {queue_of(task) for task in ("projects.webhook_event", "projects.outbox_sweep", "projects.step_job",
                                         "projects.workflow_start_job")} == {"live"}
     assert {queue_of(task) for task in ("projects.sync_epilot", "projects.webhook_reconcile", "projects.task_digest")} == {
         "bulk"}

@@ -198,7 +198,7 @@ CELERY_TASK_DEFAULT_QUEUE = "live"
 CELERY_TASK_ROUTES = {
     # live: what someone waits for (a webhook's change, a step job or workflow start staff asked for)
     "projects.webhook_event": {"queue": "live"},
-    "projects.webhook_sweep": {"queue": "live"},
+    "projects.outbox_sweep": {"queue": "live"},
     "projects.step_job": {"queue": "live"},
     "projects.workflow_start_job": {"queue": "live"},
     # bulk: long or scheduled work that may wait behind itself

@@ -1,7 +1,8 @@
-"""Webhook events are claimed by the worker processing them; every minute a sweep processes events left waiting."""
+"""Webhook events are claimed by the worker processing them; every minute the outbox sweep processes events left
+waiting and sends again the tasks of jobs still queued."""
 from django.db import migrations, models
 
-SWEEP = "webhook events left waiting (sweep)"
+SWEEP = "outbox sweep (work whose task never reached the broker)"
 
 
 def add_sweep(apps, schema_editor):
@@ -9,9 +10,10 @@ def add_sweep(apps, schema_editor):
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
     every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period="minutes")
     PeriodicTask.objects.get_or_create(name=SWEEP, defaults={
-        "task": "projects.webhook_sweep", "interval": every_minute,
+        "task": "projects.outbox_sweep", "interval": every_minute,
         "description": "Processes received webhook events whose task was never queued (the broker was down) or whose "
-                       "worker died."})
+                       "worker died, and sends again the tasks of step jobs, workflow-start jobs and sync runs still "
+                       "queued after five minutes."})
 
 
 def remove_sweep(apps, schema_editor):

@@ -45,7 +45,7 @@ class StepJob(models.Model):
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("requested by"), null=True,
                                      on_delete=models.SET_NULL, related_name="+")
     actor = models.CharField(_("triggered by"), max_length=100, default="admin")
-    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.QUEUED)
+    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
 

@@ -140,7 +140,7 @@ class WorkflowStartJob(models.Model):
     requested_by = models.ForeignKey("auth.User", verbose_name=_("requested by"), null=True, on_delete=models.SET_NULL,
                                      related_name="+")
     allow_duplicate = models.BooleanField(_("also where it runs"), default=False)
-    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.QUEUED)
+    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
 

@@ -270,7 +270,8 @@ def step_job_create(*, operation: str, steps: Sequence[MirroredStep], assignees:
             items.setdefault(key, StepJobItem(job=job, execution_epilot_id=key[0], step_epilot_id=key[1],
                                               label=f"{step.name} – {step.execution.name}"[:500], expected_status=step.status))
         StepJobItem.objects.bulk_create(items.values())
-        transaction.on_commit(lambda: step_job_task.delay(job_id=job.pk))
+        # robust: with the broker down the job stays queued and the outbox sweep sends it later.
+        transaction.on_commit(lambda: step_job_task.delay(job_id=job.pk), robust=True)
     return job
 
 

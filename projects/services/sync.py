@@ -144,7 +144,8 @@ def sync_enqueue(*, trigger: str, schemas: list[str] | None = None, full: bool =
     schemas = validate_schemas(schemas) if schemas else None
     run = SyncRun.objects.create(trigger=trigger, schemas=schemas or configured_schemas(), full=full,
                                  status=SyncRun.Status.QUEUED, started_at=timezone.now())
-    transaction.on_commit(lambda: sync_epilot_task.delay(run_id=run.pk, schemas=schemas, full=full))
+    # robust: with the broker down the run stays queued and the outbox sweep sends it later.
+    transaction.on_commit(lambda: sync_epilot_task.delay(run_id=run.pk, schemas=schemas, full=full), robust=True)
     return run
 
 

@@ -217,7 +217,8 @@ def workflow_start_many(*, definition: WorkflowDefinition, entities: Iterable[tu
         except InProgress as exc:
             WorkflowStart.objects.create(job=job, definition=definition, entity_schema=schema, entity_epilot_id=entity_id,
                                          entity_title=title[:500], status=WorkflowStart.Status.REFUSED, error=exc.message)
-    transaction.on_commit(lambda: workflow_start_job_task.delay(job_id=job.pk))
+    # robust: with the broker down the job stays queued and the outbox sweep sends it later.
+    transaction.on_commit(lambda: workflow_start_job_task.delay(job_id=job.pk), robust=True)
     return job
 
 

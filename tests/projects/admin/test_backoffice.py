@@ -17,6 +17,7 @@ from projects.models import (
     EpilotWrite,
     Opportunity,
     PendingExecutionRead,
+    StepJob,
     WebhookEvent,
     WorkflowDefinition,
     WorkflowStartJob,
@@ -176,6 +177,18 @@ def test_the_dashboard_shows_webhook_events_left_waiting(admin_client) -> None:
     WebhookEvent.objects.create(webhook_id="msg_old", schema="opportunity", entity_epilot_id="opp-2",
                                 received_at=now - dt.timedelta(minutes=10))  # its task was never queued
     assert "1 wartet seit mehr als 3 Minuten" in row() and 'class="n bad"' in row()
+
+
+def test_the_dashboard_shows_jobs_no_worker_took(admin_client) -> None:
+    def row() -> str:
+        page = admin_client.get(reverse("admin:index")).content.decode()
+        return page.split('id="jobs-waiting"', 1)[1].split("</tr>", 1)[0]
+
+    assert 'class="n ok"' in row()
+    job = StepJob.objects.create(operation=StepJob.Operation.COMPLETE)
+    assert 'class="n ok"' in row()  # just queued
+    StepJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - dt.timedelta(minutes=30))
+    assert "1 seit mehr als 10 Minuten eingereiht" in row() and 'class="n bad"' in row()
 
 
 def test_the_dashboard_shows_entities_whose_executions_wait_to_be_read(admin_client) -> None:
