@@ -23,3 +23,13 @@ def admin_actions_declare_permissions(app_configs: Any = None, **kwargs: Any) ->
                     hint="Use @admin.action(permissions=[...]) with change, delete or a custom permission.",
                     obj=type(model_admin), id="projects.E001"))
     return errors
+
+
+@checks.register(checks.Tags.security)
+def webhook_secrets_are_well_formed(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """A malformed entry of EPILOT_WEBHOOK_SECRETS is skipped when deliveries are verified; say so at start-up."""
+    from projects.services.webhooks import malformed_webhook_secrets
+
+    return [checks.Warning(f"Entry {number} of EPILOT_WEBHOOK_SECRETS is not 'whsec_' followed by base64; it is ignored.",
+                           hint="Copy the signing secret exactly as epilot showed it.", id="projects.W002")
+            for number in malformed_webhook_secrets()]

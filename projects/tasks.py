@@ -9,7 +9,7 @@ from projects.services.errors import RemoteFailure
 from projects.services.outbox import outbox_sweep
 from projects.services.steps import step_job_run
 from projects.services.sync import sync_run, sync_run_resume
-from projects.services.webhook_subscriptions import webhook_reconcile
+from projects.services.webhook_subscriptions import webhook_public_key_refresh, webhook_reconcile
 from projects.services.webhooks import webhook_pending_process
 from projects.services.workflows import workflow_start_job_run
 
@@ -60,6 +60,12 @@ def webhook_event_task(*, event_id: int) -> int:
     A message whose event another task took already does nothing; a redelivered one re-reads, which is harmless.
     """
     return webhook_pending_process(event_id=event_id)
+
+
+@shared_task(name="projects.webhook_public_key_refresh", ignore_result=True)
+def webhook_public_key_refresh_task() -> bool:
+    """Read the organisation's key for `v1a` signatures from epilot into the cache; returns whether it is known."""
+    return webhook_public_key_refresh()
 
 
 @shared_task(name="projects.outbox_sweep", ignore_result=True)

@@ -195,3 +195,14 @@ def test_after_collectstatic_production_serves_the_login_page(tmp_path) -> None:
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "200"
+
+
+def test_a_fresh_var_dir_gets_the_filesystem_brokers_folders_and_a_task_can_be_queued(tmp_path) -> None:
+    probe = ("import django; django.setup(); from projects.tasks import task_digest_task; "
+             "print(task_digest_task.delay().id is not None)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env=_clean_env(DJANGO_SETTINGS_MODULE="config.settings.local", VAR_DIR=str(tmp_path / "var"),
+                                           CELERY_BROKER_URL="filesystem://", LOG_LEVEL="ERROR"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "True"
+    assert len(list((tmp_path / "var" / "celery" / "broker").iterdir())) == 1

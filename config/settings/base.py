@@ -106,6 +106,9 @@ SENTRY_DSN = env("SENTRY_DSN", default="")
 init_sentry(SENTRY_DSN, environment=env("SENTRY_ENVIRONMENT", default="production"),
             traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0))
 
+# Webhook receiver URLs must be https (loopback excepted); production always requires it.
+EPILOT_WEBHOOK_REQUIRE_HTTPS = env.bool("EPILOT_WEBHOOK_REQUIRE_HTTPS", default=False)
+
 # METRICS (/metrics, Prometheus): a bearer token, or the networks allowed without one (loopback by default).
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
@@ -176,6 +179,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(VAR_DIR / "celery" / "control"),  # kombu's default is ./control in the working directory
         "store_processed": False,
     }
+    # The folders must exist before a process queues its first task (a fresh VAR_DIR has none).
+    for _folder in ("broker", "processed", "control"):
+        (VAR_DIR / "celery" / _folder).mkdir(parents=True, exist_ok=True)
 elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # An unacknowledged task (its worker died) is handed to another worker after this many seconds.
     # Sweep for such tasks every 10 s rather than kombu's default of about 100 s.
@@ -199,6 +205,7 @@ CELERY_TASK_ROUTES = {
     # live: what someone waits for (a webhook's change, a step job or workflow start staff asked for)
     "projects.webhook_event": {"queue": "live"},
     "projects.outbox_sweep": {"queue": "live"},
+    "projects.webhook_public_key_refresh": {"queue": "live"},
     "projects.step_job": {"queue": "live"},
     "projects.workflow_start_job": {"queue": "live"},
     # bulk: long or scheduled work that may wait behind itself

@@ -1,8 +1,9 @@
 """Webhook events are claimed by the worker processing them; every minute the outbox sweep processes events left
-waiting and sends again the tasks of jobs still queued."""
+waiting and sends again the tasks of jobs still queued; every six hours the key for v1a signatures is refreshed."""
 from django.db import migrations, models
 
 SWEEP = "outbox sweep (work whose task never reached the broker)"
+KEY_REFRESH = "webhook public key refresh"
 
 
 def add_sweep(apps, schema_editor):
@@ -16,8 +17,15 @@ def add_sweep(apps, schema_editor):
                        "queued after five minutes."})
 
 
+    every_six_hours, _ = IntervalSchedule.objects.get_or_create(every=6, period="hours")
+    PeriodicTask.objects.get_or_create(name=KEY_REFRESH, defaults={
+        "task": "projects.webhook_public_key_refresh", "interval": every_six_hours,
+        "description": "Reads the organisation's public key that v1a webhook signatures verify with (no-op without "
+                       "a known organisation); deliveries never ask epilot for it."})
+
+
 def remove_sweep(apps, schema_editor):
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=SWEEP).delete()
+    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name__in=[SWEEP, KEY_REFRESH]).delete()
 
 
 class Migration(migrations.Migration):

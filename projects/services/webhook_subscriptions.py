@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import ipaddress
 import logging
 import re
 from dataclasses import dataclass, field
@@ -37,7 +38,8 @@ EVENT_NAME = "automation_trigger"
 OPERATIONS = ["createEntity", "updateEntity", "softDeleteEntity", "deleteEntity", "restoreEntity"]
 FLOW_KEY = re.compile(r"\[webhook:([a-z][a-z0-9_]*)\]")
 ROTATION_GRACE = dt.timedelta(hours=1)
-PUBLIC_KEY_CACHE_SECONDS = 6 * 3600
+PUBLIC_KEY_CACHE_SECONDS = 7 * 24 * 3600  # refreshed every six hours; kept through an epilot outage
+PUBLIC_KEY_RETRY_SECONDS = 300  # at most one refresh queued per this long by deliveries that found no key
 
 
 @dataclass
@@ -83,6 +85,9 @@ def webhook_provision(*, url: str, schemas: list[str] | None = None, rotate: boo
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise NotAllowed(_("The receiver URL must be an absolute http(s) URL, e.g. https://backoffice.example/webhooks/epilot/."))
+    if settings.EPILOT_WEBHOOK_REQUIRE_HTTPS and parts.scheme != "https" and not _is_loopback(parts.hostname or ""):
+        # Deliveries carry customer data and their signatures; plain http is for a sandbox on this machine only.
+        raise NotAllowed(_("The receiver URL must use https (plain http only for 127.0.0.1, ::1 or localhost)."))
     try:
         wanted = validate_schemas(schemas) if schemas else configured_schemas()
     except ValueError as exc:
@@ -99,6 +104,7 @@ def webhook_provision(*, url: str, schemas: list[str] | None = None, rotate: boo
     WebhookSubscription.objects.filter(pk=subscription.pk).update(url=url, schemas=wanted, provisioned_at=timezone.now(),
                                                                   organization_id=_mirrored_organisation())
     subscription.refresh_from_db()
+    webhook_public_key_refresh(client)  # v1a deliveries verify from the first one on
     return report
 
 
@@ -224,26 +230,61 @@ def subscription_secrets(now: dt.datetime | None = None) -> list[str]:
     return secrets
 
 
-def organisation_public_key(client: EpilotClient | None = None) -> str | None:
-    """The PEM key `v1a` signatures verify with, cached; None without a known organisation or when unreachable.
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    The organisation is EPILOT_ORG_ID, else the one provisioning found on the mirrored entities, never
-    the one a delivery names (anyone's epilot organisation can sign its own deliveries).
+
+def _organisation_id() -> str:
+    """EPILOT_ORG_ID, else the organisation provisioning found on the mirrored entities; never one a delivery names
+    (anyone's epilot organisation can sign its own deliveries)."""
+    return settings.EPILOT_ORG_ID or WebhookSubscription.objects.exclude(organization_id="").values_list(
+        "organization_id", flat=True).first() or ""
+
+
+def organisation_public_key() -> str | None:
+    """The PEM key `v1a` signatures verify with, from the cache only; None while it is not known.
+
+    A request never calls epilot for it (an unsigned delivery must cause no work): on a miss a
+    refresh is queued, at most one per PUBLIC_KEY_RETRY_SECONDS, and the delivery is refused.
     """
-    org_id = settings.EPILOT_ORG_ID or WebhookSubscription.objects.exclude(organization_id="").values_list(
-        "organization_id", flat=True).first()
+    org_id = _organisation_id()
     if not org_id:
         return None
-    cache_key = f"epilot-webhook-public-key:{org_id}"
-    pem = cache.get(cache_key)
-    if pem is None:
+    pem = cache.get(_public_key_cache_key(org_id))
+    if pem is None and cache.add(f"epilot-webhook-public-key-refresh:{org_id}", 1, PUBLIC_KEY_RETRY_SECONDS):
+        from projects.tasks import webhook_public_key_refresh_task
+
         try:
-            pem = (client or get_epilot_client()).get_public_key(org_id)
-        except EpilotError as exc:
-            logger.warning("the webhook public key could not be read: %s", exc.message)
-            return None
-        cache.set(cache_key, pem, PUBLIC_KEY_CACHE_SECONDS)
+            webhook_public_key_refresh_task.delay()
+        except Exception:  # the broker is down: the periodic refresh will read it
+            logger.warning("the refresh of the webhook public key could not be queued")
     return pem
+
+
+def webhook_public_key_refresh(client: EpilotClient | None = None) -> bool:
+    """Read the organisation's public key from epilot into the cache; returns whether it is known now.
+
+    A failure is logged and keeps the key read before (a rotation in epilot reaches us with the next refresh).
+    """
+    org_id = _organisation_id()
+    if not org_id:
+        return False
+    try:
+        pem = (client or get_epilot_client()).get_public_key(org_id)
+    except EpilotError as exc:
+        logger.warning("the webhook public key could not be read: %s", exc.message)
+        return cache.get(_public_key_cache_key(org_id)) is not None
+    cache.set(_public_key_cache_key(org_id), pem, PUBLIC_KEY_CACHE_SECONDS)
+    return True
+
+
+def _public_key_cache_key(org_id: str) -> str:
+    return f"epilot-webhook-public-key:{org_id}"
 
 
 def webhook_reconcile(*, user: Any = None, actor: str = "schedule", client: EpilotClient | None = None) -> int:

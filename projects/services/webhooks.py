@@ -30,7 +30,7 @@ from integrations.epilot import (
     EpilotServerError,
     EpilotTransportError,
 )
-from integrations.epilot.webhook_signing import ED25519_VERSION, WebhookSignatureError, public_key, verify
+from integrations.epilot.webhook_signing import ED25519_VERSION, WebhookSignatureError, public_key, secret_key, verify
 from projects.mirror.intake import mirror_entities, mirror_purged
 from projects.mirror.schemas import configured_schemas, model_for
 from projects.models import WebhookEvent
@@ -50,9 +50,29 @@ class Receipt:
 
 
 def webhook_secrets() -> list[str]:
-    """Every secret a delivery may be signed with: EPILOT_WEBHOOK_SECRETS and those provisioning stored."""
-    configured = [secret.strip() for secret in settings.EPILOT_WEBHOOK_SECRETS if secret.strip()]
-    return [*configured, *subscription_secrets()]
+    """Every secret a delivery may be signed with: the well-formed entries of EPILOT_WEBHOOK_SECRETS (a malformed one
+    is skipped; the system check `projects.W002` names it at start-up) and those provisioning stored."""
+    return [*configured_webhook_secrets(), *subscription_secrets()]
+
+
+def configured_webhook_secrets() -> list[str]:
+    """The entries of EPILOT_WEBHOOK_SECRETS that are `whsec_` and base64."""
+    return [secret for secret in (entry.strip() for entry in settings.EPILOT_WEBHOOK_SECRETS) if secret
+            and _well_formed(secret)]
+
+
+def malformed_webhook_secrets() -> list[int]:
+    """The positions (from 1) of EPILOT_WEBHOOK_SECRETS entries that are not `whsec_` and base64."""
+    return [number for number, entry in enumerate(settings.EPILOT_WEBHOOK_SECRETS, start=1)
+            if entry.strip() and not _well_formed(entry.strip())]
+
+
+def _well_formed(secret: str) -> bool:
+    try:
+        secret_key(secret)
+    except WebhookSignatureError:
+        return False
+    return secret.startswith("whsec_")
 
 
 def _verify(headers: dict[str, str], body: bytes) -> str:
@@ -80,8 +100,9 @@ def webhook_receive(*, headers: dict[str, str], body: bytes) -> Receipt:
     try:
         _verify(headers, body)
     except WebhookSignatureError as exc:
+        # The reason is for the operator's log; the sender learns nothing about this installation's configuration.
         logger.warning("webhook refused: %s", exc)
-        return Receipt(401, str(exc))
+        return Receipt(401, "the signature could not be verified")
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, ValueError):

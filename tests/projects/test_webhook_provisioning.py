@@ -270,3 +270,22 @@ def test_reconciliation_is_retried_while_epilot_is_busy_and_not_for_good(setting
     assert tries == 6 * 5  # six runs of the task (five retries), each with the gateway's five attempts
     assert busy.call_count == tries + 1  # a refusal is not retried, neither by the gateway nor by the task
     reset_epilot_client()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("url", "allowed"), [
+    ("http://backoffice.example/webhooks/epilot/", False),
+    ("http://10.0.0.5:8000/webhooks/epilot/", False),
+    ("https://backoffice.example/webhooks/epilot/", True),
+    ("http://127.0.0.1:8000/webhooks/epilot/", True),
+    ("http://[::1]:8000/webhooks/epilot/", True),
+    ("http://localhost:8000/webhooks/epilot/", True),
+])
+def test_where_https_is_required_a_receiver_url_must_use_it_except_on_loopback(settings, epilot, url, allowed) -> None:
+    settings.EPILOT_WEBHOOK_REQUIRE_HTTPS = True
+    if allowed:
+        assert webhook_provision(url=url, client=epilot).subscription.url == url
+    else:
+        with pytest.raises(NotAllowed, match="https"):
+            webhook_provision(url=url, client=epilot)
+        assert not WebhookSubscription.objects.exists()

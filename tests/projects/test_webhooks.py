@@ -267,14 +267,22 @@ def test_an_ed25519_signature_verifies_with_the_public_key_and_fails_when_tamper
         public_key("not a key")
 
 
-def test_the_receiver_accepts_v1a_with_the_organisations_key_from_epilot(receiver: Client, settings) -> None:
-    """Only a v1a entry: the key comes from getPublicKey (EPILOT_ORG_ID), once, then from the cache."""
+def epilot_calls(operation: str) -> float:
+    """How many calls of `operation` the gateway sent, as /metrics counts them."""
+    from prometheus_client import REGISTRY
+
+    return sum(sample.value for metric in REGISTRY.collect() if metric.name == "ausbau_epilot_calls"
+               for sample in metric.samples if sample.name.endswith("_total") and sample.labels["operation"] == operation)
+
+
+def test_the_receiver_accepts_v1a_with_the_organisations_key_read_outside_the_request(receiver: Client, settings) -> None:
+    """Only a v1a entry: the key is read by provisioning or the refresh task, never by a delivery."""
     from django.core.cache import cache
 
     from integrations.epilot.webhook_signing import sign_ed25519
     from integrations.epilot_sandbox import SandboxStore
     from integrations.epilot_sandbox.webhook_outbox import signing_key_pem
-    from projects.services.webhook_subscriptions import webhook_provision
+    from projects.services.webhook_subscriptions import webhook_provision, webhook_public_key_refresh
 
     settings.EPILOT_ORG_ID = "739224"
     settings.EPILOT_WEBHOOK_SECRETS = []
@@ -286,15 +294,33 @@ def test_the_receiver_accepts_v1a_with_the_organisations_key_from_epilot(receive
         return {"HTTP_WEBHOOK_ID": message_id, "HTTP_WEBHOOK_TIMESTAMP": str(now),
                 "HTTP_WEBHOOK_SIGNATURE": sign_ed25519(private, message_id, now, body)}
 
+    before = epilot_calls("getPublicKey")
+    assert [post(receiver, body, **signed(f"msg_cold_{n}"))[0] for n in range(20)] == [401] * 20  # no key yet
+    assert epilot_calls("getPublicKey") == before  # and no delivery asked epilot for it
+    assert webhook_public_key_refresh() is True  # the task beat runs (and a cold delivery queues)
     assert post(receiver, body, **signed("msg_ed"))[0] == 202
     forged = body.replace(b"739224", b"000000")
     assert post(receiver, forged, **signed("msg_ed2"))[0] == 401
     settings.EPILOT_ORG_ID = ""  # without an organisation there is no key to check v1a with
     cache.clear()
     assert post(receiver, body, **signed("msg_ed3"))[0] == 401
-    # ... until provisioning has learned it from the mirrored entities (`_org`).
+    # ... until provisioning has learned it from the mirrored entities (`_org`) and read its key.
     assert webhook_provision(url="https://backoffice.example/webhooks/epilot/").subscription.organization_id == "739224"
     assert post(receiver, body, **signed("msg_ed4"))[0] == 202
+
+
+def test_a_malformed_configured_secret_is_skipped_named_at_start_up_and_never_explained_to_a_sender(receiver,
+                                                                                                     settings) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.EPILOT_WEBHOOK_SECRETS = ["whsec_not base64!", SECRET]
+    body = payload(demo_id("opportunity:kalkstrasse"))
+    assert post(receiver, body, **delivery(body, message_id="msg_good"))[0] == 202  # the good entry still verifies
+    status, answer = post(receiver, body, **delivery(body, message_id="msg_bad", secret=OTHER))
+    assert status == 401 and "EPILOT" not in json.dumps(answer) and "secret" not in json.dumps(answer)
+    with pytest.raises(SystemCheckError, match="Entry 1 of EPILOT_WEBHOOK_SECRETS"):
+        call_command("check", "--fail-level", "WARNING", stdout=StringIO(), stderr=StringIO())
 
 
 @pytest.mark.parametrize("sent, limit, expected", [
