@@ -29,3 +29,14 @@ def format_amount(cents: int | None, currency: str = "EUR") -> str:
     if (translation.get_language() or "de").startswith("en"):
         return f"{symbol}{number}" if len(symbol) == 1 else f"{symbol} {number}"
     return f"{number}\u00a0{symbol}"
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A value for a CSV or XLSX cell: text that a spreadsheet would run as a formula gets a leading `'` (OWASP's
+    advice against formula injection); numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value

@@ -91,10 +91,11 @@ def _dechunked(stream: Any, limit: int) -> bytes:
         line = stream.readline(100)
         if not line and not data:
             return b""  # the server passed no body on (Django's runserver drops one without Content-Length)
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise BadChunk from None
+        size_text = line.split(b";", 1)[0].strip()
+        # Hex digits only: int() would also take a sign ("-5" reads the rest of the stream) or underscores.
+        if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
+            raise BadChunk
+        size = int(size_text, 16)
         if size == 0:
             while stream.readline(1000) not in (b"\r\n", b"\n", b""):
                 pass  # trailer fields

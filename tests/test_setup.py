@@ -206,3 +206,28 @@ def test_a_fresh_var_dir_gets_the_filesystem_brokers_folders_and_a_task_can_be_q
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "True"
     assert len(list((tmp_path / "var" / "celery" / "broker").iterdir())) == 1
+
+
+def test_production_refuses_a_short_secret_key_and_a_short_hsts() -> None:
+    short = _import_production_settings(**{**PRODUCTION, "SECRET_KEY": "s" * 49})
+    assert short.returncode != 0 and "at least 50 characters" in short.stderr
+    brief = _import_production_settings(**{**PRODUCTION, "SECURE_HSTS_SECONDS": "3600"})
+    assert brief.returncode != 0 and "SECURE_HSTS_SECONDS" in brief.stderr
+    assert _import_production_settings(**{**PRODUCTION, "SECURE_HSTS_SECONDS": "0"}).returncode == 0
+
+
+def test_production_sessions_end_after_eight_idle_hours_and_every_cookie_is_secure() -> None:
+    check = ("import django; django.setup(); from django.conf import settings as s; "
+             "print(s.SESSION_COOKIE_AGE, s.SESSION_SAVE_EVERY_REQUEST, s.LANGUAGE_COOKIE_SECURE, s.SESSION_COOKIE_SECURE, "
+             "s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS)")
+    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=_clean_env(
+        **PRODUCTION, DJANGO_SETTINGS_MODULE="config.settings.production"), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-6:] == ["28800", "True", "True", "True", "True", "31536000"]
+
+
+def test_the_demo_login_is_never_created_under_production_settings(tmp_path) -> None:
+    result = subprocess.run([sys.executable, "manage.py", "create_demo_user"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, env=_clean_env(**PRODUCTION, DJANGO_SETTINGS_MODULE="config.settings.production",
+                                                        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}"))
+    assert result.returncode != 0 and "never created under production settings" in result.stderr

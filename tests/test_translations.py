@@ -97,3 +97,14 @@ def test_api_errors_are_english_whatever_the_browser_asks(db, client) -> None:
     token = api_client_create(name="Sprachtest", scopes=["read"])[1]
     answer = client.get("/api/v1/projects/?phase=unsinn", HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_ACCEPT_LANGUAGE="de")
     assert answer.status_code == 400 and "Invalid request" in answer.json()["error"]["message"]
+
+
+def test_every_field_of_the_back_office_has_a_translatable_label() -> None:
+    """A field without its own verbose_name shows its English column name (`address key`) in the German admin."""
+    from django.apps import apps
+    from django.utils.functional import Promise
+
+    untranslated = [f"{model.__name__}.{field.name}" for model in apps.get_app_config("projects").get_models()
+                    for field in model._meta.get_fields()
+                    if field.concrete and not field.primary_key and not isinstance(field.verbose_name, Promise)]
+    assert untranslated == []

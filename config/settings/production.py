@@ -6,6 +6,9 @@ from config.settings.base import EPILOT_API_TOKEN, EPILOT_API_URL, env
 
 DEBUG = False
 SECRET_KEY = env("SECRET_KEY")  # no default: a missing key stops the boot
+if len(SECRET_KEY) < 50:
+    raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters long (e.g. python -c 'import secrets; "
+                               "print(secrets.token_urlsafe(50))').")
 if not (EPILOT_API_TOKEN or EPILOT_API_URL):
     raise ImproperlyConfigured(
         "Set EPILOT_API_TOKEN to talk to epilot, or EPILOT_API_URL to use an explicit sandbox; "
@@ -35,7 +38,14 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
 SECURE_REDIRECT_EXEMPT = [r"^webhooks/epilot/$", r"^health(/|$)"]
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
-SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=3600)
+LANGUAGE_COOKIE_SECURE = True
+# A session ends after this long without a request (each request renews it), not after Django's two weeks.
+SESSION_COOKIE_AGE = env.int("SESSION_IDLE_HOURS", default=8) * 3600
+SESSION_SAVE_EVERY_REQUEST = True
+# Once on, HSTS is meant to last: at least a year (browsers and scanners treat shorter as not enabled); 0 turns it off.
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600)
+if 0 < SECURE_HSTS_SECONDS < 365 * 24 * 3600:
+    raise ImproperlyConfigured("SECURE_HSTS_SECONDS must be 0 (off) or at least 31536000 (a year).")
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 if not SECURE_HSTS_PRELOAD:

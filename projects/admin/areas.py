@@ -14,10 +14,12 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import formats
 from django.utils.html import format_html
+from django.utils.http import content_disposition_header
 from django.utils.translation import gettext_lazy as _
 
 from projects import models
 from projects.admin.base import ReadOnlyAdmin
+from projects.formatting import spreadsheet_safe
 from projects.selectors import area_figures, area_sections, unsigned_addresses
 from projects.services.areas import ImportRejected, area_addresses_import, read_address_file
 from projects.validation import parse_id
@@ -187,6 +189,7 @@ class RolloutAreaAdmin(admin.ModelAdmin):
         area = get_object_or_404(models.RolloutArea, pk=parse_id(object_id))
         rows = [[a.postal_code, a.street, a.house_number, a.units] for a in unsigned_addresses(area)]
         header = ["postal_code", "street", "house_number", "units"]
+        rows = [[spreadsheet_safe(value) for value in row] for row in rows]
         filename = f"{area.name}-ohne-vertrag" if request.LANGUAGE_CODE.startswith("de") else f"{area.name}-unsigned"
         if kind == "xlsx":
             from openpyxl import Workbook
@@ -196,18 +199,21 @@ class RolloutAreaAdmin(admin.ModelAdmin):
             sheet.append(header)
             for row in rows:
                 sheet.append(row)
+                for cell in sheet[sheet.max_row]:
+                    if isinstance(cell.value, str):
+                        cell.data_type = "s"  # a text cell, never a formula, whatever it starts with
             buffer = io.BytesIO()
             book.save(buffer)
             response = HttpResponse(buffer.getvalue(),
                                     content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
-            response["Content-Disposition"] = f'attachment; filename="{filename}.xlsx"'
+            response["Content-Disposition"] = content_disposition_header(True, f"{filename}.xlsx")
             return response
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(header)
         writer.writerows(rows)
         response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="{filename}.csv"'
+        response["Content-Disposition"] = content_disposition_header(True, f"{filename}.csv")
         return response
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from rest_framework.renderers import BaseRenderer
 
+from projects.formatting import spreadsheet_safe
+
 
 class AddressCsvRenderer(BaseRenderer):
     media_type = "text/csv"
@@ -28,5 +30,5 @@ class AddressCsvRenderer(BaseRenderer):
             return buffer.getvalue().encode()
         writer.writerow(self.columns)
         for row in data or []:
-            writer.writerow([row.get(column, "") for column in self.columns])
+            writer.writerow([spreadsheet_safe(row.get(column, "")) for column in self.columns])
         return buffer.getvalue().encode()

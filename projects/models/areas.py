@@ -37,7 +37,7 @@ class AreaAddress(models.Model):
     street = models.CharField(_("street"), max_length=200)
     house_number = models.CharField(_("house number"), max_length=20)
     units = models.PositiveIntegerField(_("units"), help_text=_("Wohneinheiten: households at this address."))
-    key = models.CharField(max_length=240, db_index=True)
+    key = models.CharField(_("address key"), max_length=240, db_index=True)
     # What the address contributes to its area's figures (services/areas.py), kept so a change recomputes its own.
     signed = models.BooleanField(_("signed"), default=False)
     connected = models.BooleanField(_("connected"), default=False)
@@ -60,9 +60,9 @@ class AreaAddress(models.Model):
 class AreaSnapshot(models.Model):
     """Units signed in an area on a day, for the take-up chart."""
 
-    area = models.ForeignKey(RolloutArea, on_delete=models.CASCADE, related_name="snapshots")
-    day = models.DateField()
-    units_signed = models.PositiveIntegerField()
+    area = models.ForeignKey(RolloutArea, verbose_name=_("rollout area"), on_delete=models.CASCADE, related_name="snapshots")
+    day = models.DateField(_("day"))
+    units_signed = models.PositiveIntegerField(_("units signed"))
 
     class Meta:
         ordering = ["area", "day"]

@@ -27,7 +27,7 @@ class MirroredEntity(models.Model):
     epilot_created_at = models.DateTimeField(_("created in epilot"), null=True, blank=True)
     epilot_updated_at = models.DateTimeField(_("changed in epilot"), null=True, blank=True, db_index=True)
     epilot_deleted_at = models.DateTimeField(_("deleted in epilot"), null=True, blank=True)
-    payload = PayloadField(default=dict)
+    payload = PayloadField(_("payload"), default=dict)
     synced_at = models.DateTimeField(_("synchronised"))
 
     class Meta:
@@ -61,7 +61,7 @@ class Opportunity(MirroredEntity):
     street = models.CharField(_("street"), max_length=200, blank=True)
     postal_code = models.CharField(_("postal code"), max_length=20, blank=True)
     city = models.CharField(_("city"), max_length=100, blank=True)
-    address_key = models.CharField(max_length=240, blank=True, db_index=True,
+    address_key = models.CharField(_("address key"), max_length=240, blank=True, db_index=True,
                                    help_text=_("postal code, street and house number normalised, as rollout areas match them"))
     budget = models.DecimalField(_("budget"), max_digits=14, decimal_places=2, null=True, blank=True)
 

@@ -51,11 +51,11 @@ class WebhookSubscription(models.Model):
     url = models.URLField(_("receiver URL"), max_length=500)
     schemas = models.JSONField(_("entity types"), default=list)
     flow_ids = models.JSONField(_("automation flows"), default=dict, help_text=_("epilot flow id per entity type"))
-    encrypted_secret = models.TextField(blank=True)
+    encrypted_secret = models.TextField(_("signing secret (encrypted)"), blank=True)
     secret_hint = models.CharField(_("signing secret"), max_length=20, blank=True)
     organization_id = models.CharField(_("organisation"), max_length=64, blank=True,
                                        help_text=_("epilot organisation of the mirrored entities; its key verifies v1a"))
-    encrypted_previous_secret = models.TextField(blank=True)
+    encrypted_previous_secret = models.TextField(_("previous signing secret (encrypted)"), blank=True)
     previous_valid_until = models.DateTimeField(_("previous secret valid until"), null=True, blank=True)
     provisioned_at = models.DateTimeField(_("provisioned"), null=True, blank=True)
     rotated_at = models.DateTimeField(_("secret rotated"), null=True, blank=True)

@@ -60,7 +60,7 @@ class WorkflowExecution(models.Model):
     current_step = models.CharField(_("current step"), max_length=300, blank=True)
     completed_steps = models.PositiveIntegerField(_("completed steps"), default=0)
     total_steps = models.PositiveIntegerField(_("total steps"), default=0)
-    flow = PayloadField(default=dict)
+    flow = PayloadField(_("flow"), default=dict)
     started_at = models.DateTimeField(_("started"), null=True, blank=True)
     epilot_updated_at = models.DateTimeField(_("changed in epilot"), null=True, blank=True)
     completed_at = models.DateTimeField(_("completed"), null=True, blank=True)

@@ -200,3 +200,29 @@ def test_two_refreshes_of_one_area_take_turns_so_neither_sums_without_the_others
     refresher.join(10)
     area.refresh_from_db()
     assert refreshed.is_set() and (area.units_in_scope, area.units_signed) == (7, 5)  # the other address's 5 counted
+
+
+def test_exports_neutralise_formulas_and_quote_the_area_name(admin_client) -> None:
+    area = RolloutArea.objects.create(name='Nord "Süd"; x')
+    for number, street in enumerate(['=HYPERLINK("http://evil.example","klick")', "+1+1", "-2", "@SUM(A1)", "\tTab",
+                                     "Normale Straße"], start=1):
+        AreaAddress.objects.create(area=area, postal_code="42489", street=street, house_number=str(number), units=1,
+                                   key=address_key("42489", street, str(number)))
+    csv_export = admin_client.get(f"/admin/projects/rolloutarea/{area.pk}/unsigned.csv")
+    streets = [line.split(",", 2)[1] for line in csv_export.content.decode().splitlines()[1:]]
+    assert all(not street.lstrip('"').startswith(("=", "+", "-", "@", "\t")) for street in streets)
+    assert "Normale Straße" in streets
+    disposition = csv_export["Content-Disposition"]
+    assert disposition.startswith("attachment; filename") and "filename*=utf-8''" in disposition  # RFC 6266, encoded
+
+    from openpyxl import load_workbook
+
+    xlsx = admin_client.get(f"/admin/projects/rolloutarea/{area.pk}/unsigned.xlsx")
+    sheet = load_workbook(io.BytesIO(xlsx.content)).active
+    cells = [row[1] for row in sheet.iter_rows(min_row=2)]
+    assert all(cell.data_type == "s" and not str(cell.value).startswith("=") for cell in cells)
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_client_create(name='GIS', scopes=['read'])[1]}")
+    body = api.get(f"/api/v1/areas/{area.pk}/addresses/?format=csv").content.decode()
+    assert "\n=" not in body and ",=HYPERLINK" not in body and "'=HYPERLINK" in body

@@ -327,6 +327,9 @@ def test_a_malformed_configured_secret_is_skipped_named_at_start_up_and_never_ex
     (b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n", 100, b"hello world"),
     (b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", 5, "too large"),
     (b"zz\r\nhello\r\n", 100, "malformed"),
+    (b"-5\r\nhello\r\n0\r\n\r\n", 100, "malformed"),  # a signed size would read the whole stream
+    (b"+5\r\nhello\r\n0\r\n\r\n", 100, "malformed"),
+    (b"0_5\r\nhello\r\n0\r\n\r\n", 100, "malformed"),
     (b"", 100, b""),
 ])
 def test_a_chunked_body_passed_through_by_the_server_is_decoded_within_the_limit(sent, limit, expected) -> None:

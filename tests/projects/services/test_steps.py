@@ -264,7 +264,8 @@ def test_the_digest_mails_overdue_and_newly_assigned_steps(client, v1, django_us
                 change=StepChange(ASSIGN, assignees=("u-anna",)), client=client)
     step_change(execution_epilot_id=v1.epilot_id, step_epilot_id=steps[0].epilot_id,
                 change=StepChange(SET_DUE, due_date=timezone.now() - dt.timedelta(days=2)), client=client)
-    anna = django_user_model.objects.create_user("anna", email="anna@stadtwerke-wuelfrath.example", password="x")
+    anna = django_user_model.objects.create_user("anna", email="anna@stadtwerke-wuelfrath.example", password="x",
+                                                 first_name="Anna", last_name="Kabel & Söhne <GmbH>")
     StaffProfile.objects.create(user=anna, epilot_user_id="u-anna")
     bob = django_user_model.objects.create_user("bob", email="bob@stadtwerke-wuelfrath.example", password="x")
     StaffProfile.objects.create(user=bob, epilot_user_id="u-bob", task_digest=False)
@@ -277,6 +278,7 @@ def test_the_digest_mails_overdue_and_newly_assigned_steps(client, v1, django_us
     assert message.to == ["anna@stadtwerke-wuelfrath.example"]
     assert "1 überfällig" in message.subject
     assert steps[0].name in message.body and steps[1].name not in message.body
+    assert "Anna Kabel & Söhne <GmbH>" in message.body and "&amp;" not in message.body  # plain text, not HTML
     # The next day: still overdue, nothing newly assigned.
     assert task_digest_send(now=timezone.now() + dt.timedelta(days=1)) == 1
     assert "0 neu" in mail.outbox[1].subject
