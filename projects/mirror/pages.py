@@ -383,13 +383,15 @@ def quarantine(schema: str, epilot_id: str, reason: str, payload: Any, run: Sync
 PURGE_CHUNK = 10_000
 
 
-def mark_purged(schema: str, seen: set[str], *, chunk: int = PURGE_CHUNK) -> int:
+def mark_purged(schema: str, seen: set[str], *, pass_started: dt.datetime, chunk: int = PURGE_CHUNK) -> int:
     """After a full pass: entities we mirror that epilot no longer returns at all were purged there; returns how many.
 
-    The mirror's ids are read `chunk` at a time, each chunk at once (values_read_at_once).
+    Only entities mirrored before the pass began count: one a webhook brought in meanwhile may be
+    missing from the pass's pages (created after its search, or not yet in epilot's index). The
+    mirror's ids are read `chunk` at a time, each chunk at once (values_read_at_once).
     """
     model = model_for(schema)
-    queryset = model.objects.filter(epilot_deleted_at__isnull=True)
+    queryset = model.objects.filter(epilot_deleted_at__isnull=True, synced_at__lt=pass_started)
     if schema not in CORE_SCHEMAS:
         queryset = queryset.filter(schema=schema)
     missing: list[int] = []

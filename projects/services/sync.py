@@ -213,6 +213,7 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLe
                  on_progress: Callable[[Progress], None] | None, between_pages: Callable[[], None]) -> None:
     state = SyncState.objects.get(schema=schema)
     started = time.monotonic()
+    pass_started = timezone.now()
     seen: set[str] = set()
     entities = 0
     # Each page's rows are built in the prefetch thread too, while this one writes the page before;
@@ -238,7 +239,7 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLe
                 Progress(schema=schema, pages=number, entities=entities, total=hits, elapsed=time.monotonic() - started)
             )
     if full:
-        counts.deleted += mark_purged(schema, seen)
+        counts.deleted += mark_purged(schema, seen, pass_started=pass_started)
     SyncState.objects.filter(pk=state.pk).update(last_success_at=timezone.now())
 
 

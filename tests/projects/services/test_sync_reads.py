@@ -76,9 +76,30 @@ def test_entities_no_longer_seen_are_marked_purged_chunk_by_chunk(mirrored) -> N
     contacts = list(Contact.objects.order_by("pk").values_list("epilot_id", flat=True))
     kept = set(contacts[::3])
 
-    assert mark_purged("contact", kept, chunk=2) == len(contacts) - len(kept)
+    now = timezone.now()
+    assert mark_purged("contact", kept, pass_started=now, chunk=2) == len(contacts) - len(kept)
     assert set(Contact.objects.filter(epilot_deleted_at__isnull=True).values_list("epilot_id", flat=True)) == kept
-    assert mark_purged("contact", kept, chunk=2) == 0
+    assert mark_purged("contact", kept, pass_started=now, chunk=2) == 0
+
+
+def test_a_full_pass_never_marks_deleted_what_a_webhook_brought_in_meanwhile(mirrored, epilot) -> None:
+    from projects.mirror.intake import mirror_entities
+    from projects.models import SyncRun
+    from projects.services.sync import sync_run
+
+    brought_in = []
+
+    def after_each_page(progress) -> None:
+        if progress.schema == "contact" and progress.total is not None and progress.entities >= progress.total \
+                and not brought_in:
+            # Created after the pass paged past it: not among its pages, mirrored by a webhook meanwhile.
+            created = epilot.create_entity("contact", {"_title": "Neu während des Laufs", "first_name": "Neu"})
+            mirror_entities(refs=[("contact", created.id)], client=epilot)
+            brought_in.append(created.id)
+
+    run = sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot, full=True, on_progress=after_each_page)
+    assert run.status == SyncRun.Status.SUCCEEDED and brought_in
+    assert Contact.objects.get(epilot_id=brought_in[0]).epilot_deleted_at is None
 
 
 class ScriptedClocks:
