@@ -15,7 +15,8 @@ GROUPS = [
     ("sync", _("Synchronisation"), ["SyncRun", "WebhookEvent", "WebhookSubscription", "QuarantinedEntity", "SyncState",
                                     "PeriodicTask", "IntervalSchedule", "CrontabSchedule", "ClockedSchedule",
                                     "SolarSchedule"]),
-    ("administration", _("Administration"), ["EpilotWrite", "ApiClient", "StaffProfile", "User", "Group"]),
+    ("administration", _("Administration"), ["EpilotWrite", "ApiClient", "StaffProfile", "User", "Group", "AccessAttempt",
+                                              "AccessFailureLog", "AccessLog"]),
 ]
 
 

@@ -134,7 +134,8 @@ def test_demo_login_can_use_the_admin(client, capsys) -> None:
     call_command("create_demo_user")
     assert "wuelfrath-demo" in capsys.readouterr().out
     assert get_user_model().objects.get(username="demo").is_superuser
-    assert client.login(username="demo", password="wuelfrath-demo")
+    logged_in = client.post("/admin/login/?next=/admin/", {"username": "demo", "password": "wuelfrath-demo"})
+    assert logged_in.status_code == 302
     page = client.get("/admin/")
     assert page.status_code == 200
     assert "Eingebettete epilot-Sandbox" in page.content.decode()  # German is the default

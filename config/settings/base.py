@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
     "projects",
     "tools",
 ]
@@ -68,7 +69,19 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers for a locked-out login
 ]
+
+# LOGIN THROTTLING (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one username, or from one address,
+# logins of that username or from that address are refused for LOGIN_LOCKOUT_MINUTES; a successful login resets the
+# count. An admin unlocks at once: `manage.py axes_reset_username NAME`, `axes_reset_ip ADDRESS`, or by deleting
+# the attempt under "Access attempts" in the admin. Behind a proxy the address is REMOTE_ADDR as the proxy passes it.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("LOGIN_LOCKOUT_MINUTES", default=30.0) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one locks
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
 
 TEMPLATES = [
     {

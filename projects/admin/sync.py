@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from axes.admin import AccessAttemptAdmin
+from axes.models import AccessAttempt
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
@@ -106,6 +108,18 @@ class GuardedPeriodicTaskAdmin(PeriodicTaskAdmin):
 
 admin.site.unregister(PeriodicTask)
 admin.site.register(PeriodicTask, GuardedPeriodicTaskAdmin)
+
+
+class GuardedAccessAttemptAdmin(AccessAttemptAdmin):
+    """django-axes' login attempts; deleting one unlocks its username or address. Its action needs `delete`."""
+
+    @admin.action(description=_("Clean up expired attempts"), permissions=["delete"])
+    def cleanup_expired_attempts(self, request: HttpRequest, queryset: QuerySet) -> None:
+        super().cleanup_expired_attempts(request, queryset)
+
+
+admin.site.unregister(AccessAttempt)
+admin.site.register(AccessAttempt, GuardedAccessAttemptAdmin)
 
 
 @admin.register(models.WebhookEvent)
