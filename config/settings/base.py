@@ -10,6 +10,9 @@ from config.sentry import init_sentry
 # https://docs.djangoproject.com/en/5.2/ref/settings/
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env("SECRET_KEY", default="")
+# Keys SECRET_KEY replaced: sessions, signatures and stored webhook secrets made with them still open (the secrets
+# are sealed again with SECRET_KEY within a minute); remove them once that happened (docs/operations.md).
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 TIME_ZONE = "Europe/Berlin"
 USE_TZ = True

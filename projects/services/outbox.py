@@ -14,6 +14,7 @@ import logging
 from django.utils import timezone
 
 from projects.models import StepJob, SyncRun, WorkflowStartJob
+from projects.services.webhook_subscriptions import webhook_secrets_reseal
 from projects.services.webhooks import webhook_sweep
 
 logger = logging.getLogger("projects.outbox")
@@ -27,6 +28,7 @@ def outbox_sweep() -> dict[str, int]:
     from projects.tasks import step_job_task, sync_epilot_task, workflow_start_job_task
 
     before = timezone.now() - RESEND_AFTER
+    webhook_secrets_reseal()  # after a change of SECRET_KEY: a moment's work, then the fallback key may go
     resent = {"webhook_events": webhook_sweep()}
     step_jobs = list(StepJob.objects.filter(status=StepJob.Status.QUEUED, created_at__lt=before).values_list("pk", flat=True))
     for pk in step_jobs:

@@ -28,7 +28,7 @@ from projects.mirror.schemas import configured_schemas, validate_schemas
 from projects.models import Contact, EpilotWrite, Opportunity, Order, WebhookSubscription
 from projects.services.audit import audited_write
 from projects.services.errors import NotAllowed, RemoteFailure
-from projects.services.secret_box import SecretUnreadable, hint, seal, unseal
+from projects.services.secret_box import SecretUnreadable, hint, reseal, seal, sealed_with_current_key, unseal
 
 logger = logging.getLogger("projects.webhooks")
 
@@ -122,7 +122,7 @@ def _mirrored_organisation() -> str:
 def _ensure_config(client: EpilotClient, subscription: WebhookSubscription, url: str, rotate: bool, report: ProvisionReport,
                    **audit: Any) -> WebhookConfig:
     existing = _find_config(client, subscription)
-    holds_secret = bool(subscription.encrypted_secret) and existing is not None and existing.id == subscription.config_id
+    holds_secret = _readable(subscription) and existing is not None and existing.id == subscription.config_id
     if existing is not None and holds_secret and not rotate:
         body = config_body(url)
         if existing.url != url or existing.event_name != EVENT_NAME or not existing.enabled:
@@ -150,6 +150,40 @@ def _ensure_config(client: EpilotClient, subscription: WebhookSubscription, url:
     report.secret_rotated = existing is not None or bool(previous)
     logger.info("webhook config %s created (secret %s)", created.id, subscription.secret_hint)
     return created
+
+
+def _readable(subscription: WebhookSubscription) -> bool:
+    """Whether this installation holds the config's secret and can open it (a changed SECRET_KEY without fallback
+    cannot: then the config is replaced to get a new secret, never kept as if nothing were wrong)."""
+    if not subscription.encrypted_secret:
+        return False
+    try:
+        unseal(subscription.encrypted_secret)
+    except SecretUnreadable as exc:
+        logger.error("webhook subscription %s: %s", subscription.name, exc)
+        return False
+    return True
+
+
+def webhook_secrets_reseal() -> int:
+    """Seal stored webhook secrets that open only with a SECRET_KEY_FALLBACKS key again with SECRET_KEY; returns how
+    many subscriptions were updated. One that no key opens is logged and left for provisioning to replace."""
+    updated = 0
+    for subscription in WebhookSubscription.objects.exclude(encrypted_secret=""):
+        if sealed_with_current_key(subscription.encrypted_secret) and \
+                sealed_with_current_key(subscription.encrypted_previous_secret):
+            continue
+        try:
+            fields = {"encrypted_secret": reseal(subscription.encrypted_secret),
+                      "encrypted_previous_secret": reseal(subscription.encrypted_previous_secret)}
+        except SecretUnreadable as exc:
+            logger.error("webhook subscription %s: %s", subscription.name, exc)
+            continue
+        WebhookSubscription.objects.filter(pk=subscription.pk).update(**fields)
+        updated += 1
+    if updated:
+        logger.info("webhook secrets sealed again with the new SECRET_KEY: %d", updated)
+    return updated
 
 
 def _find_config(client: EpilotClient, subscription: WebhookSubscription) -> WebhookConfig | None:

@@ -289,3 +289,44 @@ def test_where_https_is_required_a_receiver_url_must_use_it_except_on_loopback(s
         with pytest.raises(NotAllowed, match="https"):
             webhook_provision(url=url, client=epilot)
         assert not WebhookSubscription.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_changed_secret_key_with_the_old_one_as_fallback_keeps_the_webhook_and_reseals_its_secret(
+        epilot: EpilotClient, settings) -> None:
+    from projects.services.secret_box import sealed_with_current_key, unseal
+    from projects.services.webhook_subscriptions import webhook_secrets_reseal
+    from tests.projects.test_webhooks import delivery, payload
+
+    secret = webhook_provision(url=URL, client=epilot).subscription
+    stored = WebhookSubscription.objects.get().encrypted_secret
+    signing_secret = unseal(stored)  # what epilot signs with
+    old_key = settings.SECRET_KEY
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "n" * 60, [old_key]
+
+    body = payload(demo_id("opportunity:kalkstrasse"))
+    assert webhook_receive(headers=delivery_headers(delivery(body, secret=signing_secret)), body=body).status == 202
+    assert not sealed_with_current_key(stored)
+    assert webhook_secrets_reseal() == 1 and webhook_secrets_reseal() == 0
+    assert sealed_with_current_key(WebhookSubscription.objects.get().encrypted_secret)
+    settings.SECRET_KEY_FALLBACKS = []  # the fallback can go now
+    assert not webhook_provision(url=URL, client=epilot).changed  # the secret still opens: nothing to replace
+    assert WebhookSubscription.objects.get().config_id == secret.config_id
+    assert webhook_receive(headers=delivery_headers(delivery(body, secret=signing_secret, message_id="msg_2")),
+                           body=body).status == 202
+
+
+@pytest.mark.django_db
+def test_a_secret_no_key_opens_is_reported_and_replaced_by_provisioning(epilot: EpilotClient, settings, caplog) -> None:
+    first = webhook_provision(url=URL, client=epilot).subscription
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "n" * 60, []  # changed without a fallback
+
+    again = webhook_provision(url=URL, client=epilot)
+    assert again.changed and again.secret_rotated
+    assert again.subscription.config_id != first.config_id
+    assert "cannot be decrypted" in caplog.text
+    assert len(our_configs(epilot)) == 1
+
+
+def delivery_headers(django_headers: dict[str, str]) -> dict[str, str]:
+    return {name.removeprefix("HTTP_").replace("_", "-").lower(): value for name, value in django_headers.items()}
