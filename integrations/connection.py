@@ -12,7 +12,7 @@ from typing import Literal
 from django.conf import settings
 
 from config.metrics import EpilotCallMetrics
-from integrations.epilot import EpilotClient, ServiceURLs
+from integrations.epilot import BudgetWindow, EpilotClient, FileWindow, RedisWindow, ServiceURLs
 
 logger = logging.getLogger("integrations.epilot")
 
@@ -66,6 +66,7 @@ def build_epilot_client() -> EpilotClient:
         "writes_per_minute": settings.EPILOT_WRITES_PER_MINUTE,
         "org_id": settings.EPILOT_ORG_ID or None,
         "observer": EpilotCallMetrics(),
+        "write_window": write_budget_window(),
     }
     if info.mode == "embedded-sandbox":
         # Only this mode needs the sandbox; a process talking to epilot does not load it.
@@ -77,6 +78,18 @@ def build_epilot_client() -> EpilotClient:
         return EpilotClient.for_wsgi_app(SandboxApp(store), origin=info.urls.entity, **common)
     token = settings.EPILOT_API_TOKEN or "sandbox"
     return EpilotClient(token=token, urls=info.urls, **common)
+
+
+def write_budget_window() -> BudgetWindow | None:
+    """Where the write budget is counted: Redis shared by every host, a file shared by this host's processes, or
+    (`process://`, the tests) each client on its own (None)."""
+    url = settings.EPILOT_WRITE_BUDGET_URL
+    organisation = settings.EPILOT_ORG_ID or "default"
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisWindow(url, key=f"ausbau:epilot-write-budget:{organisation}")
+    if url.startswith("file://"):
+        return FileWindow(url.removeprefix("file://"))
+    return None
 
 
 def get_epilot_client() -> EpilotClient:

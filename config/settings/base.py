@@ -247,6 +247,11 @@ EPILOT_WEBHOOKS_API_URL = env("EPILOT_WEBHOOKS_API_URL", default=EPILOT_API_URL 
 EPILOT_ORG_ID = env("EPILOT_ORG_ID", default="")
 EPILOT_TIMEOUT_SECONDS = env.float("EPILOT_TIMEOUT_SECONDS", default=30.0)
 EPILOT_WRITES_PER_MINUTE = env.int("EPILOT_WRITES_PER_MINUTE", default=450)
+# The write budget (EPILOT_WRITES_PER_MINUTE) is counted for every process of the installation: in Redis (default
+# in production: the broker's), or in a file that the processes of one host share (locally).
+EPILOT_WRITE_BUDGET_URL = env("EPILOT_WRITE_BUDGET_URL", default=(
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+    else f"file://{VAR_DIR / 'epilot-write-budget.json'}"))
 # Signing secrets (whsec_…) of epilot webhooks, comma-separated: several during a rotation.
 EPILOT_WEBHOOK_SECRETS = env.list("EPILOT_WEBHOOK_SECRETS", default=[])
 EPILOT_WEBHOOK_TOLERANCE_SECONDS = 300

@@ -11,6 +11,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {}
 EPILOT_API_TOKEN = ""
 EPILOT_API_URL = ""
 EPILOT_WRITES_PER_MINUTE = 100_000
+EPILOT_WRITE_BUDGET_URL = "process://"  # each test's client counts on its own; tests/integrations test the shared ones
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

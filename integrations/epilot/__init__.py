@@ -17,7 +17,15 @@ from integrations.epilot.errors import (
     EpilotTransportError,
     EpilotValidationError,
 )
-from integrations.epilot.throttle import RetryPolicy, WriteBudget
+from integrations.epilot.throttle import (
+    BudgetWindow,
+    FileWindow,
+    ProcessWindow,
+    RedisWindow,
+    RetryPolicy,
+    WriteBudget,
+    bulk_writes,
+)
 from integrations.epilot.types import (
     AutomationFlow,
     Entity,
@@ -33,6 +41,7 @@ from integrations.epilot.types import (
 
 __all__ = [
     "AutomationFlow",
+    "BudgetWindow",
     "Entity",
     "EntitySchemaSummary",
     "EntitySearchPage",
@@ -53,7 +62,10 @@ __all__ = [
     "EpilotTransportError",
     "EpilotValidationError",
     "ExecutionContext",
+    "FileWindow",
     "MalformedEntity",
+    "ProcessWindow",
+    "RedisWindow",
     "RelationItem",
     "RetryPolicy",
     "ServiceURLs",
@@ -63,4 +75,5 @@ __all__ = [
     "WorkflowExecution",
     "WorkflowStep",
     "WriteBudget",
+    "bulk_writes",
 ]

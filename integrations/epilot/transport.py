@@ -16,7 +16,7 @@ import orjson
 
 import integrations.epilot.errors as errors
 from integrations.epilot.observer import CallObserver
-from integrations.epilot.throttle import RetryPolicy, WriteBudget
+from integrations.epilot.throttle import BudgetWindow, RetryPolicy, WriteBudget
 from integrations.epilot.types import Entity, MalformedPayload
 
 logger = logging.getLogger("integrations.epilot")
@@ -85,6 +85,7 @@ class Transport:
         clock: Callable[[], float] = time.monotonic,
         seed: int | None = None,
         observer: CallObserver | None = None,
+        write_window: BudgetWindow | None = None,
     ) -> None:
         if not token:
             raise errors.EpilotConfigurationError("No epilot API token: set EPILOT_API_TOKEN.")
@@ -94,7 +95,7 @@ class Transport:
         self._sleep = sleep
         self._clock = clock
         self._rng = random.Random(seed)
-        self._write_budget = WriteBudget(writes_per_minute, clock=clock, sleep=sleep)
+        self._write_budget = WriteBudget(writes_per_minute, clock=clock, sleep=sleep, window=write_window)
         self._observer = observer or CallObserver()
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json", "User-Agent": "ausbau-backoffice/1.0"}
         if org_id:

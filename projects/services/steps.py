@@ -25,6 +25,7 @@ from integrations.epilot import (
     EpilotError,
     EpilotNotFoundError,
     EpilotRateLimitedError,
+    bulk_writes,
 )
 from integrations.epilot import WorkflowExecution as RemoteExecution
 from integrations.epilot.types import STEP_DONE_STATUSES, WorkflowStep
@@ -276,6 +277,12 @@ def step_job_create(*, operation: str, steps: Sequence[MirroredStep], assignees:
 
 
 def step_job_run(job: StepJob, *, client: EpilotClient | None = None) -> StepJob:
+    """Work through a job's pending items (see `_step_job_run`); its writes yield to interactive ones (`bulk_writes`)."""
+    with bulk_writes():
+        return _step_job_run(job, client=client)
+
+
+def _step_job_run(job: StepJob, *, client: EpilotClient | None = None) -> StepJob:
     """Work through a job's pending items; each is claimed, written at most once, and marked right after.
 
     A redelivered or resumed job skips what is done; an item whose worker died is taken over after

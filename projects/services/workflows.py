@@ -12,7 +12,14 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from integrations.connection import get_epilot_client
-from integrations.epilot import EpilotClient, EpilotClientError, EpilotError, EpilotRateLimitedError, ExecutionContext
+from integrations.epilot import (
+    EpilotClient,
+    EpilotClientError,
+    EpilotError,
+    EpilotRateLimitedError,
+    ExecutionContext,
+    bulk_writes,
+)
 from integrations.epilot import WorkflowExecution as RemoteExecution
 from projects.mirror.intake import mirror_after_write
 from projects.models import AusbauProject, EpilotWrite, WorkflowDefinition, WorkflowStart, WorkflowStartJob
@@ -223,13 +230,15 @@ def workflow_start_many(*, definition: WorkflowDefinition, entities: Iterable[tu
 
 
 def workflow_start_job_run(job: WorkflowStartJob, *, client: EpilotClient | None = None) -> WorkflowStartJob:
-    """Work through a job's pending starts one by one (the client's write budget keeps the pace)."""
+    """Work through a job's pending starts one by one (the shared write budget keeps the pace; its writes leave the
+    budget's reserve to interactive ones)."""
     WorkflowStartJob.objects.filter(pk=job.pk).update(status=WorkflowStartJob.Status.RUNNING)
-    for start in job.items.filter(status=WorkflowStart.Status.PENDING).select_related("definition", "requested_by"):
-        try:
-            workflow_start_execute(start, allow_duplicate=job.allow_duplicate, client=client)
-        except (NotAllowed, RemoteFailure, InProgress) as exc:
-            logger.info("workflow start %s: %s", start.pk, exc.message)
+    with bulk_writes():
+        for start in job.items.filter(status=WorkflowStart.Status.PENDING).select_related("definition", "requested_by"):
+            try:
+                workflow_start_execute(start, allow_duplicate=job.allow_duplicate, client=client)
+            except (NotAllowed, RemoteFailure, InProgress) as exc:
+                logger.info("workflow start %s: %s", start.pk, exc.message)
     WorkflowStartJob.objects.filter(pk=job.pk).update(status=WorkflowStartJob.Status.DONE, finished_at=timezone.now())
     job.refresh_from_db()
     return job
