@@ -5,7 +5,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
 from config import metrics
 from config.logging import accepted_request_id, current_request_id
@@ -43,3 +43,26 @@ class RequestIdMiddleware:
             return response
         finally:
             current_request_id.reset(token)
+
+
+class RejectNulMiddleware:
+    """Answer 400 to a request whose path or query string holds a NUL character (also percent-encoded).
+
+    No id, name or filter of this product contains one, and PostgreSQL refuses NUL in text, so such
+    a value would otherwise reach a query and fail there with a server error. Checked once, at the
+    edge, for the admin and the API alike.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        query = request.META.get("QUERY_STRING", "")
+        if "\x00" in request.path or "%00" in query or "\x00" in query or any(
+                "\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists()):
+            message = "The request contains a NUL character, which no identifier or filter may hold."
+            if request.path.startswith("/api/"):
+                return JsonResponse({"error": {"status": 400, "code": "invalid", "message": message}},
+                                    status=400)
+            return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+        return self.get_response(request)

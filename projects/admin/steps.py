@@ -1,6 +1,7 @@
 """The task inbox ("Aufgaben"): open workflow steps across all executions, worked one by one or in bulk jobs."""
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from django.contrib import admin, messages
@@ -20,7 +21,7 @@ from projects.selectors import end_of_week, epilot_user_id_of, steps_in_area
 from projects.services.errors import ServiceError
 from projects.services.steps import closing_reasons, execution_close, step_job_create, step_job_progress
 from projects.templatetags.backoffice import badge
-from projects.validation import parse_id, parse_id_list
+from projects.validation import parse_id
 
 
 class OpenFilter(admin.SimpleListFilter):
@@ -172,8 +173,11 @@ class TaskInboxAdmin(ReadOnlyAdmin):
     def _confirm(self, request: HttpRequest, queryset: QuerySet, operation: str) -> HttpResponse | None:
         """The confirmation page; on "apply", one job for all selected steps and its progress page."""
         if "apply" in request.POST:
-            steps = list(models.MirroredStep.objects.filter(pk__in=parse_id_list(request.POST.get("ids", "")))
-                         .select_related("execution"))
+            selected = request.session.get(SELECTION_KEY.format(request.POST.get("selection", "")))
+            if not isinstance(selected, list):
+                self.message_user(request, _("The selection has expired; select the steps again."), messages.ERROR)
+                return None
+            steps = list(models.MirroredStep.objects.filter(pk__in=selected).select_related("execution"))
             form = StepOperationForm(request.POST)
             if form.is_valid():
                 try:
@@ -183,16 +187,25 @@ class TaskInboxAdmin(ReadOnlyAdmin):
                 except ServiceError as exc:
                     self.message_user(request, exc.message, messages.ERROR)
                     return None
+                request.session.pop(SELECTION_KEY.format(request.POST["selection"]), None)
                 self.message_user(request, _("%(count)d steps are being updated in epilot.") % {"count": job.items.count()},
                                   messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:projects_stepjob_change", args=[job.pk]))
+            selection = request.POST.get("selection", "")
         else:
             steps = list(queryset.select_related("execution"))
             form = StepOperationForm(initial={"operation": operation})
+            # Kept in the session, not as one form field per step: Django refuses a POST of more than
+            # DATA_UPLOAD_MAX_NUMBER_FIELDS fields, and a whole inbox may be selected ("select all").
+            selection = secrets.token_urlsafe(12)
+            request.session[SELECTION_KEY.format(selection)] = [step.pk for step in steps]
         context = {**self.admin_site.each_context(request), "title": _("Work steps in epilot"), "opts": self.model._meta,
-                   "form": form, "steps": steps, "ids": ",".join(str(step.pk) for step in steps),
+                   "form": form, "steps": steps, "selection": selection,
                    "operation": operation, "action": request.POST.get("action", "")}
         return TemplateResponse(request, "admin/projects/step_operation.html", context)
+
+
+SELECTION_KEY = "step-selection:{}"
 
 
 class StepJobItemInline(ReadOnlyInline):

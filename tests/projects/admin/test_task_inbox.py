@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from io import StringIO
 
 import pytest
@@ -41,6 +42,36 @@ def first_steps(executions: list[WorkflowExecution]) -> list[MirroredStep]:
     return [execution.steps.order_by("position").first() for execution in executions]
 
 
+def apply_form(confirm, **fields: str) -> dict[str, object]:
+    """What the confirmation page posts: its hidden fields (the selection kept on the server) and the operation's."""
+    page = confirm.content.decode()
+    hidden = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page))
+    hidden.pop("csrfmiddlewaretoken", None)
+    return {**hidden, "apply": "1", **fields}
+
+
+def test_a_bulk_operation_over_more_steps_than_a_form_may_carry_fields(client, running, settings) -> None:
+    client.force_login(staff("Backoffice"))
+    execution = running[0]
+    now = timezone.now()
+    MirroredStep.objects.bulk_create([MirroredStep(execution=execution, epilot_id=f"bulk-{n}", position=100 + n,
+                                                   name=f"Hausanschluss {n}", status="PENDING", synced_at=now)
+                                      for n in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 100)])
+    # "Select all" across the inbox's pages: the browser sends only the visible page's boxes and select_across.
+    confirm = client.post(INBOX + "?q=Hausanschluss", {"action": "complete_steps", "select_across": "1", "index": "0",
+                                                       "_selected_action": [MirroredStep.objects.first().pk]})
+    everything = len(confirm.context["steps"])
+    assert confirm.status_code == 200 and everything > settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+    form = apply_form(confirm, operation="complete")
+    assert len(form) < 20  # not a field per step
+    done = client.post(INBOX + "?q=Hausanschluss", form)
+    assert done.status_code == 302 and done.url == reverse("admin:projects_stepjob_change", args=[StepJob.objects.get().pk])
+    assert StepJob.objects.get().items.count() == everything
+
+    again = client.post(INBOX, form, follow=True)  # the selection was used up: nothing twice
+    assert StepJob.objects.count() == 1 and "abgelaufen" in again.content.decode()
+
+
 def test_the_inbox_shows_open_steps_overdue_first_and_mine(client, running) -> None:
     overdue = first_steps(running)[1]
     step_change(execution_epilot_id=running[1].epilot_id, step_epilot_id=overdue.epilot_id,
@@ -64,8 +95,7 @@ def test_completing_steps_in_bulk_from_the_inbox(client, running) -> None:
 
     confirm = client.post(INBOX, {"action": "complete_steps", "_selected_action": [s.pk for s in steps]})
     assert confirm.status_code == 200 and "step-preview" in confirm.content.decode()
-    done = client.post(INBOX, {"action": "complete_steps", "_selected_action": [s.pk for s in steps], "apply": "1",
-                               "ids": ",".join(str(s.pk) for s in steps), "operation": "complete"})
+    done = client.post(INBOX, apply_form(confirm, operation="complete"))
 
     job = StepJob.objects.get()
     assert done.status_code == 302 and done.url == reverse("admin:projects_stepjob_change", args=[job.pk])
@@ -82,8 +112,8 @@ def test_completing_steps_in_bulk_from_the_inbox(client, running) -> None:
 def test_assigning_needs_an_assignee(client, running) -> None:
     client.force_login(staff("Backoffice"))
     step = first_steps(running)[0]
-    page = client.post(INBOX, {"action": "assign_steps", "_selected_action": [step.pk], "apply": "1", "ids": str(step.pk),
-                               "operation": "assign", "assignees": " , "})
+    confirm = client.post(INBOX, {"action": "assign_steps", "_selected_action": [step.pk]})
+    page = client.post(INBOX, apply_form(confirm, operation="assign", assignees=" , "))
     assert page.status_code == 200 and page.context["form"].errors["assignees"]
     assert not StepJob.objects.exists()
 
@@ -108,8 +138,8 @@ def test_a_viewer_can_look_but_not_work_steps(client, running) -> None:
     client.force_login(staff("Viewer"))
     step = first_steps(running)[0]
     assert client.get(INBOX).status_code == 200
-    refused = client.post(INBOX, {"action": "complete_steps", "_selected_action": [step.pk], "apply": "1",
-                                  "ids": str(step.pk), "operation": "complete"})
+    refused = client.post(INBOX, {"action": "complete_steps", "select_across": "1", "index": "0", "apply": "1",
+                                  "selection": "guessed", "operation": "complete", "_selected_action": [step.pk]})
     assert refused.status_code in (200, 302) and not StepJob.objects.exists()
     assert client.get(reverse("admin:projects_workflowexecution_close", args=[running[0].pk])).status_code == 403
     assert client.post(reverse("admin:projects_workflowexecution_close", args=[running[0].pk]),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from io import StringIO
 from pathlib import Path
 from urllib.parse import urlencode
@@ -75,7 +76,9 @@ def test_no_hostile_request_gets_a_server_error(path, method, operation, fuzz_se
            cursor=st.one_of(st.none(), st.sampled_from(CURSORS)),
            body=st.one_of(hostile_json, st.binary(max_size=30)))
     def call(path_id: str, query: dict, cursor: str | None, body) -> None:
-        url = path.replace("{id}", path_id.replace("/", "%2F").replace("?", "%3F").replace("#", "%23") or "0")
+        # Every path parameter ({id}, {step_id}, ...) gets the hostile value.
+        url = re.sub(r"\{[^}]+\}", lambda _: path_id.replace("/", "%2F").replace("?", "%3F").replace("#", "%23") or "0",
+                     path)
         if cursor is not None:
             query = {**query, "cursor": cursor}
         if method == "get":
