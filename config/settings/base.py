@@ -126,6 +126,10 @@ init_sentry(SENTRY_DSN, environment=env("SENTRY_ENVIRONMENT", default="productio
 # Webhook receiver URLs must be https (loopback excepted); production always requires it.
 EPILOT_WEBHOOK_REQUIRE_HTTPS = env.bool("EPILOT_WEBHOOK_REQUIRE_HTTPS", default=False)
 
+# Address imports of rollout areas: larger files or more rows are refused with a reason (nothing is imported).
+AREA_IMPORT_MAX_BYTES = env.int("AREA_IMPORT_MAX_BYTES", default=10 * 1024 * 1024)
+AREA_IMPORT_MAX_ROWS = env.int("AREA_IMPORT_MAX_ROWS", default=50_000)
+
 # METRICS (/metrics, Prometheus): a bearer token, or the networks allowed without one (loopback by default).
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])

@@ -6,6 +6,7 @@ import io
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -169,7 +170,9 @@ class RolloutAreaAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
             try:
-                result = area_addresses_import(read_address_file(upload.name, upload.read()),
+                # At most one byte over the cap is read: enough for the service to refuse it.
+                content = upload.read(settings.AREA_IMPORT_MAX_BYTES + 1)
+                result = area_addresses_import(read_address_file(upload.name, content),
                                                quota_percent=form.cleaned_data["quota"], deadline=form.cleaned_data["deadline"])
             except ImportRejected as exc:
                 errors = exc.errors

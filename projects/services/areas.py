@@ -14,12 +14,13 @@ import csv
 import datetime as dt
 import io
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
@@ -49,9 +50,12 @@ class ImportRejected(NotAllowed):
 
 
 def read_address_file(name: str, content: bytes) -> list[tuple[int, dict[str, str]]]:
-    """(line number, row) of a CSV (`,` or `;`, header row, UTF-8) or XLSX file. Raises ImportRejected."""
+    """(line number, row) of a CSV (`,` or `;`, header row, UTF-8) or XLSX file. Raises ImportRejected for a file over
+    AREA_IMPORT_MAX_BYTES, over AREA_IMPORT_MAX_ROWS rows, or one that cannot be read (naming the line)."""
+    if len(content) > settings.AREA_IMPORT_MAX_BYTES:
+        raise ImportRejected([_("the file is larger than %(size)d KiB") % {"size": settings.AREA_IMPORT_MAX_BYTES // 1024}])
     if Path(name).suffix.lower() == ".xlsx":
-        return _read_xlsx(content)
+        return _capped(_read_xlsx(content))
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -59,23 +63,43 @@ def read_address_file(name: str, content: bytes) -> list[tuple[int, dict[str, st
     header = text.splitlines()[0] if text.strip() else ""
     delimiter = ";" if header.count(";") > header.count(",") else ","
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-    _check_header(reader.fieldnames or [])
-    return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}) for row in reader]
+    try:
+        _check_header(reader.fieldnames or [])
+        return _capped((reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}) for row in reader)
+    except csv.Error as exc:  # a NUL character, a field longer than the csv module takes, broken quoting
+        raise ImportRejected([_("line %(line)d: %(problems)s") % {"line": reader.line_num + 1, "problems": str(exc)}]) \
+            from None
 
 
-def _read_xlsx(content: bytes) -> list[tuple[int, dict[str, str]]]:
+def _capped(rows: Iterator[tuple[int, dict[str, str]]]) -> list[tuple[int, dict[str, str]]]:
+    """The rows, read one by one and refused beyond AREA_IMPORT_MAX_ROWS (a small workbook can claim millions)."""
+    read = []
+    for row in rows:
+        if len(read) == settings.AREA_IMPORT_MAX_ROWS:
+            raise ImportRejected([_("the file has more than %(rows)d rows; split it by area")
+                                  % {"rows": settings.AREA_IMPORT_MAX_ROWS}])
+        read.append(row)
+    return read
+
+
+def _read_xlsx(content: bytes) -> Iterator[tuple[int, dict[str, str]]]:
     from openpyxl import load_workbook
 
     try:
+        # read_only streams the sheet row by row instead of building every cell in memory.
         sheet = load_workbook(io.BytesIO(content), read_only=True, data_only=True).active
+        rows = sheet.iter_rows(values_only=True, max_col=MAX_COLUMNS)
+        header = [str(cell or "").strip() for cell in next(rows, ())]
     except Exception as exc:  # openpyxl raises many kinds for a file that is not a workbook
         reason = _("the file is not a readable XLSX workbook (%(error)s)") % {"error": type(exc).__name__}
         raise ImportRejected([reason]) from None
-    rows = sheet.iter_rows(values_only=True)
-    header = [str(cell or "").strip() for cell in next(rows, ())]
     _check_header(header)
-    return [(line, {name: "" if value is None else str(value).strip() for name, value in zip(header, values, strict=False)})
-            for line, values in enumerate(rows, start=2) if any(value not in (None, "") for value in values)]
+    for line, values in enumerate(rows, start=2):
+        if any(value not in (None, "") for value in values):
+            yield line, {name: "" if value is None else str(value).strip() for name, value in zip(header, values, strict=False)}
+
+
+MAX_COLUMNS = 50  # the five columns and whatever else a spreadsheet carries along
 
 
 def _check_header(header: list[str]) -> None:
@@ -109,6 +133,8 @@ def area_addresses_import(rows: Iterable[tuple[int, dict[str, str]]], *, quota_p
             problems.append(_("postal code, street and house number are all needed"))
         elif len(row.get("postal_code", "")) > 10 or len(row.get("street", "")) > 200 or len(row.get("house_number", "")) > 20:
             problems.append(_("a value is too long"))
+        if any("\x00" in value for value in row.values()):
+            problems.append(_("a value contains a NUL character"))
         elif key in by_area[area]:
             problems.append(_("the address is listed twice for this area"))
         if problems:

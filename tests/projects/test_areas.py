@@ -18,7 +18,7 @@ from projects.mirror.addresses import address_key
 from projects.models import AreaAddress, RolloutArea
 from projects.selectors import area_figures
 from projects.services.api_clients import api_client_create
-from projects.services.areas import areas_refresh
+from projects.services.areas import ImportRejected, area_addresses_import, areas_refresh, read_address_file
 
 pytestmark = pytest.mark.django_db
 
@@ -226,3 +226,45 @@ def test_exports_neutralise_formulas_and_quote_the_area_name(admin_client) -> No
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_client_create(name='GIS', scopes=['read'])[1]}")
     body = api.get(f"/api/v1/areas/{area.pk}/addresses/?format=csv").content.decode()
     assert "\n=" not in body and ",=HYPERLINK" not in body and "'=HYPERLINK" in body
+
+
+@pytest.mark.parametrize(("name", "content", "reason"), [
+    ("a.csv", b"area,postal_code,street,house_number,units\nX,42489," + b"s" * 140_000 + b",1,2\n", "Zeile 2"),
+    ("a.csv", b"area,postal_code,street,house_number,units\nX,42489,Weg\x00,1,2\n", "Zeile 2"),
+    ("a.csv", b"area,postal_code,street,house_number,units\n" + b"X,42489,Weg,1,2\n" * 3, "mehr als 2 Zeilen"),
+    ("a.csv", b"area,postal_code,street,house_number,units\nX,42489,Weg,1,2\n" + b" " * 3000, "größer als 2 KiB"),
+])
+def test_address_imports_are_capped_and_name_the_line_and_import_nothing(name, content, reason, settings) -> None:
+    settings.AREA_IMPORT_MAX_ROWS, settings.AREA_IMPORT_MAX_BYTES = 2, 2048 if b" " * 3000 in content else 10_000_000
+    with pytest.raises(ImportRejected) as refused:
+        area_addresses_import(read_address_file(name, content))
+    assert reason in " ".join(refused.value.errors)
+    assert not RolloutArea.objects.filter(name="X").exists()
+
+
+def test_a_small_workbook_claiming_many_rows_is_refused_without_reading_them_all(settings, tmp_path) -> None:
+    from openpyxl import Workbook
+
+    settings.AREA_IMPORT_MAX_ROWS = 1000
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet()
+    sheet.append(["area", "postal_code", "street", "house_number", "units"])
+    for number in range(5000):
+        sheet.append(["X", "42489", "Weg", number + 1, 1])
+    book.save(tmp_path / "many.xlsx")
+    with pytest.raises(ImportRejected, match="mehr als 1000 Zeilen"):
+        read_address_file("many.xlsx", (tmp_path / "many.xlsx").read_bytes())
+
+
+def test_a_nul_inside_a_workbook_cell_is_named(tmp_path) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(["area", "postal_code", "street", "house_number", "units"])
+    book.active.append(["X", "42489", "Weg", "1", 1])
+    book.active["C2"].value = "Weg"  # openpyxl refuses NUL itself; a CSV is where it arrives
+    book.save(tmp_path / "ok.xlsx")
+    rows = read_address_file("ok.xlsx", (tmp_path / "ok.xlsx").read_bytes())
+    rows[0][1]["street"] = "W\x00eg"
+    with pytest.raises(ImportRejected, match="Zeile 2: ein Wert enthält ein NUL-Zeichen"):
+        area_addresses_import(rows)

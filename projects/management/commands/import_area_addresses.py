@@ -35,10 +35,18 @@ class Command(BaseCommand):
             raise CommandError("--deadline must be a date as YYYY-MM-DD.") from None
         try:
             with translation.override("en"):  # the command's own output is English; so are the reasons
-                result = area_addresses_import(read_address_file(path.name, path.read_bytes()), quota_percent=quota,
+                result = area_addresses_import(read_address_file(path.name, _head(path)), quota_percent=quota,
                                                deadline=deadline)
         except ImportRejected as exc:
             raise CommandError("\n".join(["Nothing was imported:", *exc.errors])) from None
         for name, count in result.areas.items():
             self.stdout.write(f"{name}: {count} addresses")
         self.stdout.write(self.style.SUCCESS(f"{len(result.areas)} areas imported; figures recomputed."))
+
+
+def _head(path) -> bytes:
+    """The file's first AREA_IMPORT_MAX_BYTES + 1 bytes: enough for the service to refuse a larger one."""
+    from django.conf import settings
+
+    with open(path, "rb") as handle:
+        return handle.read(settings.AREA_IMPORT_MAX_BYTES + 1)
