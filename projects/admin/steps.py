@@ -5,6 +5,7 @@ import secrets
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -235,10 +236,31 @@ class StepJobAdmin(ReadOnlyAdmin):
 
 @admin.register(models.StaffProfile)
 class StaffProfileAdmin(admin.ModelAdmin):
+    """Staff keep their own profile (epilot user id, daily e-mail); only superusers change or create others'.
+
+    Otherwise anyone with the change permission could switch off a colleague's digest or take a
+    colleague's epilot user id and receive their steps.
+    """
+
     list_display = ["user", "epilot_user_id", "task_digest", "last_digest_at"]
     search_fields = ["user__username", "user__email", "epilot_user_id"]
     readonly_fields = ["last_digest_at"]
     autocomplete_fields = []
+
+    def has_change_permission(self, request: HttpRequest, obj: models.StaffProfile | None = None) -> bool:
+        return super().has_change_permission(request, obj) and _own_or_superuser(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: models.StaffProfile | None = None) -> bool:
+        return super().has_delete_permission(request, obj) and _own_or_superuser(request, obj)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "user" and not request.user.is_superuser:
+            kwargs["queryset"] = get_user_model().objects.filter(pk=request.user.pk)  # a profile of one's own only
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+def _own_or_superuser(request: HttpRequest, profile: models.StaffProfile | None) -> bool:
+    return profile is None or request.user.is_superuser or profile.user_id == request.user.pk
 
 
 def close_execution_view(model_admin: admin.ModelAdmin, request: HttpRequest,

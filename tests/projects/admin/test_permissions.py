@@ -15,6 +15,7 @@ from django.contrib.auth.models import Group, User
 from django.core import checks
 from django.core.management import call_command
 from django.urls import URLPattern, URLResolver, reverse
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from projects.services.api_clients import api_client_authenticate, api_client_create, api_client_revoke, api_client_rotate
@@ -161,3 +162,49 @@ def test_periodic_tasks_run_only_for_staff_who_may_change_them_and_never_answer_
     task.save()
     response = client.post(changelist, {"action": "run_tasks", "_selected_action": [task.pk]}, follow=True)
     assert response.status_code == 200 and "nicht eingeplant" in response.content.decode()
+
+
+def roles_table() -> dict[str, tuple[set[str], set[str]]]:
+    """docs/operations.md's table of roles: model → (Viewer's verbs, Backoffice's verbs)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / "operations.md").read_text()
+    table = {}
+    for model, viewer, backoffice in re.findall(r"^\s*\| [^|]+ \| `(\w+)` \| ([^|]+) \| ([^|]+) \|$", text, re.MULTILINE):
+        def verbs(cell: str) -> set[str]:
+            return {re.sub(r"\s*\(.*\)", "", verb).strip() for verb in cell.split(",") if verb.strip()}
+        table[model] = (verbs(viewer), verbs(backoffice))
+    return table
+
+
+def codenames(model: str, verbs: set[str]) -> set[str]:
+    return {f"{verb}_{model}" if verb in ("view", "add", "change", "delete") else verb for verb in verbs}
+
+
+@pytest.mark.django_db
+def test_the_groups_hold_exactly_what_the_documented_roles_say() -> None:
+    table = roles_table()
+    documented_models = set(table)
+    registered = {model._meta.model_name for model in admin.site._registry
+                  if model._meta.app_label in ("projects", "django_celery_beat")}
+    assert registered <= documented_models, f"not in the roles table: {sorted(registered - documented_models)}"
+    for column, group in ((0, "Viewer"), (1, "Backoffice")):
+        expected = set().union(*(codenames(model, verbs[column]) for model, verbs in table.items()))
+        held = set(Group.objects.get(name=group).permissions.values_list("codename", flat=True))
+        assert held == expected, f"{group}: held but not documented {sorted(held - expected)}, " \
+                                 f"documented but not held {sorted(expected - held)}"
+
+
+@pytest.mark.django_db
+def test_backoffice_opens_webhook_events_and_reprocesses_them(client) -> None:
+    from projects.models import WebhookEvent
+
+    event = WebhookEvent.objects.create(webhook_id="msg_x", schema="invoice", entity_epilot_id="x",
+                                        received_at=timezone.now(), outcome=WebhookEvent.Outcome.FAILED)
+    clerk = User.objects.create_user("clerk", password="pw-123456", is_staff=True)
+    clerk.groups.add(Group.objects.get(name="Backoffice"))
+    client.force_login(clerk)
+    assert client.get(reverse("admin:projects_webhookevent_changelist")).status_code == 200
+    client.post(reverse("admin:projects_webhookevent_changelist"), {"action": "reprocess", "_selected_action": [event.pk]})
+    event.refresh_from_db()
+    assert event.outcome == WebhookEvent.Outcome.PROCESSED and event.attempts == 1  # "schema invoice is not mirrored"

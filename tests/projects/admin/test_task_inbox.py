@@ -145,3 +145,29 @@ def test_a_viewer_can_look_but_not_work_steps(client, running) -> None:
     assert client.post(reverse("admin:projects_workflowexecution_close", args=[running[0].pk]),
                        {"reasons": ["crTechnisch"]}).status_code == 403
     assert get_epilot_client().get_execution(running[0].epilot_id).status == "STARTED"
+
+
+def test_staff_change_their_own_profile_only_and_superusers_anyones(client) -> None:
+    anna = staff("Backoffice", epilot_user_id="u-anna")
+    bob = User.objects.create_user("bob", password="pw-123456", is_staff=True)
+    bob.groups.add(Group.objects.get(name="Backoffice"))
+    StaffProfile.objects.create(user=bob, epilot_user_id="u-bob")
+    mine, theirs = StaffProfile.objects.get(user=anna), StaffProfile.objects.get(user=bob)
+    client.force_login(anna)
+
+    def change(profile: StaffProfile, **fields) -> int:
+        data = {"user": profile.user_id, "epilot_user_id": profile.epilot_user_id, "task_digest": "on", **fields}
+        return client.post(reverse("admin:projects_staffprofile_change", args=[profile.pk]), data).status_code
+
+    assert change(mine, epilot_user_id="u-anna-2") == 302
+    assert change(theirs, epilot_user_id="u-anna", task_digest="") == 403
+    theirs.refresh_from_db()
+    assert (theirs.epilot_user_id, theirs.task_digest) == ("u-bob", True)
+    assert client.get(reverse("admin:projects_staffprofile_change", args=[theirs.pk])).status_code == 200  # may look
+    assert client.post(reverse("admin:projects_staffprofile_delete", args=[theirs.pk]), {"post": "yes"}).status_code == 403
+    other = User.objects.create_user("carl", is_staff=True)
+    added = client.post(reverse("admin:projects_staffprofile_add"), {"user": other.pk, "epilot_user_id": "u-carl"})
+    assert added.status_code == 200 and not StaffProfile.objects.filter(user=other).exists()  # not one's own: refused
+
+    client.force_login(User.objects.create_superuser("admin", password="x" * 12))
+    assert change(theirs, epilot_user_id="u-bob-2") == 302
