@@ -59,7 +59,7 @@ class ApiClientAuthenticationScheme(OpenApiAuthenticationExtension):
 
 
 class HasScope(permissions.BasePermission):
-    """The client holds the view's `required_scope` (read by default; write for writing actions)."""
+    """The client holds the scope the view names for its action (`required_scopes`, else `default_scope`, else read)."""
 
     message = "This token lacks the scope this endpoint needs."
 
@@ -67,7 +67,7 @@ class HasScope(permissions.BasePermission):
         client = request.auth
         if not isinstance(client, ApiClient):
             return False
-        scope = getattr(view, "required_scopes", {}).get(getattr(view, "action", None), "read")
+        scope = getattr(view, "required_scopes", {}).get(getattr(view, "action", None), getattr(view, "default_scope", "read"))
         if not client.has_scope(scope):
             self.message = f"This token lacks the '{scope}' scope."
             return False

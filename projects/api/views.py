@@ -93,7 +93,7 @@ class ProjectViewSet(MirrorViewSet):
     filterset_class = ProjectFilter
     search_fields = ["title", "opportunity__street", "opportunity__city", "opportunity__postal_code"]
     ordering_fields = ["id", "updated_at", "progress_percent", "title"]
-    required_scopes = {"start_workflow": "write", "convert": "write"}
+    required_scopes = {"start_workflow": "workflows", "convert": "workflows"}
 
     def get_queryset(self) -> QuerySet:
         queryset = AusbauProject.objects.select_related("opportunity")
@@ -136,7 +136,8 @@ class ProjectViewSet(MirrorViewSet):
                 return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
         return Response(data, headers=headers)
 
-    @extend_schema(summary="Start a workflow on the project's opportunity or order (scope: write)", request=s.StartWorkflowInput,
+    @extend_schema(summary="Start a workflow on the project's opportunity or order (scope: workflows)",
+                   request=s.StartWorkflowInput,
                    responses={201: s.ActionResultSerializer, 404: OpenApiResponse(description="No such project or definition"),
                               409: OpenApiResponse(description="Already running or in progress"),
                               502: OpenApiResponse(description="epilot refused or failed")})
@@ -152,7 +153,7 @@ class ProjectViewSet(MirrorViewSet):
         return Response({"status": start.status, "execution_epilot_id": start.execution_epilot_id,
                          "message": f"'{definition.name}' started on {target[0]} {target[2]}."}, status=status.HTTP_201_CREATED)
 
-    @extend_schema(summary="Convert the project's opportunity into an order (scope: write)", request=s.ConvertInput,
+    @extend_schema(summary="Convert the project's opportunity into an order (scope: workflows)", request=s.ConvertInput,
                    responses={201: s.ActionResultSerializer, 404: OpenApiResponse(description="No such project or definition"),
                               409: OpenApiResponse(description="Not allowed or in progress"),
                               502: OpenApiResponse(description="A step failed in epilot; calling again resumes it")})
@@ -241,9 +242,9 @@ class TaskViewSet(MirrorViewSet):
 
 
 class WriteView(APIView):
-    """A writing endpoint: scope `write`, answers in English, errors in the one error document."""
+    """A writing endpoint: its scope in `default_scope`, answers in English, errors in the one error document."""
 
-    required_scopes = {None: "write"}
+    default_scope = "steps"
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         with translation.override("en"):
@@ -260,7 +261,7 @@ class WriteView(APIView):
 
 
 class StepCompleteView(WriteView):
-    @extend_schema(summary="Complete a step in epilot (scope: write)", request=s.StepCompleteInput,
+    @extend_schema(summary="Complete a step in epilot (scope: steps)", request=s.StepCompleteInput,
                    responses={200: s.StepResultSerializer, 404: OpenApiResponse(description="No such execution or step"),
                               409: OpenApiResponse(description="The step's status is not `if_status`, or the workflow ended"),
                               502: OpenApiResponse(description="epilot failed; nothing changed")})
@@ -273,7 +274,7 @@ class StepCompleteView(WriteView):
 
 
 class StepUpdateView(WriteView):
-    @extend_schema(summary="Assign a step or set its due date in epilot (scope: write)", request=s.StepUpdateInput,
+    @extend_schema(summary="Assign a step or set its due date in epilot (scope: steps)", request=s.StepUpdateInput,
                    description="Fields left out stay as they are; a body with neither changes nothing.",
                    responses={200: s.StepResultSerializer, 404: OpenApiResponse(description="No such execution or step"),
                               409: OpenApiResponse(description="The step's status is not `if_status`, or the workflow ended"),
@@ -301,7 +302,10 @@ class StepUpdateView(WriteView):
 
 
 class ExecutionCloseView(WriteView):
-    @extend_schema(summary="Close (cancel) a running workflow execution in epilot (scope: write)", request=s.ExecutionCloseInput,
+    default_scope = "workflows"
+
+    @extend_schema(summary="Close (cancel) a running workflow execution in epilot (scope: workflows)",
+                   request=s.ExecutionCloseInput,
                    responses={200: s.WorkflowExecutionSerializer, 404: OpenApiResponse(description="No such execution"),
                               409: OpenApiResponse(description="Not running any more, or a reason epilot does not offer"),
                               502: OpenApiResponse(description="epilot failed")})
@@ -322,7 +326,9 @@ def area_document(area: RolloutArea) -> dict[str, Any]:
     retrieve=extend_schema(summary="One rollout area with its figures", responses={200: s.AreaSerializer}),
 )
 class AreaViewSet(MirrorViewSet):
-    """Rollout areas (Ausbaugebiete): households in scope, take-up against the quota, build progress."""
+    """Rollout areas (Ausbaugebiete): households in scope, take-up against the quota, build progress (scope: areas)."""
+
+    default_scope = "areas"  # addresses of households: not for every reading tool
 
     queryset = RolloutArea.objects.all()
     serializer_class = s.AreaSerializer

@@ -200,13 +200,16 @@ class ApiClient(models.Model):
     """A tool that reads (or writes) through the REST API; its token is stored only as a hash."""
 
     class Scope(models.TextChoices):
-        READ = "read", _("Read")
-        WRITE = "write", _("Write (start workflows, convert)")
+        READ = "read", _("Read projects and the mirror")
+        AREAS = "areas", _("Read rollout areas and their addresses")
+        STEPS = "steps", _("Work steps (complete, assign, due dates)")
+        WORKFLOWS = "workflows", _("Start, convert and close workflows")
+        WRITE = "write", _("Steps and workflows (tokens made before the finer scopes)")
 
     name = models.CharField(_("name"), max_length=200, unique=True)
     token_prefix = models.CharField(_("token prefix"), max_length=16, unique=True, editable=False)
     token_hash = models.CharField(_("token hash"), max_length=64, editable=False)
-    scopes = models.JSONField(_("scopes"), default=list, help_text=_("read and/or write"))
+    scopes = models.JSONField(_("scopes"), default=list, help_text=_("read, areas, steps, workflows"))
     throttle_rate = models.CharField(_("rate limit"),
         max_length=20, default="1200/min", help_text=_("requests per second/min/hour/day, e.g. 600/min")
     )
@@ -227,4 +230,7 @@ class ApiClient(models.Model):
         return self.revoked_at is None
 
     def has_scope(self, scope: str) -> bool:
-        return scope in (self.scopes or [])
+        """Whether the token may use endpoints of `scope`; `write`, the one writing scope of older tokens, covers
+        steps and workflows."""
+        held = set(self.scopes or [])
+        return scope in held or ("write" in held and scope in ("steps", "workflows"))

@@ -110,8 +110,11 @@ def test_reimporting_an_area_replaces_its_list_from_xlsx(imported, tmp_path) -> 
 
 
 def test_the_api_and_the_campaign_export(imported) -> None:
+    reader = APIClient()
+    reader.credentials(HTTP_AUTHORIZATION=f"Bearer {api_client_create(name='Reporting', scopes=['read'])[1]}")
+    assert reader.get("/api/v1/areas/").status_code == 403  # households' addresses need the areas scope
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_client_create(name='GIS', scopes=['read'])[1]}")
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_client_create(name='GIS', scopes=['areas'])[1]}")
     listed = api.get("/api/v1/areas/").json()["results"]
     assert [(area["name"], area["units_signed"]) for area in listed] == [("Rohdenhaus", 14), ("Düssel Ortskern", 0)]
     detail = api.get(f"/api/v1/areas/{imported.pk}/").json()
@@ -223,7 +226,7 @@ def test_exports_neutralise_formulas_and_quote_the_area_name(admin_client) -> No
     assert all(cell.data_type == "s" and not str(cell.value).startswith("=") for cell in cells)
 
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_client_create(name='GIS', scopes=['read'])[1]}")
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_client_create(name='GIS', scopes=['areas'])[1]}")
     body = api.get(f"/api/v1/areas/{area.pk}/addresses/?format=csv").content.decode()
     assert "\n=" not in body and ",=HYPERLINK" not in body and "'=HYPERLINK" in body
 

@@ -1,4 +1,4 @@
-"""`manage.py create_api_client NAME --scopes read,write [--rate 1200/min]`: provision an API client by script."""
+"""`manage.py create_api_client NAME --scopes read,areas [--rate 1200/min]`: provision an API client by script."""
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -12,7 +12,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="Unique name of the tool, e.g. 'GIS Wülfrath'.")
-        parser.add_argument("--scopes", default="read", help="Comma-separated: read, write (default: read).")
+        parser.add_argument("--scopes", default="read", help="Comma-separated: read, areas, steps, workflows (default: read).")
         parser.add_argument("--rate", default="1200/min", help="Requests per s/min/hour/day (default: 1200/min).")
 
     def handle(self, *args: Any, **options: Any) -> None:

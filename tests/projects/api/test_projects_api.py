@@ -51,11 +51,11 @@ def test_a_revoked_token_stops_working(mirror) -> None:
     assert api.get(PROJECTS).status_code == 401
 
 
-def test_writing_needs_the_write_scope(api, mirror) -> None:
+def test_starting_a_workflow_needs_the_workflows_scope(api, mirror) -> None:
     answer = api.post(
         f"{PROJECTS}{project_id('nordstrasse')}/start-workflow/", {"definition": AUSBAU_DEFINITION_ID}, format="json"
     )
-    assert answer.status_code == 403 and "write" in answer.json()["error"]["message"]
+    assert answer.status_code == 403 and "'workflows'" in answer.json()["error"]["message"]
 
 
 def test_each_client_is_throttled_with_retry_after(mirror) -> None:
