@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from integrations.epilot import FileWindow, ProcessWindow, RedisWindow, WriteBudget, bulk_writes
+from tests.conftest import FakeClock
 from tests.integration.conftest import ROOT
 
 LIMIT, WINDOW, PER_PROCESS = 5, 2.0, 5
@@ -50,19 +51,6 @@ def test_three_processes_writing_at_once_share_one_budget(kind, tmp_path, reques
     assert moments[-1] - moments[0] >= (3 * PER_PROCESS / LIMIT - 1) * WINDOW - 0.2
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 def test_bulk_writes_leave_the_reserve_to_interactive_ones() -> None:
     clock = FakeClock()
     budget = WriteBudget(10, clock=clock, sleep=clock.sleep, window=ProcessWindow(clock), reserve=3)
@@ -71,7 +59,7 @@ def test_bulk_writes_leave_the_reserve_to_interactive_ones() -> None:
     assert [budget.acquire() for _ in range(3)] == [0.0] * 3  # a person's write does not wait behind the job
     with bulk_writes():
         assert budget.acquire() > 0  # the job waits for the window to move on
-    assert clock.slept
+    assert clock.sleeps
 
 
 def test_while_redis_does_not_answer_writes_are_counted_in_the_process_and_sent(caplog) -> None:
