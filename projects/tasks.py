@@ -1,11 +1,10 @@
 """Celery tasks: thin adapters over services."""
 from celery import shared_task
 
-from integrations.epilot import EpilotRateLimitedError, EpilotServerError, EpilotTransportError
 from projects.mirror.lease import lease_seconds
-from projects.models import StepJob, SyncRun, WorkflowStartJob
+from projects.models import StepJob, StepJobItem, SyncRun, WorkflowStartJob
 from projects.services.digest import task_digest_send
-from projects.services.errors import RemoteFailure
+from projects.services.errors import TRANSIENT_EPILOT_ERRORS, RemoteFailure
 from projects.services.outbox import outbox_sweep
 from projects.services.steps import step_job_run
 from projects.services.sync import sync_run, sync_run_resume
@@ -13,7 +12,7 @@ from projects.services.webhook_subscriptions import webhook_public_key_refresh, 
 from projects.services.webhooks import webhook_pending_process
 from projects.services.workflows import workflow_start_job_run
 
-TRANSIENT_EPILOT_ERRORS = (EpilotTransportError, EpilotServerError, EpilotRateLimitedError)
+STEP_JOB_RETRIES = 5
 
 
 @shared_task(name="projects.sync_epilot", ignore_result=True, acks_late=True)
@@ -39,12 +38,16 @@ def workflow_start_job_task(*, job_id: int) -> None:
         workflow_start_job_run(job)
 
 
-@shared_task(name="projects.step_job", ignore_result=True, acks_late=True)
-def step_job_task(*, job_id: int) -> None:
-    """Work through a step job; items already done are skipped, so a redelivery is harmless."""
+@shared_task(name="projects.step_job", ignore_result=True, acks_late=True, bind=True, max_retries=STEP_JOB_RETRIES)
+def step_job_task(self, *, job_id: int) -> None:
+    """Work through a step job; items already done are skipped, so a redelivery is harmless. Items epilot could not
+    take while it was down or busy are tried again with back-off, up to STEP_JOB_RETRIES times, then failed."""
     job = StepJob.objects.filter(pk=job_id).first()
-    if job is not None:
-        step_job_run(job)
+    if job is None:
+        return
+    job = step_job_run(job, last_attempt=self.request.retries >= STEP_JOB_RETRIES)
+    if job.status != StepJob.Status.DONE and job.items.filter(status=StepJobItem.Status.PENDING).exists():
+        raise self.retry(countdown=min(600, 30 * 2 ** self.request.retries))
 
 
 @shared_task(name="projects.task_digest", ignore_result=True)

@@ -3,6 +3,11 @@ from __future__ import annotations
 
 from django.utils.translation import gettext as _
 
+from integrations.epilot import EpilotRateLimitedError, EpilotServerError, EpilotTransportError
+
+# epilot is down or busy: waiting and trying again can help (any other epilot error will not).
+TRANSIENT_EPILOT_ERRORS = (EpilotTransportError, EpilotServerError, EpilotRateLimitedError)
+
 
 class ServiceError(Exception):
     """A use case could not be carried out; `message` is meant for staff."""

@@ -32,7 +32,7 @@ from integrations.epilot.types import STEP_DONE_STATUSES, WorkflowStep
 from projects.mirror.intake import mirror_after_write, mirror_executions
 from projects.models import EpilotWrite, MirroredStep, StepJob, StepJobItem, WorkflowDefinition, WorkflowExecution
 from projects.services.audit import audited_write, record_refused_write, stored_user
-from projects.services.errors import Conflict, NotAllowed, NotFound, RemoteFailure
+from projects.services.errors import TRANSIENT_EPILOT_ERRORS, Conflict, NotAllowed, NotFound, RemoteFailure
 
 logger = logging.getLogger("projects.steps")
 
@@ -276,13 +276,17 @@ def step_job_create(*, operation: str, steps: Sequence[MirroredStep], assignees:
     return job
 
 
-def step_job_run(job: StepJob, *, client: EpilotClient | None = None) -> StepJob:
-    """Work through a job's pending items (see `_step_job_run`); its writes yield to interactive ones (`bulk_writes`)."""
+def step_job_run(job: StepJob, *, client: EpilotClient | None = None, last_attempt: bool = True) -> StepJob:
+    """Work through a job's pending items (see `_step_job_run`); its writes yield to interactive ones (`bulk_writes`).
+
+    Unless `last_attempt`, an item epilot could not take because it was down or busy stays pending
+    for the caller to run the job again later (the task does, with back-off); on the last attempt it fails.
+    """
     with bulk_writes():
-        return _step_job_run(job, client=client)
+        return _step_job_run(job, client=client, last_attempt=last_attempt)
 
 
-def _step_job_run(job: StepJob, *, client: EpilotClient | None = None) -> StepJob:
+def _step_job_run(job: StepJob, *, client: EpilotClient | None = None, last_attempt: bool = True) -> StepJob:
     """Work through a job's pending items; each is claimed, written at most once, and marked right after.
 
     A redelivered or resumed job skips what is done; an item whose worker died is taken over after
@@ -305,7 +309,13 @@ def _step_job_run(job: StepJob, *, client: EpilotClient | None = None) -> StepJo
                                  change=change, user=job.requested_by, actor=job.actor, client=client, refresh=False)
         except Conflict as exc:
             _finish_item(item, StepJobItem.Status.CONFLICT, exc.message)
-        except (NotAllowed, NotFound, RemoteFailure) as exc:
+        except RemoteFailure as exc:
+            if not last_attempt and isinstance(exc.__cause__, TRANSIENT_EPILOT_ERRORS):
+                # Safe to try again: each attempt re-reads the step and writes only what is still to do.
+                StepJobItem.objects.filter(pk=item.pk).update(claimed_until=None, error=exc.message[:2000])
+            else:
+                _finish_item(item, StepJobItem.Status.FAILED, exc.message)
+        except (NotAllowed, NotFound) as exc:
             _finish_item(item, StepJobItem.Status.FAILED, exc.message)
         else:
             _finish_item(item, StepJobItem.Status.DONE if result.changed else StepJobItem.Status.UNCHANGED, "")

@@ -22,18 +22,12 @@ from django.utils import timezone
 
 from config import metrics
 from integrations.connection import get_epilot_client
-from integrations.epilot import (
-    EpilotClient,
-    EpilotError,
-    EpilotNotFoundError,
-    EpilotRateLimitedError,
-    EpilotServerError,
-    EpilotTransportError,
-)
+from integrations.epilot import EpilotClient, EpilotError, EpilotNotFoundError
 from integrations.epilot.webhook_signing import ED25519_VERSION, WebhookSignatureError, public_key, secret_key, verify
 from projects.mirror.intake import mirror_entities, mirror_purged
 from projects.mirror.schemas import configured_schemas, model_for
 from projects.models import WebhookEvent
+from projects.services.errors import TRANSIENT_EPILOT_ERRORS
 from projects.services.rules import rules_evaluate_safely
 from projects.services.webhook_subscriptions import organisation_public_key, subscription_secrets
 
@@ -165,7 +159,7 @@ def _process(events: Sequence[WebhookEvent], client: EpilotClient) -> None:
     refs = list(dict.fromkeys((event.schema, event.entity_epilot_id) for event in wanted))
     try:
         changes = mirror_entities(refs=refs, client=client) if refs else None
-    except TRANSIENT as exc:
+    except TRANSIENT_EPILOT_ERRORS as exc:
         # epilot is down or busy: the events wait and are taken again after a back-off, a few times.
         later = [event for event in wanted if event.attempts < WEBHOOK_MAX_ATTEMPTS]
         for event in later:
@@ -200,7 +194,6 @@ WEBHOOK_BATCH = 50  # events per change set: one epilot list request per schema 
 WEBHOOK_CLAIM_SECONDS = 120
 WEBHOOK_MAX_ATTEMPTS = 5  # then the event is failed: the poll heals the mirror, staff can process it again
 WEBHOOK_RETRY_SECONDS = 30  # before the second attempt; doubled for each further one
-TRANSIENT = (EpilotTransportError, EpilotServerError, EpilotRateLimitedError)
 
 
 def webhook_pending_process(*, event_id: int | None = None, client: EpilotClient | None = None,

@@ -338,3 +338,27 @@ def test_an_execution_deleted_between_list_and_read_is_not_mirrored(sandbox, clo
 
     assert run.status == SyncRun.Status.SUCCEEDED
     assert not WorkflowExecution.objects.filter(epilot_id=gone).exists()
+
+
+def test_a_bulk_job_keeps_items_epilot_could_not_take_for_a_later_attempt_then_fails_them(client, sandbox, v1) -> None:
+    from integrations.epilot_sandbox import FaultConfig
+    from projects.models import StepJobItem
+
+    executions = [v1, start(client, "v1", "nordstrasse")]
+    job = step_job_create(operation=COMPLETE, steps=[first_step(execution) for execution in executions], actor="test")
+    sandbox.set_faults(FaultConfig(rate_5xx=1.0, operations=("updateStep",)))  # epilot is down for writes
+
+    step_job_run(job, client=client, last_attempt=False)
+    assert set(job.items.values_list("status", flat=True)) == {StepJobItem.Status.PENDING}
+    assert all(job.items.values_list("error", flat=True)) and job.status != StepJob.Status.DONE
+
+    sandbox.set_faults(FaultConfig())  # back: the next attempt completes them, each once
+    step_job_run(job, client=client, last_attempt=False)
+    assert set(job.items.values_list("status", flat=True)) == {StepJobItem.Status.DONE}
+    assert job.status == StepJob.Status.DONE
+
+    other = step_job_create(operation=COMPLETE, steps=[first_step(start(client, "v1", "kalkstrasse"))], actor="test")
+    sandbox.set_faults(FaultConfig(rate_5xx=1.0, operations=("updateStep",)))
+    step_job_run(other, client=client, last_attempt=True)  # the last attempt gives up
+    assert set(other.items.values_list("status", flat=True)) == {StepJobItem.Status.FAILED}
+    sandbox.set_faults(FaultConfig())
