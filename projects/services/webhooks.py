@@ -139,18 +139,23 @@ def webhook_events_process(events: Sequence[WebhookEvent], *, client: EpilotClie
     record each event's outcome. Returns the events as recorded.
 
     An entity of a schema this installation does not mirror is recorded as processed with nothing to
-    do. When epilot is down or busy (timeouts, 5xx, 429) the events wait and are taken again after a
-    back-off, up to WEBHOOK_MAX_ATTEMPTS attempts; after that, or for any other epilot error, they are
-    recorded as failed (the poll heals the mirror; staff can process them again).
+    do. When epilot cannot be read the events are recorded as failed (the poll heals the mirror;
+    staff can process them again): staff asked now, so nothing is put off.
     """
     WebhookEvent.objects.filter(pk__in=[event.pk for event in events]).update(attempts=F("attempts") + 1)
-    _process(events, client or get_epilot_client())
+    _process(events, client or get_epilot_client(), may_wait=False)
     return list(WebhookEvent.objects.filter(pk__in=[event.pk for event in events]).order_by("received_at", "pk"))
 
 
-def _process(events: Sequence[WebhookEvent], client: EpilotClient) -> None:
-    """Mirror the events' entities as one change set and record each event's outcome (see webhook_events_process)."""
+def _process(events: Sequence[WebhookEvent], client: EpilotClient, *, may_wait: bool) -> None:
+    """Mirror the events' entities as one change set and record each event's outcome.
+
+    With `may_wait`, events whose entities epilot could not give while down or busy (timeouts, 5xx,
+    429) stay waiting and are taken again after a back-off, up to WEBHOOK_MAX_ATTEMPTS attempts; then,
+    and for any other epilot error, they are failed.
+    """
     outcomes: dict[tuple[str, str], list[int]] = defaultdict(list)
+    waiting: list[WebhookEvent] = []
     mirrored = set(configured_schemas())
     wanted = [event for event in events if event.schema in mirrored]
     for event in events:
@@ -160,12 +165,11 @@ def _process(events: Sequence[WebhookEvent], client: EpilotClient) -> None:
     try:
         changes = mirror_entities(refs=refs, client=client) if refs else None
     except TRANSIENT_EPILOT_ERRORS as exc:
-        # epilot is down or busy: the events wait and are taken again after a back-off, a few times.
-        later = [event for event in wanted if event.attempts < WEBHOOK_MAX_ATTEMPTS]
-        for event in later:
+        waiting = [event for event in wanted if may_wait and event.attempts < WEBHOOK_MAX_ATTEMPTS]
+        for event in waiting:
             WebhookEvent.objects.filter(pk=event.pk).update(error=exc.message[:2000], claimed_until=timezone.now() + (
-                dt.timedelta(seconds=WEBHOOK_RETRY_SECONDS * 2 ** (event.attempts - 1))))
-        outcomes[(WebhookEvent.Outcome.FAILED, exc.message)] += [event.pk for event in wanted if event not in later]
+                dt.timedelta(seconds=WEBHOOK_RETRY_SECONDS * 2 ** max(0, event.attempts - 1))))
+        outcomes[(WebhookEvent.Outcome.FAILED, exc.message)] += [event.pk for event in wanted if event not in waiting]
     except EpilotError as exc:
         outcomes[(WebhookEvent.Outcome.FAILED, exc.message)] += [event.pk for event in wanted]
     else:
@@ -180,14 +184,19 @@ def _process(events: Sequence[WebhookEvent], client: EpilotClient) -> None:
     for (outcome, error), pks in outcomes.items():
         WebhookEvent.objects.filter(pk__in=pks).update(outcome=outcome, error=error[:2000], processed_at=now,
                                                        claimed_until=None)
-    failed = {pk for (outcome, _error), pks in outcomes.items() if outcome == WebhookEvent.Outcome.FAILED for pk in pks}
-    metrics.webhook_events.labels("processed").inc(len(events) - len(failed))
+    processed = _outcomes_of(outcomes, WebhookEvent.Outcome.PROCESSED)
+    failed = _outcomes_of(outcomes, WebhookEvent.Outcome.FAILED)
+    metrics.webhook_events.labels("processed").inc(len(processed))
     metrics.webhook_events.labels("failed").inc(len(failed))
     for event in events:
-        if event.pk not in failed:
+        if event.pk in processed:
             metrics.webhook_latency.observe(max(0.0, (now - event.received_at).total_seconds()))
-    logger.info("webhook events processed: %d, failed: %d", len(events) - len(failed), len(failed),
-                extra={"events": [event.pk for event in events], "failed": len(failed)})
+    logger.info("webhook events processed: %d, failed: %d, waiting for epilot: %d", len(processed), len(failed),
+                len(waiting), extra={"events": [event.pk for event in events], "failed": len(failed)})
+
+
+def _outcomes_of(outcomes: dict[tuple[str, str], list[int]], wanted: str) -> set[int]:
+    return {pk for (outcome, _error), pks in outcomes.items() if outcome == wanted for pk in pks}
 
 
 WEBHOOK_BATCH = 50  # events per change set: one epilot list request per schema reads them all
@@ -208,7 +217,7 @@ def webhook_pending_process(*, event_id: int | None = None, client: EpilotClient
     """
     claimed = _claim(event_id, limit)
     if claimed:
-        _process(claimed, client or get_epilot_client())
+        _process(claimed, client or get_epilot_client(), may_wait=True)
     return len(claimed)
 
 
