@@ -6,6 +6,7 @@ puts them on every record, and a task queued during a request carries the reques
 from __future__ import annotations
 
 import contextvars
+import logging
 import re
 import uuid
 
@@ -40,3 +41,17 @@ class JsonFormatter(_JsonFormatter):
         kwargs.setdefault("datefmt", "%Y-%m-%dT%H:%M:%S%z")
         kwargs.setdefault("json_ensure_ascii", False)
         super().__init__(*args, **kwargs)
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record for people and `grep`: the ids in brackets before the message when there are any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ids = " ".join(f"{name}={value}" for name, value in (("request", getattr(record, "request_id", None)),
+                                                              ("task", getattr(record, "task_id", None))) if value)
+        line = super().format(record)
+        if not ids:
+            return line
+        message = record.getMessage()
+        head, found, tail = line.partition(message)
+        return f"{head}[{ids}] {message}{tail}" if found else f"{line} [{ids}]"

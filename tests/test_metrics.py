@@ -97,3 +97,23 @@ def test_the_grafana_dashboard_queries_only_metrics_the_endpoint_exposes() -> No
     queried = {re.sub(r"_(bucket|sum|count)$", "", name) for panel in dashboard["panels"] for target in panel["targets"]
                for name in re.findall(r"ausbau_[a-z_]+", target["expr"])}
     assert queried and queried <= set(EXPECTED)
+
+
+def test_text_log_lines_carry_the_request_id_too(client, capsys) -> None:
+    import logging
+
+    from config.logging import ContextFilter, TextFormatter
+
+    handler = logging.StreamHandler()
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(TextFormatter("%(levelname)s %(name)s %(message)s"))
+    logger = logging.getLogger("ausbau.request")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        client.get("/health/live", HTTP_X_REQUEST_ID="abc-123")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert "INFO ausbau.request [request=abc-123] GET /health/live 200" in capsys.readouterr().err

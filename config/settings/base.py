@@ -142,7 +142,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"context": {"()": "config.logging.ContextFilter"}},
-    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    "formatters": {"line": {"()": "config.logging.TextFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s"},
                    "json": {"()": "config.logging.JsonFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["context"],
                              "formatter": "json" if LOG_FORMAT == "json" else "line"}},
