@@ -11,7 +11,7 @@ from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from projects.mirror.schemas import configured_schemas
+from projects.mirror.schemas import CORE_SCHEMAS, configured_schemas, model_for
 from projects.models import (
     AreaAddress,
     AusbauProject,
@@ -22,10 +22,14 @@ from projects.models import (
     Opportunity,
     Order,
     PendingExecutionRead,
+    QuarantinedEntity,
+    Reconciliation,
     RolloutArea,
+    SchemaAttribute,
     StaffProfile,
     SyncRun,
     SyncState,
+    WebhookEvent,
     WorkflowDefinition,
     WorkflowExecution,
     WorkflowStart,
@@ -286,3 +290,46 @@ def steps_in_area(area_id: int) -> Q:
     """A filter for steps of executions on an opportunity, or an order of one, whose address lies in the area."""
     keys = AreaAddress.objects.filter(area_id=area_id).values("key")
     return Q(execution__opportunity__address_key__in=keys) | Q(execution__order__opportunity__address_key__in=keys)
+
+
+def sync_status() -> list[dict]:
+    """Per mirrored schema, how whole the mirror is: epilot's count at the last reconciliation, the live entities
+    mirrored now, what the last reconciliation found, the newest full sync and webhook, the quarantine, executions
+    waiting to be read, attributes announced as drift, and whether something looks wrong (`alert`)."""
+    full_runs = list(SyncRun.objects.filter(full=True, status=SyncRun.Status.SUCCEEDED).order_by("-started_at")
+                     .values_list("schemas", "finished_at")[:20])
+    result = []
+    for schema in configured_schemas():
+        model = model_for(schema)
+        live = model.objects.filter(epilot_deleted_at__isnull=True)
+        mirror_count = (live if schema in CORE_SCHEMAS else live.filter(schema=schema)).count()
+        reconciled = list(Reconciliation.objects.filter(schema=schema, status=Reconciliation.Status.SUCCEEDED)
+                          .order_by("-started_at")[:2])
+        latest = reconciled[0] if reconciled else None
+        announced = [attribute for attribute in SchemaAttribute.objects.filter(schema=schema, acknowledged_at__isnull=True)
+                     if attribute.announced]
+        result.append({
+            "schema": schema,
+            "epilot_count": latest.epilot_count if latest else None,
+            "mirror_count": mirror_count,
+            "last_reconciled_at": latest.finished_at if latest else None,
+            "deleted_found": latest.deleted_found if latest else 0,
+            "missing_found": latest.missing_found if latest else 0,
+            "newer_found": latest.newer_found if latest else 0,
+            "webhook_gaps": latest.webhook_gaps if latest else 0,
+            "last_full_sync_at": next((finished for schemas, finished in full_runs if schema in (schemas or [])), None),
+            "last_webhook_at": WebhookEvent.objects.filter(schema=schema).order_by("-received_at")
+            .values_list("received_at", flat=True).first(),
+            "quarantined": QuarantinedEntity.objects.filter(schema=schema).count(),
+            "executions_waiting": PendingExecutionRead.objects.filter(schema=schema).count(),
+            "new_attributes": [{"name": a.name, "first_seen": a.first_seen,
+                                "entities": live.filter(payload__has_key=a.name).count() if schema in CORE_SCHEMAS
+                                else live.filter(schema=schema, payload__has_key=a.name).count()}
+                               for a in announced if not a.baseline],
+            "changed_attributes": [{"name": a.name, "kind": a.kind, "previous_kind": a.previous_kind,
+                                    "changed_at": a.kind_changed_at} for a in announced if a.kind_changed_at],
+            # Counts that differ after a reconciliation, or one that found nothing where the one before found thousands.
+            "alert": bool(latest and (latest.epilot_count != latest.mirror_count or (
+                latest.epilot_count == 0 and len(reconciled) > 1 and reconciled[1].epilot_count >= 1000))),
+        })
+    return result

@@ -6,6 +6,7 @@ from projects.models import StepJob, StepJobItem, SyncRun, WorkflowStartJob
 from projects.services.digest import task_digest_send
 from projects.services.errors import TRANSIENT_EPILOT_ERRORS, RemoteFailure
 from projects.services.outbox import outbox_sweep
+from projects.services.reconcile import reconcile
 from projects.services.steps import step_job_run
 from projects.services.sync import sync_run, sync_run_resume
 from projects.services.webhook_subscriptions import webhook_public_key_refresh, webhook_reconcile
@@ -69,6 +70,12 @@ def webhook_event_task(*, event_id: int) -> int:
 def webhook_public_key_refresh_task() -> bool:
     """Read the organisation's key for `v1a` signatures from epilot into the cache; returns whether it is known."""
     return webhook_public_key_refresh()
+
+
+@shared_task(name="projects.reconcile_epilot", ignore_result=True)
+def reconcile_epilot_task(*, schemas: list[str] | None = None) -> int:
+    """Reconcile the mirror with epilot's ids (hourly); returns how many entities it fixed."""
+    return sum(r.deleted_found + r.missing_found + r.newer_found for r in reconcile(schemas=schemas))
 
 
 @shared_task(name="projects.outbox_sweep", ignore_result=True)

@@ -55,7 +55,10 @@ def epilot(sandbox: SandboxApp, clock: FakeClock) -> Iterator[EpilotClient]:
 def _empty_cache() -> None:
     from django.core.cache import cache
 
+    from projects.mirror.drift import forget_known_attributes
+
     cache.clear()
+    forget_known_attributes()  # each test's database starts without the attributes an earlier one recorded
 
 
 @pytest.fixture(autouse=True)

@@ -180,6 +180,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "projects.api.schema.forbid_nul_in_parameters"],
 }
 
 # CACHE
@@ -232,6 +233,7 @@ CELERY_TASK_ROUTES = {
     # bulk: long or scheduled work that may wait behind itself
     "projects.sync_epilot": {"queue": "bulk"},
     "projects.webhook_reconcile": {"queue": "bulk"},
+    "projects.reconcile_epilot": {"queue": "bulk"},
     "projects.task_digest": {"queue": "bulk"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING above (LOG_FORMAT=json included)

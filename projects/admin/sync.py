@@ -16,6 +16,7 @@ from kombu import exceptions as kombu_exceptions
 
 from projects import models
 from projects.admin.base import ReadOnlyAdmin
+from projects.services.reconcile import schema_attributes_acknowledge
 from projects.services.sync import sync_enqueue
 from projects.services.webhooks import webhook_events_process
 from projects.templatetags.backoffice import badge
@@ -29,6 +30,31 @@ class QuarantinedEntityAdmin(ReadOnlyAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm("projects.delete_quarantinedentity")
+
+
+@admin.register(models.Reconciliation)
+class ReconciliationAdmin(ReadOnlyAdmin):
+    list_display = ["started_at", "schema", "status", "epilot_count", "mirror_count", "deleted_found", "missing_found",
+                    "newer_found", "webhook_gaps", "requests", "error"]
+    list_filter = ["schema", "status"]
+
+
+@admin.register(models.SchemaAttribute)
+class SchemaAttributeAdmin(ReadOnlyAdmin):
+    """Attributes epilot sends per schema; new ones and type changes are announced until acknowledged."""
+
+    list_display = ["schema", "name", "kind", "previous_kind", "first_seen", "kind_changed_at", "baseline", "acknowledged_at"]
+    list_filter = ["schema", "baseline", ("acknowledged_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name"]
+    actions = ["acknowledge"]
+
+    @admin.action(description=_("Acknowledge selected attributes (no longer announced)"), permissions=["change"])
+    def acknowledge(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = schema_attributes_acknowledge(queryset)
+        self.message_user(request, _("%(count)d attributes acknowledged.") % {"count": count}, messages.SUCCESS)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and request.user.has_perm("projects.change_schemaattribute")  # the action; no edit form
 
 
 @admin.register(models.SyncState)

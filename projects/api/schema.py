@@ -40,3 +40,18 @@ class ApiAutoSchema(AutoSchema):
             if code.startswith(("4", "5")) and "content" not in body:
                 bodies[code] = {**error, "description": body.get("description", "")}
         return bodies
+
+
+NO_NUL = "^[^\\x00]*$"
+
+
+def forbid_nul_in_parameters(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular post-processing: every text parameter (path and query) excludes NUL, which the edge refuses
+    with a 400 (`config.middleware.RejectNulMiddleware`)."""
+    for path in result.get("paths", {}).values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                schema = parameter.get("schema", {})
+                if schema.get("type") == "string" and "enum" not in schema and "format" not in schema:
+                    schema.setdefault("pattern", NO_NUL)
+    return result

@@ -293,3 +293,38 @@ class AreaAddressSerializer(serializers.Serializer):
     house_number = serializers.CharField()
     units = serializers.IntegerField(min_value=1)
     signed = serializers.BooleanField()
+
+
+class NewAttributeSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    first_seen = serializers.DateTimeField()
+    entities = serializers.IntegerField(help_text="live mirrored entities that carry it")
+
+
+class ChangedAttributeSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    kind = serializers.CharField(help_text="JSON type now: string, number, boolean, array, object")
+    previous_kind = serializers.CharField()
+    changed_at = serializers.DateTimeField()
+
+
+class SchemaSyncStatusSerializer(serializers.Serializer):
+    schema = serializers.CharField()
+    epilot_count = serializers.IntegerField(allow_null=True, help_text="live entities in epilot at the last reconciliation")
+    mirror_count = serializers.IntegerField(help_text="live entities in the mirror now (not tombstones)")
+    last_reconciled_at = serializers.DateTimeField(allow_null=True)
+    deleted_found = serializers.IntegerField(help_text="purged in epilot, marked deleted by the last reconciliation")
+    missing_found = serializers.IntegerField(help_text="missing in the mirror, fetched by the last reconciliation")
+    newer_found = serializers.IntegerField()
+    webhook_gaps = serializers.IntegerField(help_text="changes the last reconciliation found that no webhook delivered")
+    last_full_sync_at = serializers.DateTimeField(allow_null=True)
+    last_webhook_at = serializers.DateTimeField(allow_null=True)
+    quarantined = serializers.IntegerField()
+    executions_waiting = serializers.IntegerField()
+    new_attributes = NewAttributeSerializer(many=True)
+    changed_attributes = ChangedAttributeSerializer(many=True)
+    alert = serializers.BooleanField(help_text="counts differ after a reconciliation, or epilot suddenly reported none")
+
+
+class SyncStatusSerializer(serializers.Serializer):
+    schemas = SchemaSyncStatusSerializer(many=True)

@@ -17,5 +17,6 @@ urlpatterns = [
          name="workflow-step-complete"),
     path("workflow-executions/<str:execution_id>/steps/<str:step_id>/", views.StepUpdateView.as_view(), name="workflow-step"),
     path("workflow-executions/<str:execution_id>/close/", views.ExecutionCloseView.as_view(), name="workflow-execution-close"),
+    path("sync/status/", views.SyncStatusView.as_view(), name="sync-status"),
     *router.urls,
 ]

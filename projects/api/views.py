@@ -31,7 +31,7 @@ from projects.models import (
     WorkflowDefinition,
     WorkflowExecution,
 )
-from projects.selectors import area_figures, definition_by_epilot_id, tasks_with_project, unsigned_addresses
+from projects.selectors import area_figures, definition_by_epilot_id, sync_status, tasks_with_project, unsigned_addresses
 from projects.services.conversion import opportunity_convert
 from projects.services.steps import ASSIGN, COMPLETE, SET_DUE, StepChange, StepResult, execution_close, step_change
 from projects.services.workflows import project_workflow_target, workflow_start
@@ -378,3 +378,12 @@ class AreaViewSet(MirrorViewSet):
         self.ordering = ["id"]
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(rows(page))
+
+
+class SyncStatusView(APIView):
+    """How whole the mirror is, per schema (scope: read)."""
+
+    @extend_schema(summary="How whole the mirror is: epilot's and the mirror's counts, what reconciliation found, drift",
+                   responses={200: s.SyncStatusSerializer})
+    def get(self, request: Request) -> Response:
+        return Response(s.SyncStatusSerializer({"schemas": sync_status()}).data)

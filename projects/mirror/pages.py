@@ -22,6 +22,7 @@ from integrations.epilot import Entity, MalformedEntity
 from integrations.epilot.types import relation_ids
 from projects.mirror.bulk import among, bulk_upsert, column_in, json_key, values_read_at_once
 from projects.mirror.changes import EntitiesChanged
+from projects.mirror.drift import page_attributes, record_drift
 from projects.mirror.rows import (
     COMMON_FIELDS,
     EXTRA_FIELDS,
@@ -106,6 +107,7 @@ class PreparedPage:
     ids: list[str]  # every id the page named, mirrored or not (a full pass marks the others purged)
     last: tuple[dt.datetime, str] | None  # (_updated_at, _id) of the page's last entity: the watermark it reaches
     seconds: float  # time spent building the rows
+    attributes: set[tuple[str, str]] = field(default_factory=set)  # (attribute, JSON type) pairs the page carries
 
 
 def prepare_page(schema: str, items: tuple[Entity | MalformedEntity, ...] | list[Entity | MalformedEntity]) -> PreparedPage:
@@ -125,8 +127,9 @@ def prepare_page(schema: str, items: tuple[Entity | MalformedEntity, ...] | list
     max_id = SyncState._meta.get_field("watermark_id").max_length
     last = max(((item.updated_at, item.id) for item in items
                 if isinstance(item, Entity) and item.updated_at and len(item.id) <= max_id), default=None)
+    attributes = page_attributes(row["payload"] for row in rows.values())
     return PreparedPage(schema=schema, rows=rows, quarantined=quarantined, ids=[item.id for item in items if item.id],
-                        last=last, seconds=time.perf_counter() - started)
+                        last=last, seconds=time.perf_counter() - started, attributes=attributes)
 
 
 def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, state: SyncState | None, *,
@@ -139,6 +142,7 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
     model = model_for(schema)
     now = timezone.now()
     counts.seconds["rows"] += page.seconds
+    record_drift(schema, page.attributes, now)
     known = model.objects.filter(column_in(model, "epilot_id", list(rows)))
     before_column = BEFORE_COLUMNS.get(schema)
     existing = {
@@ -383,8 +387,9 @@ def quarantine(schema: str, epilot_id: str, reason: str, payload: Any, run: Sync
 PURGE_CHUNK = 10_000
 
 
-def mark_purged(schema: str, seen: set[str], *, pass_started: dt.datetime, chunk: int = PURGE_CHUNK) -> int:
-    """After a full pass: entities we mirror that epilot no longer returns at all were purged there; returns how many.
+def mark_purged(schema: str, seen: set[str], *, pass_started: dt.datetime, chunk: int = PURGE_CHUNK) -> list[str]:
+    """After a full pass: entities we mirror that epilot no longer returns at all were purged there; marks them
+    deleted (the time found) and returns their epilot ids.
 
     Only entities mirrored before the pass began count: one a webhook brought in meanwhile may be
     missing from the pass's pages (created after its search, or not yet in epilot's index). The
@@ -394,15 +399,15 @@ def mark_purged(schema: str, seen: set[str], *, pass_started: dt.datetime, chunk
     queryset = model.objects.filter(epilot_deleted_at__isnull=True, synced_at__lt=pass_started)
     if schema not in CORE_SCHEMAS:
         queryset = queryset.filter(schema=schema)
-    missing: list[int] = []
+    missing: list[tuple[int, str]] = []
     after = 0
     while rows := values_read_at_once(queryset.filter(pk__gt=after).order_by("pk")[:chunk], "pk", "epilot_id"):
-        missing += [pk for pk, epilot_id in rows if epilot_id not in seen]
+        missing += [(pk, epilot_id) for pk, epilot_id in rows if epilot_id not in seen]
         after = max(pk for pk, _epilot_id in rows)
     now = timezone.now()
     for start in range(0, len(missing), 1000):
-        model.objects.filter(pk__in=missing[start:start + 1000]).update(epilot_deleted_at=now, synced_at=now)
+        model.objects.filter(pk__in=[pk for pk, _id in missing[start:start + 1000]]).update(epilot_deleted_at=now,
+                                                                                             synced_at=now)
     if missing:
         logger.info("sync %s: %d entities purged in epilot marked deleted", schema, len(missing))
-    return len(missing)
-
+    return [epilot_id for _pk, epilot_id in missing]

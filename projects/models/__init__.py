@@ -8,7 +8,14 @@ from projects.models.ausbau import AusbauProject
 from projects.models.backoffice import ApiClient, AutomationRecipe, AutomationRule, Conversion, EpilotWrite, RuleFiring
 from projects.models.entities import Contact, GenericEntity, MirroredEntity, Opportunity, OpportunityItem, Order, PayloadField
 from projects.models.staff import StaffProfile, StepJob, StepJobItem
-from projects.models.sync import PendingExecutionRead, QuarantinedEntity, SyncRun, SyncState
+from projects.models.sync import (
+    PendingExecutionRead,
+    QuarantinedEntity,
+    Reconciliation,
+    SchemaAttribute,
+    SyncRun,
+    SyncState,
+)
 from projects.models.webhooks import WebhookEvent, WebhookSubscription
 from projects.models.workflows import MirroredStep, WorkflowDefinition, WorkflowExecution, WorkflowStart, WorkflowStartJob
 
@@ -31,8 +38,10 @@ __all__ = [
     "PayloadField",
     "PendingExecutionRead",
     "QuarantinedEntity",
+    "Reconciliation",
     "RolloutArea",
     "RuleFiring",
+    "SchemaAttribute",
     "StaffProfile",
     "StepJob",
     "StepJobItem",

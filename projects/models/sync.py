@@ -105,3 +105,68 @@ class PendingExecutionRead(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schema} {self.epilot_id}"
+
+
+class Reconciliation(models.Model):
+    """One comparison of epilot's ids with the mirror's for a schema, and what it found and fixed."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+
+    schema = models.CharField(_("entity type"), max_length=100)
+    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField(_("started"))
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    epilot_count = models.PositiveIntegerField(_("entities in epilot"), default=0)
+    mirror_count = models.PositiveIntegerField(_("entities in the mirror"), default=0)
+    deleted_found = models.PositiveIntegerField(_("purged in epilot, marked deleted"), default=0)
+    missing_found = models.PositiveIntegerField(_("missing in the mirror, fetched"), default=0)
+    newer_found = models.PositiveIntegerField(_("newer in epilot, fetched"), default=0)
+    webhook_gaps = models.PositiveIntegerField(_("changes no webhook delivered"), default=0)
+    requests = models.PositiveIntegerField(_("requests to epilot"), default=0)
+    error = models.TextField(_("error"), blank=True)
+
+    class Meta:
+        verbose_name = _("reconciliation")
+        verbose_name_plural = _("reconciliations")
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["schema", "-started_at"], name="reconciliation_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.schema} {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        return (self.finished_at - self.started_at).total_seconds() if self.finished_at else None
+
+
+class SchemaAttribute(models.Model):
+    """An attribute epilot sends for a schema: when it was first seen and its JSON type.
+
+    Attributes of a schema's first sync are the baseline; one that appears later, or changes its type,
+    is drift and is announced (dashboard, API) until staff acknowledge it.
+    """
+
+    schema = models.CharField(_("entity type"), max_length=100)
+    name = models.CharField(_("attribute"), max_length=200)
+    kind = models.CharField(_("JSON type"), max_length=20)
+    previous_kind = models.CharField(_("JSON type before"), max_length=20, blank=True)
+    first_seen = models.DateTimeField(_("first seen"))
+    kind_changed_at = models.DateTimeField(_("type changed"), null=True, blank=True)
+    baseline = models.BooleanField(_("known from the first sync"), default=False)
+    acknowledged_at = models.DateTimeField(_("acknowledged"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("schema attribute")
+        verbose_name_plural = _("schema attributes")
+        ordering = ["schema", "name"]
+        constraints = [models.UniqueConstraint(fields=["schema", "name"], name="schema_attribute_once")]
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def announced(self) -> bool:
+        return self.acknowledged_at is None and (not self.baseline or self.kind_changed_at is not None)

@@ -239,7 +239,7 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLe
                 Progress(schema=schema, pages=number, entities=entities, total=hits, elapsed=time.monotonic() - started)
             )
     if full:
-        counts.deleted += mark_purged(schema, seen, pass_started=pass_started)
+        counts.deleted += len(mark_purged(schema, seen, pass_started=pass_started))
     SyncState.objects.filter(pk=state.pk).update(last_success_at=timezone.now())
 
 

@@ -3,7 +3,7 @@ from django import template
 from django.utils.html import format_html
 
 from projects.admin.areas import take_up_gauge
-from projects.selectors import areas_overview, dashboard_stats, epilot_user_id_of, task_counts
+from projects.selectors import areas_overview, dashboard_stats, epilot_user_id_of, sync_status, task_counts
 from projects.services.health import health_report, waiting_work
 from projects.services.webhooks import webhook_health
 
@@ -41,4 +41,4 @@ def ausbau_dashboard(context: dict) -> dict:
     return {"stats": dashboard_stats(), "health": health_report(include_sync=False),
             "tasks": task_counts(epilot_user_id=epilot_user_id_of(user)),
             "areas": [(area, figures, take_up_gauge(figures)) for area, figures in areas_overview()],
-            "webhooks": webhook_health(), "waiting": waiting_work()}
+            "webhooks": webhook_health(), "waiting": waiting_work(), "completeness": sync_status()}

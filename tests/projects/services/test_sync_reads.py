@@ -77,9 +77,9 @@ def test_entities_no_longer_seen_are_marked_purged_chunk_by_chunk(mirrored) -> N
     kept = set(contacts[::3])
 
     now = timezone.now()
-    assert mark_purged("contact", kept, pass_started=now, chunk=2) == len(contacts) - len(kept)
+    assert sorted(mark_purged("contact", kept, pass_started=now, chunk=2)) == sorted(set(contacts) - kept)
     assert set(Contact.objects.filter(epilot_deleted_at__isnull=True).values_list("epilot_id", flat=True)) == kept
-    assert mark_purged("contact", kept, pass_started=now, chunk=2) == 0
+    assert mark_purged("contact", kept, pass_started=now, chunk=2) == []
 
 
 def test_a_full_pass_never_marks_deleted_what_a_webhook_brought_in_meanwhile(mirrored, epilot) -> None:
