@@ -1,7 +1,7 @@
 """The entity API (entity.sls.epilot.io): entities, search and list, relations, schemas."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -13,6 +13,7 @@ from integrations.epilot.types import (
     Entity,
     EntitySchemaSummary,
     EntitySearchPage,
+    EntityStamp,
     MalformedEntity,
     MalformedPayload,
     RelationItem,
@@ -181,9 +182,30 @@ class EntityAPI(Transport):
             schemas.append(EntitySchemaSummary(slug=item["slug"], name=str(item.get("name") or item["slug"]), data=dict(item)))
         return schemas
 
+    def iter_entity_stamps(self, schema: str, *, include_deleted: str = "true") -> Iterator[list[EntityStamp]]:
+        """searchEntities of one schema asking for `_id`, `_updated_at` and `_deleted_at` only, page by page: what a
+        reconciliation compares. A result without a string `_id` is left out; a bad `_updated_at` reads as None."""
+        params: dict[str, Any] = {"q": f"_schema:{schema}"}
+        return self._iter_pages("searchEntities", SEARCH_PATH, params, DEFAULT_SORT, include_deleted, SEARCH_PAGE_SIZE, None,
+                                30, ["_id", "_updated_at", "_deleted_at"], False, page_from=self._stamps_from)
+
+    def _stamps_from(self, operation: str, body: Mapping[str, Any]) -> list[EntityStamp]:
+        results = body.get("results", [])
+        if not isinstance(results, list):
+            raise self._invalid(operation, "'results' is not a list")
+        stamps = []
+        for item in results:
+            if isinstance(item, Mapping) and isinstance(item.get("_id"), str) and item["_id"]:
+                try:
+                    updated_at = parse_timestamp(item.get("_updated_at"), name="_updated_at")
+                except MalformedPayload:
+                    updated_at = None
+                stamps.append(EntityStamp(item["_id"], updated_at, item.get("_deleted_at") is not None))
+        return stamps
+
     def _iter_pages(self, operation: str, path: str, params: dict[str, Any], sort: Sequence[str], include_deleted: str,
                     page_size: int, search_after: Sequence[Any] | None, stable_for: int, fields: Sequence[str] | None,
-                    read_ahead: bool) -> Iterator[EntitySearchPage]:
+                    read_ahead: bool, page_from: Callable[[str, Mapping[str, Any]], Any] | None = None) -> Iterator[Any]:
         size = max(1, min(page_size, SEARCH_PAGE_SIZE))
         params.update({"sort": list(sort), "size": size, "include_deleted": include_deleted})
         if stable_for:
@@ -206,7 +228,7 @@ class EntityAPI(Transport):
                         params["stable_query_id"] = stable_query_id
                     if ahead:
                         pending = ahead.submit(self._search, operation, path, dict(params))
-                yield self._page_from(operation, body)
+                yield (page_from or self._page_from)(operation, body)
                 if not more:
                     return
         finally:

@@ -5,7 +5,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 Engine = Literal["v1", "v2"]
 
@@ -119,6 +119,14 @@ class EntitySearchPage:
     results: tuple[Entity | MalformedEntity, ...]
     stable_query_id: str | None
     sort_end: tuple[Any, ...] | None
+
+
+class EntityStamp(NamedTuple):
+    """An entity as a reconciliation sees it: its id, its `_updated_at` (None when unreadable), soft-deleted or not."""
+
+    id: str
+    updated_at: dt.datetime | None
+    deleted: bool
 
 
 @dataclass(frozen=True, slots=True)

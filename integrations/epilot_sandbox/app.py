@@ -69,6 +69,7 @@ class SandboxApp(EntityHandlers, WorkflowHandlers, AutomationHandlers, WebhookHa
         self.token = token
         self.faults = faults or FaultConfig()
         self.stats: Counter[str] = Counter()
+        self._stable_hits: dict[str, int] = {}  # stable_query_id → hits of its first page
         self._writes: deque[float] = deque()  # when each write of the last 60 seconds arrived
         self._rng = random.Random(self.faults.seed)
         self._lock = threading.Lock()

@@ -30,7 +30,7 @@ class EntityHandlers:
     """Handlers of the entity API, named after its operationIds."""
 
     store: SandboxStore
-
+    _stable_hits: dict[str, int]
 
     def searchEntities(self, request: Request) -> Response:
         params = json_object(request.json())
@@ -86,11 +86,20 @@ class EntityHandlers:
         if stable_for is not None and (not isinstance(stable_for, int) or not 0 <= stable_for <= 60):
             raise HTTPError(400, "stable_for must be an integer from 0 to 60")
         order_by = ", ".join(f"{COLUMNS[name]} {direction}" for name, direction in keys)
+        # Later pages of a stable query report the first page's hits, as a point-in-time search does (and the
+        # count of every matching row is not taken again for each page).
+        stable_id = params.get("stable_query_id")
+        known_hits = self._stable_hits.get(stable_id) if isinstance(stable_id, str) else None
         hits, rows = self.store.search(where, where_params, order_by=order_by, after=after, after_params=after_params,
-                                       limit=size, offset=offset)
+                                       limit=size, offset=offset, count=known_hits is None)
+        hits = known_hits if known_hits is not None else hits
         field_filter = params.get("fields")
-        if field_filter:
-            results: Any = [_project(json.loads(row["body"]), field_filter) for row in rows]
+        if field_filter and set(field_filter) <= set(COLUMN_FIELDS):
+            # Only columns asked for (a reconciliation's ids): no document is parsed.
+            results: Any = [{name: row[COLUMN_FIELDS[name]] for name in field_filter if row[COLUMN_FIELDS[name]] is not None}
+                            for row in rows]
+        elif field_filter:
+            results = [_project(json.loads(row["body"]), field_filter) for row in rows]
         else:
             results = RawJSONList(row["body"] for row in rows)
         body: dict[str, Any] = {"hits": hits, "results": results}
@@ -98,6 +107,9 @@ class EntityHandlers:
             body["sort_end"] = sort_values(keys, rows[-1])
         if stable_for or params.get("stable_query_id"):
             body["stable_query_id"] = params.get("stable_query_id") or uuid.uuid4().hex
+            if len(self._stable_hits) > 1000:
+                self._stable_hits.clear()
+            self._stable_hits[body["stable_query_id"]] = hits
         return body
 
     def listSchemas(self, request: Request) -> Response:
@@ -327,6 +339,11 @@ def _title(slug: str, body: Mapping[str, Any]) -> str:
         if isinstance(body.get(key), str) and body[key]:
             return body[key]
     return ""
+
+
+# Fields a search can answer from the entity's columns (the stored texts, as epilot sent them).
+COLUMN_FIELDS = {"_id": "id", "_schema": "schema", "_created_at": "created_at", "_updated_at": "updated_at",
+                 "_deleted_at": "deleted_at"}
 
 
 def _project(body: Mapping[str, Any], patterns: Iterable[str]) -> dict[str, Any]:

@@ -211,10 +211,10 @@ class SandboxStore:
         return items
 
     def search(self, where: str, params: list[Any], *, order_by: str, after: str | None, after_params: list[Any],
-               limit: int, offset: int) -> tuple[int, list[sqlite3.Row]]:
-        """(hits of the query, one page of rows) for a SQL condition built by the query module."""
+               limit: int, offset: int, count: bool = True) -> tuple[int, list[sqlite3.Row]]:
+        """(hits of the query, or 0 without `count`; one page of rows) for a SQL condition built by the query module."""
         conn = self.conn
-        total = conn.execute(f"SELECT COUNT(*) FROM entities WHERE {where}", params).fetchone()[0]
+        total = conn.execute(f"SELECT COUNT(*) FROM entities WHERE {where}", params).fetchone()[0] if count else 0
         condition = f"({where}) AND {after}" if after else where
         rows = conn.execute(
             f"SELECT id, schema, title, created_at, updated_at, deleted_at, body FROM entities WHERE {condition} "

@@ -18,6 +18,7 @@ from operator import itemgetter
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTransform
@@ -313,7 +314,8 @@ def values_read_at_once(queryset: models.QuerySet, *fields: str, flat: bool = Fa
         if isinstance(field, models.ForeignKey):
             field = field.target_field
         if isinstance(field, models.DateTimeField):
-            converters.append(lambda value: connection.ops.convert_datetimefield_value(value, None, connection))
+            converters.append(_sqlite_datetime_reader() if connection.vendor == "sqlite"
+                              else (lambda value: connection.ops.convert_datetimefield_value(value, None, connection)))
         elif isinstance(field, (models.CharField, models.TextField)) or field.get_internal_type() in _INTEGER_TYPES:
             converters.append(None)
         else:
@@ -335,6 +337,22 @@ def values_read_at_once(queryset: models.QuerySet, *fields: str, flat: bool = Fa
             for row in rows:
                 row[index] = convert(row[index])
     return [tuple(row) for row in rows]
+
+
+def _sqlite_datetime_reader() -> Callable[[Any], Any]:
+    """SQLite's stored text of a DateTimeField as an aware datetime: what Django's converter gives, without its regex."""
+    aware = settings.USE_TZ and connection.timezone_name == "UTC"
+
+    def read(value: Any) -> Any:
+        if value is None or not isinstance(value, str):
+            return value
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return connection.ops.convert_datetimefield_value(value, None, connection)
+        return parsed.replace(tzinfo=dt.UTC) if aware and parsed.tzinfo is None else \
+            connection.ops.convert_datetimefield_value(value, None, connection)
+    return read
 
 
 _INTEGER_TYPES = {"AutoField", "BigAutoField", "SmallAutoField", "IntegerField", "BigIntegerField", "SmallIntegerField",

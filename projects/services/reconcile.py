@@ -15,7 +15,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from integrations.connection import get_epilot_client
-from integrations.epilot import Entity, EpilotClient, EpilotError
+from integrations.epilot import EpilotClient, EpilotError
 from projects.mirror.bulk import column_in, values_read_at_once
 from projects.mirror.drift import forget_known_attributes
 from projects.mirror.intake import mirror_entities, mirror_purged_since
@@ -24,7 +24,6 @@ from projects.models import Reconciliation, SchemaAttribute, WebhookEvent, Webho
 
 logger = logging.getLogger("projects.reconcile")
 
-ID_FIELDS = ["_id", "_schema", "_updated_at", "_deleted_at"]
 FETCH_BATCH = 500  # entities fetched per list request
 
 
@@ -74,14 +73,10 @@ def _epilot_ids(client: EpilotClient, schema: str) -> tuple[dict[str, dt.datetim
     """Every id of `schema` epilot has, soft-deleted ones included, with its `_updated_at`; and how many are live."""
     found: dict[str, dt.datetime | None] = {}
     live = 0
-    for page in client.iter_search_entities(f"_schema:{schema}", include_deleted="true", fields=ID_FIELDS):
-        for item in page.results:
-            if isinstance(item, Entity):
-                found[item.id] = item.updated_at
-                live += item.deleted_at is None
-            elif item.id:  # a document epilot sent malformed still exists there
-                found[item.id] = None
-                live += 1
+    for stamps in client.iter_entity_stamps(schema):
+        for stamp in stamps:
+            found[stamp.id] = stamp.updated_at
+            live += not stamp.deleted
     return found, live
 
 

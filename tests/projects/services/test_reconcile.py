@@ -131,3 +131,39 @@ def test_new_attributes_and_type_changes_are_recorded_once_and_reported(epilot) 
     assert [(a["name"], a["entities"]) for a in opportunity["new_attributes"]] == [("glasfaser_tarif", 3)]
     assert [a["name"] for a in opportunity["changed_attributes"]] == ["title"] and not opportunity["alert"]
     assert json.loads(json.dumps(answer.json()))  # plain JSON throughout
+
+
+def test_changes_no_webhook_delivered_are_counted_when_a_webhook_is_provisioned(epilot, sandbox, clock) -> None:
+    from django.utils import timezone
+
+    from projects.models import WebhookEvent
+    from projects.services.webhook_subscriptions import webhook_provision
+
+    sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot)
+    webhook_provision(url="https://backoffice.example/webhooks/epilot/", client=epilot)
+    delivered, lost = demo_id("opportunity:nordstrasse"), demo_id("opportunity:kalkstrasse")
+    for epilot_id in (delivered, lost):
+        epilot.patch_entity("opportunity", epilot_id, {"status": "bearbeitung"})
+    # The delivery of one change arrived (and its processing failed); the other's never did.
+    WebhookEvent.objects.create(webhook_id="msg_1", schema="opportunity", entity_epilot_id=delivered,
+                                received_at=timezone.now(), outcome=WebhookEvent.Outcome.FAILED)
+
+    client, _app = counting_client(sandbox, clock)
+    (record,) = reconcile(schemas=["opportunity"], client=client)
+    assert (record.newer_found, record.webhook_gaps) == (2, 1)
+
+
+def test_the_dashboard_shows_completeness_red_when_counts_differ(admin_client, epilot, sandbox, clock) -> None:
+    from django.urls import reverse
+
+    sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot)
+    client, _app = counting_client(sandbox, clock)
+    reconcile(schemas=["contact"], client=client)
+
+    def row() -> str:
+        page = admin_client.get(reverse("admin:index")).content.decode()
+        return page.split('id="completeness-contact"', 1)[1].split("</tr>", 1)[0]
+
+    assert 'class="n bad"' not in row()
+    Reconciliation.objects.filter(schema="contact").update(epilot_count=999)  # epilot reported more than we mirror
+    assert 'class="n bad"' in row()
