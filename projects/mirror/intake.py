@@ -23,7 +23,7 @@ from integrations.epilot import WorkflowExecution as RemoteExecution
 from projects.mirror.bulk import bulk_upsert, column_in, values_read_at_once
 from projects.mirror.changes import announce
 from projects.mirror.pacing import ReadGate
-from projects.mirror.pages import MirrorChanges, mark_purged, prepare_page, quarantine, store_page
+from projects.mirror.pages import MirrorChanges, mark_purged_among, prepare_page, quarantine, store_page
 from projects.mirror.rows import QuarantineReason, check_fits
 from projects.mirror.schemas import model_for, validate_schemas
 from projects.models import (
@@ -101,10 +101,10 @@ def mirror_purged(schema: str, epilot_id: str) -> bool:
     return True
 
 
-def mirror_purged_since(schema: str, seen: set[str], pass_started: dt.datetime) -> list[str]:
-    """Mark deleted what the mirror holds, live, of `schema` that is not in `seen` (epilot's ids read by a pass that
-    began at `pass_started`), and announce it; returns those epilot ids."""
-    purged = mark_purged(schema, seen, pass_started=pass_started)
+def mirror_purged_among(schema: str, candidates: list[str], pass_started: dt.datetime) -> list[str]:
+    """Mark deleted those `candidates` (mirrored ids a pass that began at `pass_started` did not find in epilot) that
+    are live and older than the pass, and announce it; returns those epilot ids."""
+    purged = mark_purged_among(schema, candidates, pass_started=pass_started)
     if purged:
         counts = MirrorChanges(deleted=len(purged), kinds={(schema, epilot_id): "deleted" for epilot_id in purged},
                                changed_refs=[(schema, epilot_id) for epilot_id in purged])

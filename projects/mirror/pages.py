@@ -387,6 +387,24 @@ def quarantine(schema: str, epilot_id: str, reason: str, payload: Any, run: Sync
 PURGE_CHUNK = 10_000
 
 
+def mark_purged_among(schema: str, candidates: list[str], *, pass_started: dt.datetime) -> list[str]:
+    """Mark deleted those of `candidates` (epilot ids epilot no longer returns) that are live in the mirror and were
+    mirrored before `pass_started`; returns their epilot ids."""
+    model = model_for(schema)
+    now = timezone.now()
+    purged: list[str] = []
+    for start in range(0, len(candidates), 1000):
+        chunk = model.objects.filter(column_in(model, "epilot_id", candidates[start:start + 1000]),
+                                     epilot_deleted_at__isnull=True, synced_at__lt=pass_started)
+        found = values_read_at_once(chunk.order_by(), "epilot_id", flat=True)
+        if found:
+            model.objects.filter(column_in(model, "epilot_id", found)).update(epilot_deleted_at=now, synced_at=now)
+            purged += found
+    if purged:
+        logger.info("%s: %d entities purged in epilot marked deleted", schema, len(purged))
+    return purged
+
+
 def mark_purged(schema: str, seen: set[str], *, pass_started: dt.datetime, chunk: int = PURGE_CHUNK) -> list[str]:
     """After a full pass: entities we mirror that epilot no longer returns at all were purged there; marks them
     deleted (the time found) and returns their epilot ids.

@@ -18,7 +18,7 @@ from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotError
 from projects.mirror.bulk import column_in, values_read_at_once
 from projects.mirror.drift import forget_known_attributes
-from projects.mirror.intake import mirror_entities, mirror_purged_since
+from projects.mirror.intake import mirror_entities, mirror_purged_among
 from projects.mirror.schemas import CORE_SCHEMAS, configured_schemas, model_for, validate_schemas
 from projects.models import Reconciliation, SchemaAttribute, WebhookEvent, WebhookSubscription
 
@@ -47,7 +47,8 @@ def _reconcile_schema(client: EpilotClient, schema: str) -> Reconciliation:
         missing = [epilot_id for epilot_id in in_epilot if epilot_id not in mirrored]
         newer = [epilot_id for epilot_id, updated_at in in_epilot.items()
                  if epilot_id in mirrored and updated_at and (mirrored[epilot_id] is None or mirrored[epilot_id] < updated_at)]
-        record.deleted_found = len(mirror_purged_since(schema, set(in_epilot), record.started_at))
+        gone = [epilot_id for epilot_id in mirrored if epilot_id not in in_epilot]
+        record.deleted_found = len(mirror_purged_among(schema, gone, record.started_at))
         to_fetch = missing + newer
         for start in range(0, len(to_fetch), FETCH_BATCH):
             mirror_entities(refs=[(schema, epilot_id) for epilot_id in to_fetch[start:start + FETCH_BATCH]], client=client)
