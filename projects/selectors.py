@@ -308,6 +308,7 @@ def sync_status() -> list[dict]:
         latest = reconciled[0] if reconciled else None
         announced = [attribute for attribute in SchemaAttribute.objects.filter(schema=schema, acknowledged_at__isnull=True)
                      if attribute.announced]
+        quarantined = QuarantinedEntity.objects.filter(schema=schema).count()
         result.append({
             "schema": schema,
             "epilot_count": latest.epilot_count if latest else None,
@@ -320,7 +321,7 @@ def sync_status() -> list[dict]:
             "last_full_sync_at": next((finished for schemas, finished in full_runs if schema in (schemas or [])), None),
             "last_webhook_at": WebhookEvent.objects.filter(schema=schema).order_by("-received_at")
             .values_list("received_at", flat=True).first(),
-            "quarantined": QuarantinedEntity.objects.filter(schema=schema).count(),
+            "quarantined": quarantined,
             "executions_waiting": PendingExecutionRead.objects.filter(schema=schema).count(),
             "new_attributes": [{"name": a.name, "first_seen": a.first_seen,
                                 "entities": live.filter(payload__has_key=a.name).count() if schema in CORE_SCHEMAS
@@ -328,8 +329,9 @@ def sync_status() -> list[dict]:
                                for a in announced if not a.baseline],
             "changed_attributes": [{"name": a.name, "kind": a.kind, "previous_kind": a.previous_kind,
                                     "changed_at": a.kind_changed_at} for a in announced if a.kind_changed_at],
-            # Counts that differ after a reconciliation, or one that found nothing where the one before found thousands.
-            "alert": bool(latest and (latest.epilot_count != latest.mirror_count or (
+            # Counts that differ after a reconciliation (beyond what sits in quarantine, shown on its own), or one that
+            # found nothing where the one before found thousands.
+            "alert": bool(latest and (latest.epilot_count > latest.mirror_count + quarantined or (
                 latest.epilot_count == 0 and len(reconciled) > 1 and reconciled[1].epilot_count >= 1000))),
         })
     return result

@@ -13,6 +13,10 @@ from typing import Any
 
 from projects.models import SchemaAttribute, SyncState
 
+# Attributes the mirror itself reads (rows.py, relations, executions): never news, whenever they first appear.
+READ_BY_THE_MIRROR = frozenset({"workflows", "items", "status", "address", "customer", "opportunity", "email", "budget",
+                                "amount_total", "currency", "title"})
+
 KINDS = {str: "string", int: "number", float: "number", bool: "boolean", type(None): "null", list: "array", dict: "object"}
 
 
@@ -40,7 +44,8 @@ def record_drift(schema: str, attributes: set[tuple[str, str]], now: dt.datetime
             continue
         if kinds is None:
             SchemaAttribute.objects.bulk_create([SchemaAttribute(
-                schema=schema, name=name[:200], kind=kind, first_seen=now, baseline=baseline)], ignore_conflicts=True)
+                schema=schema, name=name[:200], kind=kind, first_seen=now, baseline=baseline or name in READ_BY_THE_MIRROR)],
+                ignore_conflicts=True)
             known[name] = {kind}
             continue
         before = _joined(kinds)

@@ -16,11 +16,11 @@ from django.utils import timezone
 
 from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotError
-from projects.mirror.bulk import column_in, values_read_at_once
+from projects.mirror.bulk import column_in, json_key, values_read_at_once
 from projects.mirror.drift import forget_known_attributes
 from projects.mirror.intake import mirror_entities, mirror_purged_among
 from projects.mirror.schemas import CORE_SCHEMAS, configured_schemas, model_for, validate_schemas
-from projects.models import Reconciliation, SchemaAttribute, WebhookEvent, WebhookSubscription
+from projects.models import QuarantinedEntity, Reconciliation, SchemaAttribute, WebhookEvent, WebhookSubscription
 
 logger = logging.getLogger("projects.reconcile")
 
@@ -44,7 +44,11 @@ def _reconcile_schema(client: EpilotClient, schema: str) -> Reconciliation:
     try:
         in_epilot, live = _epilot_ids(client, schema)
         mirrored = _mirror_ids(schema)
-        missing = [epilot_id for epilot_id in in_epilot if epilot_id not in mirrored]
+        set_aside = _quarantined(schema)
+        # A quarantined entity is known: it is fetched again only once epilot changed it (perhaps repaired).
+        missing = [epilot_id for epilot_id, updated_at in in_epilot.items() if epilot_id not in mirrored and not (
+            epilot_id in set_aside and (updated_at is None or set_aside[epilot_id] is None
+                                        or updated_at <= set_aside[epilot_id]))]
         newer = [epilot_id for epilot_id, updated_at in in_epilot.items()
                  if epilot_id in mirrored and updated_at and (mirrored[epilot_id] is None or mirrored[epilot_id] < updated_at)]
         gone = [epilot_id for epilot_id in mirrored if epilot_id not in in_epilot]
@@ -85,6 +89,18 @@ def _mirror_ids(schema: str) -> dict[str, dt.datetime | None]:
     model = model_for(schema)
     queryset = model.objects.order_by() if schema in CORE_SCHEMAS else model.objects.filter(schema=schema).order_by()
     return dict(values_read_at_once(queryset, "epilot_id", "epilot_updated_at"))
+
+
+def _quarantined(schema: str) -> dict[str, dt.datetime | None]:
+    """The schema's quarantined entities: epilot id → the `_updated_at` of the version set aside."""
+    stamps = {}
+    for epilot_id, updated_at in QuarantinedEntity.objects.filter(schema=schema).values_list(
+            "epilot_id", json_key("payload", "_updated_at")):
+        try:
+            stamps[epilot_id] = dt.datetime.fromisoformat(updated_at) if isinstance(updated_at, str) else None
+        except ValueError:
+            stamps[epilot_id] = None
+    return stamps
 
 
 def _live_in_mirror(schema: str) -> int:

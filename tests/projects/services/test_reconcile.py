@@ -167,3 +167,23 @@ def test_the_dashboard_shows_completeness_red_when_counts_differ(admin_client, e
     assert 'class="n bad"' not in row()
     Reconciliation.objects.filter(schema="contact").update(epilot_count=999)  # epilot reported more than we mirror
     assert 'class="n bad"' in row()
+
+
+def test_a_quarantined_entity_is_not_fetched_again_until_epilot_changes_it(epilot, sandbox, clock) -> None:
+    from projects.models import Order, QuarantinedEntity
+    from projects.selectors import sync_status
+
+    order = epilot.create_entity("order", {"_title": "Import", "amount_total": "zwölf Euro"})  # text where cents belong
+    sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot)
+    assert QuarantinedEntity.objects.filter(epilot_id=order.id).exists()
+
+    client, app = counting_client(sandbox, clock)
+    (record,) = reconcile(schemas=["order"], client=client)
+    assert (record.missing_found, record.epilot_count - record.mirror_count) == (0, 1)
+    assert not any(path.endswith("entity:list") for path in app.requests)  # nothing fetched again
+    assert not next(item for item in sync_status() if item["schema"] == "order")["alert"]  # the quarantine explains it
+
+    epilot.patch_entity("order", order.id, {"amount_total": 1200})  # repaired in epilot, no webhook
+    (record,) = reconcile(schemas=["order"], client=client)
+    assert record.missing_found == 1 and record.epilot_count == record.mirror_count
+    assert Order.objects.get(epilot_id=order.id).amount_total == 1200
