@@ -14,8 +14,6 @@ Target: for 150,000 entities at most 160 searches, and under a quarter of a full
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.sync_full import SCHEMAS, seed  # noqa: E402
+from bench.sync_full import SCHEMAS, seed, start_sandbox_server, use_django_against  # noqa: E402
 
 
 def change_behind_the_mirrors_back(url: str, entities: int) -> dict[str, int]:
@@ -56,28 +54,13 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-reconcile-"))
     sandbox_db = workdir / "sandbox.sqlite3"
     seed(sandbox_db, args)
-    from integrations.epilot_sandbox import free_loopback_port, sandbox_stats, wait_until_serving
+    from integrations.epilot_sandbox import sandbox_stats
 
-    port = free_loopback_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen([sys.executable, "manage.py", "epilot_sandbox", "--port", str(port), "--db", str(sandbox_db)],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, url = start_sandbox_server(sandbox_db)
     try:
-        wait_until_serving(url)
-        os.environ.update({"DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING", "EPILOT_API_URL": url,
-                           "EPILOT_API_TOKEN": "", "DEBUG": "false"})
-        os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'app.sqlite3'}")
-        import django
-
-        django.setup()
-        from config.tuning import tune_process
-
-        tune_process()
-        from django.core.management import call_command
+        use_django_against(url, workdir)
         from django.db import connection
 
-        call_command("migrate", verbosity=0)
         from projects.models import (
             AusbauProject,
             Contact,

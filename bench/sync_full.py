@@ -197,6 +197,36 @@ def touch_one_percent(sandbox_db: Path, entities: int) -> int:
     return len(ids)
 
 
+def start_sandbox_server(sandbox_db: Path) -> tuple[subprocess.Popen, str]:
+    """The standalone sandbox serving `sandbox_db` on a free loopback port, once it answers; (process, origin)."""
+    from integrations.epilot_sandbox import free_loopback_port, wait_until_serving
+
+    port = free_loopback_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING"}
+    server = subprocess.Popen([sys.executable, "manage.py", "epilot_sandbox", "--port", str(port), "--db", str(sandbox_db)],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until_serving(url)
+    return server, url
+
+
+def use_django_against(url: str, workdir: Path) -> None:
+    """Set Django up in this process against the sandbox at `url` (DATABASE_URL, else a fresh SQLite file), tuned as a
+    worker process is, and migrated."""
+    os.environ.update({"DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING", "EPILOT_API_URL": url,
+                       "EPILOT_API_TOKEN": "", "DEBUG": "false"})
+    os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'app.sqlite3'}")
+    import django
+
+    django.setup()
+    from config.tuning import tune_process
+
+    tune_process()  # as a Celery worker process does when it starts
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
 def seed(sandbox_db: Path, args: argparse.Namespace) -> None:
     if args.shape == "sandbox":
         counts = ["--contacts", str(args.entities * 6 // 10), "--opportunities", str(args.entities * 3 // 10),
@@ -234,15 +264,10 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-sync-"))
     sandbox_db = workdir / "sandbox.sqlite3"
     seed(sandbox_db, args)
-    from integrations.epilot_sandbox import free_loopback_port, sandbox_stats, wait_until_serving
+    from integrations.epilot_sandbox import sandbox_stats
 
-    port = free_loopback_port()
-    url = f"http://127.0.0.1:{port}"
-    base_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen([sys.executable, "manage.py", "epilot_sandbox", "--port", str(port), "--db", str(sandbox_db)],
-                              cwd=ROOT, env=base_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, url = start_sandbox_server(sandbox_db)
     try:
-        wait_until_serving(url)
         if args.latency:
             urllib.request.urlopen(urllib.request.Request(
                 f"{url}/__sandbox__/faults", method="POST", headers={"Content-Type": "application/json"},
@@ -251,19 +276,9 @@ def main() -> None:
         floor_seconds, floor_entities, floor_pages = floor["seconds"], floor["entities"], floor["pages"]
         executions_floor_seconds, executions_floor_requests = floor["executions_seconds"], floor["requests"]
         epilot_executions = floor["executions"]  # of every entity with a `workflows` attribute, none for some
-        os.environ.update({"DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING", "EPILOT_API_URL": url,
-                           "EPILOT_API_TOKEN": "", "DEBUG": "false"})
-        os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'app.sqlite3'}")
-        import django
-
-        django.setup()
-        from config.tuning import tune_process
-
-        tune_process()  # as a Celery worker process does when it starts
-        from django.core.management import call_command
+        use_django_against(url, workdir)
         from django.db import connection
 
-        call_command("migrate", verbosity=0)
         from projects.models import (
             AusbauProject,
             Contact,
