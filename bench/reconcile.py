@@ -61,25 +61,10 @@ def main() -> None:
         use_django_against(url, workdir)
         from django.db import connection
 
-        from projects.models import (
-            AusbauProject,
-            Contact,
-            GenericEntity,
-            Opportunity,
-            OpportunityItem,
-            Order,
-            PendingExecutionRead,
-            Reconciliation,
-            SyncRun,
-            SyncState,
-            WorkflowExecution,
-        )
+        from projects.models import SyncRun
         from projects.services.reconcile import reconcile
         from projects.services.sync import sync_run
 
-        for model in (AusbauProject, WorkflowExecution, Order, Opportunity, OpportunityItem, Contact, GenericEntity, SyncState,
-                      PendingExecutionRead, Reconciliation):
-            model.objects.all().delete()
         started = time.perf_counter()
         full = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True)
         full_seconds = time.perf_counter() - started

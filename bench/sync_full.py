@@ -212,7 +212,7 @@ def start_sandbox_server(sandbox_db: Path) -> tuple[subprocess.Popen, str]:
 
 def use_django_against(url: str, workdir: Path) -> None:
     """Set Django up in this process against the sandbox at `url` (DATABASE_URL, else a fresh SQLite file), tuned as a
-    worker process is, and migrated."""
+    worker process is, migrated, with the mirror empty."""
     os.environ.update({"DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING", "EPILOT_API_URL": url,
                        "EPILOT_API_TOKEN": "", "DEBUG": "false"})
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'app.sqlite3'}")
@@ -225,6 +225,22 @@ def use_django_against(url: str, workdir: Path) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    from projects.models import (
+        AusbauProject,
+        Contact,
+        GenericEntity,
+        Opportunity,
+        OpportunityItem,
+        Order,
+        PendingExecutionRead,
+        Reconciliation,
+        SyncState,
+        WorkflowExecution,
+    )
+
+    for model in (AusbauProject, WorkflowExecution, Order, Opportunity, OpportunityItem, Contact, GenericEntity, SyncState,
+                  PendingExecutionRead, Reconciliation):
+        model.objects.all().delete()  # an earlier run's mirror (on PostgreSQL the database outlives the run)
 
 
 def seed(sandbox_db: Path, args: argparse.Namespace) -> None:
@@ -279,23 +295,8 @@ def main() -> None:
         use_django_against(url, workdir)
         from django.db import connection
 
-        from projects.models import (
-            AusbauProject,
-            Contact,
-            GenericEntity,
-            Opportunity,
-            OpportunityItem,
-            Order,
-            PendingExecutionRead,
-            SyncRun,
-            SyncState,
-            WorkflowExecution,
-        )
+        from projects.models import AusbauProject, Order, SyncRun
         from projects.services.sync import sync_run
-
-        for model in (AusbauProject, WorkflowExecution, Order, Opportunity, OpportunityItem, Contact, GenericEntity, SyncState,
-                      PendingExecutionRead):
-            model.objects.all().delete()
 
         profiler = cProfile.Profile() if args.profile else None
         statements = StatementTimes()

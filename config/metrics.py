@@ -85,17 +85,7 @@ def exposition(collectors: Iterable[Collector] = ()) -> tuple[bytes, str]:
         from prometheus_client import REGISTRY as process_registry
 
         registry = CollectorRegistry()
-        registry.register(_Everything(process_registry))
+        registry.register(process_registry)  # a registry is a collector: scrape-time collectors join it per request
     for collector in collectors:
         registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST
-
-
-class _Everything(Collector):
-    """The process's default registry as one collector, so that scrape-time collectors can join it per request."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-
-    def collect(self):
-        return self.registry.collect()

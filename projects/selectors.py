@@ -11,7 +11,7 @@ from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from projects.mirror.schemas import CORE_SCHEMAS, configured_schemas, model_for
+from projects.mirror.schemas import configured_schemas, mirrored_rows
 from projects.models import (
     AreaAddress,
     AusbauProject,
@@ -300,9 +300,8 @@ def sync_status() -> list[dict]:
                      .values_list("schemas", "finished_at")[:20])
     result = []
     for schema in configured_schemas():
-        model = model_for(schema)
-        live = model.objects.filter(epilot_deleted_at__isnull=True)
-        mirror_count = (live if schema in CORE_SCHEMAS else live.filter(schema=schema)).count()
+        live = mirrored_rows(schema).filter(epilot_deleted_at__isnull=True)
+        mirror_count = live.count()
         reconciled = list(Reconciliation.objects.filter(schema=schema, status=Reconciliation.Status.SUCCEEDED)
                           .order_by("-started_at")[:2])
         latest = reconciled[0] if reconciled else None
@@ -324,8 +323,7 @@ def sync_status() -> list[dict]:
             "quarantined": quarantined,
             "executions_waiting": PendingExecutionRead.objects.filter(schema=schema).count(),
             "new_attributes": [{"name": a.name, "first_seen": a.first_seen,
-                                "entities": live.filter(payload__has_key=a.name).count() if schema in CORE_SCHEMAS
-                                else live.filter(schema=schema, payload__has_key=a.name).count()}
+                                "entities": live.filter(payload__has_key=a.name).count()}
                                for a in announced if not a.baseline],
             "changed_attributes": [{"name": a.name, "kind": a.kind, "previous_kind": a.previous_kind,
                                     "changed_at": a.kind_changed_at} for a in announced if a.kind_changed_at],

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import email.utils
-import itertools
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -98,8 +98,8 @@ class Transport:
         self._rng = random.Random(seed)
         self._write_budget = WriteBudget(writes_per_minute, clock=clock, sleep=sleep, window=write_window)
         self._observer = observer or CallObserver()
-        self._sent = itertools.count()
-        self._sent_so_far = 0
+        self._requests_sent = 0
+        self._count_lock = threading.Lock()
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json", "User-Agent": "ausbau-backoffice/1.0"}
         if org_id:
             headers["x-epilot-org-id"] = org_id
@@ -137,7 +137,8 @@ class Transport:
                 if waited:
                     self._observer.waited_for_budget(waited)
             sent_at = self._clock()
-            self._sent_so_far = next(self._sent) + 1
+            with self._count_lock:  # the client is shared by threads (read-ahead, execution reads)
+                self._requests_sent += 1
             error: errors.EpilotError
             retryable = False
             delay: float | None = None
@@ -191,7 +192,7 @@ class Transport:
     @property
     def requests_sent(self) -> int:
         """Attempts this client has sent (retries included), for the callers that account for their requests."""
-        return self._sent_so_far
+        return self._requests_sent
 
     def _service_of(self, base_url: str) -> str:
         """The service (entity, workflows_execution, ...) a base URL belongs to, for metrics."""

@@ -37,11 +37,11 @@ def record_drift(schema: str, attributes: set[tuple[str, str]], now: dt.datetime
     the start); `kind` keeps every type an attribute came as, comma-separated.
     """
     known = _load(schema)
-    baseline = not _has_synced(schema)
     for name, kind in attributes:
         kinds = known.get(name)
         if kinds is not None and (kind in kinds or kind == "null"):
             continue
+        baseline = not _has_synced(schema)  # asked only when something is new: a page like the ones before costs nothing
         if kinds is None:
             SchemaAttribute.objects.bulk_create([SchemaAttribute(
                 schema=schema, name=name[:200], kind=kind, first_seen=now, baseline=baseline or name in READ_BY_THE_MIRROR)],

@@ -95,9 +95,7 @@ def mirror_purged(schema: str, epilot_id: str) -> bool:
     model = model_for(schema)
     if not model.objects.filter(epilot_id=epilot_id, epilot_deleted_at__isnull=True).update(epilot_deleted_at=timezone.now()):
         return False
-    counts = MirrorChanges(deleted=1, kinds={(schema, epilot_id): "deleted"}, changed_refs=[(schema, epilot_id)])
-    counts.touch(schema, epilot_id)
-    announce(counts.as_event())
+    _announce_purged(schema, [epilot_id])
     return True
 
 
@@ -106,12 +104,17 @@ def mirror_purged_among(schema: str, candidates: list[str], pass_started: dt.dat
     are live and older than the pass, and announce it; returns those epilot ids."""
     purged = mark_purged_among(schema, candidates, pass_started=pass_started)
     if purged:
-        counts = MirrorChanges(deleted=len(purged), kinds={(schema, epilot_id): "deleted" for epilot_id in purged},
-                               changed_refs=[(schema, epilot_id) for epilot_id in purged])
-        for epilot_id in purged:
-            counts.touch(schema, epilot_id)
-        announce(counts.as_event())
+        _announce_purged(schema, purged)
     return purged
+
+
+def _announce_purged(schema: str, epilot_ids: list[str]) -> None:
+    """Announce entities just marked deleted as one change set."""
+    counts = MirrorChanges(deleted=len(epilot_ids), kinds={(schema, epilot_id): "deleted" for epilot_id in epilot_ids},
+                           changed_refs=[(schema, epilot_id) for epilot_id in epilot_ids])
+    for epilot_id in epilot_ids:
+        counts.touch(schema, epilot_id)
+    announce(counts.as_event())
 
 
 def mirror_after_write(*, refs: Iterable[tuple[str, str]], client: EpilotClient | None = None,

@@ -32,7 +32,7 @@ from projects.mirror.rows import (
     entity_row,
     has_nul,
 )
-from projects.mirror.schemas import CORE_SCHEMAS, model_for
+from projects.mirror.schemas import CORE_SCHEMAS, mirrored_rows, model_for
 from projects.models import (
     Contact,
     MirroredEntity,
@@ -407,25 +407,14 @@ def mark_purged_among(schema: str, candidates: list[str], *, pass_started: dt.da
 
 def mark_purged(schema: str, seen: set[str], *, pass_started: dt.datetime, chunk: int = PURGE_CHUNK) -> list[str]:
     """After a full pass: entities we mirror that epilot no longer returns at all were purged there; marks them
-    deleted (the time found) and returns their epilot ids.
+    deleted (see `mark_purged_among`) and returns their epilot ids.
 
-    Only entities mirrored before the pass began count: one a webhook brought in meanwhile may be
-    missing from the pass's pages (created after its search, or not yet in epilot's index). The
-    mirror's ids are read `chunk` at a time, each chunk at once (values_read_at_once).
+    The mirror's live ids are read `chunk` at a time, each chunk at once (values_read_at_once).
     """
-    model = model_for(schema)
-    queryset = model.objects.filter(epilot_deleted_at__isnull=True, synced_at__lt=pass_started)
-    if schema not in CORE_SCHEMAS:
-        queryset = queryset.filter(schema=schema)
-    missing: list[tuple[int, str]] = []
+    queryset = mirrored_rows(schema).filter(epilot_deleted_at__isnull=True, synced_at__lt=pass_started)
+    missing: list[str] = []
     after = 0
     while rows := values_read_at_once(queryset.filter(pk__gt=after).order_by("pk")[:chunk], "pk", "epilot_id"):
-        missing += [(pk, epilot_id) for pk, epilot_id in rows if epilot_id not in seen]
+        missing += [epilot_id for _pk, epilot_id in rows if epilot_id not in seen]
         after = max(pk for pk, _epilot_id in rows)
-    now = timezone.now()
-    for start in range(0, len(missing), 1000):
-        model.objects.filter(pk__in=[pk for pk, _id in missing[start:start + 1000]]).update(epilot_deleted_at=now,
-                                                                                             synced_at=now)
-    if missing:
-        logger.info("sync %s: %d entities purged in epilot marked deleted", schema, len(missing))
-    return [epilot_id for _pk, epilot_id in missing]
+    return mark_purged_among(schema, missing, pass_started=pass_started)

@@ -20,6 +20,12 @@ def model_for(schema: str) -> type[models.Model]:
     return {"contact": Contact, "opportunity": Opportunity, "order": Order}.get(schema, GenericEntity)
 
 
+def mirrored_rows(schema: str) -> models.QuerySet:
+    """The mirror's rows of `schema` (tombstones included): its own table, or its share of the generic one."""
+    model = model_for(schema)
+    return model.objects.all() if schema in CORE_SCHEMAS else model.objects.filter(schema=schema)
+
+
 def configured_schemas() -> list[str]:
     return [*CORE_SCHEMAS, *(s for s in settings.SYNC_EXTRA_SCHEMAS if s not in CORE_SCHEMAS)]
 

@@ -24,7 +24,6 @@ from prometheus_client.registry import Collector
 from config.celery import app
 from projects.models import QuarantinedEntity, StepJob, WebhookEvent, WorkflowStartJob
 from projects.selectors import SchemaHealth, sync_health
-from projects.services.webhooks import STUCK_AFTER_SECONDS
 
 
 @dataclass
@@ -106,6 +105,7 @@ def health_report(*, include_sync: bool = True) -> HealthReport:
 
 
 JOB_WAITING_MINUTES = 10
+STUCK_AFTER_SECONDS = 180  # for webhook events: the sweep runs every minute, and a claim lapses after two
 
 
 def waiting_work() -> dict[str, int]:

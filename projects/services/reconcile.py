@@ -19,7 +19,7 @@ from integrations.epilot import EpilotClient, EpilotError
 from projects.mirror.bulk import column_in, json_key, values_read_at_once
 from projects.mirror.drift import forget_known_attributes
 from projects.mirror.intake import mirror_entities, mirror_purged_among
-from projects.mirror.schemas import CORE_SCHEMAS, configured_schemas, model_for, validate_schemas
+from projects.mirror.schemas import configured_schemas, mirrored_rows, validate_schemas
 from projects.models import QuarantinedEntity, Reconciliation, SchemaAttribute, WebhookEvent, WebhookSubscription
 
 logger = logging.getLogger("projects.reconcile")
@@ -86,9 +86,7 @@ def _epilot_ids(client: EpilotClient, schema: str) -> tuple[dict[str, dt.datetim
 
 
 def _mirror_ids(schema: str) -> dict[str, dt.datetime | None]:
-    model = model_for(schema)
-    queryset = model.objects.order_by() if schema in CORE_SCHEMAS else model.objects.filter(schema=schema).order_by()
-    return dict(values_read_at_once(queryset, "epilot_id", "epilot_updated_at"))
+    return dict(values_read_at_once(mirrored_rows(schema).order_by(), "epilot_id", "epilot_updated_at"))
 
 
 def _quarantined(schema: str) -> dict[str, dt.datetime | None]:
@@ -104,9 +102,7 @@ def _quarantined(schema: str) -> dict[str, dt.datetime | None]:
 
 
 def _live_in_mirror(schema: str) -> int:
-    model = model_for(schema)
-    queryset = model.objects.filter(epilot_deleted_at__isnull=True)
-    return (queryset if schema in CORE_SCHEMAS else queryset.filter(schema=schema)).count()
+    return mirrored_rows(schema).filter(epilot_deleted_at__isnull=True).count()
 
 
 def _webhook_gaps(fetched: list[str], in_epilot: dict[str, dt.datetime | None]) -> int:
