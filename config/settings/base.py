@@ -1,6 +1,8 @@
 """Settings shared by every environment; everything that differs comes from the environment."""
 from pathlib import Path
 
+import xstatic.pkg.leaflet
+
 from kombu import Exchange, Queue
 
 from config.env import BASE_DIR, env
@@ -117,6 +119,13 @@ MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 # STATIC
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+# Leaflet (pinned in requirements.txt) is served from our own static files, never from a CDN.
+STATICFILES_DIRS = [("leaflet", xstatic.pkg.leaflet.BASE_DIR)]
+
+# MAP of a rollout area: without a tile server the buildings are drawn on a plain background and the browser asks
+# no other host. With one (e.g. https://tile.example.org/{z}/{x}/{y}.png) its tiles are shown under them.
+MAP_TILE_URL = env("MAP_TILE_URL", default="")
+MAP_TILE_ATTRIBUTION = env("MAP_TILE_ATTRIBUTION", default="")
 
 # ERRORS: reported to Sentry only when SENTRY_DSN is set (no personal data, secrets scrubbed; config/sentry.py).
 SENTRY_DSN = env("SENTRY_DSN", default="")
@@ -175,6 +184,8 @@ SPECTACULAR_SETTINGS = {
         "The status endpoint supports `ETag`/`If-None-Match` and `Last-Modified`/`If-Modified-Since`."
     ),
     "VERSION": "1.0.0",
+    "ENUM_NAME_OVERRIDES": {"StageEnum": "projects.models.areas.Stage.values",
+                            "MilestoneEnum": "projects.models.areas.Milestone.values"},
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

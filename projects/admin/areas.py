@@ -1,20 +1,24 @@
-"""Rollout areas in the admin: take-up against the quota, the phase board, the campaign list, the import."""
+"""Rollout areas in the admin: take-up against the quota, the funnel and the map, the phase board, the campaign list,
+the import; buildings; the funnel's milestone rules."""
 from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
+from django.templatetags.static import static
 from django.urls import path, reverse
 from django.utils import formats
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import content_disposition_header
 from django.utils.translation import gettext_lazy as _
 
@@ -22,7 +26,23 @@ from projects import models
 from projects.admin.base import ReadOnlyAdmin
 from projects.formatting import spreadsheet_safe
 from projects.selectors import area_figures, area_sections, unsigned_addresses
-from projects.services.areas import ImportRejected, area_addresses_import, read_address_file
+from projects.services.areas import STAGE_REACHED, ImportRejected, area_addresses_import, read_address_file
+from projects.services.funnel import (
+    STUCK,
+    STUCK_COLUMNS,
+    any_stuck,
+    area_funnel,
+    building_age_days,
+    building_entities,
+    buildings_geojson,
+    buildings_stage_counts,
+    funnel_recompute,
+    is_stuck,
+    rule_preview,
+    stuck_filter,
+    stuck_rows,
+)
+from projects.services.milestones import Rule
 from projects.validation import parse_id
 
 
@@ -71,6 +91,34 @@ def signed_chart(area: models.RolloutArea, figures: dict[str, Any]) -> str:
         line, first.isoformat(), last.isoformat())
 
 
+STAGE_COLOURS = {"in_scope": "#adb5bd", "signed": "#0d6efd", "passed": "#fd7e14", "connected": "#6f42c1",
+                 "activated": "#198754"}
+
+
+def weekly_funnel_chart(area: models.RolloutArea) -> str:
+    """Buildings that reached each stage, at the last snapshot of every ISO week (inline SVG lines)."""
+    by_week: dict[tuple[int, int], dict] = {}
+    for day, funnel in area.snapshots.exclude(funnel={}).order_by("day").values_list("day", "funnel"):
+        by_week[day.isocalendar()[:2]] = {"day": day, **funnel}
+    weeks = list(by_week.values())[-52:]
+    if not weeks:
+        return "–"
+    top = max([1, *(week.get("in_scope", [0, 0])[0] for week in weeks)])
+    step = 500 / max(len(weeks) - 1, 1)
+
+    def line(stage: str) -> str:
+        return " ".join(f"{40 + i * step:.1f},{170 - 150 * week.get(stage, [0, 0])[0] / top:.1f}"
+                        for i, week in enumerate(weeks))
+
+    lines = format_html_join("", '<polyline points="{}" fill="none" stroke="{}" stroke-width="2"><title>{}</title></polyline>',
+                             ((line(stage), STAGE_COLOURS[stage], label) for stage, label in models.Stage.choices))
+    return format_html('<svg id="funnel-chart" width="560" height="190" role="img" aria-label="{}">'
+                       '<line x1="40" x2="540" y1="170" y2="170" stroke="#adb5bd"/>{}'
+                       '<text x="4" y="184" font-size="11">{}</text><text x="540" y="184" font-size="11" text-anchor="end">{}'
+                       '</text><text x="4" y="24" font-size="11">{}</text></svg>', _("the funnel week by week"), lines,
+                       weeks[0]["day"].isoformat(), weeks[-1]["day"].isoformat(), top)
+
+
 class AddressImportForm(forms.Form):
     file = forms.FileField(label=_("Address list (CSV or XLSX)"),
                            help_text=_("Columns area, postal_code, street, house_number, units; a header row; ',' or ';'."))
@@ -83,8 +131,9 @@ class RolloutAreaAdmin(admin.ModelAdmin):
     list_display = ["name", "gauge", "signed_display", "missing_display", "days_left_display", "units_connected",
                     "addresses_in_scope"]
     search_fields = ["name"]
-    fields = ["name", "quota_percent", "deadline", "notes", "figures_panel", "phase_board", "chart", "campaign"]
-    readonly_fields = ["figures_panel", "phase_board", "chart", "campaign"]
+    fields = ["name", "quota_percent", "deadline", "notes", "figures_panel", "funnel_panel", "map_panel", "funnel_chart",
+              "phase_board", "chart", "campaign"]
+    readonly_fields = ["figures_panel", "funnel_panel", "map_panel", "funnel_chart", "phase_board", "chart", "campaign"]
     change_list_template = "admin/projects/rolloutarea/change_list.html"
 
     @admin.display(description=_("take-up against the quota"))
@@ -116,6 +165,52 @@ class RolloutAreaAdmin(admin.ModelAdmin):
                 (_("units connected"), figures["units_connected"])]
         body = format_html("<tr><th>{}</th><td>{}</td></tr>" * len(rows), *[value for row in rows for value in row])
         return format_html('<table id="area-figures">{}</table>', body)
+
+    @admin.display(description=_("from signed to switched on"))
+    def funnel_panel(self, obj: models.RolloutArea) -> str:
+        if not obj.pk:
+            return "–"
+        funnel = area_funnel(obj.pk)
+        labels = dict(models.Stage.choices)
+        stuck_labels = {"signed_not_passed": _("signed, not passed"), "passed_not_connected": _("passed, not connected"),
+                        "connected_not_activated": _("connected, not activated")}
+        buildings_url = reverse("admin:projects_areaaddress_changelist")
+        head = format_html_join("", "<th>{}</th>", ((labels[stage["key"]],) for stage in funnel.stages))
+        counts = format_html_join("", '<td><a href="{}?area__id__exact={}&amp;reached={}">{}</a> ({} {})</td>', (
+            (buildings_url, obj.pk, stage["key"], stage["buildings"], stage["units"], _("units")) for stage in funnel.stages))
+        conversion = format_html_join("", "<td>{}</td>", (
+            ("–" if stage["conversion_percent"] is None else f'{formats.number_format(stage["conversion_percent"], 1)} %',)
+            for stage in funnel.stages))
+        stuck = format_html_join(" · ", '<a href="{}?area__id__exact={}&amp;stuck={}">{}: {}</a> ({})', (
+            (buildings_url, obj.pk, name, stuck_labels[name], count,
+             _("after %(days)d days") % {"days": funnel.stuck_after_days[name]}) for name, count in funnel.stuck.items()))
+        csv_url = reverse("admin:projects_rolloutarea_stuck", args=[obj.pk, "csv"])
+        xlsx_url = reverse("admin:projects_rolloutarea_stuck", args=[obj.pk, "xlsx"])
+        return format_html('<table id="area-funnel"><tr>{}</tr><tr>{}</tr><tr>{}</tr></table><p id="area-stuck">{}: {} · '
+                           '<a href="{}">CSV</a> · <a href="{}">XLSX</a></p>', head, counts, conversion, _("stuck"), stuck,
+                           csv_url, xlsx_url)
+
+    @admin.display(description=_("map"))
+    def map_panel(self, obj: models.RolloutArea) -> str:
+        if not obj.pk:
+            return "–"
+        counts = buildings_stage_counts(obj.pk)
+        legend = format_html_join("", '<span class="legend"><svg width="12" height="12"><circle cx="6" cy="6" r="5" '
+                                  'fill="{}" stroke="#212529"/></svg> {}: {}</span> ',
+                                  ((STAGE_COLOURS[stage], label, counts.get(stage, 0)) for stage, label in models.Stage.choices))
+        return format_html(
+            '<link rel="stylesheet" href="{}"><div id="area-map" style="height:420px;max-width:900px;background:#f8f9fa" '
+            'data-geojson="{}" data-tiles="{}" data-attribution="{}" data-colours="{}" data-unlocated-label="{}"></div>'
+            '<div id="area-map-legend">{}</div>'
+            '<div id="area-unlocated"></div><script src="{}"></script><script src="{}"></script>',
+            static("leaflet/leaflet.css"), reverse("admin:projects_rolloutarea_buildings_geojson", args=[obj.pk]),
+            settings.MAP_TILE_URL, settings.MAP_TILE_ATTRIBUTION, json.dumps(STAGE_COLOURS),
+            _("Buildings without coordinates (not on the map):"), legend,
+            static("leaflet/leaflet.js"), static("projects/area_map.js"))
+
+    @admin.display(description=_("the funnel week by week"))
+    def funnel_chart(self, obj: models.RolloutArea) -> str:
+        return weekly_funnel_chart(obj) if obj.pk else "–"
 
     @admin.display(description=_("projects by phase"))
     def phase_board(self, obj: models.RolloutArea) -> str:
@@ -154,6 +249,10 @@ class RolloutAreaAdmin(admin.ModelAdmin):
             path("import/", self.admin_site.admin_view(self.import_view), name="projects_rolloutarea_import"),
             path("<path:object_id>/unsigned.<str:kind>", self.admin_site.admin_view(self.unsigned_view),
                  name="projects_rolloutarea_unsigned"),
+            path("<path:object_id>/stuck.<str:kind>", self.admin_site.admin_view(self.stuck_view),
+                 name="projects_rolloutarea_stuck"),
+            path("<path:object_id>/buildings.geojson", self.admin_site.admin_view(self.buildings_geojson_view),
+                 name="projects_rolloutarea_buildings_geojson"),
             *super().get_urls(),
         ]
 
@@ -191,38 +290,180 @@ class RolloutAreaAdmin(admin.ModelAdmin):
             raise PermissionDenied
         area = get_object_or_404(models.RolloutArea, pk=parse_id(object_id))
         rows = [[a.postal_code, a.street, a.house_number, a.units] for a in unsigned_addresses(area)]
-        header = ["postal_code", "street", "house_number", "units"]
-        rows = [[spreadsheet_safe(value) for value in row] for row in rows]
         filename = f"{area.name}-ohne-vertrag" if request.LANGUAGE_CODE.startswith("de") else f"{area.name}-unsigned"
-        if kind == "xlsx":
-            from openpyxl import Workbook
+        return spreadsheet_response(["postal_code", "street", "house_number", "units"], rows, filename, kind)
 
-            book = Workbook()
-            sheet = book.active
-            sheet.append(header)
-            for row in rows:
-                sheet.append(row)
-                for cell in sheet[sheet.max_row]:
-                    if isinstance(cell.value, str):
-                        cell.data_type = "s"  # a text cell, never a formula, whatever it starts with
-            buffer = io.BytesIO()
-            book.save(buffer)
-            response = HttpResponse(buffer.getvalue(),
-                                    content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
-            response["Content-Disposition"] = content_disposition_header(True, f"{filename}.xlsx")
-            return response
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(header)
-        writer.writerows(rows)
-        response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = content_disposition_header(True, f"{filename}.csv")
+    def stuck_view(self, request: HttpRequest, object_id: str, kind: str) -> HttpResponse:
+        """The area's stuck buildings (every list) as CSV or XLSX, oldest first in each list."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        area = get_object_or_404(models.RolloutArea, pk=parse_id(object_id))
+        filename = f"{area.name}-haengend" if request.LANGUAGE_CODE.startswith("de") else f"{area.name}-stuck"
+        return spreadsheet_response(STUCK_COLUMNS, stuck_rows(area.pk), filename, kind)
+
+    def buildings_geojson_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        """The map's data: buildings as points coloured by stage, the outline, the buildings without coordinates."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        area = get_object_or_404(models.RolloutArea, pk=parse_id(object_id))
+        return JsonResponse(buildings_geojson(area.pk, link=lambda b: reverse("admin:projects_areaaddress_change",
+                                                                              args=[b.pk])))
+
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def spreadsheet_response(header: list[str], rows: list[list[Any]], filename: str, kind: str) -> HttpResponse:
+    """Rows as a CSV or XLSX download; text never becomes a formula."""
+    rows = [[spreadsheet_safe(value) for value in row] for row in rows]
+    if kind == "xlsx":
+        from openpyxl import Workbook
+
+        book = Workbook()
+        sheet = book.active
+        sheet.append(header)
+        for row in rows:
+            sheet.append(row)
+            for cell in sheet[sheet.max_row]:
+                if isinstance(cell.value, str):
+                    cell.data_type = "s"  # a text cell, never a formula, whatever it starts with
+        buffer = io.BytesIO()
+        book.save(buffer)
+        response = HttpResponse(buffer.getvalue(), content_type=XLSX)
+        response["Content-Disposition"] = content_disposition_header(True, f"{filename}.xlsx")
         return response
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = content_disposition_header(True, f"{filename}.csv")
+    return response
+
+
+class ReachedFilter(admin.SimpleListFilter):
+    """Buildings that reached a stage, whatever came after (as the funnel counts them)."""
+
+    title = _("reached")
+    parameter_name = "reached"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return list(models.Stage.choices)
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        return queryset.filter(STAGE_REACHED[self.value()]) if self.value() in STAGE_REACHED else queryset
+
+
+class StuckFilter(admin.SimpleListFilter):
+    title = _("stuck")
+    parameter_name = "stuck"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("any", _("any stage")), ("signed_not_passed", _("signed, not passed")),
+                ("passed_not_connected", _("passed, not connected")),
+                ("connected_not_activated", _("connected, not activated"))]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        if self.value() == "any":
+            return queryset.filter(any_stuck())
+        return queryset.filter(stuck_filter(self.value())) if self.value() in STUCK else queryset
 
 
 @admin.register(models.AreaAddress)
-class AreaAddressAdmin(ReadOnlyAdmin):
-    list_display = ["street", "house_number", "postal_code", "units", "area"]
-    list_filter = ["area"]
+class BuildingAdmin(ReadOnlyAdmin):
+    """Each building of an area: its stage, the date of each milestone, what it waits on, its opportunities."""
+
+    list_display = ["street", "house_number", "postal_code", "units", "area", "stage_display", "since_display",
+                    "waiting_on"]
+    list_filter = ["area", "stage", ReachedFilter, StuckFilter]
     search_fields = ["street", "postal_code"]
     list_select_related = ["area"]
+    fields = ["area", "postal_code", "street", "house_number", "units", "stage_display", "signed_at", "passed_at",
+              "connected_at", "activated_at", "since_display", "waiting_on", "latitude", "longitude", "entities"]
+    readonly_fields = fields
+
+    @admin.display(description=_("stage"), ordering="stage")
+    def stage_display(self, obj: models.AreaAddress) -> str:
+        stuck = is_stuck(obj)
+        return format_html('<span style="color:{}">●</span> {}{}', STAGE_COLOURS[obj.stage], obj.get_stage_display(),
+                           format_html(' <strong class="bad">{}</strong>', _("stuck")) if stuck else "")
+
+    @admin.display(description=_("days at this stage"))
+    def since_display(self, obj: models.AreaAddress) -> str:
+        days = building_age_days(obj)
+        return "–" if days is None else str(days)
+
+    @admin.display(description=_("opportunities and orders"))
+    def entities(self, obj: models.AreaAddress) -> str:
+        opportunities, orders = building_entities(obj)
+        if not opportunities:
+            return "–"
+        rows = [(reverse("admin:projects_opportunity_change", args=[o.pk]), _("opportunity"), o, o.status)
+                for o in opportunities]
+        rows += [(reverse("admin:projects_order_change", args=[o.pk]), _("order"), o, o.status) for o in orders]
+        return format_html('<ul id="building-entities">{}</ul>',
+                           format_html_join("", '<li>{}: <a href="{}">{}</a> ({})</li>',
+                                            ((kind, url, entity, status) for url, kind, entity, status in rows)))
+
+
+class MilestoneRuleForm(forms.ModelForm):
+    class Meta:
+        model = models.MilestoneRule
+        fields = ["milestone", "definition", "step"]
+        widgets = {"definition": forms.Select}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        choices = [("", _("any workflow"))]
+        for epilot_id, name, engine in models.WorkflowDefinition.objects.filter(removed_in_epilot=False).order_by(
+                "name").values_list("epilot_id", "name", "engine"):
+            choices.append((epilot_id, f"{name} ({engine.upper()}, {epilot_id})"))
+        current = self.initial.get("definition") or ""
+        if current and current not in dict(choices):
+            choices.append((current, current))
+        self.fields["definition"].widget.choices = list(dict(choices).items())
+
+
+@admin.register(models.MilestoneRule)
+class MilestoneRuleAdmin(admin.ModelAdmin):
+    """Which completed step marks which milestone; saving or deleting a rule recomputes every building."""
+
+    form = MilestoneRuleForm
+    list_display = ["milestone", "definition_display", "step", "preview"]
+    list_filter = ["milestone"]
+
+    @admin.display(description=_("workflow"))
+    def definition_display(self, obj: models.MilestoneRule) -> str:
+        if not obj.definition:
+            return str(_("any workflow"))
+        definition = models.WorkflowDefinition.objects.filter(epilot_id=obj.definition).first()
+        return f"{definition.name} ({obj.definition})" if definition else obj.definition
+
+    @admin.display(description=_("buildings it marks"))
+    def preview(self, obj: models.MilestoneRule) -> int:
+        return rule_preview(Rule(obj.milestone, obj.definition, obj.step))
+
+    def save_model(self, request: HttpRequest, obj: models.MilestoneRule, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        transaction.on_commit(funnel_recompute)
+
+    def delete_model(self, request: HttpRequest, obj: models.MilestoneRule) -> None:
+        super().delete_model(request, obj)
+        transaction.on_commit(funnel_recompute)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        super().delete_queryset(request, queryset)
+        transaction.on_commit(funnel_recompute)
+
+
+@admin.register(models.FunnelSettings)
+class FunnelSettingsAdmin(admin.ModelAdmin):
+    """One row: after how many days a building counts as stuck."""
+
+    list_display = ["__str__", "signed_not_passed_days", "passed_not_connected_days", "connected_not_activated_days"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return super().has_add_permission(request) and not models.FunnelSettings.objects.exists()
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,4 +1,4 @@
-"""A CSV renderer for address lists (`?format=csv`), so spreadsheets open the campaign list directly."""
+"""CSV renderers for address and building lists (`?format=csv`), so spreadsheets open them directly."""
 from __future__ import annotations
 
 import csv
@@ -32,3 +32,8 @@ class AddressCsvRenderer(BaseRenderer):
         for row in data or []:
             writer.writerow([spreadsheet_safe(row.get(column, "")) for column in self.columns])
         return buffer.getvalue().encode()
+
+
+class BuildingCsvRenderer(AddressCsvRenderer):
+    columns = ["id", "postal_code", "street", "house_number", "units", "stage", "signed_at", "passed_at", "connected_at",
+               "activated_at", "days_at_stage", "stuck", "waiting_on", "latitude", "longitude"]

@@ -328,3 +328,60 @@ class SchemaSyncStatusSerializer(serializers.Serializer):
 
 class SyncStatusSerializer(serializers.Serializer):
     schemas = SchemaSyncStatusSerializer(many=True)
+
+
+STAGE_KEYS = ["in_scope", "signed", "passed", "connected", "activated"]
+STUCK_KEYS = ["signed_not_passed", "passed_not_connected", "connected_not_activated"]
+
+
+class FunnelStageSerializer(serializers.Serializer):
+    key = serializers.ChoiceField(choices=STAGE_KEYS)
+    buildings = serializers.IntegerField(min_value=0, help_text="buildings that reached this stage, whatever came after")
+    units = serializers.IntegerField(min_value=0, help_text="their units (Wohneinheiten)")
+    conversion_percent = serializers.FloatField(allow_null=True, help_text="buildings here per building of the stage before")
+
+
+class FunnelSerializer(serializers.Serializer):
+    """A rollout area's funnel from in scope to activated."""
+
+    stages = FunnelStageSerializer(many=True)
+    stuck = serializers.DictField(child=serializers.IntegerField(min_value=0),
+                                  help_text="buildings at a stage longer than allowed, by " + ", ".join(STUCK_KEYS))
+    stuck_after_days = serializers.DictField(child=serializers.IntegerField(min_value=1))
+
+
+class BuildingSerializer(serializers.Serializer):
+    """A building in scope of an area: its address, units, furthest stage and the date of each milestone."""
+
+    id = serializers.IntegerField()
+    area = serializers.IntegerField(source="area_id")
+    postal_code = serializers.CharField()
+    street = serializers.CharField()
+    house_number = serializers.CharField()
+    units = serializers.IntegerField(min_value=1)
+    stage = serializers.ChoiceField(choices=STAGE_KEYS)
+    signed_at = serializers.DateTimeField(allow_null=True)
+    passed_at = serializers.DateTimeField(allow_null=True)
+    connected_at = serializers.DateTimeField(allow_null=True)
+    activated_at = serializers.DateTimeField(allow_null=True)
+    days_at_stage = serializers.IntegerField(allow_null=True, help_text="days since the building reached its stage")
+    stuck = serializers.BooleanField()
+    waiting_on = serializers.CharField(help_text="the open step of a running workflow at the building")
+    latitude = serializers.FloatField(allow_null=True)
+    longitude = serializers.FloatField(allow_null=True)
+
+
+class MilestoneRuleSerializer(serializers.Serializer):
+    key = serializers.ChoiceField(choices=["passed", "connected", "activated"])
+    definition = serializers.CharField(max_length=64, allow_blank=True, required=False, default="",
+                                       help_text="epilot workflow definition (V1) or flow template (V2) id; empty: any")
+    step = serializers.CharField(max_length=300, help_text="the step's or task's name as epilot shows it")
+
+
+class MilestonesSerializer(serializers.Serializer):
+    """The milestone rules: a milestone is reached when any of its rules' steps is COMPLETED."""
+
+    milestones = MilestoneRuleSerializer(many=True, max_length=200)
+    stuck_after_days = serializers.DictField(child=serializers.IntegerField(min_value=1, max_value=3650), required=False,
+                                             help_text="days at a stage before a building counts as stuck, by "
+                                                       + ", ".join(STUCK_KEYS))

@@ -17,6 +17,8 @@ urlpatterns = [
          name="workflow-step-complete"),
     path("workflow-executions/<str:execution_id>/steps/<str:step_id>/", views.StepUpdateView.as_view(), name="workflow-step"),
     path("workflow-executions/<str:execution_id>/close/", views.ExecutionCloseView.as_view(), name="workflow-execution-close"),
+    path("funnel/", views.FunnelView.as_view(), name="funnel"),
+    path("funnel/milestones/", views.MilestonesView.as_view(), name="funnel-milestones"),
     path("sync/status/", views.SyncStatusView.as_view(), name="sync-status"),
     *router.urls,
 ]

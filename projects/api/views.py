@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 
 from projects.api import serializers as s
 from projects.api.filters import OpportunityFilter, OrderFilter, ProjectFilter, TaskFilter, WorkflowExecutionFilter
-from projects.api.renderers import AddressCsvRenderer
+from projects.api.renderers import AddressCsvRenderer, BuildingCsvRenderer
 from projects.models import (
     AusbauProject,
     MirroredStep,
@@ -33,6 +33,16 @@ from projects.models import (
 )
 from projects.selectors import area_figures, definition_by_epilot_id, sync_status, tasks_with_project, unsigned_addresses
 from projects.services.conversion import opportunity_convert
+from projects.services.funnel import (
+    RulesRejected,
+    area_funnel,
+    building_age_days,
+    buildings_of,
+    is_stuck,
+    milestone_rules_replace,
+    stuck_after_days,
+)
+from projects.services.milestones import milestone_rules
 from projects.services.steps import ASSIGN, COMPLETE, SET_DUE, StepChange, StepResult, execution_close, step_change
 from projects.services.workflows import project_workflow_target, workflow_start
 from projects.validation import parse_id
@@ -378,6 +388,82 @@ class AreaViewSet(MirrorViewSet):
         self.ordering = ["id"]
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(rows(page))
+
+
+    @extend_schema(summary="The area's funnel: buildings and units per stage, conversion, stuck buildings (scope: read)",
+                   responses={200: s.FunnelSerializer})
+    @action(detail=True, methods=["get"], url_path="funnel", filter_backends=[], pagination_class=None)
+    def funnel(self, request: Request, pk: str | None = None) -> Response:
+        return Response(s.FunnelSerializer(vars(area_funnel(self._area(pk).pk))).data)
+
+    @extend_schema(summary="The area's buildings with their stage and milestones; ?stage=, ?stuck=, ?format=csv",
+                   parameters=[OpenApiParameter("stage", OpenApiTypes.STR, enum=s.STAGE_KEYS),
+                               OpenApiParameter("stuck", OpenApiTypes.STR, enum=["true", "false"]),
+                               OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "csv"])],
+                   responses={200: s.BuildingSerializer(many=True)})
+    @action(detail=True, methods=["get"], url_path="buildings", filter_backends=[],
+            renderer_classes=[JSONRenderer, BuildingCsvRenderer])
+    def buildings(self, request: Request, pk: str | None = None) -> Response:
+        area = self._area(pk)
+        stage, stuck = request.query_params.get("stage"), request.query_params.get("stuck")
+        if stage not in (None, *s.STAGE_KEYS):
+            raise exceptions.ValidationError({"stage": [f"Use one of {', '.join(s.STAGE_KEYS)}."]})
+        if stuck not in (None, "true", "false"):
+            raise exceptions.ValidationError({"stuck": ["Use true or false."]})
+        now, days = timezone.now(), stuck_after_days()
+        queryset = buildings_of(area.pk, stage=stage, stuck=None if stuck is None else stuck == "true", now=now)
+
+        def rows(items: Any) -> list[dict[str, Any]]:
+            return [s.BuildingSerializer({**vars(b), "days_at_stage": building_age_days(b, now=now),
+                                          "stuck": is_stuck(b, now=now, days=days)}).data for b in items]
+
+        if request.accepted_renderer.format == "csv":
+            return Response(rows(queryset.iterator(chunk_size=2000)),
+                            headers={"Content-Disposition": f'attachment; filename="area-{area.pk}-buildings.csv"'})
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(rows(page))
+
+    def get_permissions(self) -> list[Any]:
+        # The funnel holds no household's address: any reading tool may have it.
+        self.default_scope = "read" if self.action == "funnel" else "areas"
+        return super().get_permissions()
+
+
+class FunnelView(APIView):
+    """The funnel of all areas together (scope: read)."""
+
+    @extend_schema(summary="The funnel of all rollout areas together (scope: read)", responses={200: s.FunnelSerializer})
+    def get(self, request: Request) -> Response:
+        return Response(s.FunnelSerializer(vars(area_funnel(None))).data)
+
+
+class MilestonesView(WriteView):
+    """The funnel's milestone rules: GET (scope: read), PUT replaces them all (scope: configuration)."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        self.default_scope = "configuration" if request.method not in ("GET", "HEAD", "OPTIONS") else "read"
+        super().initial(request, *args, **kwargs)
+
+    @staticmethod
+    def document() -> dict[str, Any]:
+        return {"milestones": [{"key": r.milestone, "definition": r.definition, "step": r.step} for r in milestone_rules()],
+                "stuck_after_days": stuck_after_days()}
+
+    @extend_schema(summary="The milestone rules of the funnel (scope: read)", responses={200: s.MilestonesSerializer})
+    def get(self, request: Request) -> Response:
+        return Response(self.document())
+
+    @extend_schema(summary="Replace the milestone rules and recompute every building (scope: configuration)",
+                   request=s.MilestonesSerializer, responses={200: s.MilestonesSerializer})
+    def put(self, request: Request) -> Response:
+        payload = s.MilestonesSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            milestone_rules_replace(payload.validated_data["milestones"],
+                                    stuck_days=payload.validated_data.get("stuck_after_days"), actor=self.actor(request))
+        except RulesRejected as exc:
+            raise exceptions.ValidationError({"milestones": exc.errors}) from None
+        return Response(self.document())
 
 
 class SyncStatusView(APIView):

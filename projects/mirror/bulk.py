@@ -318,8 +318,10 @@ def values_read_at_once(queryset: models.QuerySet, *fields: str, flat: bool = Fa
                               else (lambda value: connection.ops.convert_datetimefield_value(value, None, connection)))
         elif isinstance(field, (models.CharField, models.TextField)) or field.get_internal_type() in _INTEGER_TYPES:
             converters.append(None)
+        elif isinstance(field, models.FloatField):
+            converters.append(lambda value: None if value is None else float(value))  # JSON writes 7.0 as 7
         else:
-            raise TypeError(f"values_read_at_once reads texts, integers and dates, not {name} ({type(field).__name__})")
+            raise TypeError(f"values_read_at_once reads texts, numbers and dates, not {name} ({type(field).__name__})")
     if flat and len(fields) != 1:
         raise TypeError("values_read_at_once reads one field when flat")
     if connection.vendor != "sqlite":

@@ -22,7 +22,8 @@ MAX_PAYLOAD_BYTES = 512 * 1024
 COMMON_FIELDS = ["title", "status", "tags", "epilot_created_at", "epilot_updated_at", "epilot_deleted_at", "payload", "synced_at"]
 EXTRA_FIELDS: dict[str, list[str]] = {
     "contact": ["email"],
-    "opportunity": ["customer_epilot_id", "street", "postal_code", "city", "address_key", "budget"],
+    "opportunity": ["customer_epilot_id", "street", "postal_code", "city", "address_key", "budget", "latitude",
+                    "longitude"],
     "order": ["amount_total", "currency", "opportunity_epilot_id"],
 }
 
@@ -72,6 +73,7 @@ def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
         row["address_key"] = address_key(row["postal_code"], as_text(address.get("street")),
                                           as_text(address.get("street_number")))[:240]
         row["budget"] = as_decimal(payload.get("budget"), "budget")
+        row["latitude"], row["longitude"] = coordinates_of(address) or (None, None)
     elif schema == "order":
         amount = payload.get("amount_total")
         if amount is not None and (isinstance(amount, bool) or not isinstance(amount, (int, float))):
@@ -100,6 +102,43 @@ def first_address(payload: dict[str, Any]) -> dict[str, Any]:
         if not key.startswith("_") and isinstance(candidate, dict) and {"street", "postal_code", "city"} & set(candidate):
             return candidate
     return {}
+
+
+def coordinates_of(address: dict[str, Any]) -> tuple[float, float] | None:
+    """(latitude, longitude) of an epilot address, from `coordinates` or `geo`; None when absent or unreadable.
+
+    Read leniently, as tenants fill it differently: "lat,lng" text, an object with lat/lng (lon, latitude,
+    longitude), a GeoJSON point ([lng, lat]) or a [lat, lng] pair. A map is optional; a bad value never quarantines.
+    """
+    for name in ("coordinates", "geo"):
+        value = address.get(name)
+        if isinstance(value, dict) and isinstance(value.get("coordinates"), list):  # GeoJSON Point
+            point = value["coordinates"][:2]
+            pair = (point[1], point[0]) if len(point) == 2 else None
+        elif isinstance(value, dict):
+            lat = next((value[k] for k in ("lat", "latitude") if k in value), None)
+            lng = next((value[k] for k in ("lng", "lon", "long", "longitude") if k in value), None)
+            pair = (lat, lng)
+        elif isinstance(value, str) and value.count(",") == 1:
+            pair = tuple(part.strip() for part in value.split(","))
+        elif isinstance(value, list) and len(value) == 2:
+            pair = tuple(value)
+        else:
+            pair = None
+        located = _as_point(pair)
+        if located:
+            return located
+    return None
+
+
+def _as_point(pair: Any) -> tuple[float, float] | None:
+    try:
+        lat, lng = (float(part) for part in pair)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(lat) and math.isfinite(lng)) or not (-90 <= lat <= 90 and -180 <= lng <= 180) or (lat, lng) == (0, 0):
+        return None
+    return lat, lng
 
 
 def as_text(value: Any) -> str:

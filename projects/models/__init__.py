@@ -3,7 +3,7 @@
 Mirrored rows are written only by the sync engine (projects/services/sync.py); changes go to
 epilot through services and come back on the next sync.
 """
-from projects.models.areas import AreaAddress, AreaSnapshot, RolloutArea
+from projects.models.areas import AreaAddress, AreaSnapshot, FunnelSettings, Milestone, MilestoneRule, RolloutArea, Stage
 from projects.models.ausbau import AusbauProject
 from projects.models.backoffice import ApiClient, AutomationRecipe, AutomationRule, Conversion, EpilotWrite, RuleFiring
 from projects.models.entities import Contact, GenericEntity, MirroredEntity, Opportunity, OpportunityItem, Order, PayloadField
@@ -29,7 +29,10 @@ __all__ = [
     "Contact",
     "Conversion",
     "EpilotWrite",
+    "FunnelSettings",
     "GenericEntity",
+    "Milestone",
+    "MilestoneRule",
     "MirroredEntity",
     "MirroredStep",
     "Opportunity",
@@ -43,6 +46,7 @@ __all__ = [
     "RuleFiring",
     "SchemaAttribute",
     "StaffProfile",
+    "Stage",
     "StepJob",
     "StepJobItem",
     "SyncRun",

@@ -18,6 +18,8 @@ class RolloutArea(models.Model):
     units_signed = models.PositiveIntegerField(_("units signed"), default=0)
     units_connected = models.PositiveIntegerField(_("units connected"), default=0)
     projects_by_phase = models.JSONField(_("projects by phase"), default=dict, blank=True)
+    outline = models.JSONField(_("outline"), null=True, blank=True,
+                               help_text=_("GeoJSON polygon imported with the address list; else the hull of its buildings"))
     figures_at = models.DateTimeField(_("figures computed"), null=True, blank=True)
 
     class Meta:
@@ -29,8 +31,19 @@ class RolloutArea(models.Model):
         return self.name
 
 
+class Stage(models.TextChoices):
+    """How far a building came, in the order of the build."""
+
+    IN_SCOPE = "in_scope", _("in scope")
+    SIGNED = "signed", _("signed")
+    PASSED = "passed", _("passed")
+    CONNECTED = "connected", _("connected")
+    ACTIVATED = "activated", _("activated")
+
+
 class AreaAddress(models.Model):
-    """A household address in scope of an area; `key` is its normalised form, as opportunities are matched on."""
+    """A building in scope of an area (an address with its units); `key` is its normalised form, as opportunities are
+    matched on."""
 
     area = models.ForeignKey(RolloutArea, verbose_name=_("rollout area"), on_delete=models.CASCADE, related_name="addresses")
     postal_code = models.CharField(_("postal code"), max_length=10)
@@ -46,10 +59,23 @@ class AreaAddress(models.Model):
     projects_construction = models.PositiveIntegerField(_("projects in construction"), default=0)
     projects_completed = models.PositiveIntegerField(_("completed projects"), default=0)
     projects_cancelled = models.PositiveIntegerField(_("cancelled projects"), default=0)
+    # The building's way through the build (services/funnel.py): the furthest stage and when each milestone was
+    # reached, as epilot reports the completion of the step that marks it.
+    stage = models.CharField(_("stage"), max_length=12, choices=Stage.choices, default=Stage.IN_SCOPE, db_index=True)
+    signed_at = models.DateTimeField(_("signed"), null=True, blank=True)
+    passed_at = models.DateTimeField(_("passed"), null=True, blank=True)
+    connected_at = models.DateTimeField(_("connected"), null=True, blank=True)
+    activated_at = models.DateTimeField(_("activated"), null=True, blank=True)
+    waiting_on = models.CharField(_("waiting on"), max_length=300, blank=True,
+                                  help_text=_("the open step of a running workflow at the building"))
+    latitude = models.FloatField(_("latitude"), null=True, blank=True)
+    longitude = models.FloatField(_("longitude"), null=True, blank=True)
+    located_by_import = models.BooleanField(_("coordinates imported"), default=False,
+                                            help_text=_("the coordinates came with the address list, not from epilot"))
 
     class Meta:
-        verbose_name = _("address in scope")
-        verbose_name_plural = _("addresses in scope")
+        verbose_name = _("building")
+        verbose_name_plural = _("buildings")
         ordering = ["area", "street", "house_number"]
         constraints = [models.UniqueConstraint(fields=["area", "key"], name="an_address_once_per_area")]
 
@@ -58,12 +84,56 @@ class AreaAddress(models.Model):
 
 
 class AreaSnapshot(models.Model):
-    """Units signed in an area on a day, for the take-up chart."""
+    """Units signed in an area on a day, for the take-up chart, and its funnel that day (buildings and units per
+    stage), for the funnel over time."""
 
     area = models.ForeignKey(RolloutArea, verbose_name=_("rollout area"), on_delete=models.CASCADE, related_name="snapshots")
     day = models.DateField(_("day"))
     units_signed = models.PositiveIntegerField(_("units signed"))
+    funnel = models.JSONField(_("funnel"), default=dict, blank=True)
 
     class Meta:
         ordering = ["area", "day"]
         constraints = [models.UniqueConstraint(fields=["area", "day"], name="one_snapshot_per_area_and_day")]
+
+
+class Milestone(models.TextChoices):
+    """The milestones of the build a workflow step marks (`signed` comes from the orders)."""
+
+    PASSED = "passed", _("passed (fibre in the street)")
+    CONNECTED = "connected", _("connected (house connection built)")
+    ACTIVATED = "activated", _("activated (service live)")
+
+
+class MilestoneRule(models.Model):
+    """A milestone is reached when this step is COMPLETED on a workflow of this definition (V1) or flow template (V2)
+    running on an opportunity at the building, or on an order of one. Several rules may mark one milestone."""
+
+    milestone = models.CharField(_("milestone"), max_length=12, choices=Milestone.choices)
+    definition = models.CharField(_("workflow (epilot id)"), max_length=64, blank=True,
+                                  help_text=_("the definition or flow template id; empty: any workflow"))
+    step = models.CharField(_("step"), max_length=300, help_text=_("the step's or task's name as in epilot"))
+
+    class Meta:
+        verbose_name = _("milestone rule")
+        verbose_name_plural = _("milestone rules")
+        ordering = ["milestone", "definition", "step"]
+        constraints = [models.UniqueConstraint(fields=["milestone", "definition", "step"], name="a_milestone_rule_once")]
+
+    def __str__(self) -> str:
+        return f"{self.get_milestone_display()}: {self.step}"
+
+
+class FunnelSettings(models.Model):
+    """After how many days a building counts as stuck between two milestones (one row)."""
+
+    signed_not_passed_days = models.PositiveIntegerField(_("signed, not passed after (days)"), default=90)
+    passed_not_connected_days = models.PositiveIntegerField(_("passed, not connected after (days)"), default=60)
+    connected_not_activated_days = models.PositiveIntegerField(_("connected, not activated after (days)"), default=14)
+
+    class Meta:
+        verbose_name = _("funnel settings")
+        verbose_name_plural = _("funnel settings")
+
+    def __str__(self) -> str:
+        return str(_("funnel settings"))

@@ -204,12 +204,13 @@ class ApiClient(models.Model):
         AREAS = "areas", _("Read rollout areas and their addresses")
         STEPS = "steps", _("Work steps (complete, assign, due dates)")
         WORKFLOWS = "workflows", _("Start, convert and close workflows")
+        CONFIGURATION = "configuration", _("Change the rollout's configuration (the funnel's milestones)")
         WRITE = "write", _("Steps and workflows (tokens made before the finer scopes)")
 
     name = models.CharField(_("name"), max_length=200, unique=True)
     token_prefix = models.CharField(_("token prefix"), max_length=16, unique=True, editable=False)
     token_hash = models.CharField(_("token hash"), max_length=64, editable=False)
-    scopes = models.JSONField(_("scopes"), default=list, help_text=_("read, areas, steps, workflows"))
+    scopes = models.JSONField(_("scopes"), default=list, help_text=_("read, areas, steps, workflows, configuration"))
     throttle_rate = models.CharField(_("rate limit"),
         max_length=20, default="1200/min", help_text=_("requests per second/min/hour/day, e.g. 600/min")
     )

@@ -64,6 +64,8 @@ class Opportunity(MirroredEntity):
     address_key = models.CharField(_("address key"), max_length=240, blank=True, db_index=True,
                                    help_text=_("postal code, street and house number normalised, as rollout areas match them"))
     budget = models.DecimalField(_("budget"), max_digits=14, decimal_places=2, null=True, blank=True)
+    latitude = models.FloatField(_("latitude"), null=True, blank=True)
+    longitude = models.FloatField(_("longitude"), null=True, blank=True)
 
     class Meta(MirroredEntity.Meta):
         verbose_name = _("opportunity")

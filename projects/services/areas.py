@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,16 +23,18 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Min, Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from projects.mirror.addresses import address_key
 from projects.mirror.bulk import column_in, values_read_at_once
-from projects.models import AreaAddress, AreaSnapshot, AusbauProject, Opportunity, Order, RolloutArea
+from projects.models import AreaAddress, AreaSnapshot, AusbauProject, Opportunity, Order, RolloutArea, Stage
 from projects.services.errors import NotAllowed
+from projects.services.milestones import MILESTONES, BuildingMilestones, building_milestones
 
-COLUMNS = ["area", "postal_code", "street", "house_number", "units"]
+COLUMNS = ["area", "postal_code", "street", "house_number", "units"]  # and optionally lat, lon
 SIGNED_ORDER_STATUSES = ("placed", "completed")
 
 
@@ -109,9 +112,11 @@ def _check_header(header: list[str]) -> None:
 
 
 def area_addresses_import(rows: Iterable[tuple[int, dict[str, str]]], *, quota_percent: Decimal | None = None,
-                          deadline: dt.date | None = None) -> ImportResult:
+                          deadline: dt.date | None = None, outline: bytes | None = None) -> ImportResult:
     """Replace the address lists of the areas the rows name (creating areas as needed), all or nothing.
 
+    Optional columns `lat` and `lon` place a building on the map (else epilot's coordinates do); `outline`
+    is a GeoJSON polygon of the area (a FeatureCollection names each feature's area in `properties.area`).
     Raises ImportRejected naming every bad row by its line number; then nothing changes.
     """
     errors: list[str] = []
@@ -133,6 +138,9 @@ def area_addresses_import(rows: Iterable[tuple[int, dict[str, str]]], *, quota_p
             problems.append(_("postal code, street and house number are all needed"))
         elif len(row.get("postal_code", "")) > 10 or len(row.get("street", "")) > 200 or len(row.get("house_number", "")) > 20:
             problems.append(_("a value is too long"))
+        location = _location(row.get("lat", ""), row.get("lon", ""))
+        if location is None:
+            problems.append(_("lat and lon must both be decimal degrees (latitude -90 to 90, longitude -180 to 180)"))
         if any("\x00" in value for value in row.values()):
             problems.append(_("a value contains a NUL character"))
         elif key in by_area[area]:
@@ -140,15 +148,21 @@ def area_addresses_import(rows: Iterable[tuple[int, dict[str, str]]], *, quota_p
         if problems:
             errors.append(_("line %(line)d: %(problems)s") % {"line": line, "problems": ", ".join(problems)})
             continue
+        latitude, longitude = location or (None, None)
         by_area[area][key] = AreaAddress(postal_code=row["postal_code"], street=row["street"],
-                                         house_number=row["house_number"], units=units, key=key)
+                                         house_number=row["house_number"], units=units, key=key, latitude=latitude,
+                                         longitude=longitude, located_by_import=latitude is not None)
     if errors:
         raise ImportRejected(errors)
     if not by_area:
         raise ImportRejected([_("the file lists no addresses")])
+    outlines = read_outlines(outline, list(by_area)) if outline else {}
     with transaction.atomic():
         for name, addresses in by_area.items():
             area, _created = RolloutArea.objects.get_or_create(name=name)
+            if name in outlines:
+                area.outline = outlines[name]
+                area.save(update_fields=["outline"])
             if quota_percent is not None or deadline is not None:
                 if quota_percent is not None:
                     area.quota_percent = quota_percent
@@ -163,17 +177,79 @@ def area_addresses_import(rows: Iterable[tuple[int, dict[str, str]]], *, quota_p
     return ImportResult(areas={name: len(addresses) for name, addresses in by_area.items()})
 
 
+def _location(lat: str, lon: str) -> tuple[float, float] | tuple[None, None] | None:
+    """(lat, lon) of an import row; (None, None) when it has none; None when they are not coordinates."""
+    if not lat and not lon:
+        return None, None
+    try:
+        latitude, longitude = float(lat.replace(",", ".")), float(lon.replace(",", "."))
+    except ValueError:
+        return None
+    if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
+        return None
+    return latitude, longitude
+
+
+MAX_OUTLINE_POINTS = 10_000
+
+
+def read_outlines(content: bytes, areas: list[str]) -> dict[str, dict[str, Any]]:
+    """area name → GeoJSON Polygon or MultiPolygon from a GeoJSON file: a geometry or a Feature (for the one area
+    imported), or a FeatureCollection whose features name their area in `properties.area` (or `name`).
+
+    Raises ImportRejected when it is not such a file or names an area the import does not list.
+    """
+    try:
+        document = json.loads(content.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        raise ImportRejected([_("the outline is not a GeoJSON file")]) from None
+    features = document.get("features") if isinstance(document, dict) and document.get("type") == "FeatureCollection" \
+        else [document]
+    outlines: dict[str, dict[str, Any]] = {}
+    for feature in features if isinstance(features, list) else []:
+        if not isinstance(feature, dict):
+            continue
+        geometry = feature.get("geometry") if feature.get("type") == "Feature" else feature
+        properties = feature.get("properties") if isinstance(feature.get("properties"), dict) else {}
+        name = str(properties.get("area") or properties.get("name") or (areas[0] if len(areas) == 1 else ""))
+        if name not in areas:
+            raise ImportRejected([_("the outline names the area %(area)s, which the address list does not list")
+                                  % {"area": name or "–"}])
+        if not _is_polygon(geometry):
+            raise ImportRejected([_("the outline of %(area)s is not a GeoJSON Polygon or MultiPolygon in degrees")
+                                  % {"area": name}])
+        outlines[name] = {"type": geometry["type"], "coordinates": geometry["coordinates"]}
+    if not outlines:
+        raise ImportRejected([_("the outline holds no polygon")])
+    return outlines
+
+
+def _is_polygon(geometry: Any) -> bool:
+    if not isinstance(geometry, dict) or geometry.get("type") not in ("Polygon", "MultiPolygon"):
+        return False
+    polygons = geometry.get("coordinates")
+    polygons = [polygons] if geometry["type"] == "Polygon" else polygons
+    points = [point for polygon in polygons or [] if isinstance(polygon, list) for ring in polygon
+              if isinstance(ring, list) for point in ring]
+    return 0 < len(points) <= MAX_OUTLINE_POINTS and all(
+        isinstance(point, list) and len(point) >= 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                            for v in point[:2])
+        and -180 <= point[0] <= 180 and -90 <= point[1] <= 90 for point in points)
+
+
 PHASE_COLUMNS = {phase: f"projects_{phase}" for phase in AusbauProject.Phase.values}
-ADDRESS_FIGURES = ["signed", "connected", *PHASE_COLUMNS.values()]
+MILESTONE_COLUMNS = ["stage", "signed_at", "passed_at", "connected_at", "activated_at", "waiting_on", "latitude",
+                     "longitude"]
+ADDRESS_FIGURES = ["signed", "connected", *PHASE_COLUMNS.values(), *MILESTONE_COLUMNS]
 
 
 def areas_refresh(*, address_keys: Iterable[str] | None = None) -> int:
     """Recompute the figures of the addresses with these keys and the areas that list them (everything when None);
     returns how many areas were updated.
 
-    Each address keeps what it contributes (signed, connected, projects by phase); an area's figures
-    are their sums, added up by the database. A change therefore costs its own addresses and one sum
-    per area it touches. An area whose addresses were never computed is computed whole first.
+    Each address keeps what it contributes (signed, connected, projects by phase, its milestones); an
+    area's figures are their sums, added up by the database. A change therefore costs its own addresses
+    and one sum per area it touches. An area whose addresses were never computed is computed whole first.
     """
     if address_keys is None:
         areas = list(RolloutArea.objects.all())
@@ -192,29 +268,34 @@ def areas_refresh(*, address_keys: Iterable[str] | None = None) -> int:
         list(RolloutArea.objects.select_for_update().filter(pk__in=[area.pk for area in areas]).order_by("pk")
              .values_list("pk", flat=True))
         addresses = AreaAddress.objects.order_by()
+        columns = ("pk", "key", "located_by_import", *ADDRESS_FIGURES)
         if keys is None:
-            listed = list(addresses.values_list("pk", "key", *ADDRESS_FIGURES))
+            listed = list(addresses.values_list(*columns))
         else:
             never = [area.pk for area in areas if area.figures_at is None]
-            listed = list(addresses.filter(column_in(AreaAddress, "key", keys)).values_list("pk", "key", *ADDRESS_FIGURES))
+            listed = list(addresses.filter(column_in(AreaAddress, "key", keys)).values_list(*columns))
             if never:
-                listed += addresses.filter(column_in(AreaAddress, "area", never)).values_list("pk", "key", *ADDRESS_FIGURES)
-        _store_address_figures(listed, address_figures(None if keys is None else sorted({key for _pk, key, *_ in listed})))
+                listed += addresses.filter(column_in(AreaAddress, "area", never)).values_list(*columns)
+        _store_address_figures(listed, address_figures(None if keys is None else sorted({row[1] for row in listed})))
         _store_area_sums(areas, timezone.now())
     return len(areas)
 
 
 def address_figures(keys: list[str] | None) -> dict[str, tuple[Any, ...]]:
-    """key -> (signed, connected, projects per phase in PHASE_COLUMNS' order) for these address keys (all when None).
+    """key -> its figures in ADDRESS_FIGURES' order for these address keys (all when None).
 
     Signed: a live opportunity (not deleted, not `abgebrochen`) at the address has a signed order
-    (not deleted, `placed` or `completed`). Connected: a project at the address is `completed`.
+    (not deleted, `placed` or `completed`); signed since that order's creation in epilot. Connected: a
+    project at the address is `completed`. The stage and milestone dates: services/milestones.py.
     """
     live = Opportunity.objects.filter(epilot_deleted_at__isnull=True).exclude(status="abgebrochen").exclude(address_key="")
     projects = AusbauProject.objects.exclude(opportunity__address_key="")
+    signed: dict[str, Any] = {}
     if keys is None:
-        signed = set(live.filter(orders__epilot_deleted_at__isnull=True, orders__status__in=SIGNED_ORDER_STATUSES)
-                     .order_by().values_list("address_key", flat=True).distinct())
+        for key, since in (live.filter(orders__epilot_deleted_at__isnull=True, orders__status__in=SIGNED_ORDER_STATUSES)
+                           .order_by().values_list("address_key").annotate(
+                               since=Min(Coalesce("orders__epilot_created_at", "orders__synced_at")))):
+            signed[key] = since
     else:
         # From the opportunities at these addresses to their orders (both indexed), never from all signed orders.
         projects = projects.filter(opportunity__in=Opportunity.objects.filter(column_in(Opportunity, "address_key", keys)))
@@ -222,37 +303,56 @@ def address_figures(keys: list[str] | None) -> dict[str, tuple[Any, ...]]:
                                           "address_key"))
         orders = Order.objects.filter(column_in(Order, "opportunity", list(key_of)), epilot_deleted_at__isnull=True,
                                       status__in=SIGNED_ORDER_STATUSES).order_by()
-        signed = {key_of[owner] for owner in values_read_at_once(orders, "opportunity", flat=True)}
+        for owner, created, synced in values_read_at_once(orders, "opportunity", "epilot_created_at", "synced_at"):
+            since = created or synced
+            if key_of[owner] not in signed or since < signed[key_of[owner]]:
+                signed[key_of[owner]] = since
     phases_by_key: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(PHASE_COLUMNS, 0))
     for key, phase in projects.order_by().values_list("opportunity__address_key", "phase"):
         phases_by_key[key][phase] += 1
+    milestones = building_milestones(keys)
     figures = {}
-    for key in (keys if keys is not None else signed | set(phases_by_key)):
+    for key in (keys if keys is not None else set(signed) | set(phases_by_key) | set(milestones)):
         phases = phases_by_key.get(key) or dict.fromkeys(PHASE_COLUMNS, 0)
-        figures[key] = (key in signed, phases[AusbauProject.Phase.COMPLETED] > 0, *phases.values())
+        building = milestones.get(key) or BuildingMilestones()
+        reached = building.reached
+        stage = next((m for m in reversed(MILESTONES) if m in reached), Stage.SIGNED if key in signed else Stage.IN_SCOPE)
+        figures[key] = (key in signed, phases[AusbauProject.Phase.COMPLETED] > 0, *phases.values(), stage, signed.get(key),
+                        reached.get("passed"), reached.get("connected"), reached.get("activated"),
+                        "" if stage == Stage.ACTIVATED else building.waiting_on, building.latitude, building.longitude)
     return figures
 
 
-NOTHING = (False, False, *[0] * len(PHASE_COLUMNS))
+NOTHING = (False, False, *[0] * len(PHASE_COLUMNS), Stage.IN_SCOPE, None, None, None, None, "", None, None)
+LOCATION = slice(len(ADDRESS_FIGURES) - 2, None)  # latitude, longitude: kept when they were imported
 
 
 def _store_address_figures(listed: list[tuple[Any, ...]], figures: dict[str, tuple[Any, ...]]) -> None:
-    """Write the figures that changed: one UPDATE per distinct set of figures, the addresses' pks as one parameter."""
+    """Write the figures that changed: one UPDATE per set of figures several addresses share, the others in batches."""
     by_figures: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    for pk, key, *stored in listed:
+    for pk, key, located_by_import, *stored in listed:
         wanted = figures.get(key, NOTHING)
+        if located_by_import:
+            wanted = (*wanted[:LOCATION.start], *stored[LOCATION])
         if tuple(stored) != wanted:
             by_figures[wanted].append(pk)
+    one_by_one = []
     for wanted, pks in by_figures.items():
-        AreaAddress.objects.filter(column_in(AreaAddress, "id", pks)).update(**dict(zip(ADDRESS_FIGURES, wanted, strict=True)))
+        values = dict(zip(ADDRESS_FIGURES, wanted, strict=True))
+        if len(pks) == 1:
+            one_by_one.append(AreaAddress(pk=pks[0], **values))
+        else:
+            AreaAddress.objects.filter(column_in(AreaAddress, "id", pks)).update(**values)
+    AreaAddress.objects.bulk_update(one_by_one, ADDRESS_FIGURES, batch_size=500)
 
 
 def _store_area_sums(areas: list[RolloutArea], now: Any) -> None:
-    """Each area's figures as the database sums them over its addresses, and the day's snapshot."""
+    """Each area's figures as the database sums them over its addresses, and the day's snapshot with its funnel."""
     sums = {row["area"]: row for row in AreaAddress.objects.filter(column_in(AreaAddress, "area", [a.pk for a in areas]))
             .order_by().values("area").annotate(
                 all_units=Sum("units"), count=Count("id"), signed_units=Sum("units", filter=Q(signed=True)),
                 connected_units=Sum("units", filter=Q(connected=True)), **{f"sum_{c}": Sum(c) for c in PHASE_COLUMNS.values()})}
+    funnels = funnel_stages([area.pk for area in areas])
     today = timezone.localdate(now)
     for area in areas:
         row = sums.get(area.pk, {})
@@ -262,7 +362,37 @@ def _store_area_sums(areas: list[RolloutArea], now: Any) -> None:
             units_connected=row.get("connected_units") or 0, figures_at=now,
             projects_by_phase={phase: row[f"sum_{column}"] for phase, column in PHASE_COLUMNS.items()
                                if row.get(f"sum_{column}")})
-        AreaSnapshot.objects.update_or_create(area=area, day=today, defaults={"units_signed": signed})
+        AreaSnapshot.objects.update_or_create(area=area, day=today, defaults={
+            "units_signed": signed, "funnel": {stage["key"]: [stage["buildings"], stage["units"]]
+                                               for stage in funnels.get(area.pk, EMPTY_FUNNEL)}})
+
+
+STAGE_REACHED = {Stage.IN_SCOPE: Q(), Stage.SIGNED: Q(signed=True), Stage.PASSED: Q(passed_at__isnull=False),
+                 Stage.CONNECTED: Q(connected_at__isnull=False), Stage.ACTIVATED: Q(activated_at__isnull=False)}
+EMPTY_FUNNEL = [{"key": stage, "buildings": 0, "units": 0} for stage in STAGE_REACHED]
+
+
+def funnel_stages(area_ids: list[int] | None) -> dict[int | None, list[dict[str, Any]]]:
+    """area pk (None: all of these areas together) → buildings and units that reached each stage, in the build's
+    order; a building counts at every milestone it reached, whatever came after. All areas when `area_ids` is None."""
+    addresses = AreaAddress.objects.order_by()
+    if area_ids is not None:
+        addresses = addresses.filter(column_in(AreaAddress, "area", area_ids))
+    aggregates = {}
+    for stage, reached in STAGE_REACHED.items():
+        aggregates[f"{stage}_buildings"] = Count("id", filter=reached)
+        aggregates[f"{stage}_units"] = Sum("units", filter=reached)
+    rows = list(addresses.values("area").annotate(**aggregates))
+    result: dict[int | None, list[dict[str, Any]]] = {}
+    total = {stage: [0, 0] for stage in STAGE_REACHED}
+    for row in rows:
+        result[row["area"]] = [{"key": stage, "buildings": row[f"{stage}_buildings"], "units": row[f"{stage}_units"] or 0}
+                               for stage in STAGE_REACHED]
+        for stage in STAGE_REACHED:
+            total[stage][0] += row[f"{stage}_buildings"]
+            total[stage][1] += row[f"{stage}_units"] or 0
+    result[None] = [{"key": stage, "buildings": b, "units": u} for stage, (b, u) in total.items()]
+    return result
 
 
 def areas_on_projects_changed(sender: Any, opportunity_ids: set[int] | None, address_keys: set[str], **kwargs: Any) -> None:

@@ -4,6 +4,7 @@ from django.utils.html import format_html
 
 from projects.admin.areas import take_up_gauge
 from projects.selectors import areas_overview, dashboard_stats, epilot_user_id_of, sync_status, task_counts
+from projects.services.funnel import funnels_by_area
 from projects.services.health import health_report, waiting_work
 from projects.services.webhooks import webhook_health
 
@@ -38,7 +39,9 @@ def status_badge(value: str, label: str | None = None) -> str:
 @register.inclusion_tag("admin/projects/dashboard.html", takes_context=True)
 def ausbau_dashboard(context: dict) -> dict:
     user = context.get("user")
+    funnels = funnels_by_area()
     return {"stats": dashboard_stats(), "health": health_report(include_sync=False),
             "tasks": task_counts(epilot_user_id=epilot_user_id_of(user)),
-            "areas": [(area, figures, take_up_gauge(figures)) for area, figures in areas_overview()],
+            "areas": [(area, figures, take_up_gauge(figures), funnels.get(area.pk, ([], 0)))
+                      for area, figures in areas_overview()],
             "webhooks": webhook_health(), "waiting": waiting_work(), "completeness": sync_status()}
