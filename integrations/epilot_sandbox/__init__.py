@@ -3,6 +3,7 @@
 Plain Python (no Django); it runs in-process behind httpx.WSGITransport or as a loopback server.
 """
 from integrations.epilot_sandbox.app import FaultConfig, SandboxApp
+from integrations.epilot_sandbox.build_site import seed_build_site
 from integrations.epilot_sandbox.seed import (
     AUSBAU_DEFINITION_ID,
     HAUSANSCHLUSS_TEMPLATE_ID,
@@ -25,6 +26,7 @@ __all__ = [
     "is_seeded",
     "make_sandbox_server",
     "sandbox_stats",
+    "seed_build_site",
     "seed_bulk",
     "seed_demo",
     "wait_until_serving",

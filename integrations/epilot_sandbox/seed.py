@@ -175,8 +175,16 @@ DEMO_CONTACTS = {
 }
 
 
+# Where the demo's addresses lie in Wülfrath ("lat,lng", as the address attribute's `coordinates` carries it).
+DEMO_COORDINATES = {
+    "Nordstraße": "51.286900,7.037000", "Rohdenhauser Straße": "51.275800,7.055600", "Dorfstraße": "51.253400,7.033700",
+    "Flehenberger Weg": "51.289500,7.051800", "Fliethe": "51.282900,7.042600", "Kalkstraße": "51.287100,7.046300",
+    "Am Angerbach": "51.280100,7.025900", "Tiefenbacher Weg": "51.273100,7.062700",
+}
+
+
 def _address(street: str, number: str) -> dict[str, Any]:
-    return {
+    address = {
         "street": street,
         "street_number": number,
         "postal_code": "42489",
@@ -184,6 +192,9 @@ def _address(street: str, number: str) -> dict[str, Any]:
         "country": "DE",
         "_tags": ["billing"],
     }
+    if street in DEMO_COORDINATES:
+        address["coordinates"] = DEMO_COORDINATES[street]
+    return address
 
 
 def demo_documents(org_id: str = "739224") -> list[dict[str, Any]]:

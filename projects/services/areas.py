@@ -367,8 +367,8 @@ def _store_area_sums(areas: list[RolloutArea], now: Any) -> None:
                                                for stage in funnels.get(area.pk, EMPTY_FUNNEL)}})
 
 
-STAGE_REACHED = {Stage.IN_SCOPE: Q(), Stage.SIGNED: Q(signed=True), Stage.PASSED: Q(passed_at__isnull=False),
-                 Stage.CONNECTED: Q(connected_at__isnull=False), Stage.ACTIVATED: Q(activated_at__isnull=False)}
+STAGE_REACHED = {"in_scope": Q(), "signed": Q(signed=True), "passed": Q(passed_at__isnull=False),
+                 "connected": Q(connected_at__isnull=False), "activated": Q(activated_at__isnull=False)}
 EMPTY_FUNNEL = [{"key": stage, "buildings": 0, "units": 0} for stage in STAGE_REACHED]
 
 

@@ -16,6 +16,7 @@ from projects.models import (
     WorkflowExecution,
 )
 from projects.selectors import task_counts
+from projects.services.funnel import area_funnel
 
 pytestmark = pytest.mark.django_db
 
@@ -35,6 +36,14 @@ def test_the_demo_story_fills_every_card_and_list(admin_client) -> None:
     assert QuarantinedEntity.objects.filter(reason__contains="amount_total").exists()
     assert SyncRun.objects.filter(status=SyncRun.Status.SUCCEEDED).count() == 2
     assert EpilotWrite.objects.filter(actor="demo").count() >= 10
+
+    # Flandersbach is mid-build: buildings at every stage, some stuck, on the map with epilot's coordinates.
+    flandersbach = RolloutArea.objects.get(name="Flandersbach")
+    assert set(flandersbach.addresses.values_list("stage", flat=True)) == {"in_scope", "signed", "passed", "connected",
+                                                                           "activated"}
+    funnel = area_funnel(flandersbach.pk)
+    assert all(count > 0 for count in funnel.stuck.values()), funnel.stuck
+    assert not flandersbach.addresses.exclude(stage="in_scope").filter(latitude__isnull=True).exists()
 
     rohdenhaus = RolloutArea.objects.get(name="Rohdenhaus")
     assert rohdenhaus.units_signed > 0 and RolloutArea.objects.get(name="Düssel Ortskern").units_signed == 0

@@ -138,12 +138,13 @@ def test_a_building_with_two_opportunities(area) -> None:
     second = client.create_entity("opportunity", {
         "_title": "Zweite Wohnung Flehenberger Weg 7", "status": "ausstehend",
         "address": {"street": "Flehenberger Weg", "street_number": "7", "postal_code": "42489", "city": "Wülfrath",
-                    "coordinates": "51.2861, 7.0412"}})
+                    "coordinates": {"lat": 51.2861, "lng": 7.0412}}})
     sync_run(trigger=SyncRun.Trigger.COMMAND, client=client)
     complete_through(start("v1", "opportunity", second.id), "Tiefbau durchführen")
     both = building("Flehenberger Weg")
-    # Signed through the first opportunity's order, passed through the second's workflow, placed by epilot's address.
-    assert both.signed and both.stage == "passed" and (both.latitude, both.longitude) == (51.2861, 7.0412)
+    # Signed through the first opportunity's order, passed through the second's workflow, placed where the first
+    # opportunity's address says.
+    assert both.signed and both.stage == "passed" and (both.latitude, both.longitude) == (51.2895, 7.0518)
     funnel = area_funnel(area.pk)
     assert [(s["key"], s["buildings"], s["units"]) for s in funnel.stages] == [
         ("in_scope", 5, 30), ("signed", 2, 14), ("passed", 1, 4), ("connected", 0, 0), ("activated", 0, 0)]
@@ -293,16 +294,17 @@ def staff(group: str) -> User:
 def test_the_area_page_shows_the_funnel_and_a_map_served_by_us(area, client) -> None:
     milestone_rules_replace([PASSED], actor="test")
     complete_through(start("v1", "opportunity", demo_id("opportunity:rohdenhaus")), "Tiefbau durchführen")
-    AreaAddress.objects.filter(street="Rohdenhauser Straße").update(latitude=51.28, longitude=7.04)
     client.force_login(staff("Viewer"))
     page = client.get(reverse("admin:projects_rolloutarea_change", args=[area.pk]))
     text = page.content.decode()
     assert page.status_code == 200 and 'id="area-funnel"' in text and 'id="area-map"' in text
     assert "/static/leaflet/leaflet.js" in text and "https://" not in text.split('id="area-map"')[1].split("</script>")[0]
     points = client.get(reverse("admin:projects_rolloutarea_buildings_geojson", args=[area.pk])).json()
-    located = [f for f in points["features"] if f["geometry"]]
-    assert [(f["properties"]["stage"], f["geometry"]["coordinates"]) for f in located] == [("passed", [7.04, 51.28])]
-    assert len(points["unlocated"]) == 4
+    located = {f["properties"]["label"].split(" · ")[0]: (f["properties"]["stage"], f["geometry"]["coordinates"])
+               for f in points["features"]}
+    # epilot's coordinates of the demo's addresses ("lat,lng" text); Dorfstraße 3's opportunity lies elsewhere.
+    assert located["Rohdenhauser Straße 40"] == ("passed", [7.0556, 51.2758]) and len(located) == 5
+    assert points["unlocated"] == [] and points["outline"]["type"] == "Polygon"  # the hull of the five points
     stuck = client.get(reverse("admin:projects_rolloutarea_stuck", args=[area.pk, "csv"]))
     assert stuck.status_code == 200 and stuck.content.decode().splitlines()[0].startswith("stuck,")
 

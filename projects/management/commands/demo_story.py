@@ -15,14 +15,23 @@ from django.utils import timezone
 
 from integrations.connection import connection_info, get_epilot_client
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, HAUSANSCHLUSS_TEMPLATE_ID, demo_id
+from integrations.epilot_sandbox.build_site import area_rows
 from projects.models import Opportunity, RolloutArea, SyncRun, WorkflowDefinition, WorkflowExecution, WorkflowStart
 from projects.services.areas import area_addresses_import, areas_refresh
 from projects.services.conversion import opportunity_convert
+from projects.services.funnel import milestone_rules_replace
 from projects.services.steps import ASSIGN, COMPLETE, SET_DUE, StepChange, step_change
 from projects.services.sync import sync_run
 from projects.services.workflows import workflow_start
 
 ACTOR = "demo"
+# The sandbox's definitions mark the milestones of the build: these are the funnel's defaults in the demo.
+SANDBOX_MILESTONES = [
+    {"key": "passed", "definition": AUSBAU_DEFINITION_ID, "step": "Tiefbau durchführen"},
+    {"key": "connected", "definition": AUSBAU_DEFINITION_ID, "step": "Hausanschluss setzen"},
+    {"key": "connected", "definition": HAUSANSCHLUSS_TEMPLATE_ID, "step": "Glasfaser-Modem montieren"},
+    {"key": "activated", "definition": HAUSANSCHLUSS_TEMPLATE_ID, "step": "Anschluss aktivieren"},
+]
 
 
 class Command(BaseCommand):
@@ -57,10 +66,11 @@ class Command(BaseCommand):
         self._areas(now)
         self.stdout.write(self.style.SUCCESS(
             "Demo story: 3 workflows started and worked, Tiefenbach converted into an order, one order quarantined, "
-            "two rollout areas."))
+            "three rollout areas, Flandersbach mid-build."))
 
     def _areas(self, now: dt.datetime) -> None:
-        """Two areas of Wülfrath: Rohdenhaus over its quota and building, Düssel short of it with the deadline close."""
+        """Three areas of Wülfrath: Rohdenhaus over its quota and building, Düssel short of it with the deadline close,
+        Flandersbach mid-build (buildings at every stage, some stuck); the funnel's milestones for the sandbox."""
         rows = [("Rohdenhaus", "Rohdenhauser Straße", "40", 6), ("Rohdenhaus", "Fliethe", "20", 24),
                 ("Rohdenhaus", "Flehenberger Weg", "7", 8), ("Rohdenhaus", "Tiefenbacher Weg", "15", 4),
                 ("Rohdenhaus", "Rohdenhauser Straße", "38", 3), ("Rohdenhaus", "Rohdenhauser Straße", "42", 5),
@@ -68,6 +78,7 @@ class Command(BaseCommand):
         rows += [("Düssel Ortskern", "Dorfstraße", str(number), units) for number, units in
                  ((1, 2), (3, 6), (5, 4), (7, 8), (9, 3), (11, 2), (13, 5))]
         rows += [("Düssel Ortskern", "Nordstraße", "12", 4), ("Düssel Ortskern", "Kalkstraße", "58", 6)]
+        rows += area_rows()  # Flandersbach, mid-build (seed_sandbox wrote its history into the sandbox)
         area_addresses_import(
             [(line, {"area": area, "postal_code": "42489", "street": street, "house_number": number, "units": str(units)})
              for line, (area, street, number, units) in enumerate(rows, start=2)])
@@ -75,6 +86,7 @@ class Command(BaseCommand):
                                                              deadline=timezone.localdate(now) - dt.timedelta(days=30))
         RolloutArea.objects.filter(name="Düssel Ortskern").update(quota_percent=40,
                                                                   deadline=timezone.localdate(now) + dt.timedelta(days=12))
+        milestone_rules_replace(SANDBOX_MILESTONES, actor=ACTOR)
         areas_refresh()
 
     def _start(self, definition: WorkflowDefinition, key: str) -> WorkflowExecution:

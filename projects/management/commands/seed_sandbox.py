@@ -4,7 +4,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from integrations.epilot_sandbox import SandboxStore, seed_bulk, seed_demo
+from integrations.epilot_sandbox import SandboxStore, seed_build_site, seed_bulk, seed_demo
 
 
 class Command(BaseCommand):
@@ -24,6 +24,8 @@ class Command(BaseCommand):
             store.reset()
         count = seed_demo(store)
         self.stdout.write(f"Wülfrath demo: {count} entities, workflow 'Ausbau Glasfaser' (wfQpwhJF6J).")
+        built = seed_build_site(store)
+        self.stdout.write(f"Flandersbach, mid-build: {built} buildings with a contract and their workflows' history.")
         if options["contacts"] or options["opportunities"] or options["orders"]:
             added = seed_bulk(store, contacts=options["contacts"], opportunities=options["opportunities"],
                               orders=options["orders"], seed=options["seed"])
