@@ -2,7 +2,6 @@
 from pathlib import Path
 
 import xstatic.pkg.leaflet
-
 from kombu import Exchange, Queue
 
 from config.env import BASE_DIR, env

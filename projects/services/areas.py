@@ -29,7 +29,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from projects.mirror.addresses import address_key
-from projects.mirror.bulk import column_in, values_read_at_once
+from projects.mirror.bulk import bulk_update_by_pk, column_in, values_read_at_once
 from projects.models import AreaAddress, AreaSnapshot, AusbauProject, Opportunity, Order, RolloutArea, Stage
 from projects.services.errors import NotAllowed
 from projects.services.milestones import MILESTONES, BuildingMilestones, building_milestones
@@ -301,9 +301,13 @@ def address_figures(keys: list[str] | None) -> dict[str, tuple[Any, ...]]:
         projects = projects.filter(opportunity__in=Opportunity.objects.filter(column_in(Opportunity, "address_key", keys)))
         key_of = dict(values_read_at_once(live.filter(column_in(Opportunity, "address_key", keys)).order_by(), "id",
                                           "address_key"))
-        orders = Order.objects.filter(column_in(Order, "opportunity", list(key_of)), epilot_deleted_at__isnull=True,
-                                      status__in=SIGNED_ORDER_STATUSES).order_by()
-        for owner, created, synced in values_read_at_once(orders, "opportunity", "epilot_created_at", "synced_at"):
+        # By the indexed opportunity column alone, status and deletion picked here: given them, SQLite's planner
+        # preferred the status index and read every placed order.
+        orders = Order.objects.filter(column_in(Order, "opportunity", list(key_of))).order_by()
+        for owner, status, deleted, created, synced in values_read_at_once(
+                orders, "opportunity", "status", "epilot_deleted_at", "epilot_created_at", "synced_at"):
+            if deleted is not None or status not in SIGNED_ORDER_STATUSES:
+                continue
             since = created or synced
             if key_of[owner] not in signed or since < signed[key_of[owner]]:
                 signed[key_of[owner]] = since
@@ -328,22 +332,15 @@ LOCATION = slice(len(ADDRESS_FIGURES) - 2, None)  # latitude, longitude: kept wh
 
 
 def _store_address_figures(listed: list[tuple[Any, ...]], figures: dict[str, tuple[Any, ...]]) -> None:
-    """Write the figures that changed: one UPDATE per set of figures several addresses share, the others in batches."""
-    by_figures: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    """Write the figures of the addresses whose figures changed, many rows per statement."""
+    changed = []
     for pk, key, located_by_import, *stored in listed:
         wanted = figures.get(key, NOTHING)
         if located_by_import:
             wanted = (*wanted[:LOCATION.start], *stored[LOCATION])
         if tuple(stored) != wanted:
-            by_figures[wanted].append(pk)
-    one_by_one = []
-    for wanted, pks in by_figures.items():
-        values = dict(zip(ADDRESS_FIGURES, wanted, strict=True))
-        if len(pks) == 1:
-            one_by_one.append(AreaAddress(pk=pks[0], **values))
-        else:
-            AreaAddress.objects.filter(column_in(AreaAddress, "id", pks)).update(**values)
-    AreaAddress.objects.bulk_update(one_by_one, ADDRESS_FIGURES, batch_size=500)
+            changed.append({"id": pk, **dict(zip(ADDRESS_FIGURES, wanted, strict=True))})
+    bulk_update_by_pk(AreaAddress, changed, ADDRESS_FIGURES)
 
 
 def _store_area_sums(areas: list[RolloutArea], now: Any) -> None:

@@ -112,12 +112,17 @@ def _executions(keys: list[str] | None, key_of_opportunity: dict[int, str],
 def _reached(rules: list[Rule], executions: dict[int, _Execution], facts: dict[str, BuildingMilestones], *,
              every_step: bool) -> None:
     """Record for each building the earliest completion of a step a rule names."""
-    names = sorted({rule.step for rule in rules})
-    steps = MirroredStep.objects.filter(column_in(MirroredStep, "name", names), status="COMPLETED").order_by()
-    if not every_step:  # by a change: the executions' own steps; after a rule change: every matching step
-        steps = steps.filter(column_in(MirroredStep, "execution", sorted(executions)))
-    for execution_pk, name, completed_at, synced_at in values_read_at_once(
-            steps, "execution", "name", "completed_at", "synced_at"):
+    names = {rule.step for rule in rules}
+    if every_step:
+        steps = MirroredStep.objects.filter(column_in(MirroredStep, "name", sorted(names)), status="COMPLETED")
+    else:
+        # By a change: only the executions' own steps, by the indexed execution column (the database would
+        # otherwise read every completed step of that name), then picked here.
+        steps = MirroredStep.objects.filter(column_in(MirroredStep, "execution", sorted(executions)))
+    for execution_pk, name, status, completed_at, synced_at in values_read_at_once(
+            steps.order_by(), "execution", "name", "status", "completed_at", "synced_at"):
+        if status != "COMPLETED" or name not in names:
+            continue
         execution = executions.get(execution_pk)
         if execution is None:
             continue

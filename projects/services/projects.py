@@ -217,13 +217,15 @@ def _facts(ids: list[int]) -> tuple[list[OpportunityFacts], dict[int, list[Order
         owner_of_order[pk] = owner
     executions: dict[int, list[ExecutionFacts]] = defaultdict(list)
     on_opportunities = WorkflowExecution.objects.filter(column_in(WorkflowExecution, "opportunity", ids))
-    on_orders = WorkflowExecution.objects.filter(column_in(WorkflowExecution, "order", list(owner_of_order)),
-                                                 opportunity__isnull=True)
+    # By the indexed order column alone (given `opportunity IS NULL` too, SQLite read every execution without one).
+    on_orders = WorkflowExecution.objects.filter(column_in(WorkflowExecution, "order", list(owner_of_order)))
     for queryset, owner_column in ((on_opportunities, "opportunity"), (on_orders, "order")):
         if owner_column == "order" and not owner_of_order:
             continue
-        for values in queryset.order_by().values_list(owner_column, *EXECUTION_COLUMNS, *FIRST_SECTION):
-            owner, pk, status, order, section, step, done, total, started, updated, v1_first, v2_first = values
+        for values in queryset.order_by().values_list(owner_column, "opportunity", *EXECUTION_COLUMNS, *FIRST_SECTION):
+            owner, on_opportunity, pk, status, order, section, step, done, total, started, updated, v1_first, v2_first = values
+            if owner_column == "order" and on_opportunity is not None:
+                continue  # counted with its opportunity
             facts = ExecutionFacts(pk, status or "", order is not None, section or "", v1_first or v2_first, step or "",
                                    done or 0, total or 0, started, updated)
             executions[owner if owner_column == "opportunity" else owner_of_order[owner]].append(facts)
