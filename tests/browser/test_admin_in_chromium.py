@@ -112,3 +112,41 @@ def test_the_demo_in_each_language_with_screenshots(live_server, tmp_path, local
         assert project_word in page.locator("#content").inner_text()
         page.screenshot(path=f"{target}/project-{language}.png", full_page=True)
         browser.close()
+
+
+def test_an_areas_map_draws_its_buildings_without_asking_another_host(page, live_server) -> None:
+    from projects.models import RolloutArea
+    from projects.services.areas import area_addresses_import
+    from projects.services.funnel import milestone_rules_replace
+
+    call_command("sync_epilot", stdout=StringIO())
+    rows = [("Nordstraße", "12"), ("Rohdenhauser Straße", "40"), ("Fliethe", "20"), ("Flehenberger Weg", "7"),
+            ("Gibt-es-nicht-Weg", "1")]
+    area_addresses_import([(line, {"area": "Rohdenhaus", "postal_code": "42489", "street": street, "house_number": number,
+                                   "units": "2"}) for line, (street, number) in enumerate(rows, start=2)])
+    milestone_rules_replace([{"key": "passed", "definition": AUSBAU_DEFINITION_ID, "step": "Tiefbau durchführen"}],
+                            actor="test")
+    viewer = User.objects.create_user("leserin", password="Glasfaser-2026", is_staff=True)
+    viewer.groups.add(Group.objects.get(name="Viewer"))
+    elsewhere = []
+    page.on("request", lambda request: elsewhere.append(request.url)
+            if not request.url.startswith(live_server.url) and not request.url.startswith("data:") else None)
+
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", "leserin")
+    page.fill("#id_password", "Glasfaser-2026")
+    page.click("input[type=submit]")
+    area = RolloutArea.objects.get(name="Rohdenhaus")
+    page.goto(f"{live_server.url}/admin/projects/rolloutarea/{area.pk}/change/")
+    page.wait_for_selector("#area-map[data-ready=true]")
+    assert page.locator("#area-map path.leaflet-interactive").count() >= 4  # four buildings and the hull
+    assert "Gibt-es-nicht-Weg 1" in page.locator("#area-unlocated").inner_text()
+    assert "unterschrieben" in page.locator("#area-map-legend").inner_text()
+    assert "Vom Vertrag bis zur Freischaltung" in page.content() and page.locator("#area-funnel").is_visible()
+    assert elsewhere == []
+
+    # A click on a building leads to its page.
+    page.locator("#area-map path.leaflet-interactive").nth(2).click(force=True)
+    page.wait_for_url("**/admin/projects/areaaddress/*/change/")
+    assert "Opportunities und Aufträge" in page.content()
+    assert elsewhere == []

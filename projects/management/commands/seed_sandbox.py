@@ -24,10 +24,11 @@ class Command(BaseCommand):
             store.reset()
         count = seed_demo(store)
         self.stdout.write(f"Wülfrath demo: {count} entities, workflow 'Ausbau Glasfaser' (wfQpwhJF6J).")
-        built = seed_build_site(store)
-        self.stdout.write(f"Flandersbach, mid-build: {built} buildings with a contract and their workflows' history.")
         if options["contacts"] or options["opportunities"] or options["orders"]:
             added = seed_bulk(store, contacts=options["contacts"], opportunities=options["opportunities"],
                               orders=options["orders"], seed=options["seed"])
             self.stdout.write(f"Generated data set: {added} entities (seed {options['seed']}).")
+        else:  # the demo; a generated data set stays as generated
+            built = seed_build_site(store)
+            self.stdout.write(f"Flandersbach, mid-build: {built} buildings with a contract and their workflows' history.")
         self.stdout.write(self.style.SUCCESS(f"Sandbox {store.path} holds {store.count_entities()} entities."))
