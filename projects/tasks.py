@@ -3,6 +3,7 @@ from celery import shared_task
 
 from projects.mirror.lease import lease_seconds
 from projects.models import StepJob, StepJobItem, SyncRun, WorkflowStartJob
+from projects.services.areas import areas_snapshot
 from projects.services.digest import task_digest_send
 from projects.services.errors import TRANSIENT_EPILOT_ERRORS, RemoteFailure
 from projects.services.outbox import outbox_sweep
@@ -76,6 +77,12 @@ def webhook_public_key_refresh_task() -> bool:
 def reconcile_epilot_task(*, schemas: list[str] | None = None) -> int:
     """Reconcile the mirror with epilot's ids (hourly); returns how many entities it fixed."""
     return sum(r.deleted_found + r.missing_found + r.newer_found for r in reconcile(schemas=schemas))
+
+
+@shared_task(name="projects.areas_snapshot", ignore_result=True)
+def areas_snapshot_task() -> int:
+    """Today's snapshot of every rollout area's take-up and funnel (daily); returns how many areas."""
+    return areas_snapshot()
 
 
 @shared_task(name="projects.outbox_sweep", ignore_result=True)

@@ -431,6 +431,7 @@ class MilestoneRuleAdmin(admin.ModelAdmin):
     form = MilestoneRuleForm
     list_display = ["milestone", "definition_display", "step", "preview"]
     list_filter = ["milestone"]
+    readonly_fields = ["preview"]
 
     @admin.display(description=_("workflow"))
     def definition_display(self, obj: models.MilestoneRule) -> str:
@@ -440,8 +441,8 @@ class MilestoneRuleAdmin(admin.ModelAdmin):
         return f"{definition.name} ({obj.definition})" if definition else obj.definition
 
     @admin.display(description=_("buildings it marks"))
-    def preview(self, obj: models.MilestoneRule) -> int:
-        return rule_preview(Rule(obj.milestone, obj.definition, obj.step))
+    def preview(self, obj: models.MilestoneRule) -> int | str:
+        return rule_preview(Rule(obj.milestone, obj.definition, obj.step)) if obj.pk else "–"
 
     def save_model(self, request: HttpRequest, obj: models.MilestoneRule, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)

@@ -5,6 +5,9 @@ from django.db import migrations, models
 from projects.migrations._permissions import grant_to_groups
 
 
+SNAPSHOT = "rollout areas snapshot (daily)"
+
+
 def grant_and_recompute(apps, schema_editor):
     """Let the groups see (Backoffice: edit) the funnel's configuration; have every area's buildings computed whole
     on its next change, now that they carry stages."""
@@ -12,6 +15,17 @@ def grant_and_recompute(apps, schema_editor):
                                           "delete_milestonerule", "view_funnelsettings", "change_funnelsettings"],
                            "Viewer": ["view_milestonerule", "view_funnelsettings"]})
     apps.get_model("projects", "RolloutArea").objects.update(figures_at=None)
+    CrontabSchedule = apps.get_model("django_celery_beat", "CrontabSchedule")
+    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
+    early, _ = CrontabSchedule.objects.get_or_create(minute="10", hour="5", day_of_week="*", day_of_month="*",
+                                                     month_of_year="*", timezone="Europe/Berlin")
+    PeriodicTask.objects.get_or_create(name=SNAPSHOT, defaults={
+        "task": "projects.areas_snapshot", "crontab": early,
+        "description": "Keeps a daily point of every rollout area's take-up and funnel for the charts."})
+
+
+def unschedule(apps, schema_editor):
+    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=SNAPSHOT).delete()
 
 
 class Migration(migrations.Migration):
@@ -114,7 +128,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('milestone', models.CharField(choices=[('passed', 'passed (fibre in the street)'), ('connected', 'connected (house connection built)'), ('activated', 'activated (service live)')], max_length=12, verbose_name='milestone')),
                 ('definition', models.CharField(blank=True, help_text='the definition or flow template id; empty: any workflow', max_length=64, verbose_name='workflow (epilot id)')),
-                ('step', models.CharField(help_text="the step's or task's name (or its id) as in epilot", max_length=300, verbose_name='step')),
+                ('step', models.CharField(help_text="the step's or task's name as in epilot", max_length=300, verbose_name='step')),
             ],
             options={
                 'verbose_name': 'milestone rule',
@@ -123,5 +137,5 @@ class Migration(migrations.Migration):
                 'constraints': [models.UniqueConstraint(fields=('milestone', 'definition', 'step'), name='a_milestone_rule_once')],
             },
         ),
-        migrations.RunPython(grant_and_recompute, migrations.RunPython.noop),
+        migrations.RunPython(grant_and_recompute, unschedule),
     ]

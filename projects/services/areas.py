@@ -281,6 +281,19 @@ def areas_refresh(*, address_keys: Iterable[str] | None = None) -> int:
     return len(areas)
 
 
+def areas_snapshot() -> int:
+    """Write today's snapshot (units signed, the funnel) of every area from its buildings as they stand, so the charts
+    have a point for every day even when nothing changed; returns how many areas."""
+    areas = list(RolloutArea.objects.order_by("pk"))
+    if not areas:
+        return 0
+    with transaction.atomic():
+        list(RolloutArea.objects.select_for_update().filter(pk__in=[area.pk for area in areas]).order_by("pk")
+             .values_list("pk", flat=True))
+        _store_area_sums(areas, timezone.now())
+    return len(areas)
+
+
 def address_figures(keys: list[str] | None) -> dict[str, tuple[Any, ...]]:
     """key -> its figures in ADDRESS_FIGURES' order for these address keys (all when None).
 
@@ -344,12 +357,13 @@ def _store_address_figures(listed: list[tuple[Any, ...]], figures: dict[str, tup
 
 
 def _store_area_sums(areas: list[RolloutArea], now: Any) -> None:
-    """Each area's figures as the database sums them over its addresses, and the day's snapshot with its funnel."""
+    """Each area's figures as the database sums them over its addresses (one aggregate), and the day's snapshot with
+    its funnel."""
     sums = {row["area"]: row for row in AreaAddress.objects.filter(column_in(AreaAddress, "area", [a.pk for a in areas]))
             .order_by().values("area").annotate(
                 all_units=Sum("units"), count=Count("id"), signed_units=Sum("units", filter=Q(signed=True)),
-                connected_units=Sum("units", filter=Q(connected=True)), **{f"sum_{c}": Sum(c) for c in PHASE_COLUMNS.values()})}
-    funnels = funnel_stages([area.pk for area in areas])
+                connected_units=Sum("units", filter=Q(connected=True)), **{f"sum_{c}": Sum(c) for c in PHASE_COLUMNS.values()},
+                **FUNNEL_AGGREGATES)}
     today = timezone.localdate(now)
     for area in areas:
         row = sums.get(area.pk, {})
@@ -361,12 +375,18 @@ def _store_area_sums(areas: list[RolloutArea], now: Any) -> None:
                                if row.get(f"sum_{column}")})
         AreaSnapshot.objects.update_or_create(area=area, day=today, defaults={
             "units_signed": signed, "funnel": {stage["key"]: [stage["buildings"], stage["units"]]
-                                               for stage in funnels.get(area.pk, EMPTY_FUNNEL)}})
+                                               for stage in _funnel_of(row)}})
 
 
 STAGE_REACHED = {"in_scope": Q(), "signed": Q(signed=True), "passed": Q(passed_at__isnull=False),
                  "connected": Q(connected_at__isnull=False), "activated": Q(activated_at__isnull=False)}
-EMPTY_FUNNEL = [{"key": stage, "buildings": 0, "units": 0} for stage in STAGE_REACHED]
+FUNNEL_AGGREGATES = {name: aggregate for stage, reached in STAGE_REACHED.items() for name, aggregate in (
+    (f"reached_{stage}_buildings", Count("id", filter=reached)), (f"reached_{stage}_units", Sum("units", filter=reached)))}
+
+
+def _funnel_of(row: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"key": stage, "buildings": row.get(f"reached_{stage}_buildings") or 0,
+             "units": row.get(f"reached_{stage}_units") or 0} for stage in STAGE_REACHED]
 
 
 def funnel_stages(area_ids: list[int] | None) -> dict[int | None, list[dict[str, Any]]]:
@@ -375,20 +395,13 @@ def funnel_stages(area_ids: list[int] | None) -> dict[int | None, list[dict[str,
     addresses = AreaAddress.objects.order_by()
     if area_ids is not None:
         addresses = addresses.filter(column_in(AreaAddress, "area", area_ids))
-    aggregates = {}
-    for stage, reached in STAGE_REACHED.items():
-        aggregates[f"{stage}_buildings"] = Count("id", filter=reached)
-        aggregates[f"{stage}_units"] = Sum("units", filter=reached)
-    rows = list(addresses.values("area").annotate(**aggregates))
     result: dict[int | None, list[dict[str, Any]]] = {}
-    total = {stage: [0, 0] for stage in STAGE_REACHED}
-    for row in rows:
-        result[row["area"]] = [{"key": stage, "buildings": row[f"{stage}_buildings"], "units": row[f"{stage}_units"] or 0}
-                               for stage in STAGE_REACHED]
-        for stage in STAGE_REACHED:
-            total[stage][0] += row[f"{stage}_buildings"]
-            total[stage][1] += row[f"{stage}_units"] or 0
-    result[None] = [{"key": stage, "buildings": b, "units": u} for stage, (b, u) in total.items()]
+    total: dict[str, int] = defaultdict(int)
+    for row in addresses.values("area").annotate(**FUNNEL_AGGREGATES):
+        result[row["area"]] = _funnel_of(row)
+        for name in FUNNEL_AGGREGATES:
+            total[name] += row[name] or 0
+    result[None] = _funnel_of(total)
     return result
 
 

@@ -21,7 +21,7 @@ from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, HAUSANSCHLUSS_TEMP
 from integrations.epilot_sandbox.store import SandboxStore
 from projects.models import AreaAddress, AreaSnapshot, RolloutArea, SyncRun, WorkflowDefinition, WorkflowExecution
 from projects.services.api_clients import api_client_create
-from projects.services.areas import area_addresses_import
+from projects.services.areas import area_addresses_import, areas_snapshot
 from projects.services.funnel import RulesRejected, area_funnel, milestone_rules_replace, rule_preview
 from projects.services.milestones import Rule
 from projects.services.steps import COMPLETE, StepChange, step_change
@@ -167,7 +167,7 @@ def test_rules_are_checked_whole(area) -> None:
     with pytest.raises(RulesRejected) as refused:
         milestone_rules_replace([CONNECTED_V1, {"key": "built", "step": ""}], stuck_days={"signed_not_passed": 0},
                                 actor="test")
-    assert len(refused.value.errors) == 2 and "rule 2" in refused.value.errors[0]
+    assert len(refused.value.errors) == 2 and "Regel 2" in refused.value.errors[0]  # German, the staff's language
     from projects.services.milestones import milestone_rules
     assert milestone_rules() == [Rule("passed", AUSBAU_DEFINITION_ID, "Tiefbau durchführen")]  # nothing changed
 
@@ -212,6 +212,12 @@ def test_the_days_snapshot_keeps_the_funnel(area) -> None:
     assert snapshot.funnel["passed"] == [1, 6] and snapshot.funnel["in_scope"] == [5, 30]
 
 
+def test_the_daily_snapshot_keeps_a_point_without_changes(area) -> None:
+    AreaSnapshot.objects.all().delete()
+    assert areas_snapshot() == 1
+    assert AreaSnapshot.objects.get(area=area, day=timezone.localdate()).funnel["signed"] == [2, 14]
+
+
 def test_coordinates_and_an_outline_come_with_the_import() -> None:
     outline = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"area": "Rohdenhaus"},
                "geometry": {"type": "Polygon", "coordinates": [[[7.0, 51.2], [7.1, 51.2], [7.1, 51.3], [7.0, 51.2]]]}}]}
@@ -222,7 +228,7 @@ def test_coordinates_and_an_outline_come_with_the_import() -> None:
     assert (imported.latitude, imported.longitude, imported.located_by_import) == (51.2801, 7.0433, True)
     assert RolloutArea.objects.get().outline["type"] == "Polygon"
     from projects.services.areas import ImportRejected
-    with pytest.raises(ImportRejected, match="lat and lon"):
+    with pytest.raises(ImportRejected, match="lat und lon"):
         area_addresses_import([(2, {"area": "X", "postal_code": "42489", "street": "A", "house_number": "1", "units": "1",
                                     "lat": "91", "lon": "7"})])
     with pytest.raises(ImportRejected, match="Elsewhere"):
