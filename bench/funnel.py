@@ -80,11 +80,17 @@ def main() -> None:
     floor = bare_read()
     print(f"bare read:   {floor:.2f} s (opportunities, orders, executions and completed steps, as the recompute reads them)")
     MilestoneRule.objects.all().delete()
+    from django.test.utils import CaptureQueriesContext
+
     from projects.services.funnel import area_funnel, milestone_rules_replace
 
-    started = time.perf_counter()
-    milestone_rules_replace(RULES, actor="bench")
-    rule_change = time.perf_counter() - started
+    with CaptureQueriesContext(connection) as queries:
+        started = time.perf_counter()
+        milestone_rules_replace(RULES, actor="bench")
+        rule_change = time.perf_counter() - started
+    if os.environ.get("BENCH_SLOWEST"):
+        for query in sorted(queries.captured_queries, key=lambda q: -float(q["time"]))[:8]:
+            print(f"  {float(query['time']) * 1000:7.1f} ms  {query['sql'][:300]}")
     print(f"rule change: {rule_change:.2f} s = {rule_change / floor:.1f}x the bare read, "
           f"{rule_change / args.buildings * 1e6:.0f} µs per building (every building and area recomputed)")
     funnel = area_funnel(None)
@@ -242,7 +248,9 @@ def one_changes(changes: list[tuple[int, str]]) -> tuple[list[float], int, int]:
             times.append(time.perf_counter() - started)
         most = max(most, len(queries.captured_queries))
         if os.environ.get("BENCH_SLOWEST") and len(times) == len(changes):
-            for query in sorted(queries.captured_queries, key=lambda q: -float(q["time"]))[:6]:
+            print(f"  SQL {sum(float(q['time']) for q in queries.captured_queries) * 1000:.1f} ms of "
+                  f"{times[-1] * 1000:.1f} ms")
+            for query in queries.captured_queries:
                 print(f"  {float(query['time']) * 1000:7.1f} ms  {query['sql'][:400]}")
         key = Opportunity.objects.get(epilot_id=opportunity_id).address_key
         moved += AreaAddress.objects.filter(key=key, stage="connected").exists()

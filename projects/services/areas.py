@@ -373,9 +373,11 @@ def _store_area_sums(areas: list[RolloutArea], now: Any) -> None:
             units_connected=row.get("connected_units") or 0, figures_at=now,
             projects_by_phase={phase: row[f"sum_{column}"] for phase, column in PHASE_COLUMNS.items()
                                if row.get(f"sum_{column}")})
-        AreaSnapshot.objects.update_or_create(area=area, day=today, defaults={
-            "units_signed": signed, "funnel": {stage["key"]: [stage["buildings"], stage["units"]]
-                                               for stage in _funnel_of(row)}})
+        snapshot = {"units_signed": signed, "funnel": {stage["key"]: [stage["buildings"], stage["units"]]
+                                                       for stage in _funnel_of(row)}}
+        # One UPDATE in the common case (today's row exists); the area's lock keeps a second writer out meanwhile.
+        if not AreaSnapshot.objects.filter(area=area, day=today).update(**snapshot):
+            AreaSnapshot.objects.create(area=area, day=today, **snapshot)
 
 
 STAGE_REACHED = {"in_scope": Q(), "signed": Q(signed=True), "passed": Q(passed_at__isnull=False),
