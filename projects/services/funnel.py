@@ -19,8 +19,18 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from projects.mirror.bulk import column_in, values_read_at_once
-from projects.models import AreaAddress, FunnelSettings, Milestone, MilestoneRule, MirroredStep, Stage, WorkflowExecution
+from projects.mirror.bulk import column_in
+from projects.models import (
+    AreaAddress,
+    FunnelSettings,
+    Milestone,
+    MilestoneRule,
+    MirroredStep,
+    Opportunity,
+    Order,
+    Stage,
+    WorkflowExecution,
+)
 from projects.services.areas import areas_refresh, funnel_stages
 from projects.services.errors import NotAllowed
 from projects.services.milestones import Rule, milestone_rules
@@ -167,7 +177,8 @@ def any_stuck(*, now: dt.datetime | None = None) -> Q:
 
 def building_age_days(building: AreaAddress, *, now: dt.datetime | None = None) -> int | None:
     """Days since the building reached its stage (None in scope, or without a date)."""
-    since = getattr(building, SINCE.get(building.stage, ""), None) if building.stage in SINCE else None
+    field = SINCE.get(building.stage)
+    since = getattr(building, field) if field else None
     return None if since is None else max(((now or timezone.now()) - since).days, 0)
 
 
@@ -196,8 +207,6 @@ def buildings_of(area_id: int | None, *, stage: str | None = None, stuck: bool |
 
 def building_entities(building: AreaAddress) -> tuple[list[Any], list[Any]]:
     """The opportunities at a building's address and their orders (the building page)."""
-    from projects.models import Opportunity, Order
-
     opportunities = list(Opportunity.objects.filter(address_key=building.key).order_by("id"))
     ids = [o.pk for o in opportunities]
     orders = list(Order.objects.filter(column_in(Order, "opportunity", ids)).order_by("id")) if ids else []
@@ -207,8 +216,7 @@ def building_entities(building: AreaAddress) -> tuple[list[Any], list[Any]]:
 def buildings_stage_counts(area_id: int) -> dict[str, int]:
     """Buildings per current stage of an area (the map's legend)."""
     counts = dict.fromkeys(Stage.values, 0)
-    for stage in values_read_at_once(AreaAddress.objects.filter(area_id=area_id).order_by(), "stage", flat=True):
-        counts[stage] = counts.get(stage, 0) + 1
+    counts.update(AreaAddress.objects.filter(area_id=area_id).order_by().values_list("stage").annotate(n=Count("id")))
     return counts
 
 
