@@ -1,9 +1,11 @@
 """Celery tasks: thin adapters over services."""
 from celery import shared_task
 
+from integrations.connection import get_epilot_client
 from projects.mirror.lease import lease_seconds
 from projects.models import StepJob, StepJobItem, SyncRun, WorkflowStartJob
 from projects.services.areas import areas_snapshot
+from projects.services.campaign import late_signups_find, late_signups_flag
 from projects.services.digest import task_digest_send
 from projects.services.errors import TRANSIENT_EPILOT_ERRORS, RemoteFailure
 from projects.services.outbox import outbox_sweep
@@ -83,6 +85,14 @@ def reconcile_epilot_task(*, schemas: list[str] | None = None) -> int:
 def areas_snapshot_task() -> int:
     """Today's snapshot of every rollout area's take-up and funnel (daily); returns how many areas."""
     return areas_snapshot()
+
+
+@shared_task(name="projects.late_signups", ignore_result=True)
+def late_signups_task() -> int:
+    """Record contracts signed after their area's deadline and flag them on the order in epilot (every 15 minutes);
+    returns how many were flagged."""
+    late_signups_find()
+    return late_signups_flag(get_epilot_client())
 
 
 @shared_task(name="projects.outbox_sweep", ignore_result=True)

@@ -1,13 +1,19 @@
-"""Plain Django views outside the admin and the API: health for load balancers and monitoring, epilot's webhooks."""
+"""Plain Django views outside the admin and the API: health for load balancers and monitoring, epilot's webhooks, and
+the public gauge of an area's pre-marketing."""
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
+from django.utils import translation
 from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from config.metrics import exposition
+from projects.services.campaign import public_gauge_area, public_gauge_figures
+from projects.services.errors import NotFound
 from projects.services.health import MirrorCollector, health_report, metrics_allowed
 from projects.services.webhooks import webhook_receive
 
@@ -122,3 +128,35 @@ def epilot_webhook(request: HttpRequest) -> JsonResponse:
     if receipt.status >= 400:
         return JsonResponse({"error": {"status": receipt.status, "message": receipt.reason}}, status=receipt.status)
     return JsonResponse({"status": receipt.reason}, status=receipt.status)
+
+
+PUBLIC_CACHE_SECONDS = 300
+
+
+@xframe_options_exempt  # the municipality embeds it in an <iframe>
+@require_GET
+def public_gauge(request: HttpRequest, token: str, kind: str = "html") -> HttpResponse:
+    """An area's take-up against its quota for the public (no login, no personal data, nothing from another host):
+    an HTML widget, an SVG image or JSON; German unless `?lang=en`. 404 for an unknown or revoked token."""
+    language = "en" if request.GET.get("lang") == "en" else "de"
+    try:
+        area = public_gauge_area(token)
+    except NotFound:
+        return HttpResponse(status=404, content_type="text/plain")
+    figures = public_gauge_figures(area)
+    drawing = {"figures": figures, "bar": round(3.36 * min(figures["take_up_percent"], 100)),
+               "quota_x": 12 + round(3.36 * min(figures["quota_percent"], 100))}
+    with translation.override(language):
+        if kind == "json":
+            response: HttpResponse = JsonResponse(figures, json_dumps_params={"ensure_ascii": False})
+        elif kind == "svg":
+            response = HttpResponse(render_to_string("projects/public_gauge.svg", drawing),
+                                    content_type="image/svg+xml; charset=utf-8")
+        else:
+            response = HttpResponse(render_to_string("projects/public_gauge.html", {
+                "figures": figures, "language": language, "svg": render_to_string("projects/public_gauge.svg", drawing)}))
+    response["Cache-Control"] = f"public, max-age={PUBLIC_CACHE_SECONDS}"
+    response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:"
+    response["Vary"] = "Accept-Encoding"
+    response["Access-Control-Allow-Origin"] = "*"
+    return response

@@ -121,6 +121,10 @@ STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 # Leaflet (pinned in requirements.txt) is served from our own static files, never from a CDN.
 STATICFILES_DIRS = [("leaflet", xstatic.pkg.leaflet.BASE_DIR)]
 
+# A contract signed after its area's pre-marketing deadline gets this attribute set to true on the order in epilot
+# (e.g. to price a Baukostenzuschuss there).
+LATE_SIGNUP_ATTRIBUTE = env("LATE_SIGNUP_ATTRIBUTE", default="late_signup")
+
 # MAP of a rollout area: without a tile server the buildings are drawn on a plain background and the browser asks
 # no other host. With one (e.g. https://tile.example.org/{z}/{x}/{y}.png) its tiles are shown under them.
 MAP_TILE_URL = env("MAP_TILE_URL", default="")

@@ -10,6 +10,7 @@ from projects.admin import (  # noqa: F401 - registers the admins
     areas,
     backoffice,
     entities,
+    funnel,
     recipes,
     steps,
     sync,

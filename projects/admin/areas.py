@@ -11,38 +11,37 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.templatetags.static import static
 from django.urls import path, reverse
-from django.utils import formats
+from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import content_disposition_header
 from django.utils.translation import gettext_lazy as _
 
 from projects import models
-from projects.admin.base import ReadOnlyAdmin
 from projects.formatting import spreadsheet_safe
 from projects.selectors import area_figures, area_sections, unsigned_addresses
-from projects.services.areas import STAGE_REACHED, ImportRejected, area_addresses_import, read_address_file
+from projects.services.areas import ImportRejected, area_addresses_import, read_address_file
+from projects.services.campaign import (
+    area_forecast,
+    area_terms_change,
+    forecast_error_days,
+    public_gauge_enable,
+    public_gauge_revoke,
+    quota_change_propose,
+    walk_list,
+)
+from projects.services.errors import NotAllowed
 from projects.services.funnel import (
-    STUCK,
     STUCK_COLUMNS,
-    any_stuck,
     area_funnel,
-    building_age_days,
-    building_entities,
     buildings_geojson,
     buildings_stage_counts,
-    funnel_recompute,
-    is_stuck,
-    rule_preview,
-    stuck_filter,
     stuck_rows,
 )
-from projects.services.milestones import Rule
 from projects.validation import parse_id
 
 
@@ -131,9 +130,64 @@ class RolloutAreaAdmin(admin.ModelAdmin):
     list_display = ["name", "gauge", "signed_display", "missing_display", "days_left_display", "units_connected",
                     "addresses_in_scope"]
     search_fields = ["name"]
-    fields = ["name", "quota_percent", "deadline", "notes", "figures_panel", "funnel_panel", "map_panel", "funnel_chart",
-              "phase_board", "chart", "campaign"]
-    readonly_fields = ["figures_panel", "funnel_panel", "map_panel", "funnel_chart", "phase_board", "chart", "campaign"]
+    fields = ["name", "campaign_start", "quota_percent", "deadline", "notes", "figures_panel", "campaign_panel",
+              "funnel_panel", "map_panel", "funnel_chart", "phase_board", "chart", "campaign"]
+    readonly_fields = ["figures_panel", "campaign_panel", "funnel_panel", "map_panel", "funnel_chart", "phase_board", "chart",
+                       "campaign"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: models.RolloutArea | None = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.campaign_start is not None and obj.campaign_start <= timezone.localdate():
+            fields = ["campaign_start", "quota_percent", "deadline", *fields]  # frozen: changed by an approved proposal
+        return fields
+
+    def save_model(self, request: HttpRequest, obj: models.RolloutArea, form: Any, change: bool) -> None:
+        if change:
+            terms = {name: form.cleaned_data[name] for name in ("quota_percent", "deadline", "campaign_start")
+                     if name in form.changed_data and form.cleaned_data.get(name) is not None}
+            area_terms_change(obj, **terms)  # raises ThresholdFrozen once the campaign started
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description=_("pre-marketing"))
+    def campaign_panel(self, obj: models.RolloutArea) -> str:
+        if not obj.pk:
+            return "–"
+        forecast = area_forecast(obj)
+
+        def day(value: Any) -> str:
+            return formats.date_format(value, "SHORT_DATE_FORMAT") if value else "–"
+
+        def rate(value: float | None) -> str:
+            return "–" if value is None else formats.number_format(value, 1)
+
+        errors = forecast_error_days()
+        past = ", ".join(f"{area.name}: {days:+d}" for area, days in errors) or "–"
+        rows = [(_("signed per day (last 14 days)"), f"{rate(forecast.rate_per_day)} ± {rate(forecast.spread_per_day)}"),
+                (_("needed per day for the quota"), rate(forecast.needed_per_day)),
+                (_("quota reached (forecast)"),
+                 f"{day(forecast.reached_on)} ({day(forecast.earliest)} – {day(forecast.latest)})"),
+                (_("forecast error on past campaigns (days)"), past)]
+        table = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows)
+        links = format_html(
+            '<a href="{}" id="walk-list">{}</a> (<a href="{}">CSV</a> · <a href="{}">XLSX</a>) · <a href="{}">{}</a> · '
+            '<a href="{}">{}</a> · {}',
+            reverse("admin:projects_rolloutarea_walk", args=[obj.pk, "html"]), _("walk list"),
+            reverse("admin:projects_rolloutarea_walk", args=[obj.pk, "csv"]),
+            reverse("admin:projects_rolloutarea_walk", args=[obj.pk, "xlsx"]),
+            reverse("admin:projects_rolloutarea_propose", args=[obj.pk]), _("propose a change of quota or deadline"),
+            reverse("admin:projects_latesignup_changelist") + f"?area__id__exact={obj.pk}",
+            _("late sign-ups: %(count)d") % {"count": obj.late_signups.count()}, self._gauge_links(obj))
+        return format_html('<table id="campaign-panel">{}</table><p>{}</p>', table, links)
+
+    def _gauge_links(self, obj: models.RolloutArea) -> str:
+        action = reverse("admin:projects_rolloutarea_gauge", args=[obj.pk])
+        if obj.public_token:
+            url = reverse("public-gauge", args=[obj.public_token])
+            return format_html('{}: <a href="{}" id="public-gauge-link">{}</a> (<a href="{}">SVG</a>, <a href="{}">JSON</a>) · '
+                               '<a href="{}?revoke=1">{}</a>', _("public gauge"), url, url,
+                               reverse("public-gauge-file", args=[obj.public_token, "svg"]),
+                               reverse("public-gauge-file", args=[obj.public_token, "json"]), action, _("revoke"))
+        return format_html('<a href="{}" id="public-gauge-make">{}</a>', action, _("make a public gauge"))
     change_list_template = "admin/projects/rolloutarea/change_list.html"
 
     @admin.display(description=_("take-up against the quota"))
@@ -253,6 +307,11 @@ class RolloutAreaAdmin(admin.ModelAdmin):
                  name="projects_rolloutarea_stuck"),
             path("<path:object_id>/buildings.geojson", self.admin_site.admin_view(self.buildings_geojson_view),
                  name="projects_rolloutarea_buildings_geojson"),
+            path("<path:object_id>/walk.<str:kind>", self.admin_site.admin_view(self.walk_view),
+                 name="projects_rolloutarea_walk"),
+            path("<path:object_id>/propose/", self.admin_site.admin_view(self.propose_view),
+                 name="projects_rolloutarea_propose"),
+            path("<path:object_id>/gauge/", self.admin_site.admin_view(self.gauge_view), name="projects_rolloutarea_gauge"),
             *super().get_urls(),
         ]
 
@@ -301,6 +360,60 @@ class RolloutAreaAdmin(admin.ModelAdmin):
         filename = f"{area.name}-haengend" if request.LANGUAGE_CODE.startswith("de") else f"{area.name}-stuck"
         return spreadsheet_response(STUCK_COLUMNS, stuck_rows(area.pk), filename, kind)
 
+    def walk_view(self, request: HttpRequest, object_id: str, kind: str) -> HttpResponse:
+        """Where to knock next: per street, the households without a contract (print view, CSV or XLSX)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        area = get_object_or_404(models.RolloutArea, pk=parse_id(object_id))
+        streets = walk_list(area)
+        if kind == "html":
+            return TemplateResponse(request, "admin/projects/walk_list.html", {
+                **self.admin_site.each_context(request), "area": area, "streets": streets, "opts": self.model._meta,
+                "title": _("Walk list: %(area)s") % {"area": area.name}})
+        rows = [[street.name, a.house_number, street.postal_code, a.units, street.signed_percent]
+                for street in streets for a in street.addresses]
+        filename = f"{area.name}-laufliste" if request.LANGUAGE_CODE.startswith("de") else f"{area.name}-walk-list"
+        return spreadsheet_response(["street", "house_number", "postal_code", "units", "street_signed_percent"], rows,
+                                    filename, kind)
+
+    def propose_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Propose a change of a started campaign's quota or deadline, with a reason, for another person to approve."""
+        if not self.has_view_permission(request) or not request.user.has_perm("projects.add_quotachange"):
+            raise PermissionDenied
+        area = get_object_or_404(models.RolloutArea, pk=parse_id(object_id))
+        form = ProposeForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                quota_change_propose(area, quota_percent=form.cleaned_data["quota_percent"],
+                                     deadline=form.cleaned_data["deadline"], reason=form.cleaned_data["reason"],
+                                     user=request.user, actor=request.user.get_username())
+            except NotAllowed as exc:
+                form.add_error(None, exc.message)
+            else:
+                self.message_user(request, _("Proposed; another person with the permission approves it."), messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:projects_quotachange_changelist"))
+        return TemplateResponse(request, "admin/projects/area_propose.html", {
+            **self.admin_site.each_context(request), "area": area, "form": form, "opts": self.model._meta,
+            "title": _("Propose a change: %(area)s") % {"area": area.name}})
+
+    def gauge_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Make (or, with ?revoke=1, revoke) the area's public gauge; a confirmation page, then POST."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        area = get_object_or_404(models.RolloutArea, pk=parse_id(object_id))
+        revoke = request.GET.get("revoke") == "1"
+        if request.method == "POST":
+            if revoke:
+                public_gauge_revoke(area)
+                self.message_user(request, _("The public gauge is revoked; its address shows nothing any more."))
+            else:
+                public_gauge_enable(area)
+                self.message_user(request, _("The public gauge has a new address; an earlier one shows nothing any more."))
+            return HttpResponseRedirect(reverse("admin:projects_rolloutarea_change", args=[area.pk]))
+        return TemplateResponse(request, "admin/projects/area_gauge.html", {
+            **self.admin_site.each_context(request), "area": area, "revoke": revoke, "opts": self.model._meta,
+            "title": _("Public gauge: %(area)s") % {"area": area.name}})
+
     def buildings_geojson_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
         """The map's data: buildings as points coloured by stage, the outline, the buildings without coordinates."""
         if not self.has_view_permission(request):
@@ -311,6 +424,13 @@ class RolloutAreaAdmin(admin.ModelAdmin):
 
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+class ProposeForm(forms.Form):
+    quota_percent = forms.DecimalField(label=_("New quota (%)"), required=False, min_value=1, max_value=100,
+                                       decimal_places=1)
+    deadline = forms.DateField(label=_("New deadline"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    reason = forms.CharField(label=_("Reason"), widget=forms.Textarea(attrs={"rows": 3}), max_length=2000)
 
 
 def spreadsheet_response(header: list[str], rows: list[list[Any]], filename: str, kind: str) -> HttpResponse:
@@ -339,132 +459,3 @@ def spreadsheet_response(header: list[str], rows: list[list[Any]], filename: str
     response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = content_disposition_header(True, f"{filename}.csv")
     return response
-
-
-class ReachedFilter(admin.SimpleListFilter):
-    """Buildings that reached a stage, whatever came after (as the funnel counts them)."""
-
-    title = _("reached")
-    parameter_name = "reached"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return list(models.Stage.choices)
-
-    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
-        return queryset.filter(STAGE_REACHED[self.value()]) if self.value() in STAGE_REACHED else queryset
-
-
-class StuckFilter(admin.SimpleListFilter):
-    title = _("stuck")
-    parameter_name = "stuck"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("any", _("any stage")), ("signed_not_passed", _("signed, not passed")),
-                ("passed_not_connected", _("passed, not connected")),
-                ("connected_not_activated", _("connected, not activated"))]
-
-    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
-        if self.value() == "any":
-            return queryset.filter(any_stuck())
-        return queryset.filter(stuck_filter(self.value())) if self.value() in STUCK else queryset
-
-
-@admin.register(models.AreaAddress)
-class BuildingAdmin(ReadOnlyAdmin):
-    """Each building of an area: its stage, the date of each milestone, what it waits on, its opportunities."""
-
-    list_display = ["street", "house_number", "postal_code", "units", "area", "stage_display", "since_display",
-                    "waiting_on"]
-    list_filter = ["area", "stage", ReachedFilter, StuckFilter]
-    search_fields = ["street", "postal_code"]
-    list_select_related = ["area"]
-    fields = ["area", "postal_code", "street", "house_number", "units", "stage_display", "signed_at", "passed_at",
-              "connected_at", "activated_at", "since_display", "waiting_on", "latitude", "longitude", "entities"]
-    readonly_fields = fields
-
-    @admin.display(description=_("stage"), ordering="stage")
-    def stage_display(self, obj: models.AreaAddress) -> str:
-        stuck = is_stuck(obj)
-        return format_html('<span style="color:{}">●</span> {}{}', STAGE_COLOURS[obj.stage], obj.get_stage_display(),
-                           format_html(' <strong class="bad">{}</strong>', _("stuck")) if stuck else "")
-
-    @admin.display(description=_("days at this stage"))
-    def since_display(self, obj: models.AreaAddress) -> str:
-        days = building_age_days(obj)
-        return "–" if days is None else str(days)
-
-    @admin.display(description=_("opportunities and orders"))
-    def entities(self, obj: models.AreaAddress) -> str:
-        opportunities, orders = building_entities(obj)
-        if not opportunities:
-            return "–"
-        rows = [(reverse("admin:projects_opportunity_change", args=[o.pk]), _("opportunity"), o, o.status)
-                for o in opportunities]
-        rows += [(reverse("admin:projects_order_change", args=[o.pk]), _("order"), o, o.status) for o in orders]
-        return format_html('<ul id="building-entities">{}</ul>',
-                           format_html_join("", '<li>{}: <a href="{}">{}</a> ({})</li>',
-                                            ((kind, url, entity, status) for url, kind, entity, status in rows)))
-
-
-class MilestoneRuleForm(forms.ModelForm):
-    class Meta:
-        model = models.MilestoneRule
-        fields = ["milestone", "definition", "step"]
-        widgets = {"definition": forms.Select}
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        choices = [("", _("any workflow"))]
-        for epilot_id, name, engine in models.WorkflowDefinition.objects.filter(removed_in_epilot=False).order_by(
-                "name").values_list("epilot_id", "name", "engine"):
-            choices.append((epilot_id, f"{name} ({engine.upper()}, {epilot_id})"))
-        current = self.initial.get("definition") or ""
-        if current and current not in dict(choices):
-            choices.append((current, current))
-        self.fields["definition"].widget.choices = list(dict(choices).items())
-
-
-@admin.register(models.MilestoneRule)
-class MilestoneRuleAdmin(admin.ModelAdmin):
-    """Which completed step marks which milestone; saving or deleting a rule recomputes every building."""
-
-    form = MilestoneRuleForm
-    list_display = ["milestone", "definition_display", "step", "preview"]
-    list_filter = ["milestone"]
-    readonly_fields = ["preview"]
-
-    @admin.display(description=_("workflow"))
-    def definition_display(self, obj: models.MilestoneRule) -> str:
-        if not obj.definition:
-            return str(_("any workflow"))
-        definition = models.WorkflowDefinition.objects.filter(epilot_id=obj.definition).first()
-        return f"{definition.name} ({obj.definition})" if definition else obj.definition
-
-    @admin.display(description=_("buildings it marks"))
-    def preview(self, obj: models.MilestoneRule) -> int | str:
-        return rule_preview(Rule(obj.milestone, obj.definition, obj.step)) if obj.pk else "–"
-
-    def save_model(self, request: HttpRequest, obj: models.MilestoneRule, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        transaction.on_commit(funnel_recompute)
-
-    def delete_model(self, request: HttpRequest, obj: models.MilestoneRule) -> None:
-        super().delete_model(request, obj)
-        transaction.on_commit(funnel_recompute)
-
-    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
-        super().delete_queryset(request, queryset)
-        transaction.on_commit(funnel_recompute)
-
-
-@admin.register(models.FunnelSettings)
-class FunnelSettingsAdmin(admin.ModelAdmin):
-    """One row: after how many days a building counts as stuck."""
-
-    list_display = ["__str__", "signed_not_passed_days", "passed_not_connected_days", "connected_not_activated_days"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return super().has_add_permission(request) and not models.FunnelSettings.objects.exists()
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -268,6 +268,39 @@ class StepResultSerializer(serializers.Serializer):
     task = TaskSerializer(allow_null=True)
 
 
+class AreaForecastSerializer(serializers.Serializer):
+    signed_per_day = serializers.FloatField(allow_null=True, help_text="units signed per day over the last 14 days")
+    spread_per_day = serializers.FloatField(allow_null=True)
+    needed_per_day = serializers.FloatField(allow_null=True, help_text="to reach the quota by the deadline")
+    quota_reached_on = serializers.DateField(allow_null=True, help_text="at the current rate")
+    earliest = serializers.DateField(allow_null=True)
+    latest = serializers.DateField(allow_null=True)
+
+
+class AreaPatchInput(serializers.Serializer):
+    campaign_start = serializers.DateField(required=False)
+    quota_percent = serializers.DecimalField(max_digits=4, decimal_places=1, min_value=1, max_value=100, required=False)
+    deadline = serializers.DateField(required=False)
+
+
+class QuotaChangeInput(serializers.Serializer):
+    quota_percent = serializers.DecimalField(max_digits=4, decimal_places=1, min_value=1, max_value=100, required=False,
+                                             allow_null=True, default=None)
+    deadline = serializers.DateField(required=False, allow_null=True, default=None)
+    reason = serializers.CharField(max_length=2000)
+
+
+class QuotaChangeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    area = serializers.IntegerField(source="area_id")
+    quota_percent = serializers.DecimalField(max_digits=4, decimal_places=1, allow_null=True)
+    deadline = serializers.DateField(allow_null=True)
+    reason = serializers.CharField()
+    status = serializers.CharField()
+    proposed_by_name = serializers.CharField()
+    proposed_at = serializers.DateTimeField()
+
+
 class AreaSerializer(serializers.Serializer):
     """A rollout area with the figures the rollout is steered by (these names are the contract)."""
 
@@ -284,6 +317,10 @@ class AreaSerializer(serializers.Serializer):
     units_connected = serializers.IntegerField(min_value=0)
     projects_by_phase = serializers.DictField(child=serializers.IntegerField(min_value=0))
     figures_at = serializers.DateTimeField(allow_null=True)
+    campaign_start = serializers.DateField(allow_null=True, help_text="from this day on the quota and deadline are fixed")
+    public_gauge_url = serializers.CharField(help_text="the public gauge (HTML; gauge.svg and gauge.json beside it); "
+                                                       "empty until a token is made")
+    forecast = AreaForecastSerializer()
 
 
 class AreaAddressSerializer(serializers.Serializer):

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Prefetch, QuerySet
+from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.http import http_date, parse_http_date_safe
 from django_filters.rest_framework import DjangoFilterBackend
@@ -32,6 +33,7 @@ from projects.models import (
     WorkflowExecution,
 )
 from projects.selectors import area_figures, definition_by_epilot_id, sync_status, tasks_with_project, unsigned_addresses
+from projects.services.campaign import area_forecast, area_terms_change, quota_change_propose
 from projects.services.conversion import opportunity_convert
 from projects.services.funnel import (
     RulesRejected,
@@ -327,8 +329,15 @@ class ExecutionCloseView(WriteView):
         return Response(s.WorkflowExecutionSerializer(execution, context={"request": request}).data)
 
 
-def area_document(area: RolloutArea) -> dict[str, Any]:
-    return {"id": area.pk, "name": area.name, **area_figures(area), "figures_at": area.figures_at}
+def area_document(area: RolloutArea, request: Request | None = None) -> dict[str, Any]:
+    forecast = area_forecast(area)
+    gauge = reverse("public-gauge", args=[area.public_token]) if area.public_token else ""
+    return {"id": area.pk, "name": area.name, **area_figures(area), "figures_at": area.figures_at,
+            "campaign_start": area.campaign_start,
+            "public_gauge_url": request.build_absolute_uri(gauge) if gauge and request is not None else gauge,
+            "forecast": {"signed_per_day": forecast.rate_per_day, "spread_per_day": forecast.spread_per_day,
+                         "needed_per_day": forecast.needed_per_day, "quota_reached_on": forecast.reached_on,
+                         "earliest": forecast.earliest, "latest": forecast.latest}}
 
 
 @extend_schema_view(
@@ -347,10 +356,30 @@ class AreaViewSet(MirrorViewSet):
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        return self.get_paginated_response([area_document(area) for area in page])
+        return self.get_paginated_response([area_document(area, request) for area in page])
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return Response(area_document(self._area(kwargs.get("pk"))))
+        return Response(area_document(self._area(kwargs.get("pk")), request))
+
+    @extend_schema(summary="Start the campaign, or set quota and deadline before it started (scope: configuration)",
+                   request=s.AreaPatchInput,
+                   responses={200: s.AreaSerializer, 409: OpenApiResponse(description="The campaign started: quota and "
+                                                                         "deadline change by a proposal (quota-changes)")})
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        payload = s.AreaPatchInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        area = area_terms_change(self._area(pk), **payload.validated_data)
+        return Response(area_document(area, request))
+
+    @extend_schema(summary="Propose a change of a started campaign's quota or deadline for another person to approve "
+                           "in the admin (scope: configuration)",
+                   request=s.QuotaChangeInput, responses={201: s.QuotaChangeSerializer})
+    @action(detail=True, methods=["post"], url_path="quota-changes", filter_backends=[], pagination_class=None)
+    def quota_changes(self, request: Request, pk: str | None = None) -> Response:
+        payload = s.QuotaChangeInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        change = quota_change_propose(self._area(pk), actor=f"api:{request.auth.name}", **payload.validated_data)
+        return Response(s.QuotaChangeSerializer(change).data, status=status.HTTP_201_CREATED)
 
     @staticmethod
     def _area(pk: str | None) -> RolloutArea:
@@ -425,7 +454,8 @@ class AreaViewSet(MirrorViewSet):
 
     def get_permissions(self) -> list[Any]:
         # The funnel holds no household's address: any reading tool may have it.
-        self.default_scope = "read" if self.action == "funnel" else "areas"
+        self.default_scope = {"funnel": "read", "partial_update": "configuration",
+                              "quota_changes": "configuration"}.get(self.action, "areas")
         return super().get_permissions()
 
 

@@ -3,7 +3,17 @@
 Mirrored rows are written only by the sync engine (projects/services/sync.py); changes go to
 epilot through services and come back on the next sync.
 """
-from projects.models.areas import AreaAddress, AreaSnapshot, FunnelSettings, Milestone, MilestoneRule, RolloutArea, Stage
+from projects.models.areas import (
+    AreaAddress,
+    AreaSnapshot,
+    FunnelSettings,
+    LateSignup,
+    Milestone,
+    MilestoneRule,
+    QuotaChange,
+    RolloutArea,
+    Stage,
+)
 from projects.models.ausbau import AusbauProject
 from projects.models.backoffice import ApiClient, AutomationRecipe, AutomationRule, Conversion, EpilotWrite, RuleFiring
 from projects.models.entities import Contact, GenericEntity, MirroredEntity, Opportunity, OpportunityItem, Order, PayloadField
@@ -31,6 +41,7 @@ __all__ = [
     "EpilotWrite",
     "FunnelSettings",
     "GenericEntity",
+    "LateSignup",
     "Milestone",
     "MilestoneRule",
     "MirroredEntity",
@@ -41,6 +52,7 @@ __all__ = [
     "PayloadField",
     "PendingExecutionRead",
     "QuarantinedEntity",
+    "QuotaChange",
     "Reconciliation",
     "RolloutArea",
     "RuleFiring",

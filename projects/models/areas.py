@@ -18,6 +18,10 @@ class RolloutArea(models.Model):
     units_signed = models.PositiveIntegerField(_("units signed"), default=0)
     units_connected = models.PositiveIntegerField(_("units connected"), default=0)
     projects_by_phase = models.JSONField(_("projects by phase"), default=dict, blank=True)
+    campaign_start = models.DateField(
+        _("campaign start"), null=True, blank=True,
+        help_text=_("from this day on, quota and deadline change only by a second person's approval"))
+    public_token = models.CharField(_("public gauge token"), max_length=64, blank=True, db_index=True, editable=False)
     outline = models.JSONField(_("outline"), null=True, blank=True,
                                help_text=_("GeoJSON polygon imported with the address list; else the hull of its buildings"))
     figures_at = models.DateTimeField(_("figures computed"), null=True, blank=True)
@@ -137,3 +141,58 @@ class FunnelSettings(models.Model):
 
     def __str__(self) -> str:
         return str(_("funnel settings"))
+
+
+class QuotaChange(models.Model):
+    """A change of a started campaign's quota or deadline: proposed by one person with a reason, approved (and then
+    applied) or refused by another."""
+
+    class Status(models.TextChoices):
+        PROPOSED = "proposed", _("proposed")
+        APPROVED = "approved", _("approved")
+        REFUSED = "refused", _("refused")
+
+    area = models.ForeignKey(RolloutArea, verbose_name=_("rollout area"), on_delete=models.CASCADE,
+                             related_name="quota_changes")
+    quota_percent = models.DecimalField(_("new quota (%)"), max_digits=5, decimal_places=1, null=True, blank=True)
+    deadline = models.DateField(_("new deadline"), null=True, blank=True)
+    previous_quota_percent = models.DecimalField(_("quota before (%)"), max_digits=5, decimal_places=1)
+    previous_deadline = models.DateField(_("deadline before"), null=True, blank=True)
+    reason = models.TextField(_("reason"))
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.PROPOSED, db_index=True)
+    proposed_by = models.ForeignKey("auth.User", verbose_name=_("proposed by"), null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="+")
+    proposed_by_name = models.CharField(_("proposed by (name)"), max_length=200)
+    proposed_at = models.DateTimeField(_("proposed"), auto_now_add=True)
+    decided_by = models.ForeignKey("auth.User", verbose_name=_("decided by"), null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    decided_at = models.DateTimeField(_("decided"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("quota change")
+        verbose_name_plural = _("quota changes")
+        ordering = ["-proposed_at"]
+        permissions = [("approve_quotachange", "Can approve or refuse another person's change of a started campaign")]
+
+    def __str__(self) -> str:
+        return f"{self.area}: {self.get_status_display()}"
+
+
+class LateSignup(models.Model):
+    """A contract signed after its area's pre-marketing deadline, flagged on the order in epilot once."""
+
+    area = models.ForeignKey(RolloutArea, verbose_name=_("rollout area"), on_delete=models.CASCADE,
+                             related_name="late_signups")
+    order_epilot_id = models.CharField(_("order (epilot id)"), max_length=64, unique=True)
+    order_title = models.CharField(_("order"), max_length=500, blank=True)
+    signed_at = models.DateTimeField(_("signed"))
+    flagged_at = models.DateTimeField(_("flagged in epilot"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True)
+
+    class Meta:
+        verbose_name = _("late sign-up")
+        verbose_name_plural = _("late sign-ups")
+        ordering = ["-signed_at"]
+
+    def __str__(self) -> str:
+        return self.order_title or self.order_epilot_id

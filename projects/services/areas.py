@@ -163,6 +163,11 @@ def area_addresses_import(rows: Iterable[tuple[int, dict[str, str]]], *, quota_p
             if name in outlines:
                 area.outline = outlines[name]
                 area.save(update_fields=["outline"])
+            started = area.campaign_start is not None and area.campaign_start <= timezone.localdate()
+            if started and ((quota_percent is not None and quota_percent != area.quota_percent)
+                            or (deadline is not None and deadline != area.deadline)):
+                raise ImportRejected([_("the campaign of %(area)s started: its quota and deadline change only by an "
+                                        "approved proposal") % {"area": name}])
             if quota_percent is not None or deadline is not None:
                 if quota_percent is not None:
                     area.quota_percent = quota_percent
