@@ -30,6 +30,7 @@ from projects.services.audit import audited_write
 from projects.services.errors import NotAllowed, NotFound
 
 FORECAST_DAYS = 14
+MIN_HISTORY_DAYS = 14  # of a past campaign before its quota was reached, to measure the forecast's error on it
 
 
 class ThresholdFrozen(NotAllowed):
@@ -61,10 +62,10 @@ def forecast_from(series: list[tuple[dt.date, int]], *, needed_units: int, today
     signed = series[-1][1] if series else 0
     missing = max(needed_units - signed, 0)
     days_left = (deadline - today).days if deadline else None
-    needed = (missing / days_left if days_left and days_left > 0 else None) if missing else 0.0
+    needed = (round(missing / days_left, 2) if days_left and days_left > 0 else None) if missing else 0.0
     if not missing:
-        return Forecast(statistics.fmean(rates) if rates else None, statistics.pstdev(rates) if rates else None, needed,
-                        today, today, today, len(rates))
+        return Forecast(round(statistics.fmean(rates), 2) if rates else None,
+                        round(statistics.pstdev(rates), 2) if rates else None, needed, today, today, today, len(rates))
     if not rates:
         return Forecast(None, None, needed, None, None, None, 0)
     mean, spread = statistics.fmean(rates), statistics.pstdev(rates)
@@ -72,7 +73,7 @@ def forecast_from(series: list[tuple[dt.date, int]], *, needed_units: int, today
     def day_at(rate: float) -> dt.date | None:
         return today + dt.timedelta(days=math.ceil(missing / rate)) if rate > 0 else None
 
-    return Forecast(round(mean, 2), round(spread, 2), None if needed is None else round(needed, 2), day_at(mean),
+    return Forecast(round(mean, 2), round(spread, 2), needed, day_at(mean),
                     day_at(mean + spread), day_at(mean - spread), len(rates))
 
 
@@ -90,8 +91,8 @@ def forecast_error_days(areas: list[RolloutArea] | None = None) -> list[tuple[Ro
         series = signed_series(area)
         needed = math.ceil(area.quota_percent * area.units_in_scope / 100) if area.units_in_scope else 0
         reached = next((day for day, units in series if needed and units >= needed), None)
-        if reached is None or not series:
-            continue
+        if reached is None or (reached - series[0][0]).days < MIN_HISTORY_DAYS:
+            continue  # reached before there was a history to forecast from
         halfway = series[0][0] + (reached - series[0][0]) / 2
         past = [point for point in series if point[0] <= halfway]
         guess = forecast_from(past, needed_units=needed, today=halfway, deadline=area.deadline).reached_on if past else None

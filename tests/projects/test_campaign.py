@@ -15,12 +15,13 @@ from rest_framework.test import APIClient
 
 from integrations.connection import get_epilot_client
 from integrations.epilot_sandbox import demo_id
-from projects.models import EpilotWrite, LateSignup, QuotaChange, RolloutArea, SyncRun
+from projects.models import AreaSnapshot, EpilotWrite, LateSignup, QuotaChange, RolloutArea, SyncRun
 from projects.services.api_clients import api_client_create
 from projects.services.areas import ImportRejected, area_addresses_import
 from projects.services.campaign import (
     ThresholdFrozen,
     area_terms_change,
+    forecast_error_days,
     forecast_from,
     late_signups_find,
     late_signups_flag,
@@ -61,6 +62,24 @@ def test_the_forecast_on_a_hand_made_series() -> None:
     old = [(today - dt.timedelta(days=30), 0), (today - dt.timedelta(days=20), 50)]
     assert forecast_from(old, needed_units=100, today=today, deadline=None).rate_per_day is None
     assert forecast_from(series, needed_units=50, today=today, deadline=None).reached_on == today
+
+
+def test_the_forecasts_error_is_measured_on_a_campaign_that_reached_its_quota(area) -> None:
+    area.refresh_from_db()  # 28 units in scope, quota 40 %: 12 needed; 2 units a day from day 0 reach it on day 6 ...
+    start = timezone.localdate() - dt.timedelta(days=40)
+    # ... on a steady series it would be exact; here the first 10 days go slowly, then faster: 12 reached on day 20.
+    units = [day // 2 if day < 10 else 5 + (day - 10) * 7 // 10 for day in range(41)]
+    AreaSnapshot.objects.filter(area=area).delete()
+    AreaSnapshot.objects.bulk_create([AreaSnapshot(area=area, day=start + dt.timedelta(days=day), units_signed=count)
+                                      for day, count in enumerate(units)])
+    reached = start + dt.timedelta(days=next(day for day, count in enumerate(units) if count >= 12))
+    errors = dict(forecast_error_days([area]))
+    # Halfway (day 10) the last 14 days showed 0.5 a day: 7 more units forecast 14 days later than they came.
+    halfway = start + (reached - start) / 2
+    expected = forecast_from([(start + dt.timedelta(days=d), c) for d, c in enumerate(units)
+                              if start + dt.timedelta(days=d) <= halfway], needed_units=12, today=halfway,
+                             deadline=None).reached_on
+    assert errors[area] == (expected - reached).days and errors[area] > 0
 
 
 def test_the_threshold_freezes_when_the_campaign_starts_and_changes_by_four_eyes(area) -> None:

@@ -16,6 +16,7 @@ from projects.models import (
     WorkflowExecution,
 )
 from projects.selectors import task_counts
+from projects.services.campaign import forecast_error_days
 from projects.services.funnel import area_funnel
 
 pytestmark = pytest.mark.django_db
@@ -44,6 +45,12 @@ def test_the_demo_story_fills_every_card_and_list(admin_client) -> None:
     funnel = area_funnel(flandersbach.pk)
     assert all(count > 0 for count in funnel.stuck.values()), funnel.stuck
     assert not flandersbach.addresses.exclude(stage="in_scope").filter(latitude__isnull=True).exists()
+
+    # Pre-marketing: Rohdenhaus's finished campaign measures the forecast; Düssel runs with a public gauge.
+    assert [area.name for area, _days in forecast_error_days()] == ["Rohdenhaus"]
+    dussel = RolloutArea.objects.get(name="Düssel Ortskern")
+    assert dussel.campaign_start is not None and dussel.public_token
+    assert admin_client.get(f"/public/areas/{dussel.public_token}/gauge.json").json()["units_signed"] == 0
 
     rohdenhaus = RolloutArea.objects.get(name="Rohdenhaus")
     assert rohdenhaus.units_signed > 0 and RolloutArea.objects.get(name="Düssel Ortskern").units_signed == 0

@@ -16,8 +16,17 @@ from django.utils import timezone
 from integrations.connection import connection_info, get_epilot_client
 from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, HAUSANSCHLUSS_TEMPLATE_ID, demo_id
 from integrations.epilot_sandbox.build_site import area_rows
-from projects.models import Opportunity, RolloutArea, SyncRun, WorkflowDefinition, WorkflowExecution, WorkflowStart
+from projects.models import (
+    AreaSnapshot,
+    Opportunity,
+    RolloutArea,
+    SyncRun,
+    WorkflowDefinition,
+    WorkflowExecution,
+    WorkflowStart,
+)
 from projects.services.areas import area_addresses_import, areas_refresh
+from projects.services.campaign import area_terms_change, public_gauge_enable
 from projects.services.conversion import opportunity_convert
 from projects.services.funnel import milestone_rules_replace
 from projects.services.steps import ASSIGN, COMPLETE, SET_DUE, StepChange, step_change
@@ -88,6 +97,22 @@ class Command(BaseCommand):
                                                                   deadline=timezone.localdate(now) + dt.timedelta(days=12))
         milestone_rules_replace(SANDBOX_MILESTONES, actor=ACTOR)
         areas_refresh()
+        self._campaigns(now)
+
+    def _campaigns(self, now: dt.datetime) -> None:
+        """Two pre-marketing campaigns: Rohdenhaus reached its quota (its daily history, on which the forecast's error
+        is measured), Düssel runs with its deadline close, nothing signed yet, and a public gauge."""
+        today = timezone.localdate(now)
+        rohdenhaus = RolloutArea.objects.get(name="Rohdenhaus")
+        days = 70
+        AreaSnapshot.objects.bulk_create([
+            AreaSnapshot(area=rohdenhaus, day=today - dt.timedelta(days=days - index),
+                         units_signed=min(rohdenhaus.units_signed, round(rohdenhaus.units_signed * index / (days - 10))))
+            for index in range(days)], ignore_conflicts=True)
+        area_terms_change(rohdenhaus, campaign_start=today - dt.timedelta(days=days))
+        dussel = RolloutArea.objects.get(name="Düssel Ortskern")
+        area_terms_change(dussel, campaign_start=today - dt.timedelta(days=30))
+        public_gauge_enable(dussel)
 
     def _start(self, definition: WorkflowDefinition, key: str) -> WorkflowExecution:
         start = workflow_start(definition=definition, schema="opportunity", entity_id=demo_id(f"opportunity:{key}"),
