@@ -314,7 +314,8 @@ class AreaSerializer(serializers.Serializer):
     units_missing_for_quota = serializers.IntegerField(min_value=0)
     deadline = serializers.DateField(allow_null=True)
     days_left = serializers.IntegerField(allow_null=True)
-    units_connected = serializers.IntegerField(min_value=0)
+    units_connected = serializers.IntegerField(min_value=0, help_text="units of buildings that reached the funnel's "
+                                               "`connected` milestone (a completed project while no rule marks it)")
     projects_by_phase = serializers.DictField(child=serializers.IntegerField(min_value=0))
     figures_at = serializers.DateTimeField(allow_null=True)
     campaign_start = serializers.DateField(allow_null=True, help_text="from this day on the quota and deadline are fixed")

@@ -4,8 +4,9 @@ Figures (their names are the API's contract): `units_in_scope`, `addresses_in_sc
 (units of addresses with at least one matched opportunity that is neither deleted nor `abgebrochen`
 and has a signed order: not deleted, `placed` or `completed`, linked through the order's
 `opportunity` relation or the opportunity's `items`), `take_up_percent`, `quota_percent`,
-`units_missing_for_quota`, `deadline`, `days_left`, `units_connected` (units of addresses whose
-project is `completed`) and `projects_by_phase`. They are recomputed for the areas whose addresses a change
+`units_missing_for_quota`, `deadline`, `days_left`, `units_connected` (units of buildings that reached
+the funnel's `connected` milestone; while no rule marks it, of addresses whose project is `completed`) and
+`projects_by_phase`. They are recomputed for the areas whose addresses a change
 of the mirror's projects touches (all of them after a full sync or an import).
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ from projects.mirror.addresses import address_key
 from projects.mirror.bulk import bulk_update_by_pk, column_in, values_read_at_once
 from projects.models import AreaAddress, AreaSnapshot, AusbauProject, Opportunity, Order, RolloutArea, Stage
 from projects.services.errors import NotAllowed
-from projects.services.milestones import MILESTONES, BuildingMilestones, building_milestones
+from projects.services.milestones import MILESTONES, BuildingMilestones, building_milestones, milestone_rules
 
 COLUMNS = ["area", "postal_code", "street", "house_number", "units"]  # and optionally lat, lon
 SIGNED_ORDER_STATUSES = ("placed", "completed")
@@ -303,8 +304,9 @@ def address_figures(keys: list[str] | None) -> dict[str, tuple[Any, ...]]:
     """key -> its figures in ADDRESS_FIGURES' order for these address keys (all when None).
 
     Signed: a live opportunity (not deleted, not `abgebrochen`) at the address has a signed order
-    (not deleted, `placed` or `completed`); signed since that order's creation in epilot. Connected: a
-    project at the address is `completed`. The stage and milestone dates: services/milestones.py.
+    (not deleted, `placed` or `completed`); signed since that order's creation in epilot. Connected: the
+    building reached the `connected` milestone, or, while no rule marks that milestone, a project at the
+    address is `completed`. The stage and milestone dates: services/milestones.py.
     """
     live = Opportunity.objects.filter(epilot_deleted_at__isnull=True).exclude(status="abgebrochen").exclude(address_key="")
     projects = AusbauProject.objects.exclude(opportunity__address_key="")
@@ -332,14 +334,18 @@ def address_figures(keys: list[str] | None) -> dict[str, tuple[Any, ...]]:
     phases_by_key: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(PHASE_COLUMNS, 0))
     for key, phase in projects.order_by().values_list("opportunity__address_key", "phase"):
         phases_by_key[key][phase] += 1
-    milestones = building_milestones(keys)
+    rules = milestone_rules()
+    milestones = building_milestones(keys, rules)
+    # Connected is the milestone where rules mark it, else (no rule for it yet) a completed project.
+    connected_by_rule = any(rule.milestone == "connected" for rule in rules)
     figures = {}
     for key in (keys if keys is not None else set(signed) | set(phases_by_key) | set(milestones)):
         phases = phases_by_key.get(key) or dict.fromkeys(PHASE_COLUMNS, 0)
         building = milestones.get(key) or BuildingMilestones()
         reached = building.reached
         stage = next((m for m in reversed(MILESTONES) if m in reached), Stage.SIGNED if key in signed else Stage.IN_SCOPE)
-        figures[key] = (key in signed, phases[AusbauProject.Phase.COMPLETED] > 0, *phases.values(), stage, signed.get(key),
+        connected = "connected" in reached if connected_by_rule else phases[AusbauProject.Phase.COMPLETED] > 0
+        figures[key] = (key in signed, connected, *phases.values(), stage, signed.get(key),
                         reached.get("passed"), reached.get("connected"), reached.get("activated"),
                         "" if stage == Stage.ACTIVATED else building.waiting_on, building.latitude, building.longitude)
     return figures

@@ -46,13 +46,14 @@ def milestone_rules() -> list[Rule]:
             .values_list("milestone", "definition", "step")]
 
 
-def building_milestones(keys: list[str] | None) -> dict[str, BuildingMilestones]:
-    """address key → its milestones for these address keys (every address with an opportunity when None).
+def building_milestones(keys: list[str] | None, rules: list[Rule] | None = None) -> dict[str, BuildingMilestones]:
+    """address key → its milestones for these address keys (every address with an opportunity when None), by these
+    rules (the configured ones when None).
 
     By a change: opportunities by address key, their orders, the executions of both and their completed
     steps, each by an indexed column. After a rule change: the same four reads over whole tables.
     """
-    rules = milestone_rules()
+    rules = milestone_rules() if rules is None else rules
     opportunities = Opportunity.objects.filter(epilot_deleted_at__isnull=True).exclude(address_key="").order_by()
     if keys is not None:
         opportunities = opportunities.filter(column_in(Opportunity, "address_key", keys))

@@ -130,6 +130,8 @@ def test_any_of_several_rules_reaches_a_milestone(area) -> None:
     complete_through(v1, "Hausanschluss setzen")
     assert stages()["Flehenberger Weg"] == "connected" and stages()["Fliethe"] == "connected"
     assert stages()["Rohdenhauser Straße"] == "in_scope"
+    # The area's units connected follow the milestone once a rule marks it (4 + 10 units), not completed projects.
+    assert RolloutArea.objects.get(pk=area.pk).units_connected == 14
 
 
 def test_a_building_with_two_opportunities(area) -> None:
