@@ -39,11 +39,18 @@ BUILDINGS = [
 SIGNED_TO_PASSED, PASSED_TO_CONNECTED, CONNECTED_TO_ACTIVATED = 45, 20, 10
 
 
+def position(number: int) -> tuple[float, float]:
+    """The building's (lat, lng): along a bending street, the houses alternately on either side."""
+    along = (number // 2) / 10
+    side = 1 if (number // 2) % 2 == 0 else -1
+    lat = CENTRE[0] + 0.0022 * along + 0.0007 * math.sin(2.4 * along) + side * 0.00011
+    lng = CENTRE[1] + 0.0036 * along - side * 0.00008
+    return round(lat, 6), round(lng, 6)
+
+
 def coordinates(number: int) -> str:
-    """The building's position along the gently bending street, as "lat,lng" (how the demo's addresses carry it)."""
-    along = number // 2
-    lat = CENTRE[0] + along * 0.00021 + 0.00009 * math.sin(along / 3)
-    lng = CENTRE[1] + along * 0.00034
+    """The building's position as "lat,lng" (how the demo's addresses carry it)."""
+    lat, lng = position(number)
     return f"{lat:.6f},{lng:.6f}"
 
 
@@ -52,9 +59,11 @@ def address(number: int) -> dict[str, Any]:
             "coordinates": coordinates(number)}
 
 
-def area_rows() -> list[tuple[str, str, str, int]]:
-    """(area, street, house number, units) of every building, for the area's address list."""
-    return [(AREA, STREET, str(number), units) for number, units, _stage, _days in BUILDINGS]
+def area_rows() -> list[dict[str, str]]:
+    """The area's address list as a surveyor delivers it: every building with its units and coordinates."""
+    return [{"area": AREA, "postal_code": "42489", "street": STREET, "house_number": str(number), "units": str(units),
+             "lat": str(position(number)[0]), "lon": str(position(number)[1])}
+            for number, units, _stage, _days in BUILDINGS]
 
 
 def seed_build_site(store: SandboxStore, *, now: dt.datetime | None = None) -> int:

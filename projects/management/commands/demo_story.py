@@ -87,10 +87,10 @@ class Command(BaseCommand):
         rows += [("Düssel Ortskern", "Dorfstraße", str(number), units) for number, units in
                  ((1, 2), (3, 6), (5, 4), (7, 8), (9, 3), (11, 2), (13, 5))]
         rows += [("Düssel Ortskern", "Nordstraße", "12", 4), ("Düssel Ortskern", "Kalkstraße", "58", 6)]
-        rows += area_rows()  # Flandersbach, mid-build (seed_sandbox wrote its history into the sandbox)
-        area_addresses_import(
-            [(line, {"area": area, "postal_code": "42489", "street": street, "house_number": number, "units": str(units)})
-             for line, (area, street, number, units) in enumerate(rows, start=2)])
+        listed = [{"area": area, "postal_code": "42489", "street": street, "house_number": number, "units": str(units)}
+                  for area, street, number, units in rows]
+        listed += area_rows()  # Flandersbach, mid-build (seed_sandbox wrote its history), with surveyed coordinates
+        area_addresses_import(list(enumerate(listed, start=2)))
         RolloutArea.objects.filter(name="Rohdenhaus").update(quota_percent=35,
                                                              deadline=timezone.localdate(now) - dt.timedelta(days=30))
         RolloutArea.objects.filter(name="Düssel Ortskern").update(quota_percent=40,
