@@ -21,6 +21,16 @@ class ProjectsConfig(AppConfig):
         # What is derived from the mirror listens to its change event (services/changes.py).
         entities_changed.connect(projects_on_entities_changed, dispatch_uid="projects")
         projects_changed.connect(areas_on_projects_changed, dispatch_uid="rollout-areas")
+        # The inbox names assignees by their staff profile: a changed profile or user shows at once.
+        from django.contrib.auth import get_user_model
+        from django.db.models.signals import post_delete, post_save
+
+        from projects.models import StaffProfile
+        from projects.selectors import forget_staff_names
+
+        for model in (StaffProfile, get_user_model()):
+            post_save.connect(forget_staff_names, sender=model, dispatch_uid=f"staff-names-{model.__name__}")
+            post_delete.connect(forget_staff_names, sender=model, dispatch_uid=f"staff-names-delete-{model.__name__}")
 
         info = connection_info()
         if info.mode == "embedded-sandbox":

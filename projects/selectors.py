@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.core.cache import cache
+from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
 from projects.mirror.schemas import configured_schemas, mirrored_rows
@@ -333,3 +334,30 @@ def sync_status() -> list[dict]:
                 latest.epilot_count == 0 and len(reconciled) > 1 and reconciled[1].epilot_count >= 1000))),
         })
     return result
+
+
+STAFF_NAMES_CACHE_KEY = "staff-names-by-epilot-id"
+
+
+def staff_names() -> dict[str, str]:
+    """epilot user id → the linked colleague's name (full name, else username), cached for a minute."""
+    names = cache.get(STAFF_NAMES_CACHE_KEY)
+    if names is None:
+        names = {}
+        for epilot_id, first, last, username in StaffProfile.objects.exclude(epilot_user_id="").values_list(
+                "epilot_user_id", "user__first_name", "user__last_name", "user__username"):
+            names[epilot_id] = f"{first} {last}".strip() or username
+        cache.set(STAFF_NAMES_CACHE_KEY, names, 60)
+    return names
+
+
+def forget_staff_names(**kwargs: Any) -> None:
+    cache.delete(STAFF_NAMES_CACHE_KEY)
+
+
+def with_building(steps: QuerySet[MirroredStep]) -> QuerySet[MirroredStep]:
+    """Steps with `building_id`: the building (area address) of their execution's opportunity, or its order's."""
+    key = Coalesce(NullIf("execution__opportunity__address_key", Value("")),
+                   NullIf("execution__order__opportunity__address_key", Value("")))
+    buildings = AreaAddress.objects.filter(key=OuterRef("entity_address_key")).order_by("pk").values("pk")[:1]
+    return steps.annotate(entity_address_key=key).annotate(building_id=Subquery(buildings))

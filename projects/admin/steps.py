@@ -11,14 +11,14 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from projects import models
 from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline
 from projects.forms import CloseExecutionForm, StepOperationForm
-from projects.selectors import end_of_week, epilot_user_id_of, steps_in_area
+from projects.selectors import end_of_week, epilot_user_id_of, staff_names, steps_in_area, with_building
 from projects.services.errors import ServiceError
 from projects.services.steps import closing_reasons, execution_close, step_job_create, step_job_progress
 from projects.templatetags.backoffice import badge
@@ -113,9 +113,14 @@ class TaskInboxAdmin(ReadOnlyAdmin):
     list_display = ["name", "section", "workflow", "entity", "status_badge", "assignees_display", "due_display"]
     list_display_links = ["name"]
     list_filter = [OpenFilter, AssigneeFilter, DueFilter, AreaFilter, "section", "execution__name", "status"]
-    search_fields = ["name", "section", "execution__name", "execution__entity_epilot_id", "execution__epilot_id"]
-    list_select_related = ["execution"]
+    search_fields = ["name", "section", "execution__name", "execution__entity_epilot_id", "execution__epilot_id",
+                     "execution__opportunity__street", "execution__order__opportunity__street"]
+    list_select_related = ["execution", "execution__opportunity__customer", "execution__order__opportunity__customer",
+                           "execution__contact"]
     list_per_page = 100
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return with_building(super().get_queryset(request))
     actions = ["complete_steps", "skip_steps", "reopen_steps", "assign_steps", "schedule_steps"]
     exclude = ["assignees"]
 
@@ -129,7 +134,23 @@ class TaskInboxAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("entity"))
     def entity(self, obj: models.MirroredStep) -> str:
-        return f"{obj.execution.entity_schema} {obj.execution.entity_epilot_id}"
+        """The entity's title, its address and customer (linked to the building where it is one), never a bare id."""
+        execution = obj.execution
+        opportunity = execution.opportunity or (execution.order.opportunity if execution.order else None)
+        entity = execution.order or execution.opportunity or execution.contact
+        title = str(entity) if entity else f"{execution.entity_schema} {execution.entity_epilot_id[:8]}…"
+        if entity is not None:
+            title = format_html('<a href="{}">{}</a>', reverse(
+                f"admin:projects_{type(entity)._meta.model_name}_change", args=[entity.pk]), title)
+        if opportunity is None or not opportunity.address:
+            return title
+        address = opportunity.address
+        building_id = getattr(obj, "building_id", None)
+        if building_id:
+            address = format_html('<a href="{}">{}</a>', reverse("admin:projects_areaaddress_change", args=[building_id]),
+                                  address)
+        customer = opportunity.customer.title if opportunity.customer else ""
+        return format_html('{}<br><small>{}{}</small>', title, address, f" · {customer}" if customer else "")
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: models.MirroredStep) -> str:
@@ -137,16 +158,18 @@ class TaskInboxAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("assigned to"))
     def assignees_display(self, obj: models.MirroredStep) -> str:
-        return ", ".join(obj.assigned_to) or "–"
+        names = staff_names()
+        return ", ".join(names.get(str(user), str(user)) for user in obj.assigned_to) or "–"
 
     @admin.display(description=_("due"), ordering="due_date")
     def due_display(self, obj: models.MirroredStep) -> str:
         if obj.due_date is None:
             return "–"
-        text = timezone.localtime(obj.due_date).strftime("%d.%m.%Y %H:%M")
+        text = formats.date_format(timezone.localtime(obj.due_date), "SHORT_DATETIME_FORMAT")
         if obj.is_open and obj.due_date < timezone.now():
-            return format_html('<strong class="overdue" style="color:#dc3545">{} ({})</strong>', text, _("overdue"))
-        return text
+            return format_html('<strong class="overdue" style="color:#dc3545;white-space:nowrap">{}</strong><br>'
+                               '<small class="overdue">{}</small>', text, _("overdue"))
+        return format_html('<span style="white-space:nowrap">{}</span>', text)
 
     def has_work_steps_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("projects.work_steps")
