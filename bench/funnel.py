@@ -19,6 +19,7 @@ changes, with its queries; the peak RSS. Targets: one change < 50 ms, a rule cha
 
     .venv/bin/python bench/funnel.py [--buildings 50000] [--shape plain|shared|orphans|wide]
     DATABASE_URL=postgres://... .venv/bin/python bench/funnel.py   # empties the mirror's tables there
+    BENCH_SLOWEST=1 .venv/bin/python bench/funnel.py                 # also the rule change's slowest and a change's queries
 """
 from __future__ import annotations
 
@@ -237,14 +238,7 @@ def one_changes(changes: list[tuple[int, str]]) -> tuple[list[float], int, int]:
         change = EntitiesChanged(refs=(ref,), kinds={ref: "workflows"}, opportunities=frozenset({opportunity_id}))
         with CaptureQueriesContext(connection) as queries:
             started = time.perf_counter()
-            if os.environ.get("BENCH_PROFILE") and len(times) == 10:
-                import cProfile
-                import pstats
-                profiler = cProfile.Profile()
-                profiler.runcall(announce, change)
-                pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
-            else:
-                announce(change)
+            announce(change)
             times.append(time.perf_counter() - started)
         most = max(most, len(queries.captured_queries))
         if os.environ.get("BENCH_SLOWEST") and len(times) == len(changes):

@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.templatetags.static import static
 from django.urls import path, reverse
-from django.utils import formats, timezone
+from django.utils import formats
 from django.utils.html import format_html, format_html_join
 from django.utils.http import content_disposition_header
 from django.utils.translation import gettext_lazy as _
@@ -137,7 +137,7 @@ class RolloutAreaAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: models.RolloutArea | None = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))
-        if obj is not None and obj.campaign_start is not None and obj.campaign_start <= timezone.localdate():
+        if obj is not None and obj.campaign_started:
             fields = ["campaign_start", "quota_percent", "deadline", *fields]  # frozen: changed by an approved proposal
         return fields
 

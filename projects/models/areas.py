@@ -1,7 +1,11 @@
 """Rollout areas (Ausbaugebiete): the households in scope, the pre-marketing quota, and the figures derived for them."""
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
+
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -33,6 +37,15 @@ class RolloutArea(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def campaign_started(self) -> bool:
+        return self.campaign_start is not None and self.campaign_start <= timezone.localdate()
+
+    def changes_terms(self, quota_percent: Decimal | None, deadline: dt.date | None) -> bool:
+        """Whether these (None: unchanged) differ from the area's quota and deadline."""
+        return (quota_percent is not None and quota_percent != self.quota_percent) or \
+            (deadline is not None and deadline != self.deadline)
 
 
 class Stage(models.TextChoices):

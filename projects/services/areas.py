@@ -164,9 +164,7 @@ def area_addresses_import(rows: Iterable[tuple[int, dict[str, str]]], *, quota_p
             if name in outlines:
                 area.outline = outlines[name]
                 area.save(update_fields=["outline"])
-            started = area.campaign_start is not None and area.campaign_start <= timezone.localdate()
-            if started and ((quota_percent is not None and quota_percent != area.quota_percent)
-                            or (deadline is not None and deadline != area.deadline)):
+            if area.campaign_started and area.changes_terms(quota_percent, deadline):
                 raise ImportRejected([_("the campaign of %(area)s started: its quota and deadline change only by an "
                                         "approved proposal") % {"area": name}])
             if quota_percent is not None or deadline is not None:
@@ -269,10 +267,7 @@ def areas_refresh(*, address_keys: Iterable[str] | None = None) -> int:
     if not areas:
         return 0
     with transaction.atomic():
-        # Two workers refreshing one area one after the other, so neither sums it without the other's addresses
-        # (PostgreSQL; SQLite writes one transaction at a time anyway). Locked in one order: no deadlock.
-        list(RolloutArea.objects.select_for_update().filter(pk__in=[area.pk for area in areas]).order_by("pk")
-             .values_list("pk", flat=True))
+        _lock(areas)
         addresses = AreaAddress.objects.order_by()
         columns = ("pk", "key", "located_by_import", *ADDRESS_FIGURES)
         if keys is None:
@@ -294,10 +289,17 @@ def areas_snapshot() -> int:
     if not areas:
         return 0
     with transaction.atomic():
-        list(RolloutArea.objects.select_for_update().filter(pk__in=[area.pk for area in areas]).order_by("pk")
-             .values_list("pk", flat=True))
+        _lock(areas)
         _store_area_sums(areas, timezone.now())
     return len(areas)
+
+
+def _lock(areas: list[RolloutArea]) -> None:
+    """Lock the areas' rows until the transaction ends: two workers refreshing one area go one after the other, so
+    neither sums it without the other's addresses (PostgreSQL; SQLite writes one transaction at a time anyway).
+    Locked in one order: no deadlock."""
+    list(RolloutArea.objects.select_for_update().filter(pk__in=[area.pk for area in areas]).order_by("pk")
+         .values_list("pk", flat=True))
 
 
 def address_figures(keys: list[str] | None) -> dict[str, tuple[Any, ...]]:

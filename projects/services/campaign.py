@@ -109,11 +109,8 @@ def area_terms_change(area: RolloutArea, *, quota_percent: Decimal | None = None
     the campaign started (propose it instead), and NotAllowed for moving a start that passed."""
     with transaction.atomic():
         area = RolloutArea.objects.select_for_update().get(pk=area.pk)
-        today = timezone.localdate()
-        started = area.campaign_start is not None and area.campaign_start <= today
-        changes_terms = (quota_percent is not None and quota_percent != area.quota_percent) or \
-            (deadline is not None and deadline != area.deadline)
-        if started and changes_terms:
+        started = area.campaign_started
+        if started and area.changes_terms(quota_percent, deadline):
             raise ThresholdFrozen(_("The campaign of %(area)s started on %(day)s: its quota and deadline are fixed. "
                                     "Propose the change with a reason (POST /api/v1/areas/%(id)d/quota-changes/ or "
                                     "the admin's “Propose a change”); another person approves it.")
