@@ -36,6 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.sync_full import use_django_against  # noqa: E402
+
 STREETS = ["Wilhelmstraße", "Goethestraße", "Schulstraße", "Kirchstraße", "Am Diek", "Ellenbeek", "Bahnhofstraße",
            "Mettmanner Straße", "Düsseler Straße", "Heumarkt", "Tiegenhöfe", "Schlupkothen", "Erbacher Berg", "Dorfstraße"]
 V1_STEPS = ["Trassenplanung erstellen", "Genehmigungen einholen", "Tiefbau beauftragen", "Tiefbau durchführen",
@@ -58,19 +60,13 @@ def main() -> None:
     parser.add_argument("--shape", choices=["plain", "shared", "orphans", "wide"], default="plain")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-funnel-"))
-    os.environ.update({"DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING", "DEBUG": "false",
-                       "EPILOT_SANDBOX_DB": str(workdir / "sandbox.sqlite3")})
-    os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'app.sqlite3'}")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    os.environ["EPILOT_SANDBOX_DB"] = str(workdir / "sandbox.sqlite3")  # nothing is asked of epilot here
+    use_django_against("", workdir)
     from django.db import connection
 
-    from projects.models import MilestoneRule, MirroredStep
+    from projects.models import MirroredStep
 
-    call_command("migrate", verbosity=0)
-    empty_mirror()
+    empty_funnel()
     started = time.perf_counter()
     changes = fill(args)
     filled = time.perf_counter() - started
@@ -80,7 +76,6 @@ def main() -> None:
 
     floor = bare_read()
     print(f"bare read:   {floor:.2f} s (opportunities, orders, executions and completed steps, as the recompute reads them)")
-    MilestoneRule.objects.all().delete()
     from django.test.utils import CaptureQueriesContext
 
     from projects.services.funnel import area_funnel, milestone_rules_replace
@@ -103,19 +98,11 @@ def main() -> None:
     print(f"peak RSS:    {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
-def empty_mirror() -> None:
-    from projects.models import (
-        AreaAddress,
-        AusbauProject,
-        MilestoneRule,
-        MirroredStep,
-        Opportunity,
-        Order,
-        RolloutArea,
-        WorkflowExecution,
-    )
+def empty_funnel() -> None:
+    """What an earlier run left beside the mirror (use_django_against empties that)."""
+    from projects.models import AreaAddress, MilestoneRule, RolloutArea
 
-    for model in (MirroredStep, WorkflowExecution, AreaAddress, RolloutArea, AusbauProject, Order, Opportunity, MilestoneRule):
+    for model in (AreaAddress, RolloutArea, MilestoneRule):
         model.objects.all().delete()
 
 
