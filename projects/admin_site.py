@@ -26,6 +26,18 @@ class BackofficeAdminSite(admin.AdminSite):
     site_title = "Ausbau Backoffice"
     index_title = _("Fibre rollout · Stadtwerke Wülfrath")
 
+    def get_urls(self) -> list:
+        """The admin's own pages plus the header search and the building file."""
+        from django.urls import path
+
+        from projects.admin.search import building_file_view, search_view
+
+        return [
+            path("search/", self.admin_view(search_view), name="search"),
+            path("building/", self.admin_view(building_file_view), name="building_file"),
+            *super().get_urls(),
+        ]
+
     def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[dict]:
         """On the index, the models in four groups; an app's own page stays as Django builds it."""
         apps = super().get_app_list(request, app_label)

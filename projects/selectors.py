@@ -8,8 +8,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce, NullIf
+from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from projects.mirror.schemas import configured_schemas, mirrored_rows
@@ -353,11 +353,3 @@ def staff_names() -> dict[str, str]:
 
 def forget_staff_names(**kwargs: Any) -> None:
     cache.delete(STAFF_NAMES_CACHE_KEY)
-
-
-def with_building(steps: QuerySet[MirroredStep]) -> QuerySet[MirroredStep]:
-    """Steps with `building_id`: the building (area address) of their execution's opportunity, or its order's."""
-    key = Coalesce(NullIf("execution__opportunity__address_key", Value("")),
-                   NullIf("execution__order__opportunity__address_key", Value("")))
-    buildings = AreaAddress.objects.filter(key=OuterRef("entity_address_key")).order_by("pk").values("pk")[:1]
-    return steps.annotate(entity_address_key=key).annotate(building_id=Subquery(buildings))

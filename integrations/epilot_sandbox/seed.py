@@ -204,7 +204,7 @@ def demo_documents(org_id: str = "739224") -> list[dict[str, Any]]:
     for i, (key, (first, last, email)) in enumerate(DEMO_CONTACTS.items()):
         opportunity_key = next(o[0] for o in DEMO_OPPORTUNITIES if o[5] == key)
         docs.append(_entity("contact", key, i * 0.1, {
-            "first_name": first, "last_name": last,
+            "first_name": first, "last_name": last, "customer_number": f"K-{10001 + i}",
             "email": [{"email": email, "_tags": ["primary"]}],
             "phone": [{"phone": f"+49 2058 9{i:05d}", "_tags": ["primary"]}],
             "address": [addresses[opportunity_key]],

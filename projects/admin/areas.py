@@ -22,6 +22,7 @@ from django.utils.http import content_disposition_header
 from django.utils.translation import gettext_lazy as _
 
 from projects import models
+from projects.admin.search import building_file_url
 from projects.formatting import spreadsheet_safe
 from projects.selectors import area_figures, area_sections, unsigned_addresses
 from projects.services.areas import ImportRejected, area_addresses_import, read_address_file
@@ -419,8 +420,7 @@ class RolloutAreaAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         area = get_object_or_404(models.RolloutArea, pk=parse_id(object_id))
-        return JsonResponse(buildings_geojson(area.pk, link=lambda b: reverse("admin:projects_areaaddress_change",
-                                                                              args=[b.pk])))
+        return JsonResponse(buildings_geojson(area.pk, link=lambda building: building_file_url(building.key)))
 
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

@@ -17,6 +17,31 @@ def portal_link(schema: str, epilot_id: str) -> str:
     return format_html('<a href="{}" target="_blank" rel="noopener">{} ↗</a>', portal_url(schema, epilot_id), _("Open in epilot"))
 
 
+def building_file_link(opportunity: Any, text: str | None = None) -> str:
+    """The opportunity's address linked to its building file (escaped text only when it has no comparable address)."""
+    if opportunity is None or not opportunity.address:
+        return "–" if text is None else text
+    if not opportunity.address_key:
+        return opportunity.address if text is None else text
+    url = reverse("admin:building_file") + "?" + urlencode({"key": opportunity.address_key})
+    return format_html('<a href="{}" class="building-file-link">{}</a>', url, opportunity.address if text is None else text)
+
+
+def entity_summary(*, schema: str, epilot_id: str, opportunity: Any = None, order: Any = None, contact: Any = None) -> str:
+    """An execution's or a step's entity as staff read it: its title (linked), its address (linked to the building
+    file) and customer; an entity the mirror does not hold by its type and a short id."""
+    entity = order or opportunity or contact
+    if entity is None:
+        return format_html('{} <span title="{}">{}…</span>', schema, epilot_id, epilot_id[:8])
+    title = format_html('<a href="{}">{}</a>', reverse(f"admin:projects_{type(entity)._meta.model_name}_change",
+                                                       args=[entity.pk]), entity)
+    place = opportunity or (order.opportunity if order is not None else None)
+    if place is None or not place.address:
+        return title
+    customer = place.customer.title if place.customer_id and place.customer else ""
+    return format_html('{}<br><small>{}{}</small>', title, building_file_link(place), f" · {customer}" if customer else "")
+
+
 def audit_link(epilot_id: str) -> str:
     url = reverse("admin:projects_epilotwrite_changelist") + "?" + urlencode({"target_epilot_id": epilot_id})
     return format_html('<a href="{}">{}</a>', url, _("Audit history"))

@@ -13,7 +13,14 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from projects import models
-from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, audit_link, portal_link, schema_of
+from projects.admin.base import (
+    ReadOnlyAdmin,
+    ReadOnlyInline,
+    audit_link,
+    building_file_link,
+    portal_link,
+    schema_of,
+)
 from projects.formatting import format_amount, portal_url
 from projects.forms import KNOWN_OPPORTUNITY_STATUSES, ConvertForm, StartWorkflowForm, StatusForm
 from projects.selectors import project_executions, project_orders, running_workflows_by_entity
@@ -65,6 +72,10 @@ class OrderInline(ReadOnlyInline):
         return format_amount(obj.amount_total, obj.currency)
 
 
+# Money columns and what the detail page shows instead (budget_display and amount: OpportunityAdmin, OrderAdmin).
+MONEY_DISPLAY = {"budget": "budget_display", "amount_total": "amount"}
+
+
 class MirroredAdmin(ReadOnlyAdmin):
     """Lists and detail pages of mirrored entities, with 'start workflow' for every schema."""
 
@@ -77,7 +88,11 @@ class MirroredAdmin(ReadOnlyAdmin):
     exclude = ["payload"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in self.model._meta.fields if f.name not in ("id", "payload")] + ["links", "payload_pretty"]
+        """Every column (money as money, in the user's language) but the search words, plus the links and the
+        document as epilot sent it."""
+        names = [MONEY_DISPLAY.get(f.name, f.name) for f in self.model._meta.fields
+                 if f.name not in ("id", "payload", "search_text", "currency")]
+        return [*names, "links", "payload_pretty"]
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list:
         technical = [
@@ -95,6 +110,10 @@ class MirroredAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("links"))
     def links(self, obj: Any) -> str:
+        place = obj if isinstance(obj, models.Opportunity) else getattr(obj, "opportunity", None)
+        if place is not None and place.address_key:
+            return format_html("{} · {} · {}", building_file_link(place, _("Building file")),
+                               portal_link(schema_of(obj), obj.epilot_id), audit_link(obj.epilot_id))
         return format_html("{} · {}", portal_link(schema_of(obj), obj.epilot_id), audit_link(obj.epilot_id))
 
     @admin.display(description=_("status"), ordering="status")
@@ -240,7 +259,7 @@ class OpportunityAdmin(MirroredAdmin):
 
     @admin.display(description=_("address"), ordering="street")
     def address_display(self, obj: models.Opportunity) -> str:
-        return obj.address or "–"
+        return building_file_link(obj)
 
     @admin.display(description=_("budget"), ordering="budget")
     def budget_display(self, obj: models.Opportunity) -> str:

@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from projects import models
 from projects.admin.areas import STAGE_COLOURS
 from projects.admin.base import ReadOnlyAdmin
+from projects.admin.search import building_file_url
 from projects.services.areas import STAGE_REACHED
 from projects.services.campaign import quota_change_decide
 from projects.services.errors import NotAllowed
@@ -64,13 +65,17 @@ class BuildingAdmin(ReadOnlyAdmin):
     """Each building of an area: its stage, the date of each milestone, what it waits on, its opportunities."""
 
     list_display = ["street", "house_number", "postal_code", "units", "area", "stage_display", "since_display",
-                    "waiting_on"]
+                    "waiting_on", "file_link"]
     list_filter = ["area", "stage", ReachedFilter, StuckFilter]
     search_fields = ["street", "postal_code"]
     list_select_related = ["area"]
-    fields = ["area", "postal_code", "street", "house_number", "units", "stage_display", "signed_at", "passed_at",
+    fields = ["file_link", "area", "postal_code", "street", "house_number", "units", "stage_display", "signed_at", "passed_at",
               "connected_at", "activated_at", "since_display", "waiting_on", "latitude", "longitude", "entities"]
     readonly_fields = fields
+
+    @admin.display(description=_("building file"))
+    def file_link(self, obj: models.AreaAddress) -> str:
+        return format_html('<a href="{}">{}</a>', building_file_url(obj.key), _("Building file"))
 
     @admin.display(description=_("stage"), ordering="stage")
     def stage_display(self, obj: models.AreaAddress) -> str:

@@ -16,9 +16,9 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from projects import models
-from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline
+from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, entity_summary
 from projects.forms import CloseExecutionForm, StepOperationForm
-from projects.selectors import end_of_week, epilot_user_id_of, staff_names, steps_in_area, with_building
+from projects.selectors import end_of_week, epilot_user_id_of, staff_names, steps_in_area
 from projects.services.errors import ServiceError
 from projects.services.steps import closing_reasons, execution_close, step_job_create, step_job_progress
 from projects.templatetags.backoffice import badge
@@ -118,9 +118,6 @@ class TaskInboxAdmin(ReadOnlyAdmin):
     list_select_related = ["execution", "execution__opportunity__customer", "execution__order__opportunity__customer",
                            "execution__contact"]
     list_per_page = 100
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return with_building(super().get_queryset(request))
     actions = ["complete_steps", "skip_steps", "reopen_steps", "assign_steps", "schedule_steps"]
     exclude = ["assignees"]
 
@@ -134,23 +131,9 @@ class TaskInboxAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("entity"))
     def entity(self, obj: models.MirroredStep) -> str:
-        """The entity's title, its address and customer (linked to the building where it is one), never a bare id."""
         execution = obj.execution
-        opportunity = execution.opportunity or (execution.order.opportunity if execution.order else None)
-        entity = execution.order or execution.opportunity or execution.contact
-        title = str(entity) if entity else f"{execution.entity_schema} {execution.entity_epilot_id[:8]}…"
-        if entity is not None:
-            title = format_html('<a href="{}">{}</a>', reverse(
-                f"admin:projects_{type(entity)._meta.model_name}_change", args=[entity.pk]), title)
-        if opportunity is None or not opportunity.address:
-            return title
-        address = opportunity.address
-        building_id = getattr(obj, "building_id", None)
-        if building_id:
-            address = format_html('<a href="{}">{}</a>', reverse("admin:projects_areaaddress_change", args=[building_id]),
-                                  address)
-        customer = opportunity.customer.title if opportunity.customer else ""
-        return format_html('{}<br><small>{}{}</small>', title, address, f" · {customer}" if customer else "")
+        return entity_summary(schema=execution.entity_schema, epilot_id=execution.entity_epilot_id,
+                              opportunity=execution.opportunity, order=execution.order, contact=execution.contact)
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: models.MirroredStep) -> str:

@@ -3,18 +3,19 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from projects import models
-from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, portal_link
+from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, entity_summary
 from projects.admin.steps import close_execution_view
 from projects.selectors import job_progress
-from projects.templatetags.backoffice import badge
+from projects.templatetags.backoffice import badge, colleagues
 from projects.validation import parse_id
 
 
@@ -33,6 +34,7 @@ class WorkflowDefinitionAdmin(ReadOnlyAdmin):
 @admin.register(models.WorkflowExecution)
 class WorkflowExecutionAdmin(ReadOnlyAdmin):
     list_display = ["name", "entity_link", "status_badge", "current_section", "current_step", "progress", "started_at"]
+    list_select_related = ["opportunity__customer", "order__opportunity__customer", "contact"]
     list_filter = ["status", "engine", "entity_schema", "current_section"]
     search_fields = ["name", "epilot_id", "entity_epilot_id"]
     date_hierarchy = "started_at"
@@ -67,7 +69,8 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("entity"))
     def entity_link(self, obj: models.WorkflowExecution) -> str:
-        return format_html("{} · {}", obj.entity_schema, portal_link(obj.entity_schema, obj.entity_epilot_id))
+        return entity_summary(schema=obj.entity_schema, epilot_id=obj.entity_epilot_id, opportunity=obj.opportunity,
+                              order=obj.order, contact=obj.contact)
 
     @admin.display(description=_("steps"))
     def steps_table(self, obj: models.WorkflowExecution) -> str:
@@ -76,8 +79,9 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
             return "–"
         rows = format_html_join("", '<tr><td>{}</td><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
                                 ((step.section, reverse("admin:projects_mirroredstep_change", args=[step.pk]), step.name,
-                                  badge(step.status), ", ".join(step.assigned_to),
-                                  timezone.localtime(step.due_date).strftime("%d.%m.%Y") if step.due_date else "")
+                                  badge(step.status), colleagues(step.assigned_to),
+                                  formats.date_format(timezone.localtime(step.due_date), "SHORT_DATE_FORMAT")
+                                  if step.due_date else "")
                                  for step in steps))
         return format_html("<table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>{}</table>",
                            _("section"), _("step"), _("status"), _("assigned to"), _("due"), rows)
@@ -116,8 +120,22 @@ class WorkflowStartAdmin(ReadOnlyAdmin):
         "entity_title",
         "status",
         "actor",
-        "execution_epilot_id",
+        "execution_display",
         "error",
     ]
     list_filter = ["status", "entity_schema", "actor"]
     search_fields = ["entity_epilot_id", "entity_title", "execution_epilot_id"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        mirrored = models.WorkflowExecution.objects.filter(epilot_id=OuterRef("execution_epilot_id")).values("pk")[:1]
+        return super().get_queryset(request).annotate(execution_pk=Subquery(mirrored))
+
+    @admin.display(description=_("workflow execution"))
+    def execution_display(self, obj: models.WorkflowStart) -> str:
+        """The started execution, linked once the mirror holds it; its id shortened until then."""
+        if getattr(obj, "execution_pk", None):
+            return format_html('<a href="{}">{}</a>', reverse("admin:projects_workflowexecution_change",
+                                                             args=[obj.execution_pk]), obj.definition)
+        if obj.execution_epilot_id:
+            return format_html('<span title="{}">{}…</span>', obj.execution_epilot_id, obj.execution_epilot_id[:8])
+        return "–"

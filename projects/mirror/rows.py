@@ -12,7 +12,7 @@ from django.db import models
 
 from integrations.epilot import Entity
 from integrations.epilot.types import relation_ids
-from projects.mirror.addresses import address_key
+from projects.mirror.addresses import address_key, searchable
 from projects.mirror.bulk import dumps_json
 from projects.mirror.schemas import model_for
 
@@ -21,11 +21,15 @@ MAX_PAYLOAD_BYTES = 512 * 1024
 
 COMMON_FIELDS = ["title", "status", "tags", "epilot_created_at", "epilot_updated_at", "epilot_deleted_at", "payload", "synced_at"]
 EXTRA_FIELDS: dict[str, list[str]] = {
-    "contact": ["email"],
+    "contact": ["email", "search_text"],
     "opportunity": ["customer_epilot_id", "street", "postal_code", "city", "address_key", "budget", "latitude",
-                    "longitude"],
-    "order": ["amount_total", "currency", "opportunity_epilot_id"],
+                    "longitude", "search_text"],
+    "order": ["amount_total", "currency", "opportunity_epilot_id", "search_text"],
 }
+
+
+# What the header search finds a contact by, besides its title and e-mail addresses.
+CONTACT_WORDS = ("first_name", "last_name", "customer_number", "company_name")
 
 
 class QuarantineReason(ValueError):
@@ -64,6 +68,8 @@ def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
         emails = payload.get("email")
         first = emails[0] if isinstance(emails, list) and emails else None
         row["email"] = str(first.get("email", "")) if isinstance(first, dict) else ""
+        all_emails = [as_text(item.get("email")) for item in emails if isinstance(item, dict)] if isinstance(emails, list) else []
+        row["search_text"] = searchable(title, *(as_text(payload.get(key)) for key in CONTACT_WORDS), *all_emails)
     elif schema == "opportunity":
         row["customer_epilot_id"] = single_relation(payload, "customer")
         address = first_address(payload)
@@ -74,6 +80,8 @@ def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
                                           as_text(address.get("street_number")))[:240]
         row["budget"] = as_decimal(payload.get("budget"), "budget")
         row["latitude"], row["longitude"] = coordinates_of(address) or (None, None)
+        row["search_text"] = searchable(title, as_text(payload.get("opportunity_number")), row["street"],
+                                        row["postal_code"], row["city"])
     elif schema == "order":
         amount = payload.get("amount_total")
         if amount is not None and (isinstance(amount, bool) or not isinstance(amount, (int, float))):
@@ -83,6 +91,7 @@ def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
         row["amount_total"] = int(amount) if amount is not None else None
         row["currency"] = as_text(payload.get("currency"))
         row["opportunity_epilot_id"] = single_relation(payload, "opportunity")
+        row["search_text"] = searchable(title, as_text(payload.get("order_number")))
     row["epilot_id"] = entity.id
     check_fits(model_for(schema), row)
     return row

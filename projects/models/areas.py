@@ -68,6 +68,8 @@ class AreaAddress(models.Model):
     house_number = models.CharField(_("house number"), max_length=20)
     units = models.PositiveIntegerField(_("units"), help_text=_("Wohneinheiten: households at this address."))
     key = models.CharField(_("address key"), max_length=240, db_index=True)
+    search_text = models.TextField(_("search words"), blank=True, default="", editable=False,
+                                   help_text=_("street, house number and postal code, folded for the header search"))
     # What the address contributes to its area's figures (services/areas.py), kept so a change recomputes its own.
     signed = models.BooleanField(_("signed"), default=False)
     connected = models.BooleanField(_("connected"), default=False)

@@ -46,6 +46,8 @@ class Contact(MirroredEntity):
     """An epilot contact (customer)."""
 
     email = models.CharField(_("e-mail"), max_length=254, blank=True)
+    search_text = models.TextField(_("search words"), blank=True, default="", editable=False,
+                                   help_text=_("name, customer number and e-mail addresses, folded for the header search"))
 
     class Meta(MirroredEntity.Meta):
         verbose_name = _("contact")
@@ -66,6 +68,8 @@ class Opportunity(MirroredEntity):
     budget = models.DecimalField(_("budget"), max_digits=14, decimal_places=2, null=True, blank=True)
     latitude = models.FloatField(_("latitude"), null=True, blank=True)
     longitude = models.FloatField(_("longitude"), null=True, blank=True)
+    search_text = models.TextField(_("search words"), blank=True, default="", editable=False,
+                                   help_text=_("title, number and address, folded for the header search"))
 
     class Meta(MirroredEntity.Meta):
         verbose_name = _("opportunity")
@@ -84,6 +88,8 @@ class Order(MirroredEntity):
     opportunity = models.ForeignKey(Opportunity, verbose_name=_("opportunity"), null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="orders")
     opportunity_epilot_id = models.CharField(_("opportunity (epilot id)"), max_length=64, blank=True, db_index=True)
+    search_text = models.TextField(_("search words"), blank=True, default="", editable=False,
+                                   help_text=_("title and order number, folded for the header search"))
 
     class Meta(MirroredEntity.Meta):
         verbose_name = _("order")

@@ -29,7 +29,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from projects.mirror.addresses import address_key
+from projects.mirror.addresses import address_key, searchable
 from projects.mirror.bulk import bulk_update_by_pk, column_in, values_read_at_once
 from projects.models import AreaAddress, AreaSnapshot, AusbauProject, Opportunity, Order, RolloutArea, Stage
 from projects.services.errors import NotAllowed
@@ -152,7 +152,8 @@ def area_addresses_import(rows: Iterable[tuple[int, dict[str, str]]], *, quota_p
         latitude, longitude = location or (None, None)
         by_area[area][key] = AreaAddress(postal_code=row["postal_code"], street=row["street"],
                                          house_number=row["house_number"], units=units, key=key, latitude=latitude,
-                                         longitude=longitude, located_by_import=latitude is not None)
+                                         longitude=longitude, located_by_import=latitude is not None,
+                                         search_text=searchable(row["street"], row["house_number"], row["postal_code"]))
     if errors:
         raise ImportRejected(errors)
     if not by_area:

@@ -1,9 +1,19 @@
 """Template helpers for the admin: status badges and the dashboard."""
+from decimal import Decimal
+
 from django import template
 from django.utils.html import format_html
 
 from projects.admin.areas import take_up_gauge
-from projects.selectors import areas_overview, dashboard_stats, epilot_user_id_of, sync_status, task_counts
+from projects.formatting import format_amount
+from projects.selectors import (
+    areas_overview,
+    dashboard_stats,
+    epilot_user_id_of,
+    staff_names,
+    sync_status,
+    task_counts,
+)
 from projects.services.funnel import funnels_by_area
 from projects.services.health import health_report, waiting_work
 from projects.services.webhooks import webhook_health
@@ -34,6 +44,25 @@ def badge(value: str, label: str | None = None) -> str:
 @register.simple_tag
 def status_badge(value: str, label: str | None = None) -> str:
     return badge(value, label)
+
+
+@register.filter
+def money(cents: int | None, currency: str = "EUR") -> str:
+    """Cents as money in the active language (epilot keeps order amounts in cents)."""
+    return format_amount(cents, currency)
+
+
+@register.filter
+def euros(amount: Decimal | None) -> str:
+    """An amount in euros (an opportunity's budget) as money in the active language."""
+    return format_amount(None if amount is None else int(amount * 100), "EUR")
+
+
+@register.filter
+def colleagues(user_ids: list[str]) -> str:
+    """epilot user ids as the linked colleagues' names, else the ids."""
+    names = staff_names()
+    return ", ".join(names.get(str(user), str(user)) for user in user_ids or []) or "–"
 
 
 @register.inclusion_tag("admin/projects/dashboard.html", takes_context=True)
