@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 
 from projects.mirror.addresses import searchable
 from projects.models import AreaAddress, Contact, Opportunity, Order, Stage
@@ -76,17 +76,24 @@ def search(query: str, *, groups: set[str] | None = None, limit: int = MAX_PER_G
     live = Q(epilot_deleted_at__isnull=True)
     if "buildings" in wanted:
         results.buildings = _buildings(patterns, limit)
+    # Each group reads by its own words and, separately, by the words of the opportunities at an address: one
+    # OR across the join would keep PostgreSQL from its trigram indexes.
+    by_opportunity = Opportunity.objects.filter(live, matching(patterns)).order_by("pk")
     if "customers" in wanted:
-        at_address = Opportunity.objects.filter(matching(patterns), customer=OuterRef("pk"))
-        results.customers = list(Contact.objects.filter(live).filter(matching(patterns) | Q(Exists(at_address)))
-                                 .order_by("title", "pk")[:limit])
+        customers = Contact.objects.filter(live).defer("payload").order_by("title", "pk")
+        found = {c.pk: c for c in customers.filter(matching(patterns))[:limit]}
+        at_address = by_opportunity.exclude(customer=None).values("customer_id")[:limit]
+        found.update({c.pk: c for c in customers.filter(pk__in=at_address)[:limit]})
+        results.customers = sorted(found.values(), key=lambda c: (c.title, c.pk))[:limit]
     if "opportunities" in wanted:
-        results.opportunities = list(Opportunity.objects.filter(live, matching(patterns)).select_related("customer")
+        results.opportunities = list(by_opportunity.select_related("customer").defer("payload", "customer__payload")
                                      .order_by("street", "title", "pk")[:limit])
     if "orders" in wanted:
-        own_or_opportunity = matching(patterns) | matching(patterns, "opportunity__search_text")
-        results.orders = list(Order.objects.filter(live).filter(own_or_opportunity).select_related("opportunity")
-                              .order_by("title", "pk")[:limit])
+        orders = Order.objects.filter(live).select_related("opportunity").defer("payload", "opportunity__payload") \
+            .order_by("title", "pk")
+        found = {o.pk: o for o in orders.filter(matching(patterns))[:limit]}
+        found.update({o.pk: o for o in orders.filter(opportunity__in=by_opportunity.values("pk")[:limit * 5])[:limit]})
+        results.orders = sorted(found.values(), key=lambda o: (o.title, o.pk))[:limit]
     return results
 
 
