@@ -33,7 +33,7 @@ class WorkflowDefinitionAdmin(ReadOnlyAdmin):
 
 @admin.register(models.WorkflowExecution)
 class WorkflowExecutionAdmin(ReadOnlyAdmin):
-    list_display = ["name", "entity_link", "status_badge", "current_section", "current_step", "progress", "started_at"]
+    list_display = ["name", "entity_link", "status_badge", "current_display", "progress", "started_at"]
     list_select_related = ["opportunity__customer", "order__opportunity__customer", "contact"]
     list_filter = ["status", "engine", "entity_schema", "current_section"]
     search_fields = ["name", "epilot_id", "entity_epilot_id"]
@@ -61,6 +61,13 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: models.WorkflowExecution) -> str:
         return badge(obj.status)
+
+    @admin.display(description=_("current step"), ordering="current_step")
+    def current_display(self, obj: models.WorkflowExecution) -> str:
+        if not obj.current_step:
+            return "–"
+        return format_html("{}<br><small>{}</small>", obj.current_step, obj.current_section) if obj.current_section \
+            else obj.current_step
 
     @admin.display(description=_("progress"))
     def progress(self, obj: models.WorkflowExecution) -> str:

@@ -285,3 +285,34 @@ def stuck_rows(area_id: int, *, now: dt.datetime | None = None) -> list[list[Any
 
 
 STUCK_COLUMNS = ["stuck", "postal_code", "street", "house_number", "units", "stage", "since", "days", "waiting_on"]
+
+
+MILESTONE_DATES = {"signed": "signed_at", "passed": "passed_at", "connected": "connected_at", "activated": "activated_at"}
+
+
+def snapshots_backfill(days: int, *, now: dt.datetime | None = None) -> int:
+    """Write the snapshots of the last `days` days that no area has yet, from its buildings' milestone dates (a building
+    counts at a stage from the day it reached it), so a new installation's charts show the way so far; days with a
+    snapshot stay as they are. Returns how many snapshots were written."""
+    from projects.models import AreaSnapshot
+
+    today = timezone.localdate(now)
+    first = today - dt.timedelta(days=days)
+    have = set(AreaSnapshot.objects.filter(day__gte=first).values_list("area", "day"))
+    buildings: dict[int, list[tuple[int, dict[str, dt.date | None]]]] = {}
+    for row in AreaAddress.objects.order_by().values("area", "units", *MILESTONE_DATES.values()):
+        reached = {stage: timezone.localdate(row[column]) if row[column] else None for stage, column in MILESTONE_DATES.items()}
+        buildings.setdefault(row["area"], []).append((row["units"], reached))
+    written = []
+    for area, rows in buildings.items():
+        for offset in range(days, 0, -1):
+            day = today - dt.timedelta(days=offset)
+            if (area, day) in have:
+                continue
+            funnel = {"in_scope": [len(rows), sum(units for units, _ in rows)]}
+            for stage in MILESTONE_DATES:
+                there = [units for units, reached in rows if reached[stage] and reached[stage] <= day]
+                funnel[stage] = [len(there), sum(there)]
+            written.append(AreaSnapshot(area_id=area, day=day, units_signed=funnel["signed"][1], funnel=funnel))
+    AreaSnapshot.objects.bulk_create(written, batch_size=1000, ignore_conflicts=True)
+    return len(written)

@@ -66,3 +66,14 @@ def test_the_demo_story_fills_every_card_and_list(admin_client) -> None:
     names = {step.execution.entity_epilot_id for step in
              admin_client.get(f"/admin/projects/mirroredstep/?area={dussel.pk}").context["cl"].result_list}
     assert names and names.isdisjoint({step.execution.entity_epilot_id for step in steps})
+
+    # Eight weeks of history: each area's chart has a point a day, Flandersbach's funnel growing as its buildings did.
+    for area in RolloutArea.objects.all():
+        assert area.snapshots.count() >= 56, area.name
+    days = list(flandersbach.snapshots.order_by("day"))
+    connected = [snapshot.funnel["connected"][0] for snapshot in days]
+    assert connected == sorted(connected) and connected[0] < connected[-1]
+    assert days[-1].funnel["connected"][0] == next(s["buildings"] for s in area_funnel(flandersbach.pk).stages
+                                                   if s["key"] == "connected")
+    # The colleagues the demo assigns to have names.
+    assert "Tobias Krämer" in admin_client.get("/admin/projects/mirroredstep/?state=all").content.decode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
@@ -20,6 +21,7 @@ from projects.models import (
     AreaSnapshot,
     Opportunity,
     RolloutArea,
+    StaffProfile,
     SyncRun,
     WorkflowDefinition,
     WorkflowExecution,
@@ -28,12 +30,16 @@ from projects.models import (
 from projects.services.areas import area_addresses_import, areas_refresh
 from projects.services.campaign import area_terms_change, public_gauge_enable
 from projects.services.conversion import opportunity_convert
-from projects.services.funnel import milestone_rules_replace
+from projects.services.funnel import milestone_rules_replace, snapshots_backfill
 from projects.services.steps import ASSIGN, COMPLETE, SET_DUE, StepChange, step_change
 from projects.services.sync import sync_run
 from projects.services.workflows import workflow_start
 
 ACTOR = "demo"
+HISTORY_DAYS = 56
+# The sandbox's epilot users the demo assigns steps to, as colleagues with a staff profile (they cannot log in).
+COLLEAGUES = {"u-tiefbau": ("tkraemer", "Tobias", "Krämer"), "u-planung": ("plange", "Petra", "Lange"),
+              "u-montage": ("mdemir", "Murat", "Demir")}
 # The sandbox's definitions mark the milestones of the build: these are the funnel's defaults in the demo.
 SANDBOX_MILESTONES = [
     {"key": "passed", "definition": AUSBAU_DEFINITION_ID, "step": "Tiefbau durchführen"},
@@ -60,6 +66,7 @@ class Command(BaseCommand):
         ausbau = WorkflowDefinition.objects.get(epilot_id=AUSBAU_DEFINITION_ID, engine="v1")
         hausanschluss = WorkflowDefinition.objects.get(epilot_id=HAUSANSCHLUSS_TEMPLATE_ID, engine="v2")
         now = timezone.now()
+        self._colleagues()
 
         rohdenhaus = self._start(ausbau, "rohdenhaus")
         self._complete(rohdenhaus, 0, 1)  # Planung done: the project is under construction, in Tiefbau
@@ -98,6 +105,7 @@ class Command(BaseCommand):
         milestone_rules_replace(SANDBOX_MILESTONES, actor=ACTOR)
         areas_refresh()
         self._campaigns(now)
+        snapshots_backfill(HISTORY_DAYS, now=now)  # eight weeks of each area's way, from its buildings' milestone dates
 
     def _campaigns(self, now: dt.datetime) -> None:
         """Two pre-marketing campaigns: Rohdenhaus reached its quota (its daily history, on which the forecast's error
@@ -113,6 +121,15 @@ class Command(BaseCommand):
         dussel = RolloutArea.objects.get(name="Düssel Ortskern")
         area_terms_change(dussel, campaign_start=today - dt.timedelta(days=30))
         public_gauge_enable(dussel)
+
+    def _colleagues(self) -> None:
+        for epilot_user_id, (username, first, last) in COLLEAGUES.items():
+            user, created = User.objects.get_or_create(username=username, defaults={
+                "first_name": first, "last_name": last, "is_staff": True})
+            if created:
+                user.set_unusable_password()
+                user.save(update_fields=["password"])
+            StaffProfile.objects.get_or_create(user=user, defaults={"epilot_user_id": epilot_user_id, "task_digest": False})
 
     def _start(self, definition: WorkflowDefinition, key: str) -> WorkflowExecution:
         start = workflow_start(definition=definition, schema="opportunity", entity_id=demo_id(f"opportunity:{key}"),
