@@ -122,6 +122,13 @@ class TaskInboxAdmin(ReadOnlyAdmin):
     list_per_page = 100
     actions = ["complete_steps", "skip_steps", "reopen_steps", "assign_steps", "schedule_steps"]
     exclude = ["assignees"]
+    fieldsets = [
+        (None, {"fields": ["name", "step_display", "entity", "status_badge", "assignees_display", "due_display",
+                           "completed_at", "assigned_at", "enabled", "execution_type"]}),
+        (_("Technical details from epilot"), {"classes": ["collapse"],
+                                              "fields": ["epilot_id", "section_epilot_id", "assigned_to", "synced_at"]}),
+    ]
+    readonly_fields = ["step_display", "entity", "status_badge", "assignees_display", "due_display"]
 
     def get_ordering(self, request: HttpRequest) -> list[Any]:
         return [F("due_date").asc(nulls_last=True), "execution_id", "position"]
@@ -150,11 +157,15 @@ class TaskInboxAdmin(ReadOnlyAdmin):
     def due_display(self, obj: models.MirroredStep) -> str:
         if obj.due_date is None:
             return "–"
-        text = formats.date_format(timezone.localtime(obj.due_date), "SHORT_DATETIME_FORMAT")
+        # Date and time on two lines, each never wrapped: the column stays narrow and nothing is cut off.
+        local = timezone.localtime(obj.due_date)
+        day, time = formats.date_format(local, "SHORT_DATE_FORMAT"), formats.time_format(local, "TIME_FORMAT")
         if obj.is_open and obj.due_date < timezone.now():
-            return format_html('<strong class="overdue" style="color:#dc3545;white-space:nowrap">{}</strong><br>'
-                               '<small class="overdue">{}</small>', text, _("overdue"))
-        return format_html('<span style="white-space:nowrap">{}</span>', text)
+            return format_html('<strong class="overdue" style="color:#dc3545;white-space:nowrap">{}</strong> '
+                               '<small style="white-space:nowrap">{}</small><br><small class="overdue">{}</small>',
+                               day, time, _("overdue"))
+        return format_html('<span style="white-space:nowrap">{}</span> <small style="white-space:nowrap">{}</small>',
+                           day, time)
 
     def has_work_steps_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("projects.work_steps")

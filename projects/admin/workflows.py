@@ -33,13 +33,18 @@ class WorkflowDefinitionAdmin(ReadOnlyAdmin):
 
 @admin.register(models.WorkflowExecution)
 class WorkflowExecutionAdmin(ReadOnlyAdmin):
-    list_display = ["name", "entity_link", "status_badge", "current_display", "progress", "started_at"]
+    list_display = ["name_display", "entity_link", "status_badge", "current_display", "progress"]
     list_select_related = ["opportunity__customer", "order__opportunity__customer", "contact"]
     list_filter = ["status", "engine", "entity_schema", "current_section"]
     search_fields = ["name", "epilot_id", "entity_epilot_id"]
     date_hierarchy = "started_at"
-    exclude = ["flow"]
-    readonly_fields = ["steps_table"]
+    fieldsets = [
+        (None, {"fields": ["name", "entity_link", "status_badge", "current_display", "progress", "started_at",
+                           "completed_at", "epilot_updated_at", "steps_table"]}),
+        (_("Technical details from epilot"), {"classes": ["collapse"], "fields": [
+            "epilot_id", "engine", "definition", "definition_epilot_id", "entity_schema", "entity_epilot_id", "synced_at"]}),
+    ]
+    readonly_fields = ["entity_link", "status_badge", "current_display", "progress", "steps_table"]
     change_form_template = "admin/projects/workflowexecution/change_form.html"
 
     def get_urls(self) -> list:
@@ -61,6 +66,12 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: models.WorkflowExecution) -> str:
         return badge(obj.status)
+
+    @admin.display(description=_("workflow"), ordering="name")
+    def name_display(self, obj: models.WorkflowExecution) -> str:
+        started = formats.date_format(timezone.localtime(obj.started_at), "SHORT_DATE_FORMAT") if obj.started_at else ""
+        return format_html("{}<br><small>{}</small>", obj.name or obj.definition_epilot_id,
+                           _("started %(day)s") % {"day": started} if started else "")
 
     @admin.display(description=_("current step"), ordering="current_step")
     def current_display(self, obj: models.WorkflowExecution) -> str:
@@ -120,22 +131,33 @@ class WorkflowStartJobAdmin(ReadOnlyAdmin):
 
 @admin.register(models.WorkflowStart)
 class WorkflowStartAdmin(ReadOnlyAdmin):
-    list_display = [
-        "created_at",
-        "definition",
-        "entity_schema",
-        "entity_title",
-        "status",
-        "actor",
-        "execution_display",
-        "error",
-    ]
+    list_display = ["created_display", "definition_name", "entity_display", "status_display", "actor", "execution_display"]
+    list_select_related = ["definition"]
     list_filter = ["status", "entity_schema", "actor"]
     search_fields = ["entity_epilot_id", "entity_title", "execution_epilot_id"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         mirrored = models.WorkflowExecution.objects.filter(epilot_id=OuterRef("execution_epilot_id")).values("pk")[:1]
         return super().get_queryset(request).annotate(execution_pk=Subquery(mirrored))
+
+    @admin.display(description=_("created"), ordering="created_at")
+    def created_display(self, obj: models.WorkflowStart) -> str:
+        return formats.date_format(timezone.localtime(obj.created_at), "SHORT_DATETIME_FORMAT")
+
+    @admin.display(description=_("workflow definition"), ordering="definition__name")
+    def definition_name(self, obj: models.WorkflowStart) -> str:
+        return obj.definition.name
+
+    @admin.display(description=_("entity"), ordering="entity_title")
+    def entity_display(self, obj: models.WorkflowStart) -> str:
+        return format_html("{}<br><small>{}</small>", obj.entity_title or obj.entity_epilot_id[:8] + "…", obj.entity_schema)
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_display(self, obj: models.WorkflowStart) -> str:
+        """The status, and under it why a start failed (wrapped, so the list stays as wide as the page)."""
+        if obj.error:
+            return format_html('{}<br><small class="errornote-inline">{}</small>', obj.get_status_display(), obj.error)
+        return obj.get_status_display()
 
     @admin.display(description=_("workflow execution"))
     def execution_display(self, obj: models.WorkflowStart) -> str:

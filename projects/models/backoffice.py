@@ -56,7 +56,7 @@ class EpilotWrite(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_action_display()} {self.target_schema} {self.target_epilot_id}: {self.result}"
+        return f"{self.get_action_display()} {self.target_schema} {self.target_epilot_id[:8]}: {self.get_result_display()}"
 
 
 class Conversion(models.Model):

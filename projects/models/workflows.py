@@ -72,7 +72,9 @@ class WorkflowExecution(models.Model):
         ordering = ["-started_at"]
 
     def __str__(self) -> str:
-        return f"{self.name or self.definition_epilot_id} on {self.entity_schema} {self.entity_epilot_id}"
+        """The workflow and the title of its entity (an id only for an entity the mirror does not hold)."""
+        entity = self.order or self.opportunity or self.contact
+        return f"{self.name or self.definition_epilot_id}: {entity or f'{self.entity_schema} {self.entity_epilot_id[:8]}…'}"
 
     @property
     def progress_percent(self) -> int:

@@ -145,8 +145,65 @@ def test_an_areas_map_draws_its_buildings_without_asking_another_host(page, live
     assert "Vom Vertrag bis zur Freischaltung" in page.content() and page.locator("#area-funnel").is_visible()
     assert elsewhere == []
 
-    # A click on a building leads to its page.
+    # A click on a building leads to its building file.
     page.locator("#area-map path.leaflet-interactive").nth(2).click(force=True)
-    page.wait_for_url("**/admin/projects/areaaddress/*/change/")
-    assert "Opportunities und Aufträge" in page.content()
+    page.wait_for_url("**/admin/building/?key=*")
+    assert "Hausakte" in page.locator("h1").inner_text() and page.locator("#building-stage").is_visible()
     assert elsewhere == []
+
+
+def test_staff_find_a_house_by_its_street_and_read_the_inbox_without_ids(live_server, tmp_path) -> None:
+    """On the demo as `make run` builds it, at 1,280 pixels: the inbox names streets and people and cuts off nothing,
+    the header search leads from a street to its building file, the area's chart has weeks of points.
+    SCREENSHOTS_DIR=docs/screenshots keeps the images."""
+    import re
+
+    from playwright.sync_api import sync_playwright
+
+    from projects.models import RolloutArea
+
+    call_command("seed_sandbox", stdout=StringIO())
+    call_command("demo_story", stdout=StringIO())
+    User.objects.create_superuser("demo", password="wuelfrath-demo")
+    target = os.environ.get("SCREENSHOTS_DIR") or str(tmp_path)
+    uuid = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_context(locale="de-DE", viewport={"width": 1280, "height": 900}).new_page()
+        page.set_default_timeout(15_000)
+        page.goto(f"{live_server.url}/admin/")
+        page.fill("#id_username", "demo")
+        page.fill("#id_password", "wuelfrath-demo")
+        page.click("input[type=submit]")
+
+        page.goto(f"{live_server.url}/admin/projects/mirroredstep/?state=all")
+        rows = page.locator("#result_list tbody").inner_text()
+        assert "Rohdenhauser Straße 40" in rows and "Jörg Schmitz" in rows and "Tobias Krämer" in rows
+        assert not uuid.search(rows) and "u-tiefbau" not in rows
+        assert page.evaluate("() => { const r = document.querySelector('#changelist .results');"
+                             " return r.scrollWidth <= r.clientWidth; }"), "the table is wider than the page"
+        cut = page.evaluate("() => [...document.querySelectorAll('#result_list td, #result_list th')]"
+                            ".filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.innerText)")
+        assert cut == []
+        page.screenshot(path=f"{target}/inbox-de.png")
+
+        page.fill("#header-search-q", "Tiefenbacher W. 15")
+        page.press("#header-search-q", "Enter")
+        page.screenshot(path=f"{target}/search-de.png")
+        page.locator("#search-buildings a", has_text="Tiefenbacher Weg 15").first.click()
+        assert "Hausakte" in page.locator("h1").inner_text()
+        assert "Glasfaser Tiefenbach Höfe" in page.locator("#building-opportunities").inner_text()
+        assert "Ausbau: Glasfaser Tiefenbach Höfe" in page.locator("#building-orders").inner_text()
+        assert "Ausbau Glasfaser" in page.locator("#building-workflows").inner_text()
+        assert page.locator("#building-open-steps tbody tr").count() >= 1
+        assert "Klaus Hoffmann" in page.locator("#building-customers").inner_text()
+        page.screenshot(path=f"{target}/building-file-de.png", full_page=True)
+
+        flandersbach = RolloutArea.objects.get(name="Flandersbach")
+        page.goto(f"{live_server.url}/admin/projects/rolloutarea/{flandersbach.pk}/change/")
+        points = page.locator("#signed-chart polyline").first.get_attribute("points").split()
+        assert len(points) >= 14
+        page.screenshot(path=f"{target}/area-de.png", full_page=True)
+        browser.close()

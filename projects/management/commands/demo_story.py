@@ -132,8 +132,9 @@ class Command(BaseCommand):
             StaffProfile.objects.get_or_create(user=user, defaults={"epilot_user_id": epilot_user_id, "task_digest": False})
 
     def _start(self, definition: WorkflowDefinition, key: str) -> WorkflowExecution:
-        start = workflow_start(definition=definition, schema="opportunity", entity_id=demo_id(f"opportunity:{key}"),
-                               entity_title=key, actor=ACTOR)
+        opportunity = Opportunity.objects.get(epilot_id=demo_id(f"opportunity:{key}"))
+        start = workflow_start(definition=definition, schema="opportunity", entity_id=opportunity.epilot_id,
+                               entity_title=opportunity.title, actor=ACTOR)
         return WorkflowExecution.objects.get(epilot_id=start.execution_epilot_id)
 
     def _step_id(self, execution: WorkflowExecution, position: int) -> str:
