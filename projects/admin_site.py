@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 # (group, models by object name, in the order staff look for them); anything not named goes last.
 GROUPS = [
     ("projects", _("Projects"), ["AusbauProject", "RolloutArea", "Opportunity", "Order", "Contact", "GenericEntity",
-                                 "Conversion", "AreaAddress"]),
+                                 "Conversion", "AreaAddress", "Promise", "PromiseAlert", "ForecastCurve"]),
     ("workflows", _("Workflows & tasks"), ["MirroredStep", "WorkflowExecution", "WorkflowDefinition", "WorkflowStart",
                                            "WorkflowStartJob", "StepJob", "AutomationRecipe", "AutomationRule", "RuleFiring"]),
     ("sync", _("Synchronisation"), ["SyncRun", "Reconciliation", "SchemaAttribute", "WebhookEvent", "WebhookSubscription",

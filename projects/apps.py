@@ -17,10 +17,13 @@ class ProjectsConfig(AppConfig):
         from projects.mirror.changes import entities_changed, projects_changed
         from projects.services.areas import areas_on_projects_changed
         from projects.services.projects import projects_on_entities_changed
+        from projects.services.promises import promises_on_entities_changed, promises_on_projects_changed
 
         # What is derived from the mirror listens to its change event (services/changes.py).
         entities_changed.connect(projects_on_entities_changed, dispatch_uid="projects")
         projects_changed.connect(areas_on_projects_changed, dispatch_uid="rollout-areas")
+        entities_changed.connect(promises_on_entities_changed, dispatch_uid="promises-of-orders")
+        projects_changed.connect(promises_on_projects_changed, dispatch_uid="promises-at-addresses")
         # The inbox names assignees by their staff profile: a changed profile or user shows at once.
         from django.contrib.auth import get_user_model
         from django.db.models.signals import post_delete, post_save

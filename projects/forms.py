@@ -184,3 +184,14 @@ class AutomationRecipeForm(forms.ModelForm):
                 and all(isinstance(user, int) for user in item["user_ids"]) for item in steps):
             self.add_error("assign_steps", _('A list of {"step_id": "…", "step_name": "…", "user_ids": [123]}.'))
         return data
+
+
+class PromiseForm(forms.Form):
+    """A promised date for one milestone of an order; empty removes it. Sent with the order's version staff saw."""
+
+    milestone = forms.ChoiceField(label=_("Milestone"), choices=[("connected", _("connected (house connection built)")),
+                                                                 ("activated", _("activated (service live)"))])
+    promised_on = forms.DateField(label=_("Promised date"), required=False,
+                                  widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+                                  help_text=_("Empty removes the promise."))
+    expected_updated_at = forms.CharField(widget=forms.HiddenInput, max_length=64)

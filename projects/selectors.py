@@ -23,6 +23,7 @@ from projects.models import (
     Opportunity,
     Order,
     PendingExecutionRead,
+    Promise,
     QuarantinedEntity,
     Reconciliation,
     RolloutArea,
@@ -87,6 +88,8 @@ def dashboard_stats() -> dict:
         "failed_writes": failed_writes.count(),
         "recent_failed_writes": list(failed_writes[:5]),
         "executions_waiting": executions_waiting(),
+        "promises": {**dict.fromkeys(Promise.State.values, 0),
+                     **dict(Promise.objects.order_by().values_list("state").annotate(n=Count("id")))},
     }
 
 

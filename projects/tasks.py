@@ -95,6 +95,25 @@ def late_signups_task() -> int:
     return late_signups_flag(get_epilot_client())
 
 
+@shared_task(name="projects.promises_nightly", ignore_result=True)
+def promises_nightly_task() -> int:
+    """The forecasts from the day's history and every promise's state (nightly); returns how many promises."""
+    from projects.services.promises import promise_alerts_send, promises_nightly
+
+    count = promises_nightly()
+    promise_alerts_send()
+    return count
+
+
+@shared_task(name="projects.promise_alerts", ignore_result=True)
+def promise_alerts() -> int:
+    """Start the task workflow for promises that became at risk or breached (queued when one does; swept every
+    15 minutes); returns how many were started."""
+    from projects.services.promises import promise_alerts_send
+
+    return promise_alerts_send()
+
+
 @shared_task(name="projects.outbox_sweep", ignore_result=True)
 def outbox_sweep_task() -> dict[str, int]:
     """Process webhook events left waiting and send again the tasks of jobs still queued (the broker was down when

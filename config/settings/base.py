@@ -249,6 +249,7 @@ CELERY_TASK_ROUTES = {
     "projects.webhook_reconcile": {"queue": "bulk"},
     "projects.reconcile_epilot": {"queue": "bulk"},
     "projects.task_digest": {"queue": "bulk"},
+    "projects.promises_nightly": {"queue": "bulk"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING above (LOG_FORMAT=json included)
 
@@ -306,3 +307,7 @@ DEFAULT_WORKFLOW_DEFINITION = env("DEFAULT_WORKFLOW_DEFINITION", default="wfQpwh
 AUTOMATION_EMAIL_TEMPLATE_ID = env("AUTOMATION_EMAIL_TEMPLATE_ID", default="")
 # A schema whose last successful sync is older than this counts as unhealthy (dashboard, /health/).
 SYNC_HEALTH_MAX_AGE_MINUTES = env.int("SYNC_HEALTH_MAX_AGE_MINUTES", default=30)
+
+# Promise dates (services/promises.py): the order attributes in epilot that hold the promised date of each milestone.
+PROMISE_ATTRIBUTE_CONNECTED = env("PROMISE_ATTRIBUTE_CONNECTED", default="zugesagter_anschlusstermin")
+PROMISE_ATTRIBUTE_ACTIVATED = env("PROMISE_ATTRIBUTE_ACTIVATED", default="zugesagte_aktivierung")

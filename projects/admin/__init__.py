@@ -11,6 +11,7 @@ from projects.admin import (  # noqa: F401 - registers the admins
     backoffice,
     entities,
     funnel,
+    promises,
     recipes,
     steps,
     sync,

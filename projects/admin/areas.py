@@ -131,7 +131,8 @@ class RolloutAreaAdmin(admin.ModelAdmin):
     list_display = ["name", "gauge", "signed_display", "missing_display", "days_left_display", "units_connected",
                     "addresses_in_scope"]
     search_fields = ["name"]
-    fields = ["name", "campaign_start", "quota_percent", "deadline", "notes", "figures_panel", "campaign_panel",
+    fields = ["name", "campaign_start", "quota_percent", "deadline", "promise_connected_weeks", "promise_activated_weeks",
+              "notes", "figures_panel", "campaign_panel",
               "funnel_panel", "map_panel", "funnel_chart", "phase_board", "chart", "campaign"]
     readonly_fields = ["figures_panel", "campaign_panel", "funnel_panel", "map_panel", "funnel_chart", "phase_board", "chart",
                        "campaign"]

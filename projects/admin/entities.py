@@ -76,6 +76,13 @@ class OrderInline(ReadOnlyInline):
 MONEY_DISPLAY = {"budget": "budget_display", "amount_total": "amount"}
 
 
+class PromiseInline(ReadOnlyInline):
+    model = models.Promise
+    fields = ["milestone", "promised_on", "source", "forecast_p50", "forecast_p90", "state", "days_late"]
+    readonly_fields = fields
+    verbose_name_plural = _("promised dates")
+
+
 class MirroredAdmin(ReadOnlyAdmin):
     """Lists and detail pages of mirrored entities, with 'start workflow' for every schema."""
 
@@ -365,11 +372,23 @@ class OrderAdmin(MirroredAdmin):
     list_display = ["title", "status_badge", "opportunity", "amount", "last_sync", "epilot_link"]
     list_select_related = ["opportunity"]
     search_fields = ["title", "epilot_id", "opportunity__title"]
-    inlines = [OrderExecutionInline]
+    inlines = [OrderExecutionInline, PromiseInline]
 
     @admin.display(description=_("amount"), ordering="amount_total")
     def amount(self, obj: models.Order) -> str:
         return format_amount(obj.amount_total, obj.currency)
+
+    def extra_urls(self) -> list:
+        from projects.admin.promises import order_promise_view
+
+        return [path("<int:pk>/promise/", self.admin_site.admin_view(
+            lambda request, pk: order_promise_view(self, request, pk)), name="projects_order_promise")]
+
+    def entity_buttons(self, request: HttpRequest, object_id: str) -> list[tuple[str, str]]:
+        buttons = super().entity_buttons(request, object_id)
+        if request.user.has_perm("projects.set_promise"):
+            buttons.append((_("Set promised date"), reverse("admin:projects_order_promise", args=[object_id])))
+        return buttons
 
 
 @admin.register(models.GenericEntity)

@@ -2,6 +2,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from projects.api import views
+from projects.api.promises import PromiseViewSet
 
 router = SimpleRouter()
 router.register("projects", views.ProjectViewSet, basename="project")
@@ -10,6 +11,7 @@ router.register("orders", views.OrderViewSet, basename="order")
 router.register("workflow-executions", views.WorkflowExecutionViewSet, basename="workflow-execution")
 router.register("tasks", views.TaskViewSet, basename="task")
 router.register("areas", views.AreaViewSet, basename="area")
+router.register("promises", PromiseViewSet, basename="promise")
 
 # Writes name the execution and the step by their epilot ids, as epilot's own API does.
 urlpatterns = [

@@ -17,6 +17,7 @@ from projects.models.areas import (
 from projects.models.ausbau import AusbauProject
 from projects.models.backoffice import ApiClient, AutomationRecipe, AutomationRule, Conversion, EpilotWrite, RuleFiring
 from projects.models.entities import Contact, GenericEntity, MirroredEntity, Opportunity, OpportunityItem, Order, PayloadField
+from projects.models.promises import ForecastCurve, Promise, PromiseAlert, PromisedMilestone
 from projects.models.staff import StaffProfile, StepJob, StepJobItem
 from projects.models.sync import (
     PendingExecutionRead,
@@ -39,6 +40,7 @@ __all__ = [
     "Contact",
     "Conversion",
     "EpilotWrite",
+    "ForecastCurve",
     "FunnelSettings",
     "GenericEntity",
     "LateSignup",
@@ -51,6 +53,9 @@ __all__ = [
     "Order",
     "PayloadField",
     "PendingExecutionRead",
+    "Promise",
+    "PromiseAlert",
+    "PromisedMilestone",
     "QuarantinedEntity",
     "QuotaChange",
     "Reconciliation",

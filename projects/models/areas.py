@@ -29,6 +29,12 @@ class RolloutArea(models.Model):
     outline = models.JSONField(_("outline"), null=True, blank=True,
                                help_text=_("GeoJSON polygon imported with the address list; else the hull of its buildings"))
     figures_at = models.DateTimeField(_("figures computed"), null=True, blank=True)
+    promise_connected_weeks = models.PositiveSmallIntegerField(
+        _("promise connection after (weeks)"), null=True, blank=True,
+        help_text=_("orders without a promised date get one: contract date + these weeks (empty: no rule)"))
+    promise_activated_weeks = models.PositiveSmallIntegerField(
+        _("promise activation after (weeks)"), null=True, blank=True,
+        help_text=_("orders without a promised date get one: contract date + these weeks (empty: no rule)"))
 
     class Meta:
         verbose_name = _("rollout area")
@@ -149,6 +155,10 @@ class FunnelSettings(models.Model):
     signed_not_passed_days = models.PositiveIntegerField(_("signed, not passed after (days)"), default=90)
     passed_not_connected_days = models.PositiveIntegerField(_("passed, not connected after (days)"), default=60)
     connected_not_activated_days = models.PositiveIntegerField(_("connected, not activated after (days)"), default=14)
+    promise_task_workflow = models.CharField(
+        _("workflow for slipping promises (epilot id)"), max_length=64, blank=True,
+        help_text=_("started on the order in epilot when its promise becomes at risk or breached, once per state, so "
+                    "the responsible staff find it in their tasks; empty: the alert is listed here only"))
 
     class Meta:
         verbose_name = _("funnel settings")

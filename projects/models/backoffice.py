@@ -22,6 +22,7 @@ class EpilotWrite(models.Model):
         CLOSE_EXECUTION = "close_execution", _("Close workflow")
         PROVISION_WEBHOOK = "provision_webhook", _("Create/update webhook")
         REPLAY_WEBHOOKS = "replay_webhooks", _("Replay failed webhook deliveries")
+        WRITE_PROMISE = "write_promise", _("Set promised date")
 
     class Result(models.TextChoices):
         PENDING = "pending", _("Pending")

@@ -14,6 +14,7 @@ from projects.models import (
     MirroredStep,
     Opportunity,
     Order,
+    Promise,
     WorkflowExecution,
 )
 from projects.services.errors import NotFound
@@ -33,6 +34,7 @@ class BuildingFile:
     orders: list[Order] = field(default_factory=list)
     executions: list[WorkflowExecution] = field(default_factory=list)
     open_steps: list[MirroredStep] = field(default_factory=list)
+    promises: list[Promise] = field(default_factory=list)
     writes: list[EpilotWrite] = field(default_factory=list)
 
     @property
@@ -66,9 +68,11 @@ def building_file(key: str) -> BuildingFile:
     open_steps = list(MirroredStep.objects.filter(execution__in=[e.pk for e in executions],
                                                   status__in=MirroredStep.OPEN_STATUSES, enabled=True)
                       .select_related("execution").order_by("due_date", "execution_id", "position"))
+    promises = list(Promise.objects.filter(order_id__in=[o.pk for o in orders]).select_related("order")
+                    .order_by("promised_on", "pk"))
     targets = [o.epilot_id for o in opportunities] + [o.epilot_id for o in orders] + [e.epilot_id for e in executions]
     writes = list(EpilotWrite.objects.filter(target_epilot_id__in=targets).select_related("user")
                   .order_by("-started_at")[:AUDIT_ROWS]) if targets else []
     return BuildingFile(key=key, street=street, postal_code=postal_code, city=city, buildings=buildings,
                         customers=customers, opportunities=opportunities, orders=orders, executions=executions,
-                        open_steps=open_steps, writes=writes)
+                        open_steps=open_steps, promises=promises, writes=writes)

@@ -151,3 +151,17 @@ def _waiting(rules: list[Rule], executions: dict[int, _Execution], facts: dict[s
         if not building.waiting_on or (marks_next and not building.waits_on_next):
             building.waiting_on = execution.current_step[:300]
             building.waits_on_next = marks_next
+
+
+def order_milestones(order_ids: list[int], rules: list[Rule] | None = None) -> dict[int, dict[str, dt.datetime]]:
+    """order pk → the milestones its own workflows reached, for orders that belong to no building (no opportunity
+    with an address): by the executions on the order, read by their indexed order column."""
+    rules = milestone_rules() if rules is None else rules
+    if not order_ids or not rules:
+        return {}
+    key_of_order = {pk: f"order:{pk}" for pk in order_ids}
+    facts: dict[str, BuildingMilestones] = defaultdict(BuildingMilestones)
+    executions = _executions([], {}, key_of_order)
+    if executions:
+        _reached(rules, executions, facts, every_step=False)
+    return {pk: facts[key].reached for pk, key in key_of_order.items() if key in facts}
