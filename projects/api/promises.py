@@ -93,12 +93,22 @@ class PromiseViewSet(MirrorViewSet, viewsets.GenericViewSet):
         area_id = None
         if area is not None:
             area_id = parse_id(area)
-            if area_id is None:
+            if area_id is None and not area.strip().lstrip("-").isdigit():
                 raise exceptions.ValidationError({"area": ["Give a rollout area's id."]})
         queryset = promise_rows(state=state, milestone=milestone, area=area_id).select_related(
             "order__opportunity").order_by("id")
+        if area is not None and area_id is None:
+            queryset = queryset.none()  # a whole number no area has
         if request.accepted_renderer.format == "csv":
             return Response([_flat(_document(p)) for p in queryset.iterator(chunk_size=2000)],
                             headers={"Content-Disposition": 'attachment; filename="promises.csv"'})
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response([_document(p) for p in page])
+
+    @extend_schema(summary="One promised date with its state and forecast", responses={200: PromiseSerializer})
+    def retrieve(self, request: Request, pk: str | None = None, *args: Any, **kwargs: Any) -> Response:
+        promise_id = parse_id(pk or "")
+        promise = self.get_queryset().filter(pk=promise_id).first() if promise_id else None
+        if promise is None:
+            raise exceptions.NotFound("No promise with this id.")
+        return Response(_document(promise))

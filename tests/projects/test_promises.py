@@ -195,6 +195,9 @@ def test_the_api_lists_promises_by_state(mirrored) -> None:
     assert csv.status_code == 200 and FLEHENBERG in csv.content.decode()
     area = RolloutArea.objects.get(name="Flehenberg")
     assert len(api.get("/api/v1/promises/", {"area": area.pk}).json()["results"]) == 2
+    one = api.get(f"/api/v1/promises/{items[0]['id']}/")
+    assert one.status_code == 200 and one.json()["order"]["epilot_id"] == FLEHENBERG
+    assert api.get("/api/v1/promises/999999/").status_code == 404
     nobody = APIClient()
     assert nobody.get("/api/v1/promises/").status_code in (401, 403)
 
