@@ -35,8 +35,13 @@ BUILDINGS = [
     (33, 2, "activated", 4), (35, 1, "activated", 18), (37, 3, "activated", 36), (39, 2, "activated", 57),
     (41, 1, "activated", 80), (43, 12, "activated", 95),
 ]
-# The days between milestones of a building, counted back from the day it reached its stage.
+# The days between milestones of a building, counted back from the day it reached its stage (each building varies
+# them by up to a third, so the forecasts have a spread to learn).
 SIGNED_TO_PASSED, PASSED_TO_CONNECTED, CONNECTED_TO_ACTIVATED = 45, 20, 10
+# The promises on the orders (services/promises.py reads the attributes): connection 65 days after the contract,
+# activation 14 days after the connection; two buildings were promised less than the build usually takes.
+PROMISED_CONNECTION_DAYS = {11: 40, 21: 50}
+PROMISED_ACTIVATION_DAYS = 14
 
 
 def position(number: int) -> tuple[float, float]:
@@ -80,7 +85,7 @@ def seed_build_site(store: SandboxStore, *, now: dt.datetime | None = None) -> i
         if stage == "in_scope":
             continue
         reached = now - dt.timedelta(days=days, hours=rng.randint(1, 9))
-        dates = _milestone_dates(stage, reached)
+        dates = _milestone_dates(stage, reached, rng)
         opportunity_id, order_id = demo_id(f"opportunity:flandersbach-{number}"), demo_id(f"order:flandersbach-{number}")
         created = iso_ms((dates["signed"] - dt.timedelta(days=3)).isoformat())
         base = {"_org": store.org_id, "_owners": [{"org_id": store.org_id}], "_tags": ["glasfaser", "ftth"],
@@ -94,7 +99,11 @@ def seed_build_site(store: SandboxStore, *, now: dt.datetime | None = None) -> i
         order = {**base, "_id": order_id, "_schema": "order", "_created_at": signed_at, "_updated_at": signed_at,
                  "_title": f"Hausanschluss {STREET} {number}", "order_number": f"AUF-FB-{number:03d}", "status": "placed",
                  "amount_total": 79900 * units, "currency": "EUR",
-                 "opportunity": {"$relation": [{"entity_id": opportunity_id}]}}
+                 "opportunity": {"$relation": [{"entity_id": opportunity_id}]},
+                 "zugesagter_anschlusstermin": (dates["signed"] + dt.timedelta(
+                     days=PROMISED_CONNECTION_DAYS.get(number, 65))).date().isoformat()}
+        if "connected" in dates:
+            order["zugesagte_aktivierung"] = (dates["connected"] + dt.timedelta(days=PROMISED_ACTIVATION_DAYS)).date().isoformat()
         store.bulk_insert_entities([opportunity, order])
         signed += 1
         with store.write() as conn:
@@ -112,9 +121,10 @@ def seed_build_site(store: SandboxStore, *, now: dt.datetime | None = None) -> i
     return signed
 
 
-def _milestone_dates(stage: str, reached: dt.datetime) -> dict[str, dt.datetime]:
+def _milestone_dates(stage: str, reached: dt.datetime, rng: random.Random) -> dict[str, dt.datetime]:
     order = ["signed", "passed", "connected", "activated"]
     gaps = {"passed": SIGNED_TO_PASSED, "connected": PASSED_TO_CONNECTED, "activated": CONNECTED_TO_ACTIVATED}
+    gaps = {name: round(days * rng.uniform(0.67, 1.33)) for name, days in gaps.items()}
     dates = {stage: reached}
     for earlier, later in zip(reversed(order[: order.index(stage)]), reversed(order[1: order.index(stage) + 1]), strict=True):
         dates[earlier] = dates[later] - dt.timedelta(days=gaps[later])

@@ -10,8 +10,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import formats
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from projects import models
 from projects.admin.base import ReadOnlyAdmin, building_file_link
@@ -28,8 +30,8 @@ STATE_COLOURS = {"open": "started", "at_risk": "conflict", "breached": "failed",
 class PromiseAdmin(ReadOnlyAdmin):
     """Every promised date with its forecast; at risk and breached first by default in the dashboard's links."""
 
-    list_display = ["order_link", "address", "milestone", "promised_on", "forecast_display", "state_badge",
-                    "days_late", "source"]
+    # Five narrow columns: the list fits 1,280 pixels beside the navigation and the filters.
+    list_display = ["order_link", "milestone_display", "promised_display", "forecast_display", "state_badge"]
     list_filter = ["state", "milestone", "area", "source"]
     list_select_related = ["order__opportunity", "area"]
     search_fields = ["order__title", "order__search_text"]
@@ -43,22 +45,35 @@ class PromiseAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("order"), ordering="order__title")
     def order_link(self, obj: models.Promise) -> str:
-        return format_html('<a href="{}">{}</a>', reverse("admin:projects_order_change", args=[obj.order_id]), obj.order)
+        order = format_html('<a href="{}">{}</a>', reverse("admin:projects_order_change", args=[obj.order_id]), obj.order)
+        if obj.order.opportunity is None or not obj.order.opportunity.address:
+            return order
+        return format_html("{}<br><small>{}</small>", order, building_file_link(obj.order.opportunity))
 
-    @admin.display(description=_("address"))
-    def address(self, obj: models.Promise) -> str:
-        return building_file_link(obj.order.opportunity)
+    @admin.display(description=_("milestone"), ordering="milestone")
+    def milestone_display(self, obj: models.Promise) -> str:
+        return models.Stage(obj.milestone).label
+
+    @admin.display(description=_("promised date"), ordering="promised_on")
+    def promised_display(self, obj: models.Promise) -> str:
+        return format_html('<span style="white-space:nowrap">{}</span><br><small>{}</small>',
+                           formats.date_format(obj.promised_on, "SHORT_DATE_FORMAT"), obj.get_source_display())
 
     @admin.display(description=_("forecast (P50 / P90)"), ordering="forecast_p50")
     def forecast_display(self, obj: models.Promise) -> str:
         if obj.forecast_p50 is None:
             return "–"
-        return format_html('<span style="white-space:nowrap">{} / {}</span>', obj.forecast_p50.strftime("%d.%m.%Y"),
-                           obj.forecast_p90.strftime("%d.%m.%Y") if obj.forecast_p90 else "–")
+        return format_html('<span style="white-space:nowrap">{}</span><br><small style="white-space:nowrap">{}</small>',
+                           formats.date_format(obj.forecast_p50, "SHORT_DATE_FORMAT"),
+                           formats.date_format(obj.forecast_p90, "SHORT_DATE_FORMAT") if obj.forecast_p90 else "–")
 
     @admin.display(description=_("state"), ordering="state")
     def state_badge(self, obj: models.Promise) -> str:
-        return badge(STATE_COLOURS.get(obj.state, ""), obj.get_state_display())
+        state = badge(STATE_COLOURS.get(obj.state, ""), obj.get_state_display())
+        if not obj.days_late:
+            return state
+        return format_html("{}<br><small>{}</small>", state, ngettext("%(days)d day late", "%(days)d days late",
+                                                                     obj.days_late) % {"days": obj.days_late})
 
 
 @admin.register(models.PromiseAlert)

@@ -77,3 +77,10 @@ def test_the_demo_story_fills_every_card_and_list(admin_client) -> None:
                                                    if s["key"] == "connected")
     # The colleagues the demo assigns to have names.
     assert "Tobias Krämer" in admin_client.get("/admin/projects/mirroredstep/?state=all").content.decode()
+    # Promises: Flandersbach's orders carry promised dates; kept, breached, at risk and open ones, with forecasts.
+    from projects.models import ForecastCurve, Promise
+
+    states = set(Promise.objects.values_list("state", flat=True))
+    assert {"kept", "breached", "at_risk", "open"} <= states, states
+    assert Promise.objects.exclude(state="kept").exclude(forecast_p50=None).exists()
+    assert ForecastCurve.objects.filter(area=None, start="signed", target="connected").get().p90_held is not None

@@ -205,3 +205,26 @@ def test_the_api_lists_promises_by_state(mirrored) -> None:
 def test_the_nightly_command_path_runs_on_an_empty_mirror() -> None:
     call_command("migrate", verbosity=0, stdout=StringIO())
     assert promises_nightly() == 0
+
+
+def test_one_orders_change_costs_the_same_whatever_the_number_of_promises(mirrored) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from projects.services.promises import promises_sync
+
+    set_in_epilot(FLEHENBERG, zugesagter_anschlusstermin="2027-01-15")
+    order = Order.objects.get(epilot_id=FLEHENBERG)
+
+    def statements() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            promises_sync([order.pk])
+        return len(queries)
+
+    few = statements()
+    now = timezone.now()
+    others = Order.objects.bulk_create([Order(epilot_id=f"other-{n}", title=f"Anderer {n}", synced_at=now,
+                                              epilot_created_at=now) for n in range(300)])
+    Promise.objects.bulk_create([Promise(order=other, milestone="connected", promised_on=dt.date(2027, 1, 1),
+                                         source="attribute", state_since=now) for other in others])
+    assert statements() == few

@@ -31,6 +31,7 @@ from projects.services.areas import area_addresses_import, areas_refresh
 from projects.services.campaign import area_terms_change, public_gauge_enable
 from projects.services.conversion import opportunity_convert
 from projects.services.funnel import milestone_rules_replace, snapshots_backfill
+from projects.services.promises import promises_nightly
 from projects.services.steps import ASSIGN, COMPLETE, SET_DUE, StepChange, step_change
 from projects.services.sync import sync_run
 from projects.services.workflows import workflow_start
@@ -106,6 +107,7 @@ class Command(BaseCommand):
         areas_refresh()
         self._campaigns(now)
         snapshots_backfill(HISTORY_DAYS, now=now)  # eight weeks of each area's way, from its buildings' milestone dates
+        promises_nightly(now=now)  # the forecasts from Flandersbach's finished buildings, every promise's state
 
     def _campaigns(self, now: dt.datetime) -> None:
         """Two pre-marketing campaigns: Rohdenhaus reached its quota (its daily history, on which the forecast's error
