@@ -54,12 +54,12 @@ class PromiseAdmin(ReadOnlyAdmin):
     def milestone_display(self, obj: models.Promise) -> str:
         return models.Stage(obj.milestone).label
 
-    @admin.display(description=_("promised date"), ordering="promised_on")
+    @admin.display(description=_("promised"), ordering="promised_on")
     def promised_display(self, obj: models.Promise) -> str:
         return format_html('<span style="white-space:nowrap">{}</span><br><small>{}</small>',
                            formats.date_format(obj.promised_on, "SHORT_DATE_FORMAT"), obj.get_source_display())
 
-    @admin.display(description=_("forecast (P50 / P90)"), ordering="forecast_p50")
+    @admin.display(description=_("forecast"), ordering="forecast_p50")
     def forecast_display(self, obj: models.Promise) -> str:
         if obj.forecast_p50 is None:
             return "–"

@@ -206,4 +206,11 @@ def test_staff_find_a_house_by_its_street_and_read_the_inbox_without_ids(live_se
         points = page.locator("#signed-chart polyline").first.get_attribute("points").split()
         assert len(points) >= 14
         page.screenshot(path=f"{target}/area-de.png", full_page=True)
+
+        page.goto(f"{live_server.url}/admin/projects/promise/?state__exact=breached")
+        assert "gebrochen" in page.locator("#result_list").inner_text()
+        assert "Rückrechnung" in page.locator("#promise-backtest").inner_text()
+        assert page.evaluate("() => { const r = document.querySelector('#changelist .results');"
+                             " return r.scrollWidth <= r.clientWidth; }")
+        page.screenshot(path=f"{target}/promises-de.png")
         browser.close()
