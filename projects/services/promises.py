@@ -117,7 +117,9 @@ def promises_sync(order_ids: Iterable[int] | None, *, now: dt.datetime | None = 
                                "source": Promise.Source.STAFF if staff_kept else source})
         Promise.objects.bulk_create(create, batch_size=2000)
         bulk_update_by_pk(Promise, update, ["promised_on", "building_key", "area", "source"])
-    return promises_recompute(order_ids=None if order_ids is None else order_ids, now=now)
+    new = set(Promise.objects.filter(column_in(Promise, "order", sorted({pk for pk, _m in wanted})), state_since=now)
+              .values_list("id", flat=True)) if create else set()
+    return promises_recompute(order_ids=None if order_ids is None else order_ids, now=now, quiet=new)
 
 
 def _areas_of(keys: list[str]) -> dict[str, int]:
@@ -132,9 +134,11 @@ def _areas_of(keys: list[str]) -> dict[str, int]:
 
 
 def promises_recompute(*, order_ids: list[int] | None = None, keys: Iterable[str] | None = None,
-                       now: dt.datetime | None = None, curves: Curves | None = None) -> int:
+                       now: dt.datetime | None = None, curves: Curves | None = None, quiet: set[int] = frozenset()) -> int:
     """Recompute the state and forecast of the promises of these orders or at these address keys (all when both are
-    None); raise an alert for each that became at risk or breached. Returns how many promises were looked at."""
+    None); raise an alert for each that became at risk or breached, except the `quiet` ones (promises just made: a
+    promise already slipping when first seen is listed, not alerted, so a first import starts no flood of tasks).
+    Returns how many promises were looked at."""
     now = now or timezone.now()
     today = timezone.localdate(now)
     promises = Promise.objects.order_by()
@@ -174,7 +178,7 @@ def promises_recompute(*, order_ids: list[int] | None = None, keys: Iterable[str
                    "days_late": late, "state": new_state}
             if new_state != state:
                 row["state_since"] = now
-                if new_state in ALERT_STATES:
+                if new_state in ALERT_STATES and pk not in quiet:
                     alerts.append(PromiseAlert(promise_id=pk, state=new_state))
             changed.append(row)
     columns = ["reached_at", "forecast_p50", "forecast_p90", "days_late", "state"]

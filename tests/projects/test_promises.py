@@ -228,3 +228,9 @@ def test_one_orders_change_costs_the_same_whatever_the_number_of_promises(mirror
     Promise.objects.bulk_create([Promise(order=other, milestone="connected", promised_on=dt.date(2027, 1, 1),
                                          source="attribute", state_since=now) for other in others])
     assert statements() == few
+
+
+def test_a_promise_already_broken_when_first_seen_is_listed_not_alerted(mirrored) -> None:
+    set_in_epilot(FLEHENBERG, zugesagter_anschlusstermin="2025-01-01")
+    assert promise_of(FLEHENBERG).state == "breached"
+    assert not PromiseAlert.objects.exists()  # a first import of old promises starts no flood of tasks
