@@ -6,6 +6,7 @@ spaces and hyphens as one; house number case-folded without spaces ("12 a" = "12
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 
 SEPARATORS = re.compile(r"[\s\-]+")
@@ -29,21 +30,29 @@ def address_key(postal_code: str, street: str, house_number: str) -> str:
 
 
 # The search box's folding (services/search.py): umlauts as their two-letter spellings, so "Düssel", "Duessel"
-# and "DÜSSEL" read alike; other accents dropped; "str."/"str" as "strasse"; "15 a" as "15a".
-UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ı": "i"})
-NON_WORD = re.compile(r"[\W_]+")
-LETTER_SUFFIX = re.compile(r"\b(\d+) ([a-z])\b")
+# and "DÜSSEL" read alike; other accents dropped; "str."/"str" as "strasse"; "15 a" as "15a". It runs for every
+# mirrored contact, opportunity and order, so the common case (plain ASCII) skips the Unicode work.
+ASCII_SEPARATORS = str.maketrans(dict.fromkeys(string.punctuation, " "))
+NON_WORD = re.compile(r"[^\w\n]+|_+")  # newlines part the given texts: "K-1 a" and "a@b" never glue to "1a"
+LETTER_SUFFIX = re.compile(r"(?<=\d) (?=[a-z]\b)")
+STREET_ENDING = re.compile(r"str\b")
 
 
 def searchable(*parts: str) -> str:
     """The words of `parts` folded for searching, each framed by spaces (' tiefenbacher weg 15a '), or ''."""
-    words = [word for part in parts if part for word in _folded_words(part)]
+    text = "\n".join(part for part in parts if part).casefold()
+    if "str." in text:
+        text = ABBREVIATED_STREET.sub("strasse", text)
+    if not text.isascii():
+        text = text.replace("ä", "ae").replace("ö", "oe").replace("ü", "ue").replace("ı", "i")
+    if text.isascii():
+        text = text.translate(ASCII_SEPARATORS)
+    else:
+        text = unicodedata.normalize("NFKD", text)
+        text = NON_WORD.sub(" ", "".join(char for char in text if not unicodedata.combining(char)))
+    if LETTER_SUFFIX.search(text):
+        text = LETTER_SUFFIX.sub("", text)
+    if "str" in text:
+        text = STREET_ENDING.sub("strasse", text)
+    words = text.split()
     return f" {' '.join(words)} " if words else ""
-
-
-def _folded_words(part: str) -> list[str]:
-    text = unicodedata.normalize("NFKD", part.casefold().translate(UMLAUTS))
-    text = "".join(char for char in text if not unicodedata.combining(char))
-    text = ABBREVIATED_STREET.sub("strasse", text)
-    text = LETTER_SUFFIX.sub(r"\1\2", NON_WORD.sub(" ", text).strip())
-    return [word + "asse" if word.endswith("str") else word for word in text.split()]
