@@ -7,9 +7,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from integrations.epilot import EpilotConflictError, EpilotError
+from integrations.epilot.types import MalformedPayload, parse_timestamp
 from projects.models import Conversion, EpilotWrite
+from projects.services.errors import NotAllowed
+
+
+def version_seen(entity: Any, expected_updated_at: str | None) -> str:
+    """The `_updated_at` a write is guarded with: the one staff saw, else the mirror's; raises NotAllowed for a
+    deleted entity or a version that is no timestamp."""
+    if entity.is_deleted:
+        raise NotAllowed(_("The %(type)s is deleted in epilot.") % {"type": entity._meta.verbose_name})
+    expected = expected_updated_at or entity.payload.get("_updated_at")
+    try:
+        parse_timestamp(expected, name="_updated_at")
+    except MalformedPayload:
+        raise NotAllowed(_("The version you saw (_updated_at) is not a timestamp; please reload.")) from None
+    return expected
 
 
 def stored_user(user: Any) -> Any:

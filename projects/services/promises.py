@@ -43,7 +43,7 @@ from projects.models import (
     RolloutArea,
     WorkflowDefinition,
 )
-from projects.services.audit import audited_write
+from projects.services.audit import audited_write, version_seen
 from projects.services.errors import Conflict, NotAllowed, RemoteFailure, ServiceError
 from projects.services.forecasts import Curves, curves_by_span, forecast, forecast_curves_recompute
 from projects.services.milestones import building_milestones, order_milestones
@@ -250,13 +250,7 @@ def promise_set(*, order: Order, milestone: str, promised_on: dt.date | None, us
     attribute = promise_attributes().get(milestone)
     if attribute is None:
         raise NotAllowed(_("Unknown milestone: %(milestone)s") % {"milestone": milestone})
-    if order.is_deleted:
-        raise NotAllowed(_("The order is deleted in epilot."))
-    expected = expected_updated_at or order.payload.get("_updated_at")
-    try:
-        parse_timestamp(expected, name="_updated_at")
-    except MalformedPayload:
-        raise NotAllowed(_("The version you saw (_updated_at) is not a timestamp; please reload.")) from None
+    expected = version_seen(order, expected_updated_at)
     value = promised_on.isoformat() if promised_on else None
     client = client or get_epilot_client()
     summary = {attribute: value, "previous": order.payload.get(attribute), "_updated_at": expected}

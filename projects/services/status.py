@@ -7,10 +7,9 @@ from django.utils.translation import gettext as _
 
 from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotConflictError, EpilotError, EpilotNotFoundError
-from integrations.epilot.types import MalformedPayload, parse_timestamp
 from projects.mirror.intake import mirror_after_write
 from projects.models import EpilotWrite, Opportunity
-from projects.services.audit import audited_write
+from projects.services.audit import audited_write, version_seen
 from projects.services.errors import NotAllowed, RemoteFailure, StatusConflict
 from projects.services.rules import rules_evaluate_safely
 
@@ -26,13 +25,7 @@ def opportunity_set_status(*, opportunity: Opportunity, status: str, user: Any =
     status = status.strip()
     if not status:
         raise NotAllowed(_("Please give a status."))
-    if opportunity.is_deleted:
-        raise NotAllowed(_("The opportunity is deleted in epilot."))
-    expected = expected_updated_at or opportunity.payload.get("_updated_at")
-    try:
-        parse_timestamp(expected, name="_updated_at")
-    except MalformedPayload:
-        raise NotAllowed(_("The version you saw (_updated_at) is not a timestamp; please reload.")) from None
+    expected = version_seen(opportunity, expected_updated_at)
     summary = {"status": status, "previous": opportunity.status, "_updated_at": expected}
     try:
         with audited_write(action=EpilotWrite.Action.WRITE_STATUS, target_schema="opportunity",
