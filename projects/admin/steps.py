@@ -230,7 +230,7 @@ SELECTION_KEY = "step-selection:{}"
 
 class StepJobItemInline(ReadOnlyInline):
     model = models.StepJobItem
-    fields = ["label", "execution_epilot_id", "step_epilot_id", "expected_status", "status", "error"]
+    fields = ["label", "expected_status", "status", "error"]  # the step by its name and workflow, not its ids
     readonly_fields = fields
     show_change_link = False
     verbose_name_plural = _("steps")
