@@ -22,8 +22,10 @@ KINDS = {str: "string", int: "number", float: "number", bool: "boolean", type(No
 
 def page_attributes(payloads: Iterable[Mapping[str, Any]]) -> set[tuple[str, str]]:
     """The (attribute, JSON type) pairs the payloads carry; epilot's own `_` attributes left out."""
-    return {(name, KINDS.get(type(value), "other")) for payload in payloads for name, value in payload.items()
-            if not name.startswith("_")}
+    # Collected as (name, Python type) first: every value of every document passes here, the few distinct pairs
+    # are then named and filtered once.
+    pairs = {(name, type(value)) for payload in payloads for name, value in payload.items()}
+    return {(name, KINDS.get(kind, "other")) for name, kind in pairs if not name.startswith("_")}
 
 
 _known: dict[str, dict[str, set[str]]] = {}  # schema → attribute → the JSON types it came as
