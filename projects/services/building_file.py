@@ -41,10 +41,6 @@ class BuildingFile:
     def label(self) -> str:
         return ", ".join(part for part in (self.street, f"{self.postal_code} {self.city}".strip()) if part)
 
-    @property
-    def units(self) -> int | None:
-        return max((building.units for building in self.buildings), default=None)
-
 
 def building_file(key: str) -> BuildingFile:
     """The file of the address `key`; raises NotFound when neither a building nor an opportunity has it."""
@@ -55,7 +51,7 @@ def building_file(key: str) -> BuildingFile:
         raise NotFound(f"no building or opportunity has the address {key!r}")
     if buildings:
         first = buildings[0]
-        street, postal_code, city = f"{first.street} {first.house_number}", first.postal_code, ""
+        street, postal_code = f"{first.street} {first.house_number}", first.postal_code
         city = next((o.city for o in opportunities if o.city), "")
     else:
         street, postal_code, city = opportunities[0].street, opportunities[0].postal_code, opportunities[0].city
@@ -65,8 +61,9 @@ def building_file(key: str) -> BuildingFile:
     customers = list({o.customer_id: o.customer for o in opportunities if o.customer}.values())
     executions = list(WorkflowExecution.objects.filter(
         Q(opportunity_id__in=opportunity_ids) | Q(order_id__in=[o.pk for o in orders])).order_by("-started_at", "pk"))
-    open_steps = list(MirroredStep.objects.filter(execution__in=[e.pk for e in executions],
-                                                  status__in=MirroredStep.OPEN_STATUSES, enabled=True)
+    running = [e.pk for e in executions if e.status == "STARTED"]  # as the task inbox counts open steps
+    open_steps = list(MirroredStep.objects.filter(execution__in=running, status__in=MirroredStep.OPEN_STATUSES,
+                                                  enabled=True)
                       .select_related("execution").order_by("due_date", "execution_id", "position"))
     promises = list(Promise.objects.filter(order_id__in=[o.pk for o in orders]).select_related("order")
                     .order_by("promised_on", "pk"))

@@ -115,7 +115,7 @@ def promises_sync(order_ids: Iterable[int] | None, *, now: dt.datetime | None = 
                 staff_kept = current.source == Promise.Source.STAFF and current.promised_on == promised
                 update.append({"id": current.pk, "promised_on": promised, "building_key": key, "area": area,
                                "source": Promise.Source.STAFF if staff_kept else source})
-        Promise.objects.bulk_create(create, batch_size=2000)
+        Promise.objects.bulk_create(create, batch_size=2000, ignore_conflicts=True)  # a concurrent sync made it
         bulk_update_by_pk(Promise, update, ["promised_on", "building_key", "area", "source"])
     new = set(Promise.objects.filter(column_in(Promise, "order", sorted({pk for pk, _m in wanted})), state_since=now)
               .values_list("id", flat=True)) if create else set()
