@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from projects.mirror.bulk import values_read_at_once
@@ -91,7 +92,7 @@ def forecast_curves_recompute(*, now: dt.datetime | None = None) -> int:
     now = now or timezone.now()
     durations: dict[tuple[int | None, str, str], list[float]] = defaultdict(list)
     columns = ["area", *DATE_COLUMNS.values()]
-    finished = AreaAddress.objects.exclude(signed_at=None).filter(connected_at__isnull=False).order_by()
+    finished = AreaAddress.objects.filter(Q(connected_at__isnull=False) | Q(activated_at__isnull=False)).order_by()
     for row in values_read_at_once(finished, *columns):
         area, dates = row[0], dict(zip(DATE_COLUMNS, row[1:], strict=True))
         for start, target in SPANS:
