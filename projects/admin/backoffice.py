@@ -8,6 +8,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
@@ -22,7 +23,7 @@ from projects.templatetags.backoffice import badge
 
 @admin.register(models.EpilotWrite)
 class EpilotWriteAdmin(ReadOnlyAdmin):
-    list_display = ["started_at", "action", "result_badge", "user", "actor", "target_display", "error"]
+    list_display = ["started_display", "action", "result_badge", "by_display", "target_display"]
     list_filter = ["action", "result", "target_schema", "actor"]
     search_fields = ["target_epilot_id", "epilot_ids", "error"]
     date_hierarchy = "started_at"
@@ -35,6 +36,16 @@ class EpilotWriteAdmin(ReadOnlyAdmin):
         executions = models.WorkflowExecution.objects.filter(epilot_id=OuterRef("target_epilot_id")).values("name")[:1]
         return super().get_queryset(request).annotate(
             target_title=Coalesce(*(Subquery(title) for title in titles), Subquery(executions)))
+
+    @admin.display(description=_("started"), ordering="started_at")
+    def started_display(self, obj: models.EpilotWrite) -> str:
+        return formats.date_format(timezone.localtime(obj.started_at), "SHORT_DATETIME_FORMAT")
+
+    @admin.display(description=_("triggered by"), ordering="actor")
+    def by_display(self, obj: models.EpilotWrite) -> str:
+        """The colleague (else the actor: a command, a rule, an API client), and under it why a write failed."""
+        who = obj.user.get_full_name() or obj.user.get_username() if obj.user else obj.actor
+        return format_html("{}<br><small>{}</small>", who, obj.error[:200]) if obj.error else who
 
     @admin.display(description=_("target"), ordering="target_epilot_id")
     def target_display(self, obj: models.EpilotWrite) -> str:
@@ -65,7 +76,8 @@ class ConversionWriteInline(ReadOnlyInline):
 
 @admin.register(models.Conversion)
 class ConversionAdmin(ReadOnlyAdmin):
-    list_display = ["opportunity", "order_title", "step", "status_badge", "requested_by", "updated_at"]
+    list_display = ["opportunity_display", "step", "status_badge", "requested_by", "updated_display"]
+    list_select_related = ["opportunity", "requested_by"]
     list_filter = ["status", "step"]
     search_fields = ["opportunity__title", "order_title", "order_epilot_id", "key"]
     actions = ["resume_action"]
@@ -90,6 +102,16 @@ class ConversionAdmin(ReadOnlyAdmin):
         "updated_at",
     ]
     exclude = ["claimed_until", "order_epilot_id"]
+
+    @admin.display(description=_("opportunity"), ordering="opportunity__title")
+    def opportunity_display(self, obj: models.Conversion) -> str:
+        """The opportunity, and under it the order it becomes."""
+        return format_html("{}<br><small>→ {}</small>", obj.opportunity, obj.order_title) if obj.order_title \
+            else str(obj.opportunity)
+
+    @admin.display(description=_("updated"), ordering="updated_at")
+    def updated_display(self, obj: models.Conversion) -> str:
+        return formats.date_format(timezone.localtime(obj.updated_at), "SHORT_DATETIME_FORMAT")
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: models.Conversion) -> str:

@@ -9,6 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
@@ -126,6 +127,12 @@ class MirroredAdmin(ReadOnlyAdmin):
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: Any) -> str:
         return badge(obj.status)
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_with_link(self, obj: Any) -> str:
+        """The status, and under it the entity in the epilot portal."""
+        return format_html('{}<br><small><a href="{}" target="_blank" rel="noopener" title="{}">↗ Portal</a></small>',
+                           badge(obj.status), portal_url(schema_of(obj), obj.epilot_id), _("Open in epilot"))
 
     @admin.display(description=_("last synchronised"), ordering="synced_at")
     def last_sync(self, obj: Any) -> Any:
@@ -256,13 +263,17 @@ class HasOrderFilter(admin.SimpleListFilter):
 
 @admin.register(models.Opportunity)
 class OpportunityAdmin(MirroredAdmin):
-    list_display = ["title", "status_badge", "customer", "address_display", "budget_display", "phase", "workflow_progress",
-                    "epilot_link"]
+    list_display = ["title_display", "status_with_link", "address_display", "budget_display", "phase"]
     list_select_related = ["customer", "project"]
     list_filter = ["status", PhaseFilter, HasOrderFilter, ("epilot_deleted_at", admin.EmptyFieldListFilter)]
     search_fields = ["title", "street", "city", "postal_code", "customer__title", "epilot_id"]
     actions = ["start_workflow_action", "convert_action"]
     inlines = [OrderInline, ExecutionInline]
+
+    @admin.display(description=_("title"), ordering="title")
+    def title_display(self, obj: models.Opportunity) -> str:
+        """The title, and under it the customer."""
+        return format_html("{}<br><small>{}</small>", obj, obj.customer.title) if obj.customer_id and obj.customer else str(obj)
 
     @admin.display(description=_("address"), ordering="street")
     def address_display(self, obj: models.Opportunity) -> str:
@@ -274,16 +285,14 @@ class OpportunityAdmin(MirroredAdmin):
 
     @admin.display(description=_("phase"), ordering="project__phase")
     def phase(self, obj: models.Opportunity) -> str:
+        """The project's phase, and under it how far its workflow came."""
         project = getattr(obj, "project", None)
-        return badge(project.phase, project.get_phase_display()) if project else "–"
-
-    @admin.display(description=_("workflow"))
-    def workflow_progress(self, obj: models.Opportunity) -> str:
-        project = getattr(obj, "project", None)
-        if not project or not (project.has_running_workflow or project.progress_percent):
+        if not project:
             return "–"
-        return format_html('<progress max="100" value="{}" style="width:70px"></progress> {} % {}', project.progress_percent,
-                           project.progress_percent, project.current_section)
+        phase = badge(project.phase, project.get_phase_display())
+        if not (project.has_running_workflow or project.progress_percent):
+            return phase
+        return format_html("{}<br><small>{} % {}</small>", phase, project.progress_percent, project.current_section)
 
     def has_convert_opportunity_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("projects.convert_opportunity")
@@ -369,7 +378,7 @@ class OpportunityAdmin(MirroredAdmin):
 
 @admin.register(models.Order)
 class OrderAdmin(MirroredAdmin):
-    list_display = ["title", "status_badge", "opportunity", "amount", "last_sync", "epilot_link"]
+    list_display = ["title", "status_with_link", "opportunity_display", "amount"]
     list_select_related = ["opportunity"]
     search_fields = ["title", "epilot_id", "opportunity__title"]
     inlines = [OrderExecutionInline, PromiseInline]
@@ -377,6 +386,15 @@ class OrderAdmin(MirroredAdmin):
     @admin.display(description=_("amount"), ordering="amount_total")
     def amount(self, obj: models.Order) -> str:
         return format_amount(obj.amount_total, obj.currency)
+
+    @admin.display(description=_("opportunity"), ordering="opportunity__title")
+    def opportunity_display(self, obj: models.Order) -> str:
+        """The opportunity, and under it its address (linked to the building file)."""
+        if obj.opportunity is None:
+            return "–"
+        if not obj.opportunity.address:
+            return str(obj.opportunity)
+        return format_html("{}<br><small>{}</small>", obj.opportunity, building_file_link(obj.opportunity))
 
     def extra_urls(self) -> list:
         from projects.admin.promises import order_promise_view
@@ -399,16 +417,8 @@ class GenericEntityAdmin(MirroredAdmin):
 
 @admin.register(models.AusbauProject)
 class AusbauProjectAdmin(ReadOnlyAdmin):
-    list_display = [
-        "title",
-        "phase_badge",
-        "progress",
-        "current_section",
-        "current_step",
-        "budget_display",
-        "has_running_workflow",
-        "updated_at",
-    ]
+    # Five columns, so the list fits 1,280 pixels beside the navigation and the filters.
+    list_display = ["title_display", "phase_badge", "progress_display", "budget_display", "updated_display"]
     list_filter = ["phase", "has_running_workflow"]
     search_fields = ["title", "opportunity__street", "opportunity__city"]
     date_hierarchy = "updated_at"
@@ -445,6 +455,21 @@ class AusbauProjectAdmin(ReadOnlyAdmin):
     @admin.display(description=_("budget"), ordering="budget")
     def budget_display(self, obj: models.AusbauProject) -> str:
         return format_amount(int(obj.budget * 100), "EUR") if obj.budget is not None else "–"
+
+    @admin.display(description=_("title"), ordering="title")
+    def title_display(self, obj: models.AusbauProject) -> str:
+        address = obj.opportunity.address if obj.opportunity_id else ""
+        return format_html("{}<br><small>{}</small>", obj.title, address) if address else obj.title
+
+    @admin.display(description=_("progress"), ordering="progress_percent")
+    def progress_display(self, obj: models.AusbauProject) -> str:
+        where = " · ".join(part for part in (obj.current_section, obj.current_step) if part)
+        return format_html('<progress max="100" value="{}" style="width:70px"></progress> {} %<br><small>{}</small>',
+                           obj.progress_percent, obj.progress_percent, where)
+
+    @admin.display(description=_("updated"), ordering="updated_at")
+    def updated_display(self, obj: models.AusbauProject) -> str:
+        return formats.date_format(timezone.localtime(obj.updated_at), "SHORT_DATE_FORMAT") if obj.updated_at else "–"
 
     @admin.display(description=_("phase"), ordering="phase")
     def phase_badge(self, obj: models.AusbauProject) -> str:

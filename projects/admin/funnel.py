@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from projects import models
 from projects.admin.areas import STAGE_COLOURS
@@ -64,14 +65,19 @@ class StuckFilter(admin.SimpleListFilter):
 class BuildingAdmin(ReadOnlyAdmin):
     """Each building of an area: its stage, the date of each milestone, what it waits on, its opportunities."""
 
-    list_display = ["street", "house_number", "postal_code", "units", "area", "stage_display", "since_display",
-                    "waiting_on", "file_link"]
+    list_display = ["address_display", "units", "area", "stage_display", "waiting_on"]
     list_filter = ["area", "stage", ReachedFilter, StuckFilter]
     search_fields = ["street", "postal_code"]
     list_select_related = ["area"]
     fields = ["file_link", "area", "postal_code", "street", "house_number", "units", "stage_display", "signed_at", "passed_at",
               "connected_at", "activated_at", "since_display", "waiting_on", "latitude", "longitude", "entities"]
     readonly_fields = fields
+
+    @admin.display(description=_("address"), ordering="street")
+    def address_display(self, obj: models.AreaAddress) -> str:
+        """The address, and under it the link to its building file."""
+        return format_html('{} {}, {}<br><small><a href="{}">{}</a></small>', obj.street, obj.house_number, obj.postal_code,
+                           building_file_url(obj.key), _("Building file"))
 
     @admin.display(description=_("building file"))
     def file_link(self, obj: models.AreaAddress) -> str:
@@ -80,8 +86,11 @@ class BuildingAdmin(ReadOnlyAdmin):
     @admin.display(description=_("stage"), ordering="stage")
     def stage_display(self, obj: models.AreaAddress) -> str:
         stuck = is_stuck(obj)
-        return format_html('<span style="color:{}">●</span> {}{}', STAGE_COLOURS[obj.stage], obj.get_stage_display(),
-                           format_html(' <strong class="bad">{}</strong>', _("stuck")) if stuck else "")
+        days = building_age_days(obj)
+        since = format_html("<br><small>{}</small>", ngettext("%(days)d day", "%(days)d days", days) % {"days": days}) \
+            if days is not None else ""
+        return format_html('<span style="color:{}">●</span> {}{}{}', STAGE_COLOURS[obj.stage], obj.get_stage_display(),
+                           format_html(' <strong class="bad">{}</strong>', _("stuck")) if stuck else "", since)
 
     @admin.display(description=_("days at this stage"))
     def since_display(self, obj: models.AreaAddress) -> str:

@@ -131,7 +131,7 @@ class WorkflowStartJobAdmin(ReadOnlyAdmin):
 
 @admin.register(models.WorkflowStart)
 class WorkflowStartAdmin(ReadOnlyAdmin):
-    list_display = ["created_display", "definition_name", "entity_display", "status_display", "actor", "execution_display"]
+    list_display = ["created_display", "definition_name", "entity_display", "status_display"]
     list_select_related = ["definition"]
     list_filter = ["status", "entity_schema", "actor"]
     search_fields = ["entity_epilot_id", "entity_title", "execution_epilot_id"]
@@ -142,11 +142,14 @@ class WorkflowStartAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("created"), ordering="created_at")
     def created_display(self, obj: models.WorkflowStart) -> str:
-        return formats.date_format(timezone.localtime(obj.created_at), "SHORT_DATETIME_FORMAT")
+        """When, and under it who (a colleague, a command, a rule, an API client)."""
+        return format_html("{}<br><small>{}</small>", formats.date_format(timezone.localtime(obj.created_at),
+                                                                          "SHORT_DATETIME_FORMAT"), obj.actor)
 
-    @admin.display(description=_("workflow definition"), ordering="definition__name")
+    @admin.display(description=_("workflow"), ordering="definition__name")
     def definition_name(self, obj: models.WorkflowStart) -> str:
-        return obj.definition.name
+        """The workflow, and under it the execution it started."""
+        return format_html("{}<br><small>{}</small>", obj.definition.name, self.execution_display(obj))
 
     @admin.display(description=_("entity"), ordering="entity_title")
     def entity_display(self, obj: models.WorkflowStart) -> str:
@@ -163,8 +166,8 @@ class WorkflowStartAdmin(ReadOnlyAdmin):
     def execution_display(self, obj: models.WorkflowStart) -> str:
         """The started execution, linked once the mirror holds it; its id shortened until then."""
         if getattr(obj, "execution_pk", None):
-            return format_html('<a href="{}">{}</a>', reverse("admin:projects_workflowexecution_change",
-                                                             args=[obj.execution_pk]), obj.definition)
+            return format_html('<a href="{}">{} ›</a>', reverse("admin:projects_workflowexecution_change",
+                                                               args=[obj.execution_pk]), _("workflow execution"))
         if obj.execution_epilot_id:
             return format_html('<span title="{}">{}…</span>', obj.execution_epilot_id, obj.execution_epilot_id[:8])
         return "–"
