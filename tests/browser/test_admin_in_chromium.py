@@ -188,6 +188,11 @@ def test_staff_find_a_house_by_its_street_and_read_the_inbox_without_ids(live_se
                             ".filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.innerText)")
         assert cut == []
         page.screenshot(path=f"{target}/inbox-de.png")
+        for listing in ("workflowexecution", "workflowstart", "ausbauproject", "opportunity", "order", "areaaddress",
+                        "conversion", "epilotwrite", "contact"):
+            page.goto(f"{live_server.url}/admin/projects/{listing}/")
+            assert page.evaluate("() => { const r = document.querySelector('#changelist .results');"
+                                 " return r.scrollWidth <= r.clientWidth; }"), f"{listing} is wider than the page"
 
         page.fill("#header-search-q", "Tiefenbacher W. 15")
         page.press("#header-search-q", "Enter")
