@@ -166,11 +166,15 @@ class AutomationRecipeForm(forms.ModelForm):
                     self.add_error(name, _("A status change needs the entity type, the attribute and its value."))
         elif pattern == AutomationRecipe.Pattern.MANUAL and not data.get("schema"):
             self.add_error("schema", _("A manual trigger needs the entity type it is started from."))
+        elif pattern == AutomationRecipe.Pattern.PROMISE_NOTICE and not data.get("email_template_id"):
+            self.add_error("email_template_id", _("A customer notice needs the e-mail template it sends."))
         elif pattern == AutomationRecipe.Pattern.JOURNEY_SUBMISSION:
             try:
                 uuid.UUID(str(data.get("journey_id") or ""))
             except ValueError:
                 self.add_error("journey_id", _("A journey submission needs the journey's UUID."))
+        if pattern != AutomationRecipe.Pattern.PROMISE_NOTICE and not data.get("definition_epilot_id"):
+            self.add_error("definition_epilot_id", _("Give the workflow the recipe starts."))
         mapping = data.get("field_mapping") or []
         if not isinstance(mapping, list) or not all(
                 isinstance(item, dict) and isinstance(item.get("source"), str) and isinstance(item.get("target"), str)

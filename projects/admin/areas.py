@@ -132,6 +132,7 @@ class RolloutAreaAdmin(admin.ModelAdmin):
                     "addresses_in_scope"]
     search_fields = ["name"]
     fields = ["name", "campaign_start", "quota_percent", "deadline", "promise_connected_weeks", "promise_activated_weeks",
+              "promise_notice",
               "notes", "figures_panel", "campaign_panel",
               "funnel_panel", "map_panel", "funnel_chart", "phase_board", "chart", "campaign"]
     readonly_fields = ["figures_panel", "campaign_panel", "funnel_panel", "map_panel", "funnel_chart", "phase_board", "chart",

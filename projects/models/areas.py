@@ -35,6 +35,10 @@ class RolloutArea(models.Model):
     promise_activated_weeks = models.PositiveSmallIntegerField(
         _("promise activation after (weeks)"), null=True, blank=True,
         help_text=_("orders without a promised date get one: contract date + these weeks (empty: no rule)"))
+    promise_notice = models.BooleanField(
+        _("tell customers when a promise slips"), default=False,
+        help_text=_("writes the order's promise_state in epilot when its promise becomes at risk or breached; an "
+                    "automation recipe \"Customer notice when a promised date slips\" sends the e-mail"))
 
     class Meta:
         verbose_name = _("rollout area")

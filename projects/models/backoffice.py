@@ -23,6 +23,7 @@ class EpilotWrite(models.Model):
         PROVISION_WEBHOOK = "provision_webhook", _("Create/update webhook")
         REPLAY_WEBHOOKS = "replay_webhooks", _("Replay failed webhook deliveries")
         WRITE_PROMISE = "write_promise", _("Set promised date")
+        WRITE_PROMISE_STATE = "write_promise_state", _("Set promise state (customer notice)")
 
     class Result(models.TextChoices):
         PENDING = "pending", _("Pending")
@@ -156,6 +157,7 @@ class AutomationRecipe(models.Model):
         STATUS_CHANGE = "status_change", _("Entity status change")
         JOURNEY_SUBMISSION = "journey_submission", _("Journey submission")
         MANUAL = "manual", _("Manual trigger on an entity")
+        PROMISE_NOTICE = "promise_notice", _("Customer notice when a promised date slips")
 
     class Language(models.TextChoices):
         DE = "de", _("German")
@@ -166,8 +168,9 @@ class AutomationRecipe(models.Model):
     name = models.CharField(_("name"), max_length=150)
     pattern = models.CharField(_("pattern"), max_length=30, choices=Pattern.choices)
     enabled = models.BooleanField(_("enabled"), default=True)
-    definition_epilot_id = models.CharField(_("workflow"), max_length=64,
-                                            help_text=_("epilot id of the workflow definition or flow template to start"))
+    definition_epilot_id = models.CharField(_("workflow"), max_length=64, blank=True,
+                                            help_text=_("epilot id of the workflow definition or flow template to start "
+                                                        "(none for a customer notice)"))
     schema = models.CharField(_("entity type"), max_length=100, default="opportunity", blank=True)
     attribute = models.CharField(_("attribute"), max_length=100, default="status", blank=True)
     value = models.CharField(_("value"), max_length=200, blank=True)

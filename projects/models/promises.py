@@ -66,6 +66,8 @@ class PromiseAlert(models.Model):
     execution_epilot_id = models.CharField(_("task workflow (epilot id)"), max_length=64, blank=True)
     error = models.TextField(_("error"), blank=True)
     sent_at = models.DateTimeField(_("task started"), null=True, blank=True)
+    notice_written_at = models.DateTimeField(_("customer notice written"), null=True, blank=True,
+                                             help_text=_("when promise_state was written to the order for the notice"))
 
     class Meta:
         verbose_name = _("promise alert")

@@ -209,8 +209,14 @@ def _queue_alerts() -> None:
 
 
 def promise_alerts_send(*, client: EpilotClient | None = None) -> int:
-    """Start the configured workflow on the order of each alert that has none yet (at most once: a running one is
-    adopted as the task); returns how many were started. Without a configured workflow, nothing."""
+    """For each new alert: start the configured workflow on its order (once: a running one is adopted as the task),
+    and where the order's area tells customers, write the order's `promise_state` (once per alert) for the customer
+    notice. Returns how many epilot writes succeeded."""
+    client = client or get_epilot_client()
+    return _start_tasks(client) + _write_notices(client)
+
+
+def _start_tasks(client: EpilotClient) -> int:
     from projects.services.workflows import workflow_start
 
     workflow = (FunnelSettings.objects.values_list("promise_task_workflow", flat=True).first() or "").strip()
@@ -232,6 +238,28 @@ def promise_alerts_send(*, client: EpilotClient | None = None) -> int:
                                                             execution_epilot_id=start.execution_epilot_id)
             started += 1
     return started
+
+
+def _write_notices(client: EpilotClient) -> int:
+    """`promise_state` on the orders of new alerts in areas that tell their customers; an automation recipe
+    ("Customer notice when a promised date slips") in epilot sends the e-mail."""
+    from projects.services.recipes import PROMISE_STATE_ATTRIBUTE
+
+    written = 0
+    for alert in PromiseAlert.objects.filter(notice_written_at=None, promise__area__promise_notice=True).select_related(
+            "promise__order").order_by("pk")[:200]:
+        order = alert.promise.order
+        summary = {PROMISE_STATE_ATTRIBUTE: alert.state, "milestone": alert.promise.milestone}
+        try:
+            with audited_write(action=EpilotWrite.Action.WRITE_PROMISE_STATE, target_schema="order",
+                               target_epilot_id=order.epilot_id, summary=summary, actor=ACTOR):
+                client.patch_entity("order", order.epilot_id, {PROMISE_STATE_ATTRIBUTE: alert.state})
+        except EpilotError as exc:  # recorded in the audit trail; the next sweep tries again
+            logger.warning("promise_state of order %s not written: %s", order.epilot_id, exc.message)
+            continue
+        PromiseAlert.objects.filter(pk=alert.pk).update(notice_written_at=timezone.now())
+        written += 1
+    return written
 
 
 def promises_nightly(*, now: dt.datetime | None = None) -> int:

@@ -28,6 +28,9 @@ KEY_PATTERN = re.compile(r"\[recipe:([a-z0-9-]+)\]\s*$")
 # The parts of a flow the recipe decides; epilot adds ids, timestamps and execution state to the rest.
 # Stored as the drift of a recipe whose flow is gone; the admin shows it in the reader's language.
 FLOW_DELETED = "deleted"
+# The order attribute the back-office writes when a promise slips, and the values a customer notice is sent for.
+PROMISE_STATE_ATTRIBUTE = "promise_state"
+NOTICE_STATES = ("at_risk", "breached")
 COMPARED = ("flow_name", "enabled", "entity_schema", "triggers", "trigger_conditions", "actions")
 
 
@@ -57,6 +60,17 @@ def flow_body(recipe: AutomationRecipe) -> dict[str, Any]:
                                    for item in recipe.field_mapping],
             "relation_attributes": [{"target": "customer", "mode": "append", "source_filter": {"schema": "contact"}}],
         }})
+    elif recipe.pattern == AutomationRecipe.Pattern.PROMISE_NOTICE:
+        # The back-office writes the order's promise_state when a promise slips (services/promises.py); epilot mails
+        # the customer. No workflow: the staff's task comes from the promise alert.
+        schema = "order"
+        triggers = [{"type": "entity_operation", "configuration": {
+            "schema": "order", "operations": ["updateEntity"],
+            "filter_config": {"operation": {"diff": {"updated": {PROMISE_STATE_ATTRIBUTE: list(NOTICE_STATES)}}}}}}]
+        return {"flow_name": flow_name(recipe), "enabled": recipe.enabled, "entity_schema": schema, "triggers": triggers,
+                "actions": [{"type": "send-email", "name": _name("Tell the customer"),
+                             "config": {"email_template_id": recipe.email_template_id,
+                                        "language_code": recipe.email_language}}]}
     elif recipe.pattern == AutomationRecipe.Pattern.MANUAL:
         schema = recipe.schema
         triggers = [{"type": "entity_manual", "configuration": {"schema": recipe.schema}}]

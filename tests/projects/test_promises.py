@@ -234,3 +234,22 @@ def test_a_promise_already_broken_when_first_seen_is_listed_not_alerted(mirrored
     set_in_epilot(FLEHENBERG, zugesagter_anschlusstermin="2025-01-01")
     assert promise_of(FLEHENBERG).state == "breached"
     assert not PromiseAlert.objects.exists()  # a first import of old promises starts no flood of tasks
+
+
+def test_an_area_that_tells_customers_gets_promise_state_written_once(mirrored) -> None:
+    area = RolloutArea.objects.get(name="Flehenberg")
+    start = timezone.now() - dt.timedelta(days=4000)
+    AreaAddress.objects.bulk_create([
+        AreaAddress(area=area, postal_code="42489", street="Historie", house_number=str(n), units=1, key=f"h|{n}",
+                    signed_at=start, connected_at=start + dt.timedelta(days=3000)) for n in range(25)])
+    set_in_epilot(FLEHENBERG, zugesagter_anschlusstermin=(timezone.localdate() + dt.timedelta(days=20)).isoformat())
+    promises_nightly()
+    assert promise_of(FLEHENBERG).state == "at_risk"
+    promise_alerts_send()  # the area does not tell its customers (the default): nothing written
+    assert "promise_state" not in get_epilot_client().get_entity("order", FLEHENBERG).data
+    area.promise_notice = True
+    area.save(update_fields=["promise_notice"])
+    promise_alerts_send()
+    promise_alerts_send()
+    assert get_epilot_client().get_entity("order", FLEHENBERG).data["promise_state"] == "at_risk"
+    assert EpilotWrite.objects.filter(action="write_promise_state", target_epilot_id=FLEHENBERG).count() == 1

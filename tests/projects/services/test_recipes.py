@@ -157,3 +157,17 @@ def test_the_flow_provisioned_before_recipes_becomes_the_first_recipe(client) ->
     assert not created and provisioned.flow_id == legacy.id
     assert [flow.name for flow in client.iter_flows()] == [
         "Opportunity in Bearbeitung → Ausbau Glasfaser [recipe:ausbau-glasfaser-bei-bearbeitung]"]
+
+
+def test_a_customer_notice_mails_when_the_back_office_marks_a_promise_slipping(client, recorder, db) -> None:
+    AutomationRecipe.objects.all().delete()
+    notice = recipe("promise_notice", "zusage-kundeninfo", definition_epilot_id="", email_template_id="tpl-zusage")
+    body = flow_body(notice)
+    assert body["entity_schema"] == "order"
+    assert body["triggers"][0]["configuration"]["filter_config"] == {
+        "operation": {"diff": {"updated": {"promise_state": ["at_risk", "breached"]}}}}
+    assert body["actions"] == [{"type": "send-email", "name": "Tell the customer",
+                                "config": {"email_template_id": "tpl-zusage", "language_code": "de"}}]  # no workflow
+    provisioned, created = recipe_provision(notice, actor="test", client=client)
+    assert created and client.get_flow(provisioned.flow_id).data["actions"] == body["actions"]
+    assert recorder.violations == [], "\n".join(recorder.violations)
