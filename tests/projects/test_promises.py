@@ -63,6 +63,14 @@ def set_in_epilot(order_id: str, **attributes: str) -> None:
     sync_run(trigger=SyncRun.Trigger.COMMAND, client=get_epilot_client())
 
 
+def slow_history(area: RolloutArea) -> None:
+    """25 finished buildings of the area that took 3,000 days from contract to connection."""
+    start = timezone.now() - dt.timedelta(days=4000)
+    AreaAddress.objects.bulk_create([
+        AreaAddress(area=area, postal_code="42489", street="Historie", house_number=str(n), units=1, key=f"h|{n}",
+                    signed_at=start, connected_at=start + dt.timedelta(days=3000)) for n in range(25)])
+
+
 def promise_of(order_id: str, milestone: str = "connected") -> Promise:
     return Promise.objects.get(order__epilot_id=order_id, milestone=milestone)
 
@@ -154,10 +162,7 @@ def test_forecasts_per_area_with_enough_history_and_the_back_test(mirrored) -> N
 
 def test_at_risk_and_breached_each_make_one_task(mirrored) -> None:
     area = RolloutArea.objects.get(name="Flehenberg")
-    start = timezone.now() - dt.timedelta(days=4000)
-    AreaAddress.objects.bulk_create([
-        AreaAddress(area=area, postal_code="42489", street="Historie", house_number=str(n), units=1, key=f"h|{n}",
-                    signed_at=start, connected_at=start + dt.timedelta(days=3000)) for n in range(25)])
+    slow_history(area)
     FunnelSettings.objects.update_or_create(pk=1, defaults={"promise_task_workflow": AUSBAU_DEFINITION_ID})
     promised = timezone.localdate() + dt.timedelta(days=20)
     set_in_epilot(FLEHENBERG, zugesagter_anschlusstermin=promised.isoformat())
@@ -238,10 +243,7 @@ def test_a_promise_already_broken_when_first_seen_is_listed_not_alerted(mirrored
 
 def test_an_area_that_tells_customers_gets_promise_state_written_once(mirrored) -> None:
     area = RolloutArea.objects.get(name="Flehenberg")
-    start = timezone.now() - dt.timedelta(days=4000)
-    AreaAddress.objects.bulk_create([
-        AreaAddress(area=area, postal_code="42489", street="Historie", house_number=str(n), units=1, key=f"h|{n}",
-                    signed_at=start, connected_at=start + dt.timedelta(days=3000)) for n in range(25)])
+    slow_history(area)
     set_in_epilot(FLEHENBERG, zugesagter_anschlusstermin=(timezone.localdate() + dt.timedelta(days=20)).isoformat())
     promises_nightly()
     assert promise_of(FLEHENBERG).state == "at_risk"
