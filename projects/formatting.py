@@ -31,6 +31,11 @@ def format_amount(cents: int | None, currency: str = "EUR") -> str:
     return f"{number}\u00a0{symbol}"
 
 
+def format_euros(amount: Decimal | None) -> str:
+    """An amount in euros (an opportunity's budget) as money in the active language."""
+    return format_amount(None if amount is None else int(amount * 100), "EUR")
+
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 

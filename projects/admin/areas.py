@@ -22,7 +22,7 @@ from django.utils.http import content_disposition_header
 from django.utils.translation import gettext_lazy as _
 
 from projects import models
-from projects.admin.search import building_file_url
+from projects.admin.base import building_file_url
 from projects.formatting import spreadsheet_safe
 from projects.selectors import area_figures, area_sections, unsigned_addresses
 from projects.services.areas import ImportRejected, area_addresses_import, read_address_file

@@ -17,14 +17,18 @@ def portal_link(schema: str, epilot_id: str) -> str:
     return format_html('<a href="{}" target="_blank" rel="noopener">{} ↗</a>', portal_url(schema, epilot_id), _("Open in epilot"))
 
 
+def building_file_url(key: str) -> str:
+    return reverse("admin:building_file") + "?" + urlencode({"key": key})
+
+
 def building_file_link(opportunity: Any, text: str | None = None) -> str:
     """The opportunity's address linked to its building file (escaped text only when it has no comparable address)."""
     if opportunity is None or not opportunity.address:
         return "–" if text is None else text
     if not opportunity.address_key:
         return opportunity.address if text is None else text
-    url = reverse("admin:building_file") + "?" + urlencode({"key": opportunity.address_key})
-    return format_html('<a href="{}" class="building-file-link">{}</a>', url, opportunity.address if text is None else text)
+    return format_html('<a href="{}" class="building-file-link">{}</a>', building_file_url(opportunity.address_key),
+                       opportunity.address if text is None else text)
 
 
 def entity_summary(*, schema: str, epilot_id: str, opportunity: Any = None, order: Any = None, contact: Any = None) -> str:

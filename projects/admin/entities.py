@@ -22,7 +22,7 @@ from projects.admin.base import (
     portal_link,
     schema_of,
 )
-from projects.formatting import format_amount, portal_url
+from projects.formatting import format_amount, format_euros, portal_url
 from projects.forms import KNOWN_OPPORTUNITY_STATUSES, ConvertForm, StartWorkflowForm, StatusForm
 from projects.selectors import project_executions, project_orders, running_workflows_by_entity
 from projects.services.conversion import conversion_preview, opportunity_convert
@@ -281,7 +281,7 @@ class OpportunityAdmin(MirroredAdmin):
 
     @admin.display(description=_("budget"), ordering="budget")
     def budget_display(self, obj: models.Opportunity) -> str:
-        return format_amount(int(obj.budget * 100), "EUR") if obj.budget is not None else "–"
+        return format_euros(obj.budget)
 
     @admin.display(description=_("phase"), ordering="project__phase")
     def phase(self, obj: models.Opportunity) -> str:
@@ -454,7 +454,7 @@ class AusbauProjectAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("budget"), ordering="budget")
     def budget_display(self, obj: models.AusbauProject) -> str:
-        return format_amount(int(obj.budget * 100), "EUR") if obj.budget is not None else "–"
+        return format_euros(obj.budget)
 
     @admin.display(description=_("title"), ordering="title")
     def title_display(self, obj: models.AusbauProject) -> str:

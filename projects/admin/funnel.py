@@ -15,8 +15,7 @@ from django.utils.translation import ngettext
 
 from projects import models
 from projects.admin.areas import STAGE_COLOURS
-from projects.admin.base import ReadOnlyAdmin
-from projects.admin.search import building_file_url
+from projects.admin.base import ReadOnlyAdmin, building_file_url
 from projects.services.areas import STAGE_REACHED
 from projects.services.campaign import quota_change_decide
 from projects.services.errors import NotAllowed

@@ -5,10 +5,9 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import reverse
-from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 
+from projects.admin.base import building_file_url
 from projects.formatting import portal_url
 from projects.services.building_file import building_file
 from projects.services.errors import NotFound
@@ -17,10 +16,6 @@ from projects.services.search import search
 # What each result group needs the user to be allowed to see.
 GROUP_PERMISSIONS = {"buildings": "projects.view_opportunity", "customers": "projects.view_contact",
                      "opportunities": "projects.view_opportunity", "orders": "projects.view_order"}
-
-
-def building_file_url(key: str) -> str:
-    return reverse("admin:building_file") + "?" + urlencode({"key": key})
 
 
 def search_view(request: HttpRequest) -> HttpResponse:

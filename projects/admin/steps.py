@@ -18,10 +18,10 @@ from django.utils.translation import gettext_lazy as _
 from projects import models
 from projects.admin.base import ReadOnlyAdmin, ReadOnlyInline, entity_summary
 from projects.forms import CloseExecutionForm, StepOperationForm
-from projects.selectors import end_of_week, epilot_user_id_of, staff_names, steps_in_area
+from projects.selectors import end_of_week, epilot_user_id_of, steps_in_area
 from projects.services.errors import ServiceError
 from projects.services.steps import closing_reasons, execution_close, step_job_create, step_job_progress
-from projects.templatetags.backoffice import badge
+from projects.templatetags.backoffice import badge, colleagues
 from projects.validation import parse_id
 
 
@@ -150,8 +150,7 @@ class TaskInboxAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("assigned to"))
     def assignees_display(self, obj: models.MirroredStep) -> str:
-        names = staff_names()
-        return ", ".join(names.get(str(user), str(user)) for user in obj.assigned_to) or "–"
+        return colleagues(obj.assigned_to)
 
     @admin.display(description=_("due"), ordering="due_date")
     def due_display(self, obj: models.MirroredStep) -> str:

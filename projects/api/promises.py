@@ -5,7 +5,7 @@ from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import exceptions, serializers, viewsets
+from rest_framework import exceptions, serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -67,7 +67,7 @@ def _flat(document: dict[str, Any]) -> dict[str, Any]:
             "address": document["building"]["address"], "area": document["building"]["area"]}
 
 
-class PromiseViewSet(MirrorViewSet, viewsets.GenericViewSet):
+class PromiseViewSet(MirrorViewSet):
     """Promised dates of orders (scope: read)."""
 
     serializer_class = PromiseSerializer
@@ -75,8 +75,8 @@ class PromiseViewSet(MirrorViewSet, viewsets.GenericViewSet):
     renderer_classes = [JSONRenderer, PromiseCsvRenderer]
     http_method_names = ["get", "head", "options"]
 
-    def get_queryset(self) -> Any:
-        return promise_rows().select_related("order__opportunity").order_by("id")
+    def get_queryset(self, **filters: Any) -> Any:
+        return promise_rows(**filters).select_related("order__opportunity").order_by("id")
 
     @extend_schema(summary="Promised dates with state and forecast; ?state=, ?milestone=, ?area=, ?format=csv",
                    parameters=[OpenApiParameter("state", OpenApiTypes.STR, enum=STATES),
@@ -95,8 +95,7 @@ class PromiseViewSet(MirrorViewSet, viewsets.GenericViewSet):
             area_id = parse_id(area)
             if area_id is None and not area.strip().lstrip("-").isdigit():
                 raise exceptions.ValidationError({"area": ["Give a rollout area's id."]})
-        queryset = promise_rows(state=state, milestone=milestone, area=area_id).select_related(
-            "order__opportunity").order_by("id")
+        queryset = self.get_queryset(state=state, milestone=milestone, area=area_id)
         if area is not None and area_id is None:
             queryset = queryset.none()  # a whole number no area has
         if request.accepted_renderer.format == "csv":

@@ -11,6 +11,7 @@ for it (`ForecastCurve.p90_held`).
 """
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import math
 from collections import defaultdict
@@ -49,12 +50,10 @@ def share_below(curve: Sequence[float], days: float) -> float:
         return 0.0
     if days >= curve[-1]:
         return 1.0
-    for step in range(1, 101):
-        if curve[step] >= days:
-            below, above = curve[step - 1], curve[step]
-            fraction = (days - below) / (above - below) if above > below else 1.0
-            return (step - 1 + fraction) / 100
-    return 1.0
+    step = bisect.bisect_left(curve, days, 1)  # the first percentile at or above `days`
+    below, above = curve[step - 1], curve[step]
+    fraction = (days - below) / (above - below) if above > below else 1.0
+    return (step - 1 + fraction) / 100
 
 
 def value_at(curve: Sequence[float], share: float) -> float:

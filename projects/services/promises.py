@@ -22,7 +22,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -293,8 +292,7 @@ def promise_set(*, order: Order, milestone: str, promised_on: dt.date | None, us
         raise NotAllowed(_("The order no longer exists in epilot.")) from None
     except EpilotError as exc:
         raise RemoteFailure(_("epilot did not accept the change: %(error)s") % {"error": exc.message}) from None
-    mirror_after_write(refs=[("order", order.epilot_id)], client=client)
-    promises_sync([order.pk])
+    mirror_after_write(refs=[("order", order.epilot_id)], client=client)  # its listener re-reads the promises
     promise = Promise.objects.filter(order=order, milestone=milestone).first()
     if promise is not None and promised_on is not None and promise.promised_on == promised_on:
         Promise.objects.filter(pk=promise.pk).update(source=Promise.Source.STAFF, set_by=user)
@@ -330,4 +328,4 @@ def promise_rows(*, state: str | None = None, milestone: str | None = None, area
         rows = rows.filter(milestone=milestone)
     if area:
         rows = rows.filter(area_id=area)
-    return rows.filter(~Q(order__epilot_deleted_at__isnull=False))
+    return rows.filter(order__epilot_deleted_at__isnull=True)

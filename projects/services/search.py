@@ -8,7 +8,6 @@ folded the same way and each of its words must start a word of the row, a number
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.db.models import Q
 
@@ -115,13 +114,3 @@ def _buildings(patterns: list[str], limit: int) -> list[BuildingHit]:
                 hits[key] = BuildingHit(key, ", ".join(part for part in (street, f"{postal_code} {city}".strip()) if part))
     return list(hits.values())[:limit]
 
-
-def building_label(key: str) -> dict[str, Any]:
-    """street, house number and postal code of an address key as staff write it, from a building or an opportunity."""
-    building = AreaAddress.objects.filter(key=key).order_by("pk").first()
-    if building:
-        return {"street": f"{building.street} {building.house_number}", "postal_code": building.postal_code, "city": ""}
-    opportunity = Opportunity.objects.filter(address_key=key).order_by("pk").first()
-    if opportunity:
-        return {"street": opportunity.street, "postal_code": opportunity.postal_code, "city": opportunity.city}
-    return {}

@@ -5,7 +5,7 @@ from django import template
 from django.utils.html import format_html
 
 from projects.admin.areas import take_up_gauge
-from projects.formatting import format_amount
+from projects.formatting import format_amount, format_euros
 from projects.selectors import (
     areas_overview,
     dashboard_stats,
@@ -55,7 +55,7 @@ def money(cents: int | None, currency: str = "EUR") -> str:
 @register.filter
 def euros(amount: Decimal | None) -> str:
     """An amount in euros (an opportunity's budget) as money in the active language."""
-    return format_amount(None if amount is None else int(amount * 100), "EUR")
+    return format_euros(amount)
 
 
 @register.filter
