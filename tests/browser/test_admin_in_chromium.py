@@ -5,6 +5,7 @@ pytest-django's live server on loopback against the embedded sandbox.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from io import StringIO
@@ -27,6 +28,15 @@ pytestmark = [
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
+def screenshot(page, path: str, full_page: bool = False) -> None:
+    """Save an image of the page once it has finished loading.
+
+    Chromium refuses a capture while a navigation is under way, so wait for the load first.
+    """
+    page.wait_for_load_state("load")
+    page.screenshot(path=path, full_page=full_page)
+
+
 @pytest.fixture
 def page(live_server, tmp_path):
     from playwright.sync_api import sync_playwright
@@ -39,7 +49,9 @@ def page(live_server, tmp_path):
         page = context.new_page()
         page.set_default_timeout(15_000)
         yield page
-        page.screenshot(path=str(tmp_path / "last-page.png"), full_page=True)
+        # The last page, to read a failure by; a refused capture must not hide the test's own result.
+        with contextlib.suppress(Exception):
+            screenshot(page, str(tmp_path / "last-page.png"), full_page=True)
         browser.close()
 
 
@@ -107,10 +119,10 @@ def test_the_demo_in_each_language_with_screenshots(live_server, tmp_path, local
         page.fill("#id_password", "wuelfrath-demo")
         page.click("input[type=submit]")
         assert dashboard_word.upper() in page.locator("#ausbau-dashboard").inner_text().upper()  # card titles are upper case
-        page.screenshot(path=f"{target}/dashboard-{language}.png", full_page=True)
+        screenshot(page, f"{target}/dashboard-{language}.png", full_page=True)
         page.goto(f"{live_server.url}/admin/projects/ausbauproject/{project.pk}/change/")
         assert project_word in page.locator("#content").inner_text()
-        page.screenshot(path=f"{target}/project-{language}.png", full_page=True)
+        screenshot(page, f"{target}/project-{language}.png", full_page=True)
         browser.close()
 
 
@@ -187,7 +199,7 @@ def test_staff_find_a_house_by_its_street_and_read_the_inbox_without_ids(live_se
         cut = page.evaluate("() => [...document.querySelectorAll('#result_list td, #result_list th')]"
                             ".filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.innerText)")
         assert cut == []
-        page.screenshot(path=f"{target}/inbox-de.png")
+        screenshot(page, f"{target}/inbox-de.png")
         for listing in ("workflowexecution", "workflowstart", "ausbauproject", "opportunity", "order", "areaaddress",
                         "conversion", "epilotwrite", "contact"):
             page.goto(f"{live_server.url}/admin/projects/{listing}/")
@@ -196,26 +208,28 @@ def test_staff_find_a_house_by_its_street_and_read_the_inbox_without_ids(live_se
 
         page.fill("#header-search-q", "Tiefenbacher W. 15")
         page.press("#header-search-q", "Enter")
-        page.screenshot(path=f"{target}/search-de.png")
+        page.wait_for_url("**/admin/search/?q=*")
+        screenshot(page, f"{target}/search-de.png")
         page.locator("#search-buildings a", has_text="Tiefenbacher Weg 15").first.click()
+        page.wait_for_url("**/admin/building/?key=*")
         assert "Hausakte" in page.locator("h1").inner_text()
         assert "Glasfaser Tiefenbach Höfe" in page.locator("#building-opportunities").inner_text()
         assert "Ausbau: Glasfaser Tiefenbach Höfe" in page.locator("#building-orders").inner_text()
         assert "Ausbau Glasfaser" in page.locator("#building-workflows").inner_text()
         assert page.locator("#building-open-steps tbody tr").count() >= 1
         assert "Klaus Hoffmann" in page.locator("#building-customers").inner_text()
-        page.screenshot(path=f"{target}/building-file-de.png", full_page=True)
+        screenshot(page, f"{target}/building-file-de.png", full_page=True)
 
         flandersbach = RolloutArea.objects.get(name="Flandersbach")
         page.goto(f"{live_server.url}/admin/projects/rolloutarea/{flandersbach.pk}/change/")
         points = page.locator("#signed-chart polyline").first.get_attribute("points").split()
         assert len(points) >= 14
-        page.screenshot(path=f"{target}/area-de.png", full_page=True)
+        screenshot(page, f"{target}/area-de.png", full_page=True)
 
         page.goto(f"{live_server.url}/admin/projects/promise/?state__exact=breached")
         assert "gebrochen" in page.locator("#result_list").inner_text()
         assert "Rückrechnung" in page.locator("#promise-backtest").inner_text()
         assert page.evaluate("() => { const r = document.querySelector('#changelist .results');"
                              " return r.scrollWidth <= r.clientWidth; }")
-        page.screenshot(path=f"{target}/promises-de.png")
+        screenshot(page, f"{target}/promises-de.png")
         browser.close()
