@@ -10,12 +10,16 @@ import gc
 import os
 import sys
 
-M_ARENA_MAX = -8  # glibc's mallopt() parameter
+# glibc's mallopt() parameters
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+MMAP_THRESHOLD_BYTES = 256 * 1024
 
 
 @functools.cache  # once per process
 def tune_process() -> None:
-    """Fewer garbage collections, a shorter GIL switch interval, and two shared malloc arenas.
+    """Fewer garbage collections, a shorter GIL switch interval, two shared malloc arenas, and large blocks
+    given back to the system when freed.
 
     A sync page of a thousand documents allocates some 100,000 dicts and lists that live only until
     the page is written; at the default threshold the collector ran many times per page and scanned
@@ -23,21 +27,26 @@ def tune_process() -> None:
     collector is only needed for cycles, which pages do not make. Whatever is alive now (Django, the
     app) is frozen out of the collector's scans. The writer hands the GIL to the sync's prefetch
     thread at every database call and then waited up to a switch interval to get it back. glibc gives
-    threads malloc arenas of their own, and every arena kept its own high-water mark (docs/benchmarks.md).
+    threads malloc arenas of their own, and every arena kept its own high-water mark. glibc also raises
+    the size from which it maps a block of its own to the largest block freed so far; a sync's page
+    bodies (megabytes) then came from the heap, whose free space between long-lived objects is never
+    given back, and the peak grew with the number of pages (docs/benchmarks.md).
     """
     gc.freeze()
     generation0, generation1, generation2 = gc.get_threshold()
     gc.set_threshold(max(generation0, 50_000), generation1, generation2)
     sys.setswitchinterval(0.001)
-    _share_malloc_arenas()
+    _tune_malloc()
 
 
-def _share_malloc_arenas() -> None:
-    """glibc: threads started from now on share two malloc arenas, as MALLOC_ARENA_MAX=2 would (unless that is set)."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
+def _tune_malloc() -> None:
+    """glibc: threads started from now on share two malloc arenas, as MALLOC_ARENA_MAX=2 would, and blocks from
+    256 KiB on are mapped on their own and unmapped when freed, as MALLOC_MMAP_THRESHOLD_ would (each unless set)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
-        return
-    mallopt(M_ARENA_MAX, 2)
+        return  # not glibc
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        mallopt(M_ARENA_MAX, 2)
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)

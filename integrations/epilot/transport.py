@@ -143,7 +143,8 @@ class Transport:
             retryable = False
             delay: float | None = None
             try:
-                response = self._http.request(method, url, params=_clean(params), content=content, headers=headers)
+                response = _detached(self._http.request(method, url, params=_clean(params), content=content,
+                                                        headers=headers))
             except httpx.TimeoutException as exc:
                 error = errors.EpilotTimeoutError(
                     f"{operation}: epilot did not answer in time ({type(exc).__name__})", operation=operation
@@ -253,6 +254,17 @@ def _clean(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not params:
         return None
     return {key: value for key, value in params.items() if value is not None}
+
+
+def _detached(response: httpx.Response) -> httpx.Response:
+    """The response, read, with its body as a plain stream: freed as soon as the last reference to it goes.
+
+    httpx 0.28 wraps the body's stream in one that refers back to the response (encode/httpx#3733),
+    a cycle only the garbage collector's full runs free; a sync's page bodies (megabytes each) then
+    stayed in memory for dozens of pages.
+    """
+    response.stream = httpx.ByteStream(response.content)
+    return response
 
 
 def _retry_after_seconds(response: httpx.Response) -> float | None:

@@ -30,8 +30,8 @@ class EntitiesChanged:
 
     `refs` are the (schema, epilot id) of the entities whose mirrored rows changed, `kinds` says how
     (created, updated, deleted; `linked` for an order whose opportunity changed through another
-    entity's items; `workflows` for an entity whose executions changed). `full` marks the end of a
-    full sync: everything derived is recomputed.
+    entity's items; `workflows` for an entity whose executions changed). `full` marks a full sync,
+    also one that ended early: it lists no refs, and everything derived is recomputed.
     """
 
     refs: tuple[tuple[str, str], ...]

@@ -51,8 +51,14 @@ logger = logging.getLogger("projects.sync")
 
 @dataclass
 class MirrorChanges:
-    """What a run or a refresh changed: counts for the ledger, and what rules and project refreshes look at."""
+    """What a run or a refresh changed: counts for the ledger, and what rules and project refreshes look at.
 
+    A full sync changes everything and is announced as such (`lists_refs=False`): it records no
+    entity one by one, which would hold an id, a tuple and an entry for each mirrored entity until
+    its end.
+    """
+
+    lists_refs: bool = True
     created: int = 0
     updated: int = 0
     deleted: int = 0
@@ -67,6 +73,8 @@ class MirrorChanges:
     previous_address_keys: set[str] = field(default_factory=set)  # address keys changed opportunities had before
     relinked_orders: set[str] = field(default_factory=set)  # orders whose opportunity changed through items
     executions_stored: set[tuple[str, str]] = field(default_factory=set)  # entities whose executions were stored
+    # Entities pages named whose rows were not written: quarantined, or the mirror holds a newer version.
+    not_written: set[tuple[str, str]] = field(default_factory=set)
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def touch(self, schema: str, epilot_id: str) -> None:
@@ -76,16 +84,22 @@ class MirrorChanges:
         elif schema == "order":
             self.touched_orders.add(epilot_id)
 
-    def as_event(self, *, full: bool = False) -> EntitiesChanged:
-        """The change set as the mirror announces it: every entity whose row (or executions, or order link) changed."""
-        kinds = dict(self.kinds)
+    def as_event(self) -> EntitiesChanged:
+        """The change set as the mirror announces it: every entity whose row (or executions, or order link) changed.
+
+        Built from this record's own `kinds` (not a copy): call it once the change set is complete. A record
+        that lists no refs announces a full change, also when its run ended early.
+        """
+        if not self.lists_refs:
+            return EntitiesChanged(refs=(), kinds={}, full=True)
+        kinds = self.kinds
         for ref in self.executions_stored:
             kinds.setdefault(ref, "workflows")
         for epilot_id in self.relinked_orders:
             kinds.setdefault(("order", epilot_id), "linked")
         return EntitiesChanged(refs=tuple(kinds), kinds=kinds, opportunities=frozenset(self.touched_opportunities),
                                orders=frozenset(self.touched_orders), previous_owners=frozenset(self.previous_owners),
-                               previous_address_keys=frozenset(self.previous_address_keys), full=full)
+                               previous_address_keys=frozenset(self.previous_address_keys))
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:
@@ -156,6 +170,10 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
         before = existing.get(epilot_id)
         if before is None:
             kinds[epilot_id] = "created"
+        elif before[0] is not None and row["epilot_updated_at"] < before[0]:
+            # The mirror holds a newer version (a webhook was quicker than epilot's search index): keep it.
+            counts.not_written.add((schema, epilot_id))
+            continue
         elif row["epilot_updated_at"] == before[0] and (row["epilot_deleted_at"] is None) == (before[1] is None):
             if rewrite:
                 changed[epilot_id] = row
@@ -208,17 +226,20 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
             to_read.append({"epilot_id": epilot_id, "schema": schema, "workflows": workflows, "since": now})
     # Recorded with the entity: should its executions not be read now, the next sync reads them.
     bulk_upsert(PendingExecutionRead, to_read, unique_field="epilot_id", update_fields=["schema", "workflows", "since"])
-    counts.changed_refs.extend((schema, epilot_id) for epilot_id in changed)
-    counts.kinds.update(((schema, epilot_id), kind) for epilot_id, kind in kinds.items())
+    if counts.lists_refs:
+        refs = {epilot_id: (schema, epilot_id) for epilot_id in changed}  # one tuple each, shared by both
+        counts.changed_refs.extend(refs.values())
+        counts.kinds.update((refs[epilot_id], kind) for epilot_id, kind in kinds.items())
     created = [epilot_id for epilot_id, kind in kinds.items() if kind == "created"]
     if created:
         link_waiting_for(schema, created)
     if schema == "opportunity":
-        counts.touched_opportunities.update(changed)
-        counts.previous_address_keys.update(existing[epilot_id][3] for epilot_id in changed
-                                            if epilot_id in existing and existing[epilot_id][3])
+        if counts.lists_refs:
+            counts.touched_opportunities.update(changed)
+            counts.previous_address_keys.update(existing[epilot_id][3] for epilot_id in changed
+                                                if epilot_id in existing and existing[epilot_id][3])
         store_items(changed, known=[epilot_id for epilot_id in changed if epilot_id in existing], counts=counts)
-    elif schema == "order":
+    elif schema == "order" and counts.lists_refs:
         counts.touched_orders.update(changed)
         counts.previous_owners.update(existing[epilot_id][3] for epilot_id in changed
                                       if epilot_id in existing and existing[epilot_id][3])
@@ -227,6 +248,7 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
     counts.quarantined += sum(
         quarantine(schema, epilot_id, reason, payload, run, now) for epilot_id, reason, payload in quarantined
     )
+    counts.not_written.update((schema, epilot_id) for epilot_id, _reason, _payload in quarantined if epilot_id)
     if state is not None and page.last and (
             not state.watermark_updated_at or page.last > (state.watermark_updated_at, state.watermark_id)):
         state.watermark_updated_at, state.watermark_id = page.last
@@ -405,16 +427,18 @@ def mark_purged_among(schema: str, candidates: list[str], *, pass_started: dt.da
     return purged
 
 
-def mark_purged(schema: str, seen: set[str], *, pass_started: dt.datetime, chunk: int = PURGE_CHUNK) -> list[str]:
+def mark_purged(schema: str, named: set[str], *, pass_started: dt.datetime, chunk: int = PURGE_CHUNK) -> list[str]:
     """After a full pass: entities we mirror that epilot no longer returns at all were purged there; marks them
     deleted (see `mark_purged_among`) and returns their epilot ids.
 
-    The mirror's live ids are read `chunk` at a time, each chunk at once (values_read_at_once).
+    A pass writes every row it reads, so the rows it did not write since `pass_started` are those
+    epilot did not return, and those in `named`: returned, but not written (quarantined, or newer in
+    the mirror). The mirror's live ids are read `chunk` at a time, each chunk at once (values_read_at_once).
     """
     queryset = mirrored_rows(schema).filter(epilot_deleted_at__isnull=True, synced_at__lt=pass_started)
     missing: list[str] = []
     after = 0
     while rows := values_read_at_once(queryset.filter(pk__gt=after).order_by("pk")[:chunk], "pk", "epilot_id"):
-        missing += [epilot_id for _pk, epilot_id in rows if epilot_id not in seen]
+        missing += [epilot_id for _pk, epilot_id in rows if epilot_id not in named]
         after = max(pk for pk, _epilot_id in rows)
     return mark_purged_among(schema, missing, pass_started=pass_started)

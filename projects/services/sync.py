@@ -88,7 +88,7 @@ def sync_run(
     else:
         run.status, run.started_at, run.schemas, run.full, run.owner = SyncRun.Status.RUNNING, timezone.now(), wanted, full, owner
         run.save(update_fields=["status", "started_at", "schemas", "full", "owner"])
-    counts = MirrorChanges()
+    counts = MirrorChanges(lists_refs=not full)  # a full run is announced whole: listeners recompute everything
     lease = SyncLease(owner)
     try:
         if dry_run:
@@ -104,7 +104,6 @@ def sync_run(
         # Executions of entities whose workflows changed are read while later pages are written; first those
         # a run before stored the entity for but did not read.
         counts.workflow_changes.extend(pending_execution_reads(schemas=locked))
-        whole = False
         try:
             with ExecutionFetcher(client) as executions:
                 for schema in locked:
@@ -113,13 +112,12 @@ def sync_run(
                 lease.check()
                 with counts.timed("executions"):
                     refresh_executions(client, counts, heartbeat=lease.renew_if_due, fetcher=executions)
-            whole = True
         finally:
             with counts.timed("projects"):  # what the run committed is announced, also when it failed later
-                announce(counts.as_event(full=full and whole))
+                announce(counts.as_event())
         lease.check()
         with counts.timed("rules"):
-            rules_evaluate_safely(refs=counts.changed_refs, client=client)
+            rules_evaluate_safely(refs=counts.changed_refs if counts.lists_refs else None, client=client)
         skipped = [schema for schema in wanted if schema not in locked]
         return _finish(
             run, counts, SyncRun.Status.SUCCEEDED, f"skipped (locked elsewhere): {', '.join(skipped)}" if skipped else ""
@@ -214,7 +212,6 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLe
     state = SyncState.objects.get(schema=schema)
     started = time.monotonic()
     pass_started = timezone.now()
-    seen: set[str] = set()
     entities = 0
     # Each page's rows are built in the prefetch thread too, while this one writes the page before;
     # epilot is asked for the next page meanwhile (read ahead).
@@ -229,7 +226,6 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLe
         lease.renew_if_due()
         with counts.timed("executions"):
             between_pages()
-        seen.update(page.ids)
         entities += len(page.ids)
         counts.pages += 1
         logger.info("sync run=%s schema=%s page=%d entities=%d written=%d store_ms=%.0f", run.pk, schema, number,
@@ -239,7 +235,8 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLe
                 Progress(schema=schema, pages=number, entities=entities, total=hits, elapsed=time.monotonic() - started)
             )
     if full:
-        counts.deleted += len(mark_purged(schema, seen, pass_started=pass_started))
+        named = {epilot_id for named_schema, epilot_id in counts.not_written if named_schema == schema}
+        counts.deleted += len(mark_purged(schema, named, pass_started=pass_started))
     SyncState.objects.filter(pk=state.pk).update(last_success_at=timezone.now())
 
 

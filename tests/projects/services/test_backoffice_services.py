@@ -232,6 +232,21 @@ def test_rules_take_as_many_changed_entities_as_a_full_sync_brings(epilot, ausba
     assert RuleFiring.objects.filter(rule=rule).count() == 1
 
 
+def test_a_full_sync_fires_a_rule_on_every_matching_entity_once(epilot, ausbau) -> None:
+    """A full sync lists no refs: the rule looks at every live entity of its schema, and fires on each once."""
+    rule = AutomationRule.objects.create(
+        name="Ausstehend → Ausbau", schema="opportunity", attribute="status", value="ausstehend", definition=ausbau
+    )
+    waiting = set(Opportunity.objects.filter(status="ausstehend", epilot_deleted_at__isnull=True)
+                  .values_list("epilot_id", flat=True))
+    assert len(waiting) >= 2
+    sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot, full=True)
+    assert set(RuleFiring.objects.filter(rule=rule).values_list("entity_epilot_id", flat=True)) == waiting
+    sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot, full=True)
+    assert RuleFiring.objects.filter(rule=rule).count() == len(waiting)
+    assert all(len(executions_in_epilot(epilot, "opportunity", epilot_id)) == 1 for epilot_id in waiting)
+
+
 def test_a_local_rule_fires_once_per_entity(epilot, ausbau) -> None:
     rule = AutomationRule.objects.create(
         name="Bearbeitung → Ausbau", schema="opportunity", attribute="status", value="bearbeitung", definition=ausbau

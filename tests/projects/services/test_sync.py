@@ -94,6 +94,21 @@ def test_soft_deletes_are_mirrored_and_full_runs_find_purges(epilot: EpilotClien
     assert mirror_state(Contact) == sandbox_state(sandbox, "contact")
 
 
+def test_a_full_run_marks_deleted_only_what_epilot_no_longer_returns(epilot: EpilotClient, sandbox: SandboxApp) -> None:
+    """Rows a full pass read but did not write stay live: one epilot now sends malformed (quarantined), one the
+    mirror holds in a newer version (a webhook was quicker than epilot's search index)."""
+    run(epilot)
+    wagner, becker, purged = (demo_id(f"contact:{name}") for name in ("wagner", "becker", "schmitz"))
+    newer = timezone.now() + dt.timedelta(days=1)
+    Contact.objects.filter(epilot_id=wagner).update(epilot_updated_at=newer, title="Neuer als die Suche")
+    epilot.patch_entity("contact", becker, {"status": 5})
+    epilot.delete_entity("contact", purged, purge=True)
+    full = run(epilot, full=True)
+    assert full.deleted == 1 and full.quarantined == 1
+    live = dict(Contact.objects.filter(epilot_deleted_at__isnull=True).values_list("epilot_id", "title"))
+    assert live[wagner] == "Neuer als die Suche" and becker in live and purged not in live
+
+
 def test_references_to_entities_not_yet_mirrored_resolve_later(epilot: EpilotClient) -> None:
     assert run(epilot, schemas=["order"]).status == SyncRun.Status.SUCCEEDED
     order = Order.objects.get(epilot_id=demo_id("order:schulzentrum"))
