@@ -277,15 +277,37 @@ def _fit_binary(types: list[int], params: list[Sequence[Any]]) -> bool:
 
 # A row may carry a JSON field's text already (`payload__json`): the sync serialises each payload
 # once, to check its size and NUL characters, and the same text is what the database stores.
-PRE_ENCODED = "{}__json"
+PRE_ENCODED = "{}__json"  # a JSON field's text, encoded by whoever built the row
+PRE_ADAPTED = "{}__db"  # a field's database parameter, adapted by whoever built the row (`adapt_ahead`)
+
+
+def adapt_ahead(model: type[models.Model], rows: Iterable[dict[str, Any]]) -> None:
+    """Give `rows` the database parameters of their date-time fields ahead of the write, as `<name>__db`.
+
+    Meant for a thread that builds rows while another writes: the writer then only picks values.
+    Reads no database. Nothing to do where the driver takes datetimes as they are (PostgreSQL).
+    """
+    if connection.vendor == "postgresql":
+        return
+    rows = list(rows)
+    for field in model._meta.concrete_fields:
+        if not isinstance(field, models.DateTimeField) or not rows or field.name not in rows[0]:
+            continue
+        convert, key, last, adapted = _converter(field), PRE_ADAPTED.format(field.name), None, None
+        for row in rows:
+            value = row[field.name]
+            if value is not last or adapted is None:  # a page's rows share one `synced_at`: adapted once
+                last, adapted = value, convert(value)
+            row[key] = adapted
 
 
 def _parameters(fields: Sequence[models.Field], rows: list[Mapping[str, Any]]) -> list[Sequence[Any]]:
     """The database parameters of `rows`, column by column as `get_db_prep_save` would give them.
 
-    Values that the drivers take as they are are picked in one C-level `itemgetter` call per row; only
-    the columns that need it (dates on SQLite, JSON not yet encoded, decimals) are converted, a column
-    at a time, and a column holding one value throughout (`synced_at`) is converted once.
+    Values that the drivers take as they are, or that the rows carry encoded (`PRE_ENCODED`) or adapted
+    (`PRE_ADAPTED`), are picked in one C-level `itemgetter` call per row; only the other columns that
+    need it (dates on SQLite, JSON not yet encoded, decimals) are converted, a column at a time, and a
+    column holding one value throughout (`synced_at`) is converted once.
     """
     keys: list[str] = []
     conversions: list[tuple[int, Callable[[Any], Any]]] = []
@@ -293,6 +315,10 @@ def _parameters(fields: Sequence[models.Field], rows: list[Mapping[str, Any]]) -
         encoded = PRE_ENCODED.format(field.name)
         if isinstance(field, models.JSONField) and all(row.get(encoded) is not None for row in rows):
             keys.append(encoded)
+            continue
+        adapted = PRE_ADAPTED.format(field.name)
+        if adapted in rows[0] and all(adapted in row for row in rows):
+            keys.append(adapted)
             continue
         keys.append(field.name)
         convert = _converter(field)

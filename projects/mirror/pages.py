@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from integrations.epilot import Entity, MalformedEntity
 from integrations.epilot.types import relation_ids
-from projects.mirror.bulk import among, bulk_upsert, column_in, json_key, values_read_at_once
+from projects.mirror.bulk import adapt_ahead, among, bulk_upsert, column_in, json_key, values_read_at_once
 from projects.mirror.changes import EntitiesChanged
 from projects.mirror.drift import page_attributes, record_drift
 from projects.mirror.rows import (
@@ -125,7 +125,8 @@ class PreparedPage:
 
 
 def prepare_page(schema: str, items: tuple[Entity | MalformedEntity, ...] | list[Entity | MalformedEntity]) -> PreparedPage:
-    """Build the rows of a page of one schema; what cannot be mirrored is set aside with its reason. Touches no database."""
+    """Build the rows of a page of one schema, with their database parameters where they need converting; what cannot be
+    mirrored is set aside with its reason. Touches no database."""
     started = time.perf_counter()
     now = timezone.now()
     rows: dict[str, dict[str, Any]] = {}
@@ -142,6 +143,7 @@ def prepare_page(schema: str, items: tuple[Entity | MalformedEntity, ...] | list
     last = max(((item.updated_at, item.id) for item in items
                 if isinstance(item, Entity) and item.updated_at and len(item.id) <= max_id), default=None)
     attributes = page_attributes(row["payload"] for row in rows.values())
+    adapt_ahead(model_for(schema), rows.values())
     return PreparedPage(schema=schema, rows=rows, quarantined=quarantined, ids=[item.id for item in items if item.id],
                         last=last, seconds=time.perf_counter() - started, attributes=attributes)
 

@@ -59,10 +59,11 @@ def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
     status = payload.get("status")
     if status is not None and not isinstance(status, str):
         raise QuarantineReason(f"status is {type(status).__name__}, not a string")
+    tags = list(entity.tags)
     row: dict[str, Any] = {
-        "title": title, "status": status or "", "tags": list(entity.tags), "epilot_created_at": entity.created_at,
-        "epilot_updated_at": entity.updated_at, "epilot_deleted_at": entity.deleted_at, "payload": payload,
-        "payload__json": encoded, "synced_at": now,
+        "title": title, "status": status or "", "tags": tags, "tags__json": dumps_json(tags),
+        "epilot_created_at": entity.created_at, "epilot_updated_at": entity.updated_at,
+        "epilot_deleted_at": entity.deleted_at, "payload": payload, "payload__json": encoded, "synced_at": now,
     }
     if schema == "contact":
         emails = payload.get("email")
