@@ -36,23 +36,31 @@ def record_drift(schema: str, attributes: set[tuple[str, str]], now: dt.datetime
     """Record attributes not seen before, and a known attribute arriving as a JSON type it never had.
 
     During a schema's first sync every attribute and type is baseline (data often mixes types from
-    the start); `kind` keeps every type an attribute came as, comma-separated.
+    the start); `kind` keeps every type an attribute came as, comma-separated. The new attributes of
+    a page are written in one statement.
     """
     known = _load(schema)
+    arrived: dict[str, set[str]] = {}
     for name, kind in attributes:
         kinds = known.get(name)
-        if kinds is not None and (kind in kinds or kind == "null"):
+        if kinds is None or (kind not in kinds and kind != "null"):
+            arrived.setdefault(name, set()).add(kind)
+    if not arrived:
+        return  # a page like the ones before costs nothing
+    baseline = not _has_synced(schema)
+    new = {name: kinds - {"null"} or kinds for name, kinds in arrived.items() if name not in known}
+    SchemaAttribute.objects.bulk_create([
+        SchemaAttribute(schema=schema, name=name[:200], kind=_joined(kinds), first_seen=now,
+                        baseline=baseline or name in READ_BY_THE_MIRROR) for name, kinds in new.items()],
+        ignore_conflicts=True)
+    known.update(new)
+    for name, kinds_now in arrived.items():
+        if name in new:
             continue
-        baseline = not _has_synced(schema)  # asked only when something is new: a page like the ones before costs nothing
-        if kinds is None:
-            SchemaAttribute.objects.bulk_create([SchemaAttribute(
-                schema=schema, name=name[:200], kind=kind, first_seen=now, baseline=baseline or name in READ_BY_THE_MIRROR)],
-                ignore_conflicts=True)
-            known[name] = {kind}
-            continue
+        kinds = known[name]
         before = _joined(kinds)
         kinds.discard("null")  # an attribute known only without a value learns its type; that is no change
-        kinds.add(kind)
+        kinds.update(kinds_now)
         changed = {"kind_changed_at": now, "previous_kind": before, "acknowledged_at": None} \
             if not baseline and before != "null" else {}
         SchemaAttribute.objects.filter(schema=schema, name=name[:200]).update(kind=_joined(kinds), **changed)

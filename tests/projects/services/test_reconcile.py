@@ -131,6 +131,26 @@ def test_new_attributes_and_type_changes_are_recorded_once_and_reported(epilot) 
     assert [a["name"] for a in opportunity["changed_attributes"]] == ["title"] and not opportunity["alert"]
 
 
+def test_a_page_records_its_new_attributes_in_one_statement(epilot) -> None:
+    """Tenants add custom attributes by the dozen: what a page brings new costs statements per page, not per attribute."""
+    from django.db import connection
+
+    statements: list[str] = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot)
+    epilot.patch_entity("opportunity", demo_id("opportunity:nordstrasse"), {f"eigenes_feld_{n}": n for n in range(40)})
+    with connection.execute_wrapper(record):
+        sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot)
+    writes = [sql for sql in statements if "schemaattribute" in sql.lower() and not sql.startswith("SELECT")]
+    assert len(writes) == 1
+    assert SchemaAttribute.objects.filter(schema="opportunity", name__startswith="eigenes_feld_", kind="number",
+                                          baseline=False).count() == 40
+
+
 def test_changes_no_webhook_delivered_are_counted_when_a_webhook_is_provisioned(epilot, sandbox, clock) -> None:
     from django.utils import timezone
 
