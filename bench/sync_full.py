@@ -5,9 +5,10 @@ asks for the sandbox's own bulk data. Each run prints: entities/s, the ratio of 
 bare fetch of the same pages measured in the same run (a plain HTTP loop: urllib, json.loads,
 search_after) and, where entities carry running workflows, to a bare fetch of the pages and then of
 the same execution reads (each such entity's list, then each listed execution; a few plain
-keep-alive connections at once), peak RSS of this process, the CPU time of this process, of the sandbox and of
-PostgreSQL's backend during the sync (on 2 cores they compete), the time per phase ("rows" are
-built in the prefetch thread and overlap the writing), and what a quiet incremental run costs.
+keep-alive connections at once), the peak RSS of this process from the sync's start, the CPU time
+of this process, of the sandbox and of PostgreSQL's backend during the sync (on 2 cores they
+compete), the time per phase ("rows" are built in the prefetch thread and overlap the writing),
+and what a quiet incremental run costs.
 After the full and after the incremental run it pages through the sandbox once more and compares
 the mirror with it (every payload, every order's opportunity, every execution and its status).
 Targets (2-core machine): ratio <= 2.5 on SQLite and <= 3.5 on PostgreSQL to the bare fetch of what
