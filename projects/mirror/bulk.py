@@ -317,7 +317,7 @@ def _parameters(fields: Sequence[models.Field], rows: list[Mapping[str, Any]]) -
             keys.append(encoded)
             continue
         adapted = PRE_ADAPTED.format(field.name)
-        if adapted in rows[0] and all(adapted in row for row in rows):
+        if rows and adapted in rows[0] and all(adapted in row for row in rows):
             keys.append(adapted)
             continue
         keys.append(field.name)
