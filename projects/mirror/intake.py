@@ -64,7 +64,7 @@ def mirror_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | N
                                                    include_deleted="true", stable_for=0):
                 items.extend(page.results)
             with transaction.atomic():
-                store_page(prepare_page(schema, items), counts, None, None, rewrite=False)
+                store_page(prepare_page(schema, items), counts, None, None)
         # Executions an earlier refresh of these entities stored the entity for but could not read.
         asked = {epilot_id for ids in by_schema.values() for epilot_id in ids} - {e for _s, e, _w in counts.workflow_changes}
         counts.workflow_changes.extend(pending_execution_reads(epilot_ids=asked))

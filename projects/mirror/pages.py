@@ -53,12 +53,12 @@ logger = logging.getLogger("projects.sync")
 class MirrorChanges:
     """What a run or a refresh changed: counts for the ledger, and what rules and project refreshes look at.
 
-    A full sync changes everything and is announced as such (`lists_refs=False`): it records no
+    A full pass (`full_pass`) rewrites every row it reads and is announced whole: it records no
     entity one by one, which would hold an id, a tuple and an entry for each mirrored entity until
     its end.
     """
 
-    lists_refs: bool = True
+    full_pass: bool = False
     created: int = 0
     updated: int = 0
     deleted: int = 0
@@ -87,10 +87,10 @@ class MirrorChanges:
     def as_event(self) -> EntitiesChanged:
         """The change set as the mirror announces it: every entity whose row (or executions, or order link) changed.
 
-        Built from this record's own `kinds` (not a copy): call it once the change set is complete. A record
-        that lists no refs announces a full change, also when its run ended early.
+        Built from this record's own `kinds` (not a copy): call it once the change set is complete. A full
+        pass announces a full change, also when its run ended early.
         """
-        if not self.lists_refs:
+        if self.full_pass:
             return EntitiesChanged(refs=(), kinds={}, full=True)
         kinds = self.kinds
         for ref in self.executions_stored:
@@ -118,7 +118,7 @@ class PreparedPage:
     schema: str
     rows: dict[str, dict[str, Any]]  # epilot id -> model fields
     quarantined: list[tuple[str, str, Any]]  # (epilot id, reason, payload)
-    ids: list[str]  # every id the page named, mirrored or not (a full pass marks the others purged)
+    ids: list[str]  # every id the page named, mirrored or not
     last: tuple[dt.datetime, str] | None  # (_updated_at, _id) of the page's last entity: the watermark it reaches
     seconds: float  # time spent building the rows
     attributes: set[tuple[str, str]] = field(default_factory=set)  # (attribute, JSON type) pairs the page carries
@@ -148,11 +148,11 @@ def prepare_page(schema: str, items: tuple[Entity | MalformedEntity, ...] | list
                         last=last, seconds=time.perf_counter() - started, attributes=attributes)
 
 
-def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, state: SyncState | None, *,
-               rewrite: bool) -> int:
+def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, state: SyncState | None) -> int:
     """Write a prepared page in bulk and advance the watermark (call inside a transaction); returns rows written.
 
-    Rows epilot has not changed since the mirror last saw them are skipped unless `rewrite`.
+    Rows epilot has not changed since the mirror last saw them are skipped, except in a full pass
+    (`counts.full_pass`), which rewrites every row it reads (its purge check relies on that).
     """
     schema, rows, quarantined = page.schema, dict(page.rows), list(page.quarantined)
     model = model_for(schema)
@@ -177,7 +177,7 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
             counts.not_written.add((schema, epilot_id))
             continue
         elif row["epilot_updated_at"] == before[0] and (row["epilot_deleted_at"] is None) == (before[1] is None):
-            if rewrite:
+            if counts.full_pass:
                 changed[epilot_id] = row
             continue
         elif row["epilot_deleted_at"] is not None and before[1] is None:
@@ -228,7 +228,7 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
             to_read.append({"epilot_id": epilot_id, "schema": schema, "workflows": workflows, "since": now})
     # Recorded with the entity: should its executions not be read now, the next sync reads them.
     bulk_upsert(PendingExecutionRead, to_read, unique_field="epilot_id", update_fields=["schema", "workflows", "since"])
-    if counts.lists_refs:
+    if not counts.full_pass:
         refs = {epilot_id: (schema, epilot_id) for epilot_id in changed}  # one tuple each, shared by both
         counts.changed_refs.extend(refs.values())
         counts.kinds.update((refs[epilot_id], kind) for epilot_id, kind in kinds.items())
@@ -236,12 +236,12 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
     if created:
         link_waiting_for(schema, created)
     if schema == "opportunity":
-        if counts.lists_refs:
+        if not counts.full_pass:
             counts.touched_opportunities.update(changed)
             counts.previous_address_keys.update(existing[epilot_id][3] for epilot_id in changed
                                                 if epilot_id in existing and existing[epilot_id][3])
         store_items(changed, known=[epilot_id for epilot_id in changed if epilot_id in existing], counts=counts)
-    elif schema == "order" and counts.lists_refs:
+    elif schema == "order" and not counts.full_pass:
         counts.touched_orders.update(changed)
         counts.previous_owners.update(existing[epilot_id][3] for epilot_id in changed
                                       if epilot_id in existing and existing[epilot_id][3])

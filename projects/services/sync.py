@@ -88,7 +88,7 @@ def sync_run(
     else:
         run.status, run.started_at, run.schemas, run.full, run.owner = SyncRun.Status.RUNNING, timezone.now(), wanted, full, owner
         run.save(update_fields=["status", "started_at", "schemas", "full", "owner"])
-    counts = MirrorChanges(lists_refs=not full)  # a full run is announced whole: listeners recompute everything
+    counts = MirrorChanges(full_pass=full)  # rewrites every row; announced whole, listeners recompute everything
     lease = SyncLease(owner)
     try:
         if dry_run:
@@ -117,7 +117,7 @@ def sync_run(
                 announce(counts.as_event())
         lease.check()
         with counts.timed("rules"):
-            rules_evaluate_safely(refs=counts.changed_refs if counts.lists_refs else None, client=client)
+            rules_evaluate_safely(refs=None if counts.full_pass else counts.changed_refs, client=client)
         skipped = [schema for schema in wanted if schema not in locked]
         return _finish(
             run, counts, SyncRun.Status.SUCCEEDED, f"skipped (locked elsewhere): {', '.join(skipped)}" if skipped else ""
@@ -221,7 +221,7 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLe
         page_started = time.monotonic()
         with counts.timed("page"), transaction.atomic():
             _commit_without_waiting_for_disk()
-            written = store_page(page, counts, run, state, rewrite=full)
+            written = store_page(page, counts, run, state)
         reset_queries()  # with DEBUG on, Django would keep every page's SQL until the run ends
         lease.renew_if_due()
         with counts.timed("executions"):
