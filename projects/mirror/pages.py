@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 
@@ -111,12 +112,18 @@ class MirrorChanges:
             self.seconds[phase] += time.perf_counter() - started
 
 
+# A prepared row carries its payload as JSON text ("payload__json") and, under this key, the parts of it that
+# `store_page` reads: a page of whole documents would be held (and, built in another process, sent) twice.
+PAYLOAD_PARTS = "payload_parts"
+PARTS_STORE_READS = ("workflows", "items")
+
+
 @dataclass
 class PreparedPage:
     """A page's rows, built without the database: what `store_page` writes."""
 
     schema: str
-    rows: dict[str, dict[str, Any]]  # epilot id -> model fields
+    rows: dict[str, dict[str, Any]]  # epilot id -> model fields, the payload as JSON text and PAYLOAD_PARTS
     quarantined: list[tuple[str, str, Any]]  # (epilot id, reason, payload)
     ids: list[str]  # every id the page named, mirrored or not
     last: tuple[dt.datetime, str] | None  # (_updated_at, _id) of the page's last entity: the watermark it reaches
@@ -143,6 +150,9 @@ def prepare_page(schema: str, items: tuple[Entity | MalformedEntity, ...] | list
     last = max(((item.updated_at, item.id) for item in items
                 if isinstance(item, Entity) and item.updated_at and len(item.id) <= max_id), default=None)
     attributes = page_attributes(row["payload"] for row in rows.values())
+    for row in rows.values():  # the document is written as its JSON text; the store reads these parts of it
+        payload = row.pop("payload")
+        row[PAYLOAD_PARTS] = {key: payload[key] for key in PARTS_STORE_READS if key in payload}
     adapt_ahead(model_for(schema), rows.values())
     return PreparedPage(schema=schema, rows=rows, quarantined=quarantined, ids=[item.id for item in items if item.id],
                         last=last, seconds=time.perf_counter() - started, attributes=attributes)
@@ -216,12 +226,12 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
         changed.pop(row["epilot_id"])
         rows.pop(row["epilot_id"])
         kinds.pop(row["epilot_id"], None)
-        quarantined.append((row["epilot_id"], reason, row["payload"]))
+        quarantined.append((row["epilot_id"], reason, orjson.loads(row["payload__json"])))
     for kind in kinds.values():
         setattr(counts, kind, getattr(counts, kind) + 1)
     to_read = []
     for epilot_id in kinds:
-        workflows = changed[epilot_id]["payload"].get("workflows")
+        workflows = changed[epilot_id][PAYLOAD_PARTS].get("workflows")
         before = existing.get(epilot_id)
         if workflows and workflows != (before[2] if before else None):
             counts.workflow_changes.append((schema, epilot_id, workflows))
@@ -317,8 +327,8 @@ ITEM_ID_LENGTH = OpportunityItem._meta.get_field("order_epilot_id").max_length
 def store_items(changed: dict[str, dict[str, Any]], *, known: list[str], counts: MirrorChanges) -> None:
     """Replace the item rows of these opportunities (`known`: those mirrored before) and relink the orders that
     gained or lost a naming opportunity. Call inside the transaction that wrote the opportunities."""
-    wanted = {(opportunity_id, order_id) for opportunity_id, row in changed.items() if row["payload"].get("items")
-              for order_id in item_ids(row["payload"])}
+    wanted = {(opportunity_id, order_id) for opportunity_id, row in changed.items() if row[PAYLOAD_PARTS].get("items")
+              for order_id in item_ids(row[PAYLOAD_PARTS])}
     had: dict[tuple[str, str], int] = {}
     if known:
         had = {(opportunity_id, order_id): pk for pk, opportunity_id, order_id in values_read_at_once(
