@@ -13,3 +13,31 @@ class CallObserver:
 
     def waited_for_budget(self, seconds: float) -> None:
         """A write waited this long for the shared write budget."""
+
+
+class RecordingObserver(CallObserver):
+    """Keeps what it is told, to be told to another observer later (`replay`): a forked process's calls are
+    counted by its parent, as the metrics' locks may have been held by another thread when the process forked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple]] = []
+
+    def answered(self, service: str, operation: str, status: str, seconds: float) -> None:
+        self.calls.append(("answered", (service, operation, status, seconds)))
+
+    def retried(self, service: str, operation: str, reason: str) -> None:
+        self.calls.append(("retried", (service, operation, reason)))
+
+    def waited_for_budget(self, seconds: float) -> None:
+        self.calls.append(("waited_for_budget", (seconds,)))
+
+    def taken(self) -> list[tuple[str, tuple]]:
+        """The calls recorded since the last time, forgotten here."""
+        calls, self.calls = self.calls, []
+        return calls
+
+
+def replay(calls: list[tuple[str, tuple]], observer: CallObserver) -> None:
+    """Tell `observer` what a RecordingObserver recorded (`taken`)."""
+    for method, arguments in calls:
+        getattr(observer, method)(*arguments)

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
@@ -105,6 +105,27 @@ class Transport:
             headers["x-epilot-org-id"] = org_id
         self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_seconds, connect=min(10.0, timeout_seconds)),
                                   transport=transport, follow_redirects=False)
+        # What `network_copy` rebuilds this client from; nothing where the transport was given (a test's, the sandbox's).
+        self._network_settings: dict[str, Any] | None = None if transport is not None else {
+            "token": token, "urls": self.urls, "org_id": org_id, "timeout_seconds": timeout_seconds, "retry": self.retry,
+            "writes_per_minute": writes_per_minute, "observer": observer}
+
+    @property
+    def over_network(self) -> bool:
+        """Whether this client talks to epilot over the network (no transport was given), so `network_copy` has one."""
+        return self._network_settings is not None
+
+    @property
+    def observer(self) -> CallObserver:
+        return self._observer
+
+    def network_copy(self, *, observer: CallObserver) -> Self | None:
+        """A new client with this one's settings, `observer` and connections of its own, for a forked process (sockets
+        must not be shared); None where this client does not talk to epilot over the network. Writes are budgeted
+        per copy."""
+        if self._network_settings is None:
+            return None
+        return type(self)(**{**self._network_settings, "observer": observer})
 
     def _request(
         self,

@@ -2,13 +2,15 @@
 
 Per schema the watermark `(_updated_at, _id)` advances in the same transaction as the page's rows,
 so a crash anywhere loses nothing and a re-run converges. No transaction is open while epilot is
-called: each page is fetched (and its rows built, projects/mirror/pages.py) in a prefetch thread, then
-written in one short transaction with its relations. The run holds a lease per schema
+called: each page is fetched (and its rows built, projects/mirror/pages.py) in a prefetch thread, or
+for a full pass in a forked process (projects/mirror/page_builder.py), then written in one short
+transaction with its relations. The run holds a lease per schema
 (projects/mirror/lease.py); executions follow (projects/mirror/intake.py), then the run announces
 what it committed (projects/mirror/changes.py) and projects and areas recompute.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -37,6 +39,7 @@ from projects.mirror.intake import (
     sync_definitions,
 )
 from projects.mirror.lease import LeaseLost, SyncLease, lease_seconds
+from projects.mirror.page_builder import can_build_in_child, pages_built_in_child
 from projects.mirror.pages import MirrorChanges, mark_purged, prepare_page, store_page
 from projects.mirror.schemas import configured_schemas, validate_schemas
 from projects.models import SyncRun, SyncState
@@ -213,27 +216,33 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLe
     started = time.monotonic()
     pass_started = timezone.now()
     entities = 0
-    # Each page's rows are built in the prefetch thread too, while this one writes the page before;
-    # epilot is asked for the next page meanwhile (read ahead).
-    searched = client.iter_search_entities(_query(schema, None if full else state), include_deleted="true", read_ahead=True)
-    pages = prefetched(searched, lambda page: (page.hits, prepare_page(schema, page.results)))
-    for number, (hits, page) in enumerate(_waited_for(pages, counts), start=1):
-        page_started = time.monotonic()
-        with counts.timed("page"), transaction.atomic():
-            _commit_without_waiting_for_disk()
-            written = store_page(page, counts, run, state)
-        reset_queries()  # with DEBUG on, Django would keep every page's SQL until the run ends
-        lease.renew_if_due()
-        with counts.timed("executions"):
-            between_pages()
-        entities += len(page.ids)
-        counts.pages += 1
-        logger.info("sync run=%s schema=%s page=%d entities=%d written=%d store_ms=%.0f", run.pk, schema, number,
-                    len(page.ids), written, (time.monotonic() - page_started) * 1000)
-        if on_progress:
-            on_progress(
-                Progress(schema=schema, pages=number, entities=entities, total=hits, elapsed=time.monotonic() - started)
-            )
+    query = _query(schema, None if full else state)
+    if full and settings.SYNC_BUILD_PAGES_IN_CHILD and can_build_in_child(client):
+        # A full pass is long: its pages are read and built on another core (projects/mirror/page_builder.py).
+        logger.info("sync run=%s schema=%s pages read and built in a forked process", run.pk, schema)
+        pages = pages_built_in_child(client, schema, query)
+    else:
+        # Each page's rows are built in the prefetch thread too, while this one writes the page before;
+        # epilot is asked for the next page meanwhile (read ahead).
+        searched = client.iter_search_entities(query, include_deleted="true", read_ahead=True)
+        pages = prefetched(searched, lambda page: (page.hits, prepare_page(schema, page.results)))
+    with contextlib.closing(pages):  # a failed write stops the reading at once
+        for number, (hits, page) in enumerate(_waited_for(pages, counts), start=1):
+            page_started = time.monotonic()
+            with counts.timed("page"), transaction.atomic():
+                _commit_without_waiting_for_disk()
+                written = store_page(page, counts, run, state)
+            reset_queries()  # with DEBUG on, Django would keep every page's SQL until the run ends
+            lease.renew_if_due()
+            with counts.timed("executions"):
+                between_pages()
+            entities += len(page.ids)
+            counts.pages += 1
+            logger.info("sync run=%s schema=%s page=%d entities=%d written=%d store_ms=%.0f", run.pk, schema, number,
+                        len(page.ids), written, (time.monotonic() - page_started) * 1000)
+            if on_progress:
+                on_progress(Progress(schema=schema, pages=number, entities=entities, total=hits,
+                                     elapsed=time.monotonic() - started))
     if full:
         named = {epilot_id for named_schema, epilot_id in counts.not_written if named_schema == schema}
         counts.deleted += len(mark_purged(schema, named, pass_started=pass_started))

@@ -1,0 +1,178 @@
+"""A full pass's pages read from epilot and built into rows in a forked process, beside the process that writes them.
+
+Reading a page (the HTTP exchange, its JSON) and building its rows cost about as much CPU as writing
+it, and a Python process runs its threads on one core at a time: a full sync in one process is
+bound by that core while the machine's other cores idle. Here a child process, forked from the
+sync, reads the schema's pages (with read ahead), builds each one with `prepare_page` and hands it
+over whole through a pipe; the parent writes the pages as before, in order.
+
+Only for clients that talk to epilot over the network: the child opens connections of its own
+(`EpilotClient.network_copy`). It touches no database (`prepare_page` is pure) and ends with
+`os._exit`, so none of the parent's connections, exit handlers or test fixtures run their clean-up
+in it.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import pickle
+import queue
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any, NoReturn
+
+from integrations.epilot import EpilotClient
+from integrations.epilot.observer import RecordingObserver, replay
+from projects.mirror.pages import PreparedPage, prepare_page
+
+HANDOFF_BUFFER = 1 << 20  # bytes a pipe read or write moves at once; a page is a few MB
+PAGES_AHEAD = 3  # pages built and taken over while one is written
+
+
+class PageBuilderLost(RuntimeError):
+    """The process building the pages ended without handing over its last page or its error."""
+
+
+def can_build_in_child(client: EpilotClient) -> bool:
+    """Whether `client` can be copied into a forked process (it talks to epilot over the network)."""
+    return hasattr(os, "fork") and client.over_network
+
+
+def pages_built_in_child(client: EpilotClient, schema: str, query: str) -> Iterator[tuple[int, PreparedPage]]:
+    """(hits, prepared page) for every page of `query` (searchEntities, deleted entities included), built in a child.
+
+    Raises what reading or building raised in the child (the EpilotError as it was), after the
+    pages before it; PageBuilderLost where the child ended without a word. Closing the iterator
+    early stops the child.
+    """
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read_end)
+        _build_and_hand_over(client, schema, query, write_end)
+    os.close(write_end)
+    # A thread takes the pages off the pipe as they come, so the child builds on while this process writes.
+    handoff: queue.Queue[tuple] = queue.Queue(maxsize=PAGES_AHEAD)
+    stop = threading.Event()
+    reader = threading.Thread(target=_take_over, args=(read_end, handoff, stop), name="epilot-page-reader", daemon=True)
+    reader.start()
+    ended = False
+    try:
+        while True:
+            message = handoff.get()
+            if message[0] != "lost":
+                replay(message[1], client.observer)
+            if message[0] == "page":
+                yield message[2], _unpacked(message[3], message[4])
+                continue
+            ended = True
+            if message[0] == "error":
+                raise _error_from(message[2], message[3])
+            if message[0] == "lost":
+                raise PageBuilderLost(f"the process building the {schema} pages ended early")
+            return
+    finally:
+        stop.set()
+        _reap(child, stop=not ended)
+        reader.join()
+
+
+def _take_over(read_end: int, handoff: queue.Queue[tuple], stop: threading.Event) -> None:
+    """Move the child's messages from the pipe to `handoff` until its last one; ("lost",) where the pipe ends first."""
+    with os.fdopen(read_end, "rb", buffering=HANDOFF_BUFFER) as source:
+        while True:
+            try:
+                message = pickle.load(source)
+            except (EOFError, OSError, pickle.UnpicklingError):
+                message = ("lost",)
+            while True:
+                if stop.is_set():
+                    return
+                try:
+                    handoff.put(message, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            if message[0] != "page":
+                return
+
+
+def _build_and_hand_over(client: EpilotClient, schema: str, query: str, write_end: int) -> NoReturn:
+    """The child's whole life: each page, then "end" or "error" (the pickled error, its text), each message with the
+    epilot calls made since the one before; never returns."""
+    status = 0
+    try:
+        with os.fdopen(write_end, "wb", buffering=HANDOFF_BUFFER) as sink:
+            calls = RecordingObserver()  # told to the parent's observer with each message
+            try:
+                own = client.network_copy(observer=calls)
+                for page in own.iter_search_entities(query, include_deleted="true", read_ahead=True):
+                    built = _packed(prepare_page(schema, page.results))
+                    pickle.dump(("page", calls.taken(), page.hits, *built), sink, pickle.HIGHEST_PROTOCOL)
+                    sink.flush()  # the parent waits for this page, not for the buffer to fill
+            except Exception as exc:  # handed to the parent, which raises it
+                pickle.dump(("error", calls.taken(), _pickled(exc), f"{type(exc).__name__}: {exc}"), sink,
+                            pickle.HIGHEST_PROTOCOL)
+            else:
+                pickle.dump(("end", calls.taken()), sink, pickle.HIGHEST_PROTOCOL)
+    except BaseException:  # the parent stopped reading (a broken pipe): nobody is left to tell
+        status = 1
+    finally:
+        os._exit(status)
+
+
+# A page's rows travel as tuples under their keys, date-times as ISO texts: pickling dicts and datetime objects
+# costs the two processes three times as much CPU.
+Packed = list[tuple[tuple[str, ...], tuple[int, ...], list[tuple[Any, ...]]]]  # (keys, date-time positions, rows)
+
+
+def _packed(page: PreparedPage) -> tuple[PreparedPage, Packed]:
+    """`page` without its rows, and the rows grouped by their keys (a page's rows share them)."""
+    groups: dict[tuple[str, ...], tuple[set[int], list[tuple[Any, ...]]]] = {}
+    for row in page.rows.values():
+        timed, rows = groups.setdefault(tuple(row), (set(), []))
+        values = list(row.values())
+        for index, value in enumerate(values):
+            if isinstance(value, dt.datetime):
+                values[index] = value.isoformat()
+                timed.add(index)
+        rows.append(tuple(values))
+    return replace(page, rows={}), [(keys, tuple(sorted(timed)), rows) for keys, (timed, rows) in groups.items()]
+
+
+def _unpacked(page: PreparedPage, packed: Packed) -> PreparedPage:
+    rows: dict[str, dict[str, Any]] = {}
+    for keys, timed, values in packed:
+        for row in values:
+            fields = dict(zip(keys, row, strict=True))
+            for index in timed:
+                if row[index] is not None:
+                    fields[keys[index]] = dt.datetime.fromisoformat(row[index])
+            rows[fields["epilot_id"]] = fields
+    return replace(page, rows=rows)
+
+
+def _pickled(error: Exception) -> bytes | None:
+    """`error` pickled, or None where it does not survive the round trip (an attribute that does not pickle)."""
+    try:
+        data = pickle.dumps(error, pickle.HIGHEST_PROTOCOL)
+        pickle.loads(data)
+    except Exception:
+        return None
+    return data
+
+
+def _error_from(data: bytes | None, text: str) -> Exception:
+    return pickle.loads(data) if data is not None else PageBuilderLost(f"building the pages failed: {text}")
+
+
+def _reap(child: int, *, stop: bool) -> None:
+    """Wait for the child to end; `stop` ends it first (the parent stopped reading, or it ended without a word)."""
+    if stop:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(child, 0)

@@ -1,0 +1,131 @@
+"""A full sync over the network reads and builds its pages in a forked process: the same mirror as in one process,
+epilot's errors raised in order after the pages before them, and no process left behind."""
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from integrations.epilot import EpilotClient, RetryPolicy, ServiceURLs
+from integrations.epilot.observer import CallObserver
+from integrations.epilot_sandbox import FaultConfig, SandboxApp, seed_bulk
+from integrations.epilot_sandbox.store import now_ms
+from projects.models import Contact, GenericEntity, Opportunity, Order, QuarantinedEntity, SyncRun, SyncState
+from projects.services.sync import Progress, sync_run
+
+pytestmark = pytest.mark.django_db
+
+MIRRORED = (Contact, Opportunity, Order)
+CHILD_LOG = "built in a forked process"
+
+
+class Counting(CallObserver):
+    def __init__(self) -> None:
+        self.answers: Counter[tuple[str, str]] = Counter()
+
+    def answered(self, service: str, operation: str, status: str, seconds: float) -> None:
+        self.answers[operation, status] += 1
+
+
+def over_network(origin: str, observer: CallObserver | None = None) -> EpilotClient:
+    return EpilotClient(token="t", urls=ServiceURLs.single_origin(origin), retry=RetryPolicy(max_attempts=1),
+                        observer=observer)
+
+
+def children() -> set[str]:
+    """The pids of this process's child processes (Linux)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = stat.read_text().rpartition(")")[2].split()[1]  # after the name: state, parent pid
+        except OSError:  # ended meanwhile
+            continue
+        if parent == str(os.getpid()):
+            found.add(stat.parent.name)
+    return found
+
+
+def mirror() -> dict[str, list[tuple]]:
+    """Every mirrored row's fields that come from epilot, and the quarantine; no primary keys, no sync times."""
+    state = {}
+    for model in MIRRORED:
+        names = [field.attname for field in model._meta.concrete_fields
+                 if field.attname not in ("id", "synced_at", "customer_id", "opportunity_id")]
+        state[model.__name__] = sorted(model.objects.values_list(*names), key=lambda row: row[names.index("epilot_id")])
+    state["quarantine"] = sorted(QuarantinedEntity.objects.values_list("schema", "epilot_id", "reason", "payload"))
+    state["linked"] = sorted(Order.objects.values_list("epilot_id", "opportunity__epilot_id"))
+    return state
+
+
+def forget_the_mirror() -> None:
+    for model in (*MIRRORED, GenericEntity, QuarantinedEntity):
+        model.objects.all().delete()
+    SyncState.objects.update(watermark_updated_at=None, watermark_id="")
+
+
+@pytest.fixture
+def many(sandbox: SandboxApp) -> SandboxApp:
+    """Several pages of each schema, and entities that must be quarantined."""
+    seed_bulk(sandbox.store, contacts=2300, opportunities=1200, orders=700, seed=3)
+    stamp = now_ms()
+    base = {"_schema": "order", "_org": "1", "_created_at": stamp, "_updated_at": stamp, "_title": "bad"}
+    sandbox.store.bulk_insert_entities([{**base, "_id": "bad-amount", "amount_total": "viel"},
+                                        {**base, "_id": "bad-title", "_title": "x" * 600}])
+    return sandbox
+
+
+def test_a_full_sync_built_in_a_child_mirrors_what_one_process_mirrors(many: SandboxApp, sandbox_server: str, settings,
+                                                                       caplog) -> None:
+    before, calls = children(), Counting()
+    with caplog.at_level(logging.INFO, logger="projects"):
+        in_child = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True, client=over_network(sandbox_server, calls))
+    assert in_child.status == SyncRun.Status.SUCCEEDED and in_child.quarantined == 2
+    assert sum(CHILD_LOG in message for message in caplog.messages) == 3  # contacts, opportunities, orders
+    assert children() == before
+    assert calls.answers["searchEntities", "200"] >= 3 + 2 + 1  # the children's reads, counted by this process
+    changed = Contact.objects.order_by("epilot_id").first()
+    over_network(sandbox_server).patch_entity("contact", changed.epilot_id, {"first_name": "Geändert"})
+    again = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True, client=over_network(sandbox_server))
+    assert again.status == SyncRun.Status.SUCCEEDED and (again.created, again.updated, again.deleted) == (0, 1, 0)
+    built_in_child = mirror()
+    assert len(built_in_child["Contact"]) > 2300 and len(built_in_child["Order"]) > 700
+
+    forget_the_mirror()
+    settings.SYNC_BUILD_PAGES_IN_CHILD = False
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="projects"):
+        in_one = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True, client=over_network(sandbox_server))
+    assert in_one.status == SyncRun.Status.SUCCEEDED and not any(CHILD_LOG in message for message in caplog.messages)
+    assert mirror() == built_in_child
+
+
+def test_an_incremental_run_builds_its_pages_in_this_process(many: SandboxApp, sandbox_server: str, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="projects"):
+        result = sync_run(trigger=SyncRun.Trigger.COMMAND, client=over_network(sandbox_server))
+    assert result.status == SyncRun.Status.SUCCEEDED
+    assert not any(CHILD_LOG in message for message in caplog.messages)
+
+
+def test_an_epilot_error_in_the_child_fails_the_run_after_the_pages_before_it(many: SandboxApp,
+                                                                              sandbox_server: str) -> None:
+    before = children()
+
+    def fail_after_the_first_page(progress: Progress) -> None:
+        if progress.schema == "contact" and progress.pages == 1:
+            many.set_faults(FaultConfig(rate_5xx=1.0, operations=("searchEntities",)))
+
+    result = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True, client=over_network(sandbox_server),
+                      on_progress=fail_after_the_first_page)
+    assert result.status == SyncRun.Status.FAILED and "searchEntities" in result.error
+    # Whole pages: those the child had read before the fault (it reads ahead), then none; no opportunity.
+    mirrored, in_epilot = Contact.objects.count(), len(many.store.conn.execute(
+        "SELECT id FROM entities WHERE schema = 'contact'").fetchall())
+    assert mirrored >= 1000 and (mirrored % 1000 == 0 or mirrored == in_epilot)
+    assert not Opportunity.objects.exists()
+    watermark = SyncState.objects.get(schema="contact")
+    last = Contact.objects.order_by("-epilot_updated_at", "-epilot_id").first()
+    assert (watermark.watermark_updated_at, watermark.watermark_id) == (last.epilot_updated_at, last.epilot_id)
+    assert children() == before
