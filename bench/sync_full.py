@@ -327,6 +327,7 @@ def main() -> None:
                 database_pid = cursor.fetchone()[0]
         reset_peak_rss()  # seeding and emptying an earlier run's mirror (PostgreSQL) are not the sync's
         cpu_before, server_before, database_before = process_cpu(), cpu_of(server.pid), cpu_of(database_pid)
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)  # the floor's process, ended
         started = time.perf_counter()
         if profiler:
             profiler.enable()
@@ -334,6 +335,8 @@ def main() -> None:
             full = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True)
         elapsed = time.perf_counter() - started
         cpu, server_cpu = process_cpu() - cpu_before, cpu_of(server.pid) - server_before
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)  # and the page builders the sync forked, ended too
+        builders_cpu = children.ru_utime + children.ru_stime - children_before.ru_utime - children_before.ru_stime
         database_cpu = cpu_of(database_pid) - database_before
         if profiler:
             profiler.disable()
@@ -373,7 +376,8 @@ def main() -> None:
     print(f"ratio to the floor:        {elapsed / floor_seconds:.2f}x" + (
         f" (pages); {elapsed / (floor_seconds + executions_floor_seconds):.2f}x (pages, then the execution reads)"
         if epilot_executions else ""))
-    print(f"CPU during the full sync:  this process {cpu:.1f} s, the sandbox serving it {server_cpu:.1f} s "
+    print(f"CPU during the full sync:  this process {cpu:.1f} s, its page builders {builders_cpu:.1f} s, "
+          f"the sandbox serving it {server_cpu:.1f} s "
           f"(cores: {os.cpu_count()})" + (f", PostgreSQL's backend {database_cpu:.1f} s" if database_pid else ""))
     print(f"phases:                    {phases}")
     print(f"incremental, no changes:   {quiet.status}, {quiet.created + quiet.updated} changed, {searches} searches for "
@@ -382,7 +386,9 @@ def main() -> None:
     print(f"incremental, 1 % changed:  {small.status}, {small.created + small.updated} of {changed_count} changes in "
           f"{small_elapsed:.2f} s ({small_phases})")
     print(f"mirror after it:           {_exactness(small_differences)}")
-    print(f"peak memory (max RSS):     {peak_rss_mb:.0f} MB (during the full sync)")
+    print(f"peak memory (max RSS):     {peak_rss_mb:.0f} MB (during the full sync); the largest child process "
+          f"{children.ru_maxrss / 1024:.0f} MB (the floor's reader: {children_before.ru_maxrss / 1024:.0f} MB; a page "
+          "builder is forked from this process and counts the pages it shares with it too)")
     if args.sql:
         print("statements of the full sync by total time:")
         for sql, (count, seconds) in sorted(statements.times.items(), key=lambda item: -item[1][1])[:12]:
