@@ -24,9 +24,12 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any, NoReturn
 
+from django.db import models
+
 from integrations.epilot import EpilotClient
 from integrations.epilot.observer import RecordingObserver, replay
 from projects.mirror.pages import PreparedPage, prepare_page
+from projects.mirror.schemas import model_for
 
 HANDOFF_BUFFER = 1 << 20  # bytes a pipe read or write moves at once; a page is a few MB
 PAGES_AHEAD = 3  # pages built and taken over while one is written
@@ -131,16 +134,29 @@ Packed = list[tuple[tuple[str, ...], tuple[int, ...], list[tuple[Any, ...]]]]  #
 
 def _packed(page: PreparedPage) -> tuple[PreparedPage, Packed]:
     """`page` without its rows, and the rows grouped by their keys (a page's rows share them)."""
-    groups: dict[tuple[str, ...], tuple[set[int], list[tuple[Any, ...]]]] = {}
+    groups: dict[tuple[str, ...], tuple[tuple[int, ...], list[tuple[Any, ...]]]] = {}
+    last: dt.datetime | None = None
+    text = ""
     for row in page.rows.values():
-        timed, rows = groups.setdefault(tuple(row), (set(), []))
+        keys = tuple(row)
+        group = groups.get(keys)
+        if group is None:
+            group = groups[keys] = (_date_time_positions(page.schema, keys), [])
         values = list(row.values())
-        for index, value in enumerate(values):
-            if isinstance(value, dt.datetime):
-                values[index] = value.isoformat()
-                timed.add(index)
-        rows.append(tuple(values))
-    return replace(page, rows={}), [(keys, tuple(sorted(timed)), rows) for keys, (timed, rows) in groups.items()]
+        for index in group[0]:
+            value = values[index]
+            if value is not None:
+                if value is not last:  # a page's rows share one `synced_at`: written once
+                    last, text = value, value.isoformat()
+                values[index] = text
+        group[1].append(tuple(values))
+    return replace(page, rows={}), [(keys, timed, rows) for keys, (timed, rows) in groups.items()]
+
+
+def _date_time_positions(schema: str, keys: tuple[str, ...]) -> tuple[int, ...]:
+    """Where the model's date-time fields are among `keys`."""
+    fields = {field.name for field in model_for(schema)._meta.concrete_fields if isinstance(field, models.DateTimeField)}
+    return tuple(index for index, key in enumerate(keys) if key in fields)
 
 
 def _unpacked(page: PreparedPage, packed: Packed) -> PreparedPage:
