@@ -72,7 +72,7 @@ class Topology:
         self.logs = logs
         self.processes: list[subprocess.Popen] = []
 
-    def start_worker(self, name: str) -> subprocess.Popen:
+    def start_worker(self, name: str, *, pool: str = "solo") -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "a")  # noqa: SIM115 - the worker writes to it until stop()
         process = subprocess.Popen(
             [
@@ -85,7 +85,9 @@ class Topology:
                 "-n",
                 f"{name}@%h",
                 "--pool",
-                "solo",
+                pool,
+                "--concurrency",
+                "1",
                 "--loglevel",
                 "INFO",
                 "--without-gossip",

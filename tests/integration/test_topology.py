@@ -52,6 +52,19 @@ def test_the_scheduled_sync_runs_and_converges(topology: Topology, sandbox: Sand
                what="the next scheduled run to bring the change")
 
 
+def test_a_full_sync_in_a_prefork_worker_builds_its_pages_in_a_forked_process(topology: Topology,
+                                                                              sandbox: SandboxApp) -> None:
+    """As production runs it: a Celery prefork pool process forks the page builders (billiard's pool processes
+    are daemons, which may not start multiprocessing children)."""
+    seed_bulk(sandbox.store, contacts=2500, opportunities=1200, orders=400, seed=33)
+    topology.start_worker("w1", pool="prefork")
+    run_id = enqueue_sync(topology, full=True)
+    done = wait_until(lambda: finished(run_id), timeout=180, what="the full run")
+    assert done.status == SyncRun.Status.SUCCEEDED, done.error
+    assert mirror_equals_sandbox(sandbox)
+    assert (topology.logs / "w1.log").read_text().count("pages read and built in a forked process") == 3
+
+
 def test_two_workers_never_sync_the_same_schema_at_once(topology: Topology, sandbox: SandboxApp) -> None:
     seed_bulk(sandbox.store, contacts=1500, opportunities=300, orders=100, seed=31)
     sandbox.set_faults(FaultConfig(latency_ms=120))
