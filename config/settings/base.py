@@ -19,6 +19,7 @@ TIME_ZONE = "Europe/Berlin"
 USE_TZ = True
 LANGUAGE_CODE = "de"
 LANGUAGES = [("de", "Deutsch"), ("en", "English")]
+FORMAT_MODULE_PATH = ["config.formats"]  # shorter date-times than Django's, per language
 USE_I18N = True
 LOCALE_PATHS = [BASE_DIR / "locale"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -78,9 +78,15 @@ class PromiseAdmin(ReadOnlyAdmin):
 
 @admin.register(models.PromiseAlert)
 class PromiseAlertAdmin(ReadOnlyAdmin):
-    list_display = ["promise", "state", "created_at", "sent_at", "error"]
+    list_display = ["promise_display", "state", "created_at", "sent_at", "error"]
     list_filter = ["state"]
     list_select_related = ["promise__order"]
+
+    @admin.display(description=_("promise"), ordering="promise")
+    def promise_display(self, obj: models.PromiseAlert) -> str:
+        # A method, not the foreign key itself: Django keeps a foreign key's column on one line, wider than the page.
+        return format_html('<a href="{}">{}</a>', reverse("admin:projects_promise_change", args=[obj.promise_id]),
+                           obj.promise)
 
 
 @admin.register(models.ForecastCurve)

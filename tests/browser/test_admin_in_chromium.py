@@ -37,6 +37,28 @@ def screenshot(page, path: str, full_page: bool = False) -> None:
     page.screenshot(path=path, full_page=full_page)
 
 
+# Operators' lists of many technical columns (and third-party apps' lists): they may scroll sideways beside the
+# filter column at 1,280 px. Every other list is staff's daily work and must fit.
+MAY_SCROLL = {"projects.syncrun", "projects.schemaattribute", "projects.workflowdefinition", "projects.automationrecipe"}
+
+
+def every_list_fits(page, origin: str) -> list[str]:
+    """The admin's lists of this project whose table is wider than the page, with their widths (MAY_SCROLL aside)."""
+    from django.contrib import admin
+
+    wide = []
+    for app, model in sorted((model._meta.app_label, model._meta.model_name) for model in admin.site._registry
+                             if model._meta.app_label == "projects"):
+        if f"{app}.{model}" in MAY_SCROLL:
+            continue
+        page.goto(f"{origin}/admin/{app}/{model}/")
+        widths = page.evaluate("() => { const r = document.querySelector('#changelist .results');"
+                               " return r ? [r.scrollWidth, r.clientWidth] : [0, 0]; }")
+        if widths[0] > widths[1]:
+            wide.append(f"{app}.{model}: {widths[0]} px in {widths[1]} px")
+    return wide
+
+
 @pytest.fixture
 def page(live_server, tmp_path):
     from playwright.sync_api import sync_playwright
@@ -200,11 +222,13 @@ def test_staff_find_a_house_by_its_street_and_read_the_inbox_without_ids(live_se
                             ".filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.innerText)")
         assert cut == []
         screenshot(page, f"{target}/inbox-de.png")
-        for listing in ("workflowexecution", "workflowstart", "ausbauproject", "opportunity", "order", "areaaddress",
-                        "conversion", "epilotwrite", "contact"):
-            page.goto(f"{live_server.url}/admin/projects/{listing}/")
-            assert page.evaluate("() => { const r = document.querySelector('#changelist .results');"
-                                 " return r.scrollWidth <= r.clientWidth; }"), f"{listing} is wider than the page"
+        assert every_list_fits(page, live_server.url) == []
+        english = browser.new_context(locale="en-GB", viewport={"width": 1280, "height": 900}).new_page()
+        english.goto(f"{live_server.url}/admin/")
+        english.fill("#id_username", "demo")
+        english.fill("#id_password", "wuelfrath-demo")
+        english.click("input[type=submit]")
+        assert every_list_fits(english, live_server.url) == []
 
         page.fill("#header-search-q", "Tiefenbacher W. 15")
         page.press("#header-search-q", "Enter")
