@@ -17,9 +17,7 @@ import contextlib
 import datetime as dt
 import os
 import pickle
-import queue
 import signal
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any, NoReturn
@@ -29,6 +27,7 @@ from django.db import models
 from integrations.epilot import EpilotClient
 from integrations.epilot.observer import RecordingObserver, replay
 from projects.mirror.pages import PreparedPage, prepare_page
+from projects.mirror.prefetch import prefetched
 from projects.mirror.schemas import model_for
 
 HANDOFF_BUFFER = 1 << 20  # bytes a pipe read or write moves at once; a page is a few MB
@@ -58,49 +57,38 @@ def pages_built_in_child(client: EpilotClient, schema: str, query: str) -> Itera
         _build_and_hand_over(client, schema, query, write_end)
     os.close(write_end)
     # A thread takes the pages off the pipe as they come, so the child builds on while this process writes.
-    handoff: queue.Queue[tuple] = queue.Queue(maxsize=PAGES_AHEAD)
-    stop = threading.Event()
-    reader = threading.Thread(target=_take_over, args=(read_end, handoff, stop), name="epilot-page-reader", daemon=True)
-    reader.start()
+    messages = prefetched(_messages(read_end, schema), _as_is, ahead=PAGES_AHEAD)
     ended = False
     try:
-        while True:
-            message = handoff.get()
-            if message[0] != "lost":
-                replay(message[1], client.observer)
+        for message in messages:
+            replay(message[1], client.observer)
             if message[0] == "page":
                 yield message[2], _unpacked(message[3], message[4])
                 continue
             ended = True
             if message[0] == "error":
                 raise _error_from(message[2], message[3])
-            if message[0] == "lost":
-                raise PageBuilderLost(f"the process building the {schema} pages ended early")
-            return
     finally:
-        stop.set()
+        messages.close()
         _reap(child, stop=not ended)
-        reader.join()
 
 
-def _take_over(read_end: int, handoff: queue.Queue[tuple], stop: threading.Event) -> None:
-    """Move the child's messages from the pipe to `handoff` until its last one; ("lost",) where the pipe ends first."""
+def _messages(read_end: int, schema: str) -> Iterator[tuple]:
+    """The child's messages from the pipe, to its last ("end" or "error"); raises PageBuilderLost where the pipe ends
+    first."""
     with os.fdopen(read_end, "rb", buffering=HANDOFF_BUFFER) as source:
         while True:
             try:
                 message = pickle.load(source)
             except (EOFError, OSError, pickle.UnpicklingError):
-                message = ("lost",)
-            while True:
-                if stop.is_set():
-                    return
-                try:
-                    handoff.put(message, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
+                raise PageBuilderLost(f"the process building the {schema} pages ended early") from None
+            yield message
             if message[0] != "page":
                 return
+
+
+def _as_is(message: tuple) -> tuple:
+    return message
 
 
 def _build_and_hand_over(client: EpilotClient, schema: str, query: str, write_end: int) -> NoReturn:

@@ -7,6 +7,7 @@ with the watermark. Nothing here calls epilot.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from collections import defaultdict
@@ -15,7 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 
@@ -226,7 +226,7 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
         changed.pop(row["epilot_id"])
         rows.pop(row["epilot_id"])
         kinds.pop(row["epilot_id"], None)
-        quarantined.append((row["epilot_id"], reason, orjson.loads(row["payload__json"])))
+        quarantined.append((row["epilot_id"], reason, json.loads(row["payload__json"])))  # exact: orjson rounds huge integers
     for kind in kinds.values():
         setattr(counts, kind, getattr(counts, kind) + 1)
     to_read = []

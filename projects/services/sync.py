@@ -14,9 +14,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import queue
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -41,6 +39,7 @@ from projects.mirror.intake import (
 from projects.mirror.lease import LeaseLost, SyncLease, lease_seconds
 from projects.mirror.page_builder import can_build_in_child, pages_built_in_child
 from projects.mirror.pages import MirrorChanges, mark_purged, prepare_page, store_page
+from projects.mirror.prefetch import prefetched
 from projects.mirror.schemas import configured_schemas, validate_schemas
 from projects.models import SyncRun, SyncState
 from projects.services.recipes import recipes_check_drift
@@ -50,7 +49,6 @@ logger = logging.getLogger("projects.sync")
 
 
 T = TypeVar("T")
-U = TypeVar("U")
 
 
 @dataclass
@@ -261,11 +259,6 @@ def _commit_without_waiting_for_disk() -> None:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
-class _Failed:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
 _END = object()
 
 
@@ -277,45 +270,3 @@ def _waited_for(pages: Iterator[T], counts: MirrorChanges) -> Iterator[T]:
         if page is _END:
             return
         yield page
-
-
-def prefetched(pages: Iterator[T], prepare: Callable[[T], U]) -> Iterator[U]:
-    """Yield `prepare(page)` for the pages of `pages`, the next one fetched and prepared in a thread meanwhile.
-
-    epilot's answer time and the building of rows then overlap the writing of the page before;
-    `prepare` must not touch the database (the thread has no connection of its own). An error of
-    the fetch or of `prepare` is raised here, in order, after the pages before it.
-    """
-    handoff: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def hand_over(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def fetch() -> None:
-        try:
-            for page in pages:
-                if not hand_over(prepare(page)):
-                    return
-        except BaseException as exc:  # handed to the consumer, which raises it
-            hand_over(_Failed(exc))
-            return
-        hand_over(_END)
-
-    threading.Thread(target=fetch, name="epilot-prefetch", daemon=True).start()
-    try:
-        while True:
-            item = handoff.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failed):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
