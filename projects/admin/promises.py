@@ -85,8 +85,8 @@ class PromiseAlertAdmin(ReadOnlyAdmin):
     @admin.display(description=_("promise"), ordering="promise")
     def promise_display(self, obj: models.PromiseAlert) -> str:
         # A method, not the foreign key itself: Django keeps a foreign key's column on one line, wider than the page.
-        return format_html('<a href="{}">{}</a>', reverse("admin:projects_promise_change", args=[obj.promise_id]),
-                           obj.promise)
+        # Plain text: the first column is already the link to the alert.
+        return str(obj.promise)
 
 
 @admin.register(models.ForecastCurve)

@@ -256,4 +256,8 @@ def test_staff_find_a_house_by_its_street_and_read_the_inbox_without_ids(live_se
         assert page.evaluate("() => { const r = document.querySelector('#changelist .results');"
                              " return r.scrollWidth <= r.clientWidth; }")
         screenshot(page, f"{target}/promises-de.png")
+
+        page.goto(f"{live_server.url}/admin/projects/promisealert/")
+        page.locator("#result_list tbody tr a").first.click()  # one link per row, to the alert
+        page.wait_for_url("**/admin/projects/promisealert/*/change/")
         browser.close()
