@@ -296,7 +296,7 @@ SYNC_EXTRA_SCHEMAS = env.list("SYNC_EXTRA_SCHEMAS", default=[])
 SYNC_LOCK_SECONDS = env.int("SYNC_LOCK_SECONDS", default=30)
 # How far before the watermark an incremental run re-reads (epilot search is near-real-time).
 SYNC_OVERLAP_SECONDS = env.int("SYNC_OVERLAP_SECONDS", default=120)
-# A full pass reads and builds its pages in a forked process beside the one writing them (a second core).
+# A full pass reads and builds its pages, and reads executions, in forked processes beside the one writing them (a second core).
 SYNC_BUILD_PAGES_IN_CHILD = env.bool("SYNC_BUILD_PAGES_IN_CHILD", default=True)
 # Opportunities with any of these tags are Ausbau projects; empty means every opportunity.
 AUSBAU_PROJECT_TAGS = env.list("AUSBAU_PROJECT_TAGS", default=[])

@@ -1,6 +1,8 @@
 """What the transport tells whoever watches it (metrics): each answer, each retry, each wait for the write budget."""
 from __future__ import annotations
 
+import threading
+
 
 class CallObserver:
     """Does nothing; subclass it to count. Methods must not raise and must be quick (they run on every request)."""
@@ -21,20 +23,26 @@ class RecordingObserver(CallObserver):
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple]] = []
+        self._lock = threading.Lock()  # threads of the process record while one of them takes
 
     def answered(self, service: str, operation: str, status: str, seconds: float) -> None:
-        self.calls.append(("answered", (service, operation, status, seconds)))
+        self._record("answered", (service, operation, status, seconds))
 
     def retried(self, service: str, operation: str, reason: str) -> None:
-        self.calls.append(("retried", (service, operation, reason)))
+        self._record("retried", (service, operation, reason))
 
     def waited_for_budget(self, seconds: float) -> None:
-        self.calls.append(("waited_for_budget", (seconds,)))
+        self._record("waited_for_budget", (seconds,))
 
     def taken(self) -> list[tuple[str, tuple]]:
         """The calls recorded since the last time, forgotten here."""
-        calls, self.calls = self.calls, []
+        with self._lock:
+            calls, self.calls = self.calls, []
         return calls
+
+    def _record(self, method: str, arguments: tuple) -> None:
+        with self._lock:
+            self.calls.append((method, arguments))
 
 
 def replay(calls: list[tuple[str, tuple]], observer: CallObserver) -> None:

@@ -12,7 +12,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from django.db import transaction
 from django.utils import timezone
@@ -188,6 +188,14 @@ def v2_definition_ids() -> set[str]:
     return set(WorkflowDefinition.objects.filter(engine="v2").values_list("epilot_id", flat=True))
 
 
+class ExecutionReader(Protocol):
+    """What reads executions for a sync: `ExecutionFetcher` (threads), `ExecutionsReadInChild` (a forked process)."""
+
+    def ready(self, changes: list[tuple[str, str, Any]]) -> list[Answer]: ...
+
+    def answers(self, changes: list[tuple[str, str, Any]]) -> Iterator[list[Answer]]: ...
+
+
 class ExecutionFetcher:
     """Reads the executions of entities whose `workflows` changed, a few at a time, while the caller goes on.
 
@@ -244,7 +252,7 @@ class ExecutionFetcher:
 
 
 def refresh_executions(client: EpilotClient, counts: MirrorChanges, heartbeat: Callable[[], None] | None = None,
-                       fetcher: ExecutionFetcher | None = None) -> None:
+                       fetcher: ExecutionReader | None = None) -> None:
     """Mirror the executions of entities whose `workflows` attribute changed; `heartbeat` is called after each batch.
 
     A few entities (a webhook, a write) are read here, one after the other; more go through
@@ -267,7 +275,7 @@ def refresh_executions(client: EpilotClient, counts: MirrorChanges, heartbeat: C
 READ_IN_LINE = 4  # entities whose executions are read without starting the fetcher's threads
 
 
-def store_ready_executions(fetcher: ExecutionFetcher, counts: MirrorChanges) -> None:
+def store_ready_executions(fetcher: ExecutionReader, counts: MirrorChanges) -> None:
     """Store the executions `fetcher` has read so far, without waiting for the others, and start reading more.
 
     A sync calls it between pages, so the answers read ahead are stored as they come instead of

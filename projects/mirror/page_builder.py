@@ -13,11 +13,9 @@ in it.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import pickle
-import signal
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any, NoReturn
@@ -26,6 +24,7 @@ from django.db import models
 
 from integrations.epilot import EpilotClient
 from integrations.epilot.observer import RecordingObserver, replay
+from projects.mirror.forked import error_from, pickled_error, reap
 from projects.mirror.pages import PreparedPage, prepare_page
 from projects.mirror.prefetch import prefetched
 from projects.mirror.schemas import model_for
@@ -67,10 +66,10 @@ def pages_built_in_child(client: EpilotClient, schema: str, query: str) -> Itera
                 continue
             ended = True
             if message[0] == "error":
-                raise _error_from(message[2], message[3])
+                raise error_from(message[2], message[3], PageBuilderLost)
     finally:
         messages.close()
-        _reap(child, stop=not ended)
+        reap(child, stop=not ended)
 
 
 def _messages(read_end: int, schema: str) -> Iterator[tuple]:
@@ -105,7 +104,7 @@ def _build_and_hand_over(client: EpilotClient, schema: str, query: str, write_en
                     pickle.dump(("page", calls.taken(), page.hits, *built), sink, pickle.HIGHEST_PROTOCOL)
                     sink.flush()  # the parent waits for this page, not for the buffer to fill
             except Exception as exc:  # handed to the parent, which raises it
-                pickle.dump(("error", calls.taken(), _pickled(exc), f"{type(exc).__name__}: {exc}"), sink,
+                pickle.dump(("error", calls.taken(), pickled_error(exc), f"{type(exc).__name__}: {exc}"), sink,
                             pickle.HIGHEST_PROTOCOL)
             else:
                 pickle.dump(("end", calls.taken()), sink, pickle.HIGHEST_PROTOCOL)
@@ -157,26 +156,3 @@ def _unpacked(page: PreparedPage, packed: Packed) -> PreparedPage:
                     fields[keys[index]] = dt.datetime.fromisoformat(row[index])
             rows[fields["epilot_id"]] = fields
     return replace(page, rows=rows)
-
-
-def _pickled(error: Exception) -> bytes | None:
-    """`error` pickled, or None where it does not survive the round trip (an attribute that does not pickle)."""
-    try:
-        data = pickle.dumps(error, pickle.HIGHEST_PROTOCOL)
-        pickle.loads(data)
-    except Exception:
-        return None
-    return data
-
-
-def _error_from(data: bytes | None, text: str) -> Exception:
-    return pickle.loads(data) if data is not None else PageBuilderLost(f"building the pages failed: {text}")
-
-
-def _reap(child: int, *, stop: bool) -> None:
-    """Wait for the child to end; `stop` ends it first (the parent stopped reading, or it ended without a word)."""
-    if stop:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(child, 0)

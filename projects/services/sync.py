@@ -29,6 +29,7 @@ from config import metrics
 from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotError
 from projects.mirror.changes import announce
+from projects.mirror.execution_reader import ExecutionsReadInChild
 from projects.mirror.intake import (
     ExecutionFetcher,
     pending_execution_reads,
@@ -106,7 +107,7 @@ def sync_run(
         # a run before stored the entity for but did not read.
         counts.workflow_changes.extend(pending_execution_reads(schemas=locked))
         try:
-            with ExecutionFetcher(client) as executions:
+            with _execution_reader(client, full=full) as executions:
                 for schema in locked:
                     _sync_schema(client, schema, full=full, lease=lease, counts=counts, run=run, on_progress=on_progress,
                                  between_pages=lambda: store_ready_executions(executions, counts))
@@ -195,6 +196,13 @@ def _dry_run(client: EpilotClient, schemas: list[str], full: bool, on_progress: 
         page = client.search_entities({"q": _query(schema, None if full else state), "size": 0, "include_deleted": "true"})
         if on_progress:
             on_progress(Progress(schema=schema, pages=0, entities=0, total=page.hits, elapsed=0.0))
+
+
+def _execution_reader(client: EpilotClient, *, full: bool) -> ExecutionFetcher | ExecutionsReadInChild:
+    """Who reads the executions: for a full pass over the network a forked process (execution_reader.py), else threads."""
+    if full and settings.SYNC_BUILD_PAGES_IN_CHILD and can_build_in_child(client):
+        return ExecutionsReadInChild(client)
+    return ExecutionFetcher(client)
 
 
 def _query(schema: str, state: SyncState | None) -> str:

@@ -54,8 +54,8 @@ def test_the_scheduled_sync_runs_and_converges(topology: Topology, sandbox: Sand
 
 def test_a_full_sync_in_a_prefork_worker_builds_its_pages_in_a_forked_process(topology: Topology,
                                                                               sandbox: SandboxApp) -> None:
-    """As production runs it: a Celery prefork pool process forks the page builders (billiard's pool processes
-    are daemons, which may not start multiprocessing children)."""
+    """As production runs it: a Celery prefork pool process forks the page builders and the execution reader
+    (billiard's pool processes are daemons, which may not start multiprocessing children)."""
     seed_bulk(sandbox.store, contacts=2500, opportunities=1200, orders=400, seed=33)
     topology.start_worker("w1", pool="prefork")
     run_id = enqueue_sync(topology, full=True)

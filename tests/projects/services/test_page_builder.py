@@ -1,5 +1,5 @@
-"""A full sync over the network reads and builds its pages in a forked process: the same mirror as in one process,
-epilot's errors raised in order after the pages before them, and no process left behind."""
+"""A full sync over the network reads and builds its pages, and reads the executions, in forked processes: the same
+mirror as in one process, epilot's errors raised in order after the pages before them, and no process left behind."""
 from __future__ import annotations
 
 import logging
@@ -9,11 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from integrations.epilot import EpilotClient, RetryPolicy, ServiceURLs
+from integrations.epilot import EpilotClient, ExecutionContext, RetryPolicy, ServiceURLs
 from integrations.epilot.observer import CallObserver
 from integrations.epilot_sandbox import FaultConfig, SandboxApp, seed_bulk
 from integrations.epilot_sandbox.store import now_ms
-from projects.models import Contact, GenericEntity, Opportunity, Order, QuarantinedEntity, SyncRun, SyncState
+from projects.models import (
+    Contact,
+    GenericEntity,
+    MirroredStep,
+    Opportunity,
+    Order,
+    PendingExecutionRead,
+    QuarantinedEntity,
+    SyncRun,
+    SyncState,
+    WorkflowExecution,
+)
 from projects.services.sync import Progress, sync_run
 
 pytestmark = pytest.mark.django_db
@@ -57,11 +68,14 @@ def mirror() -> dict[str, list[tuple]]:
         state[model.__name__] = sorted(model.objects.values_list(*names), key=lambda row: row[names.index("epilot_id")])
     state["quarantine"] = sorted(QuarantinedEntity.objects.values_list("schema", "epilot_id", "reason", "payload"))
     state["linked"] = sorted(Order.objects.values_list("epilot_id", "opportunity__epilot_id"))
+    state["executions"] = sorted(WorkflowExecution.objects.values_list(
+        "epilot_id", "entity_schema", "entity_epilot_id", "opportunity__epilot_id", "status", "completed_steps", "total_steps"))
+    state["steps"] = sorted(MirroredStep.objects.values_list("execution__epilot_id", "epilot_id", "name", "status"))
     return state
 
 
 def forget_the_mirror() -> None:
-    for model in (*MIRRORED, GenericEntity, QuarantinedEntity):
+    for model in (MirroredStep, WorkflowExecution, *MIRRORED, GenericEntity, QuarantinedEntity):
         model.objects.all().delete()
     SyncState.objects.update(watermark_updated_at=None, watermark_id="")
 
@@ -77,8 +91,20 @@ def many(sandbox: SandboxApp) -> SandboxApp:
     return sandbox
 
 
-def test_a_full_sync_built_in_a_child_mirrors_what_one_process_mirrors(many: SandboxApp, sandbox_server: str, settings,
-                                                                       caplog) -> None:
+@pytest.fixture
+def running(many: SandboxApp, sandbox_server: str) -> list[str]:
+    """Workflows started on 40 of the bulk opportunities (more than the reader sends at once); their ids."""
+    client = over_network(sandbox_server)
+    definition = client.get_definitions()[0]
+    ids = [row[0] for row in many.store.conn.execute(
+        "SELECT id FROM entities WHERE schema = 'opportunity' ORDER BY id LIMIT 40").fetchall()]
+    for epilot_id in ids:
+        client.create_execution(definition.id, [ExecutionContext(entity_id=epilot_id, schema="opportunity")])
+    return ids
+
+
+def test_a_full_sync_built_in_a_child_mirrors_what_one_process_mirrors(many: SandboxApp, running: list[str],
+                                                                       sandbox_server: str, settings, caplog) -> None:
     before, calls = children(), Counting()
     with caplog.at_level(logging.INFO, logger="projects"):
         in_child = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True, client=over_network(sandbox_server, calls))
@@ -86,12 +112,14 @@ def test_a_full_sync_built_in_a_child_mirrors_what_one_process_mirrors(many: San
     assert sum(CHILD_LOG in message for message in caplog.messages) == 3  # contacts, opportunities, orders
     assert children() == before
     assert calls.answers["searchEntities", "200"] >= 3 + 2 + 1  # the children's reads, counted by this process
+    assert calls.answers["getExecutions", "200"] >= len(running) and calls.answers["getExecution", "200"] >= len(running)
     changed = Contact.objects.order_by("epilot_id").first()
     over_network(sandbox_server).patch_entity("contact", changed.epilot_id, {"first_name": "Geändert"})
     again = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True, client=over_network(sandbox_server))
     assert again.status == SyncRun.Status.SUCCEEDED and (again.created, again.updated, again.deleted) == (0, 1, 0)
     built_in_child = mirror()
     assert len(built_in_child["Contact"]) > 2300 and len(built_in_child["Order"]) > 700
+    assert {row[2] for row in built_in_child["executions"]} >= set(running) and len(built_in_child["steps"]) > len(running)
 
     forget_the_mirror()
     settings.SYNC_BUILD_PAGES_IN_CHILD = False
@@ -129,3 +157,21 @@ def test_an_epilot_error_in_the_child_fails_the_run_after_the_pages_before_it(ma
     last = Contact.objects.order_by("-epilot_updated_at", "-epilot_id").first()
     assert (watermark.watermark_updated_at, watermark.watermark_id) == (last.epilot_updated_at, last.epilot_id)
     assert children() == before
+
+
+def test_a_failed_execution_read_in_the_child_fails_the_run_and_leaves_the_read_pending(
+        many: SandboxApp, running: list[str], sandbox_server: str) -> None:
+    before = children()
+    many.set_faults(FaultConfig(rate_5xx=1.0, operations=("getExecution",)))
+    result = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True, client=over_network(sandbox_server))
+    assert result.status == SyncRun.Status.FAILED and "getExecution" in result.error
+    assert children() == before
+    assert Order.objects.count() > 700  # every page was written before the run failed
+    pending = set(PendingExecutionRead.objects.values_list("epilot_id", flat=True))
+    assert pending >= set(running) - set(WorkflowExecution.objects.values_list("entity_epilot_id", flat=True))
+
+    many.set_faults(FaultConfig())
+    again = sync_run(trigger=SyncRun.Trigger.COMMAND, client=over_network(sandbox_server))
+    assert again.status == SyncRun.Status.SUCCEEDED
+    assert set(WorkflowExecution.objects.values_list("entity_epilot_id", flat=True)) >= set(running)
+    assert not PendingExecutionRead.objects.filter(epilot_id__in=running).exists()
