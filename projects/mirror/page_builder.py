@@ -42,34 +42,58 @@ def can_build_in_child(client: EpilotClient) -> bool:
     return hasattr(os, "fork") and client.over_network
 
 
-def pages_built_in_child(client: EpilotClient, schema: str, query: str) -> Iterator[tuple[int, PreparedPage]]:
+class PagesBuiltInChild:
     """(hits, prepared page) for every page of `query` (searchEntities, deleted entities included), built in a child.
 
-    Raises what reading or building raised in the child (the EpilotError as it was), after the
-    pages before it; PageBuilderLost where the child ended without a word. Closing the iterator
-    early stops the child.
+    The child is forked at once and reads its first pages while the caller still writes another
+    schema's. Iterating raises what reading or building raised in the child (the EpilotError as it
+    was), after the pages before it; PageBuilderLost where the child ended without a word. `close`
+    stops the child, iterated or not.
     """
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.close(read_end)
-        _build_and_hand_over(client, schema, query, write_end)
-    os.close(write_end)
-    # A thread takes the pages off the pipe as they come, so the child builds on while this process writes.
-    messages = prefetched(_messages(read_end, schema), _as_is, ahead=PAGES_AHEAD)
-    ended = False
-    try:
-        for message in messages:
-            replay(message[1], client.observer)
-            if message[0] == "page":
-                yield message[2], _unpacked(message[3], message[4])
-                continue
-            ended = True
-            if message[0] == "error":
-                raise error_from(message[2], message[3], PageBuilderLost)
-    finally:
-        messages.close()
-        reap(child, stop=not ended)
+
+    def __init__(self, client: EpilotClient, schema: str, query: str) -> None:
+        self.observer = client.observer
+        self.schema = schema
+        read_end, write_end = os.pipe()
+        self.child = os.fork()
+        if self.child == 0:
+            os.close(read_end)
+            _build_and_hand_over(client, schema, query, write_end)
+        os.close(write_end)
+        self.read_end = read_end
+        self.reaped = False
+        self.pages = self._taken_over()
+
+    def __iter__(self) -> Iterator[tuple[int, PreparedPage]]:
+        return self
+
+    def __next__(self) -> tuple[int, PreparedPage]:
+        return next(self.pages)
+
+    def close(self) -> None:
+        self.pages.close()
+        if not self.reaped:  # never iterated: the pipe is still this object's
+            os.close(self.read_end)
+            reap(self.child, stop=True)
+            self.reaped = True
+
+    def _taken_over(self) -> Iterator[tuple[int, PreparedPage]]:
+        # A thread takes the pages off the pipe as they come, so the child builds on while this process writes.
+        messages = prefetched(_messages(self.read_end, self.schema), _as_is, ahead=PAGES_AHEAD)
+        self.reaped = True  # from here on the pipe is the thread's, and the child is reaped below
+        ended = False
+        try:
+            for message in messages:
+                replay(message[1], self.observer)
+                if message[0] == "page":
+                    yield message[2], _unpacked(message[3], message[4])
+                    continue
+                ended = True
+                if message[0] == "error":
+                    raise error_from(message[2], message[3], PageBuilderLost)
+        finally:
+            messages.close()
+            reap(self.child, stop=not ended)
 
 
 def _messages(read_end: int, schema: str) -> Iterator[tuple]:

@@ -38,8 +38,8 @@ from projects.mirror.intake import (
     sync_definitions,
 )
 from projects.mirror.lease import LeaseLost, SyncLease, lease_seconds
-from projects.mirror.page_builder import can_build_in_child, pages_built_in_child
-from projects.mirror.pages import MirrorChanges, mark_purged, prepare_page, store_page
+from projects.mirror.page_builder import PagesBuiltInChild, can_build_in_child
+from projects.mirror.pages import MirrorChanges, PreparedPage, mark_purged, prepare_page, store_page
 from projects.mirror.prefetch import prefetched
 from projects.mirror.schemas import configured_schemas, validate_schemas
 from projects.models import SyncRun, SyncState
@@ -106,10 +106,19 @@ def sync_run(
         # Executions of entities whose workflows changed are read while later pages are written; first those
         # a run before stored the entity for but did not read.
         counts.workflow_changes.extend(pending_execution_reads(schemas=locked))
+        # A full pass is long: its pages are read and built, and its executions read, on another core.
+        in_child = full and settings.SYNC_BUILD_PAGES_IN_CHILD and can_build_in_child(client)
         try:
-            with _execution_reader(client, full=full) as executions:
-                for schema in locked:
-                    _sync_schema(client, schema, full=full, lease=lease, counts=counts, run=run, on_progress=on_progress,
+            with _execution_reader(client, in_child=in_child) as executions, contextlib.ExitStack() as builders:
+                upcoming: _Pages | None = None
+                for index, schema in enumerate(locked):
+                    pages = upcoming or _pages(client, schema, full=full, in_child=in_child, run=run)
+                    upcoming = None
+                    if in_child and index + 1 < len(locked):
+                        # The next schema's child reads its first pages while this one's are written.
+                        upcoming = _pages(client, locked[index + 1], full=full, in_child=in_child, run=run)
+                        builders.callback(upcoming.close)
+                    _sync_schema(schema, pages, full=full, lease=lease, counts=counts, run=run, on_progress=on_progress,
                                  between_pages=lambda: store_ready_executions(executions, counts))
                 lease.check()
                 with counts.timed("executions"):
@@ -198,11 +207,37 @@ def _dry_run(client: EpilotClient, schemas: list[str], full: bool, on_progress: 
             on_progress(Progress(schema=schema, pages=0, entities=0, total=page.hits, elapsed=0.0))
 
 
-def _execution_reader(client: EpilotClient, *, full: bool) -> ExecutionFetcher | ExecutionsReadInChild:
-    """Who reads the executions: for a full pass over the network a forked process (execution_reader.py), else threads."""
-    if full and settings.SYNC_BUILD_PAGES_IN_CHILD and can_build_in_child(client):
-        return ExecutionsReadInChild(client)
-    return ExecutionFetcher(client)
+def _execution_reader(client: EpilotClient, *, in_child: bool) -> ExecutionFetcher | ExecutionsReadInChild:
+    """Who reads the executions: a forked process (execution_reader.py) or threads of this one."""
+    return ExecutionsReadInChild(client) if in_child else ExecutionFetcher(client)
+
+
+@dataclass
+class _Pages:
+    """A schema's pages, (hits, prepared page) each, as they are read; `started` is when the reading began."""
+
+    schema: str
+    state: SyncState
+    started: dt.datetime
+    pages: Iterator[tuple[int, PreparedPage]]
+
+    def close(self) -> None:
+        self.pages.close()
+
+
+def _pages(client: EpilotClient, schema: str, *, full: bool, in_child: bool, run: SyncRun) -> _Pages:
+    """Start reading a schema's pages: in a forked process (page_builder.py), else in a prefetch thread."""
+    state = SyncState.objects.get(schema=schema)
+    started = timezone.now()  # before the first page is read: the purge check counts on it
+    query = _query(schema, None if full else state)
+    if in_child:
+        logger.info("sync run=%s schema=%s pages read and built in a forked process", run.pk, schema)
+        return _Pages(schema, state, started, PagesBuiltInChild(client, schema, query))
+    # Each page's rows are built in the prefetch thread too, while this one writes the page before;
+    # epilot is asked for the next page meanwhile (read ahead).
+    searched = client.iter_search_entities(query, include_deleted="true", read_ahead=True)
+    return _Pages(schema, state, started,
+                  prefetched(searched, lambda page: (page.hits, prepare_page(schema, page.results))))
 
 
 def _query(schema: str, state: SyncState | None) -> str:
@@ -216,22 +251,11 @@ def _query(schema: str, state: SyncState | None) -> str:
     return query
 
 
-def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLease, counts: MirrorChanges, run: SyncRun,
+def _sync_schema(schema: str, opened: _Pages, *, full: bool, lease: SyncLease, counts: MirrorChanges, run: SyncRun,
                  on_progress: Callable[[Progress], None] | None, between_pages: Callable[[], None]) -> None:
-    state = SyncState.objects.get(schema=schema)
+    state, pages = opened.state, opened.pages
     started = time.monotonic()
-    pass_started = timezone.now()
     entities = 0
-    query = _query(schema, None if full else state)
-    if full and settings.SYNC_BUILD_PAGES_IN_CHILD and can_build_in_child(client):
-        # A full pass is long: its pages are read and built on another core (projects/mirror/page_builder.py).
-        logger.info("sync run=%s schema=%s pages read and built in a forked process", run.pk, schema)
-        pages = pages_built_in_child(client, schema, query)
-    else:
-        # Each page's rows are built in the prefetch thread too, while this one writes the page before;
-        # epilot is asked for the next page meanwhile (read ahead).
-        searched = client.iter_search_entities(query, include_deleted="true", read_ahead=True)
-        pages = prefetched(searched, lambda page: (page.hits, prepare_page(schema, page.results)))
     with contextlib.closing(pages):  # a failed write stops the reading at once
         for number, (hits, page) in enumerate(_waited_for(pages, counts), start=1):
             page_started = time.monotonic()
@@ -251,7 +275,7 @@ def _sync_schema(client: EpilotClient, schema: str, *, full: bool, lease: SyncLe
                                      elapsed=time.monotonic() - started))
     if full:
         named = {epilot_id for named_schema, epilot_id in counts.not_written if named_schema == schema}
-        counts.deleted += len(mark_purged(schema, named, pass_started=pass_started))
+        counts.deleted += len(mark_purged(schema, named, pass_started=opened.started))
     SyncState.objects.filter(pk=state.pk).update(last_success_at=timezone.now())
 
 
