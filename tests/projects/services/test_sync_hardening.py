@@ -195,6 +195,18 @@ def test_mirrored_entities_carry_no_like_pattern_indexes() -> None:
         assert cursor.fetchone()[0] == 1  # the upsert's conflict target stays
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="trigram indexes are PostgreSQL's")
+def test_trigram_indexes_leave_a_syncs_entries_to_autovacuum() -> None:
+    """A page's inserts go to the index's pending list, which autovacuum merges; 4 MB had the sync merge it itself."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relname, reloptions FROM pg_class WHERE relname LIKE 'projects_%%_search_trgm'")
+        indexes = dict(cursor.fetchall())
+    if not indexes:
+        pytest.skip("this PostgreSQL server has no pg_trgm")
+    assert indexes == {f"projects_{table}_search_trgm": ["gin_pending_list_limit=65536"]
+                       for table in ("contact", "opportunity", "order", "areaaddress")}
+
+
 def test_an_execution_with_numbers_where_texts_belong_is_mirrored_as_text(epilot: EpilotClient) -> None:
     """epilot's V1 execution leaves name and definitionId untyped; a number there is stored as its text, not refused."""
     from integrations.epilot import WorkflowExecution as RemoteExecution

@@ -1,0 +1,28 @@
+"""The trigram indexes take a sync's new entries into their pending list (64 MB instead of PostgreSQL's 4 MB), and
+autovacuum merges them into the index after the sync: merged by every page's inserting backend, a full sync spent
+some 2 s of its 9 on them at 50,000 entities (docs/benchmarks.md). A search reads the pending list too until then."""
+from django.db import migrations
+
+TABLES = ["projects_contact", "projects_opportunity", "projects_order", "projects_areaaddress"]
+PENDING_LIST_KB = 65536
+
+
+def enlarge(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    with schema_editor.connection.cursor() as cursor:
+        for table in TABLES:  # where pg_trgm was not available there is no index (0028)
+            cursor.execute(f"ALTER INDEX IF EXISTS {table}_search_trgm SET (gin_pending_list_limit = {PENDING_LIST_KB})")
+
+
+def reset(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    with schema_editor.connection.cursor() as cursor:
+        for table in TABLES:
+            cursor.execute(f"ALTER INDEX IF EXISTS {table}_search_trgm RESET (gin_pending_list_limit)")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("projects", "0030_promise_notice")]
+    operations = [migrations.RunPython(enlarge, reset, elidable=False)]
