@@ -1,6 +1,6 @@
-"""The trigram indexes take a sync's new entries into their pending list (64 MB instead of PostgreSQL's 4 MB), and
-autovacuum merges them into the index after the sync: merged by every page's inserting backend, a full sync spent
-some 2 s of its 9 on them at 50,000 entities (docs/benchmarks.md). A search reads the pending list too until then."""
+"""The trigram indexes take a sync's new entries into a larger pending list than PostgreSQL's default, and autovacuum
+merges them into the index after the sync, instead of the backend writing the page that fills the list (a full sync's
+cost: docs/benchmarks.md). A search reads the pending list too until then."""
 from django.db import migrations
 
 TABLES = ["projects_contact", "projects_opportunity", "projects_order", "projects_areaaddress"]
