@@ -5,8 +5,9 @@ so a crash anywhere loses nothing and a re-run converges. No transaction is open
 called: each page is fetched (and its rows built, projects/mirror/pages.py) in a prefetch thread, or
 for a full pass in a forked process (projects/mirror/page_builder.py), then written in one short
 transaction with its relations. The run holds a lease per schema
-(projects/mirror/lease.py); executions follow (projects/mirror/intake.py), then the run announces
-what it committed (projects/mirror/changes.py) and projects and areas recompute.
+(projects/mirror/lease.py); executions are read meanwhile (projects/mirror/intake.py; for a full pass
+in a forked process, projects/mirror/execution_reader.py), then the run announces what it committed
+(projects/mirror/changes.py) and projects and areas recompute.
 """
 from __future__ import annotations
 
