@@ -137,7 +137,7 @@ class ExecutionsReadInChild:
             while True:
                 try:
                     kind, number, calls, *rest = pickle.load(source)
-                except (EOFError, OSError, pickle.UnpicklingError, ValueError):
+                except Exception:  # the pipe ended (or broke): whoever waits is told the reader is lost
                     break
                 replay(calls, self.observer)
                 with self.changed:
