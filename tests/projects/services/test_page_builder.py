@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from integrations.epilot import EpilotClient, ExecutionContext, RetryPolicy, Ser
 from integrations.epilot.observer import CallObserver
 from integrations.epilot_sandbox import FaultConfig, SandboxApp, seed_bulk
 from integrations.epilot_sandbox.store import now_ms
+from projects.mirror.execution_reader import ExecutionReaderLost
+from projects.mirror.page_builder import PageBuilderLost
 from projects.models import (
     Contact,
     GenericEntity,
@@ -178,3 +181,21 @@ def test_a_failed_execution_read_in_the_child_fails_the_run_and_leaves_the_read_
     assert again.status == SyncRun.Status.SUCCEEDED
     assert set(WorkflowExecution.objects.values_list("entity_epilot_id", flat=True)) >= set(running)
     assert not PendingExecutionRead.objects.filter(epilot_id__in=running).exists()
+
+
+def test_a_killed_child_fails_the_run_and_leaves_no_process(many: SandboxApp, running: list[str],
+                                                             sandbox_server: str) -> None:
+    """Page builders and the execution reader killed after the first page (as the OOM killer might): the run fails
+    with the loss, nobody waits for ever, and no process is left."""
+    before = children()
+
+    def kill_the_children(progress: Progress) -> None:
+        if progress.schema == "contact" and progress.pages == 1:
+            for pid in children() - before:
+                os.kill(int(pid), signal.SIGKILL)
+
+    with pytest.raises((PageBuilderLost, ExecutionReaderLost)):
+        sync_run(trigger=SyncRun.Trigger.COMMAND, full=True, client=over_network(sandbox_server),
+                 on_progress=kill_the_children)
+    assert SyncRun.objects.get().status == SyncRun.Status.FAILED
+    assert children() == before
