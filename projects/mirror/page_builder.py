@@ -61,7 +61,7 @@ class PagesBuiltInChild:
             _build_and_hand_over(client, schema, query, write_end)
         os.close(write_end)
         self.read_end = read_end
-        self.reaped = False
+        self.iterated = False  # from the first page on, the pipe is the reading thread's and the child the iterator's
         self.pages = self._taken_over()
 
     def __iter__(self) -> Iterator[tuple[int, PreparedPage]]:
@@ -72,15 +72,15 @@ class PagesBuiltInChild:
 
     def close(self) -> None:
         self.pages.close()
-        if not self.reaped:  # never iterated: the pipe is still this object's
+        if not self.iterated:
             os.close(self.read_end)
             reap(self.child, stop=True)
-            self.reaped = True
+            self.iterated = True  # a second close does nothing
 
     def _taken_over(self) -> Iterator[tuple[int, PreparedPage]]:
         # A thread takes the pages off the pipe as they come, so the child builds on while this process writes.
         messages = prefetched(_messages(self.read_end, self.schema), _as_is, ahead=PAGES_AHEAD)
-        self.reaped = True  # from here on the pipe is the thread's, and the child is reaped below
+        self.iterated = True
         ended = False
         try:
             for message in messages:
