@@ -192,13 +192,16 @@ def _pickled_message(message: tuple) -> bytes:
     as dicts."""
     buffer = io.BytesIO()
     pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
-    pickler.dispatch_table = {**copyreg.dispatch_table, MappingProxyType: _reduce_mapping_proxy}
+    pickler.dispatch_table = _DISPATCH_TABLE
     pickler.dump(message)
     return buffer.getvalue()
 
 
 def _reduce_mapping_proxy(mapping: MappingProxyType) -> tuple:
     return read_only, (dict(mapping),)
+
+
+_DISPATCH_TABLE = {**copyreg.dispatch_table, MappingProxyType: _reduce_mapping_proxy}
 
 
 def read_only(mapping: dict) -> MappingProxyType:

@@ -119,7 +119,7 @@ def sync_run(
                         # The next schema's child reads its first pages while this one's are written.
                         upcoming = _pages(client, locked[index + 1], full=full, in_child=in_child, run=run)
                         builders.callback(upcoming.close)
-                    _sync_schema(schema, pages, full=full, lease=lease, counts=counts, run=run, on_progress=on_progress,
+                    _sync_schema(pages, full=full, lease=lease, counts=counts, run=run, on_progress=on_progress,
                                  between_pages=lambda: store_ready_executions(executions, counts))
                 lease.check()
                 with counts.timed("executions"):
@@ -252,9 +252,9 @@ def _query(schema: str, state: SyncState | None) -> str:
     return query
 
 
-def _sync_schema(schema: str, opened: _Pages, *, full: bool, lease: SyncLease, counts: MirrorChanges, run: SyncRun,
+def _sync_schema(opened: _Pages, *, full: bool, lease: SyncLease, counts: MirrorChanges, run: SyncRun,
                  on_progress: Callable[[Progress], None] | None, between_pages: Callable[[], None]) -> None:
-    state, pages = opened.state, opened.pages
+    schema, state, pages = opened.schema, opened.state, opened.pages
     started = time.monotonic()
     entities = 0
     with contextlib.closing(pages):  # a failed write stops the reading at once
