@@ -112,8 +112,8 @@ def bulk_update_by_pk(model: type[models.Model], rows: Iterable[Mapping[str, Any
             return len(rows)
         per_statement = max(1, min(ROWS_PER_STATEMENT, _sqlite_parameter_limit() // len(targets)))
         row = "(" + ", ".join(["%s"] * len(targets)) + ")"
-        for start in range(0, len(params), per_statement):
-            group = params[start:start + per_statement]
+        for start, size in statement_groups(len(params), per_statement):
+            group = params[start:start + size]
             # SQLite names the columns of VALUES column1, column2, ...; it finds each row by its primary key.
             source = (f"(SELECT {', '.join(f'column{i + 1} AS {name}' for i, name in enumerate(names))} "
                       f"FROM (VALUES {', '.join([row] * len(group))})) AS incoming")
@@ -123,30 +123,47 @@ def bulk_update_by_pk(model: type[models.Model], rows: Iterable[Mapping[str, Any
 
 
 def _insert_in_groups(cursor: Any, insert: str, width: int, conflict: str, params: list[Sequence[Any]]) -> None:
-    """SQLite: many rows per INSERT (up to ROWS_PER_STATEMENT, as the parameter limit allows), run with one executemany.
+    """SQLite: many rows per INSERT, in the few sizes `statement_groups` gives; the full ones run with one executemany.
 
     sqlite3 releases the GIL for every statement; a thread building the next page then takes it
     each time, and the writer waits up to a switch interval to get it back. Row by row, that
     was a wait per row. The statement is written with sqlite3's own `?` placeholders and run on its
-    cursor: Django's would rewrite each of the 20,000 `%s` of a page with a regular expression (5 ms).
+    cursor: Django's would rewrite each `%s` of a page with a regular expression.
     Errors surface as django.db errors.
     """
     row = f"({', '.join(['?'] * width)})"
     per_statement = max(1, min(ROWS_PER_STATEMENT, _sqlite_parameter_limit() // width))
-    whole = len(params) // per_statement * per_statement
+    groups = statement_groups(len(params), per_statement)
+    full = [start for start, size in groups if size == per_statement]
     raw = cursor.cursor
     with connection.wrap_database_errors:
-        if whole:
+        if full:
             sqlite3.Cursor.executemany(raw, f"{insert} {', '.join([row] * per_statement)} {conflict}",
                                        [[value for values in params[start:start + per_statement] for value in values]
-                                        for start in range(0, whole, per_statement)])
-        if whole < len(params):
-            rest = params[whole:]
-            sqlite3.Cursor.execute(raw, f"{insert} {', '.join([row] * len(rest))} {conflict}",
-                                   [value for values in rest for value in values])
+                                        for start in full])
+        for start, size in groups[len(full):]:
+            sqlite3.Cursor.execute(raw, f"{insert} {', '.join([row] * size)} {conflict}",
+                                   [value for values in params[start:start + size] for value in values])
 
 
-ROWS_PER_STATEMENT = 1000
+def statement_groups(count: int, per_statement: int) -> list[tuple[int, int]]:
+    """(first row, rows) of each statement writing `count` rows: groups of `per_statement`, the rest in powers of two.
+
+    sqlite3 keeps the last 128 statements it prepared on each connection, and a statement of many
+    rows is large (some 0.2 MB for 100 rows of 20 columns). With a statement of its own for every
+    size of a remainder, the cache filled with statements used once, and a process's memory grew
+    with the number of writes; in these sizes a table has a few statements, prepared once.
+    """
+    groups = [(start, per_statement) for start in range(0, count - count % per_statement, per_statement)]
+    start = len(groups) * per_statement
+    while start < count:
+        size = 1 << ((count - start).bit_length() - 1)
+        groups.append((start, size))
+        start += size
+    return groups
+
+
+ROWS_PER_STATEMENT = 100  # a prepared statement of 1,000 rows took ten times the memory and ran no faster
 FEW_ROWS = 20  # PostgreSQL: up to this many rows go as one INSERT ... VALUES
 
 
