@@ -272,15 +272,24 @@ def areas_refresh(*, address_keys: Iterable[str] | None = None) -> int:
         addresses = AreaAddress.objects.order_by()
         columns = ("pk", "key", "located_by_import", *ADDRESS_FIGURES)
         if keys is None:
-            listed = list(addresses.values_list(*columns))
+            # The areas' addresses a chunk at a time, each from its own opportunities: what a full refresh holds
+            # and reads follows the areas' addresses, not the size of the mirror.
+            every_key = sorted(set(values_read_at_once(addresses, "key", flat=True)))
+            for start in range(0, len(every_key), FIGURES_CHUNK):
+                chunk = every_key[start:start + FIGURES_CHUNK]
+                _store_address_figures(list(addresses.filter(column_in(AreaAddress, "key", chunk)).values_list(*columns)),
+                                       address_figures(chunk))
         else:
             never = [area.pk for area in areas if area.figures_at is None]
             listed = list(addresses.filter(column_in(AreaAddress, "key", keys)).values_list(*columns))
             if never:
                 listed += addresses.filter(column_in(AreaAddress, "area", never)).values_list(*columns)
-        _store_address_figures(listed, address_figures(None if keys is None else sorted({row[1] for row in listed})))
+            _store_address_figures(listed, address_figures(sorted({row[1] for row in listed})))
         _store_area_sums(areas, timezone.now())
     return len(areas)
+
+
+FIGURES_CHUNK = 2000  # addresses whose figures a full refresh works out at once
 
 
 def areas_snapshot() -> int:

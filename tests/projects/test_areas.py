@@ -77,6 +77,19 @@ def test_every_figure_on_a_hand_made_example(imported) -> None:
     assert dussel["units_signed"] == 0 and dussel["units_missing_for_quota"] == 6  # ceil(0.4 * 13)
 
 
+def test_a_full_refresh_of_more_addresses_than_one_chunk_sums_them_all(tmp_path) -> None:
+    """A full refresh works the areas' addresses out a chunk at a time; the demo's addresses sort after the first."""
+    call_command("sync_epilot", stdout=StringIO())
+    fillers = "".join(f"Rohdenhaus;00001;Leerweg;{number};1\n" for number in range(1, 2101))
+    call_command("import_area_addresses", str(write(tmp_path, CSV + fillers)), stdout=StringIO())
+    AreaAddress.objects.update(signed=False, connected=False, projects_planning=0, projects_cancelled=0)
+    areas_refresh()
+    figures = area_figures(RolloutArea.objects.get(name="Rohdenhaus"))
+    assert (figures["addresses_in_scope"], figures["units_in_scope"]) == (2105, 2125)
+    assert (figures["units_signed"], figures["units_connected"]) == (14, 4)
+    assert figures["projects_by_phase"] == {"planning": 2, "approved": 1, "completed": 1, "cancelled": 1}
+
+
 def test_a_new_contract_counts_after_the_next_sync(imported) -> None:
     client = get_epilot_client()
     order = client.create_entity("order", {"_title": "Auftrag Nordstraße", "status": "placed",
