@@ -28,6 +28,7 @@ import contextlib
 import cProfile
 import http.client
 import json
+import multiprocessing
 import os
 import resource
 import subprocess
@@ -271,6 +272,16 @@ def seed(sandbox_db: Path, args: argparse.Namespace) -> None:
                        cwd=ROOT, env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING"},
                        check=True, stdout=subprocess.DEVNULL)
         return
+    # In a process of its own: the documents generated here would leave this process larger the more there are, and
+    # the sync's peak RSS is compared between sizes.
+    seeding = multiprocessing.get_context("fork").Process(target=seed_epilot_shaped_into, args=(sandbox_db, args))
+    seeding.start()
+    seeding.join()
+    if seeding.exitcode:
+        raise SystemExit(f"seeding the sandbox failed (exit code {seeding.exitcode})")
+
+
+def seed_epilot_shaped_into(sandbox_db: Path, args: argparse.Namespace) -> None:
     from bench.epilot_shaped import SHAPES, seed_epilot_shaped
     from integrations.epilot_sandbox import SandboxStore
 
