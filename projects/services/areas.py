@@ -24,8 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Min, Q, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -312,8 +311,8 @@ def _lock(areas: list[RolloutArea]) -> None:
          .values_list("pk", flat=True))
 
 
-def address_figures(keys: list[str] | None) -> dict[str, tuple[Any, ...]]:
-    """key -> its figures in ADDRESS_FIGURES' order for these address keys (all when None).
+def address_figures(keys: list[str]) -> dict[str, tuple[Any, ...]]:
+    """key -> its figures in ADDRESS_FIGURES' order for these address keys.
 
     Signed: a live opportunity (not deleted, not `abgebrochen`) at the address has a signed order
     (not deleted, `placed` or `completed`); signed since that order's creation in epilot. Connected: the
@@ -321,28 +320,22 @@ def address_figures(keys: list[str] | None) -> dict[str, tuple[Any, ...]]:
     address is `completed`. The stage and milestone dates: services/milestones.py.
     """
     live = Opportunity.objects.filter(epilot_deleted_at__isnull=True).exclude(status="abgebrochen").exclude(address_key="")
-    projects = AusbauProject.objects.exclude(opportunity__address_key="")
     signed: dict[str, Any] = {}
-    if keys is None:
-        for key, since in (live.filter(orders__epilot_deleted_at__isnull=True, orders__status__in=SIGNED_ORDER_STATUSES)
-                           .order_by().values_list("address_key").annotate(
-                               since=Min(Coalesce("orders__epilot_created_at", "orders__synced_at")))):
-            signed[key] = since
-    else:
-        # From the opportunities at these addresses to their orders (both indexed), never from all signed orders.
-        projects = projects.filter(opportunity__in=Opportunity.objects.filter(column_in(Opportunity, "address_key", keys)))
-        key_of = dict(values_read_at_once(live.filter(column_in(Opportunity, "address_key", keys)).order_by(), "id",
-                                          "address_key"))
-        # By the indexed opportunity column alone, status and deletion picked here: given them, SQLite's planner
-        # preferred the status index and read every placed order.
-        orders = Order.objects.filter(column_in(Order, "opportunity", list(key_of))).order_by()
-        for owner, status, deleted, created, synced in values_read_at_once(
-                orders, "opportunity", "status", "epilot_deleted_at", "epilot_created_at", "synced_at"):
-            if deleted is not None or status not in SIGNED_ORDER_STATUSES:
-                continue
-            since = created or synced
-            if key_of[owner] not in signed or since < signed[key_of[owner]]:
-                signed[key_of[owner]] = since
+    # From the opportunities at these addresses to their orders (both indexed), never from all signed orders.
+    projects = AusbauProject.objects.exclude(opportunity__address_key="").filter(
+        opportunity__in=Opportunity.objects.filter(column_in(Opportunity, "address_key", keys)))
+    key_of = dict(values_read_at_once(live.filter(column_in(Opportunity, "address_key", keys)).order_by(), "id",
+                                      "address_key"))
+    # By the indexed opportunity column alone, status and deletion picked here: given them, SQLite's planner
+    # preferred the status index and read every placed order.
+    orders = Order.objects.filter(column_in(Order, "opportunity", list(key_of))).order_by()
+    for owner, status, deleted, created, synced in values_read_at_once(
+            orders, "opportunity", "status", "epilot_deleted_at", "epilot_created_at", "synced_at"):
+        if deleted is not None or status not in SIGNED_ORDER_STATUSES:
+            continue
+        since = created or synced
+        if key_of[owner] not in signed or since < signed[key_of[owner]]:
+            signed[key_of[owner]] = since
     phases_by_key: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(PHASE_COLUMNS, 0))
     for key, phase in projects.order_by().values_list("opportunity__address_key", "phase"):
         phases_by_key[key][phase] += 1
@@ -351,7 +344,7 @@ def address_figures(keys: list[str] | None) -> dict[str, tuple[Any, ...]]:
     # Connected is the milestone where rules mark it, else (no rule for it yet) a completed project.
     connected_by_rule = any(rule.milestone == "connected" for rule in rules)
     figures = {}
-    for key in (keys if keys is not None else set(signed) | set(phases_by_key) | set(milestones)):
+    for key in keys:
         phases = phases_by_key.get(key) or dict.fromkeys(PHASE_COLUMNS, 0)
         building = milestones.get(key) or BuildingMilestones()
         reached = building.reached
