@@ -149,10 +149,10 @@ def _insert_in_groups(cursor: Any, insert: str, width: int, conflict: str, param
 def statement_groups(count: int, per_statement: int) -> list[tuple[int, int]]:
     """(first row, rows) of each statement writing `count` rows: groups of `per_statement`, the rest in powers of two.
 
-    sqlite3 keeps the last 128 statements it prepared on each connection, and a statement of many
-    rows is large (some 0.2 MB for 100 rows of 20 columns). With a statement of its own for every
-    size of a remainder, the cache filled with statements used once, and a process's memory grew
-    with the number of writes; in these sizes a table has a few statements, prepared once.
+    sqlite3 keeps the statements it prepared on each connection, and a statement of many rows is
+    large. With a statement of its own for every size of a remainder, that cache filled with
+    statements used once, and a process's memory grew with its writes; in these sizes a table has a
+    few statements, prepared once (docs/internals.md).
     """
     groups = [(start, per_statement) for start in range(0, count - count % per_statement, per_statement)]
     start = len(groups) * per_statement
@@ -163,7 +163,7 @@ def statement_groups(count: int, per_statement: int) -> list[tuple[int, int]]:
     return groups
 
 
-ROWS_PER_STATEMENT = 100  # a prepared statement of 1,000 rows took ten times the memory and ran no faster
+ROWS_PER_STATEMENT = 100  # larger statements take more memory prepared and run no faster (docs/benchmarks.md)
 FEW_ROWS = 20  # PostgreSQL: up to this many rows go as one INSERT ... VALUES
 
 

@@ -1,7 +1,7 @@
 """A full pass's execution reads made in a forked process, so that the HTTP exchanges do not take turns with the writer.
 
-`ExecutionFetcher` reads executions in threads of the sync's own process, where each read costs
-about a millisecond of CPU under the GIL the writer needs too; its gate therefore keeps the readers
+`ExecutionFetcher` reads executions in threads of the sync's own process, where each read's CPU
+work needs the GIL the writer needs too; its gate therefore keeps the readers
 to half of that lock, and on a fast network the reads fall behind the pages. Here a child, forked
 once per run, takes the same requests through a pipe, reads them with threads of its own (as many
 at once as epilot's answer time asks for, see ReadGate) and answers through another pipe; a thread
