@@ -30,6 +30,7 @@ from config import metrics
 from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotError
 from projects.mirror.changes import announce
+from projects.mirror.checkpoints import checkpoints_beside_writer
 from projects.mirror.execution_reader import ExecutionsReadInChild
 from projects.mirror.intake import (
     ExecutionFetcher,
@@ -110,7 +111,8 @@ def sync_run(
         # A full pass is long: its pages are read and built, and its executions read, on another core.
         in_child = full and settings.SYNC_BUILD_PAGES_IN_CHILD and can_build_in_child(client)
         try:
-            with _execution_reader(client, in_child=in_child) as executions, contextlib.ExitStack() as builders:
+            with _execution_reader(client, in_child=in_child) as executions, contextlib.ExitStack() as builders, \
+                    checkpoints_beside_writer() if full else contextlib.nullcontext():
                 upcoming: _Pages | None = None
                 for index, schema in enumerate(locked):
                     pages = upcoming or _pages(client, schema, full=full, in_child=in_child, run=run)

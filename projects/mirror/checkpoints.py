@@ -1,0 +1,76 @@
+"""SQLite's write-ahead log copied into the database file by a thread beside a long write, not by the writer.
+
+In WAL mode the connection whose commit makes the log pass `wal_autocheckpoint` pages copies the
+log into the database file and waits for the disk to take it (synchronous=NORMAL syncs at
+checkpoints). During a full sync that connection is the writer: it stood still at those commits
+while the page builders waited for it. Here the writer's automatic checkpoints are off for the
+block, and a thread with a connection of its own checkpoints (PASSIVE: it never blocks the writer
+or a reader) several times a second; sqlite3 releases the GIL while it does.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+
+from django.db import connection as default_connection
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+logger = logging.getLogger(__name__)
+
+CHECK_EVERY_SECONDS = 0.1  # how often the thread checkpoints
+AUTOCHECKPOINT_PAGES = 1000  # SQLite's default, restored after the block
+
+
+@contextlib.contextmanager
+def checkpoints_beside_writer(connection: BaseDatabaseWrapper = default_connection) -> Iterator[None]:
+    """Checkpoint the log of `connection`'s database in a thread while the block writes through it (SQLite in WAL
+    mode on a file); elsewhere nothing. A checkpoint that fails is logged and tried again; it never fails the block."""
+    path = _wal_database_path(connection)
+    if path is None:
+        yield
+        return
+    stop = threading.Event()
+    checkpointer = threading.Thread(target=_checkpoint_until, args=(path, stop), name="sqlite-checkpoints", daemon=True)
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
+    checkpointer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        checkpointer.join()
+        if connection.connection is not None:  # (a failed block may have closed it)
+            with connection.cursor() as cursor:
+                cursor.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+
+
+def _wal_database_path(connection: BaseDatabaseWrapper) -> str | None:
+    if connection.vendor != "sqlite" or connection.is_in_memory_db():
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        mode = cursor.fetchone()[0]
+    return str(connection.settings_dict["NAME"]) if mode.lower() == "wal" else None
+
+
+def _checkpoint_until(path: str, stop: threading.Event) -> None:
+    try:
+        own = sqlite3.connect(path, timeout=0, check_same_thread=False)
+    except sqlite3.Error as exc:
+        logger.warning("sqlite checkpoints: cannot open %s: %s", path, exc)
+        return
+    last_error = ""
+    try:
+        while not stop.wait(CHECK_EVERY_SECONDS):
+            try:
+                # Copies what the writer committed since the last one; with nothing new it only reads the log's header.
+                own.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                if str(exc) != last_error:  # once, not ten times a second
+                    logger.warning("sqlite checkpoints: %s", exc)
+                last_error = str(exc)
+    finally:
+        own.close()
