@@ -58,7 +58,7 @@ def _wal_database_path(connection: BaseDatabaseWrapper) -> str | None:
 
 def _checkpoint_until(path: str, stop: threading.Event) -> None:
     try:
-        own = sqlite3.connect(path, timeout=0, check_same_thread=False)
+        own = sqlite3.connect(path, timeout=0, check_same_thread=False, uri=True)  # the name as Django opens it
     except sqlite3.Error as exc:
         logger.warning("sqlite checkpoints: cannot open %s: %s", path, exc)
         return
