@@ -21,6 +21,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 logger = logging.getLogger(__name__)
 
 CHECK_EVERY_SECONDS = 0.1  # how often the thread checkpoints
+RESTART_FROM_PAGES = 2048  # log pages from which the log is made to start again from its beginning
 AUTOCHECKPOINT_PAGES = 1000  # SQLite's default, restored after the block
 
 
@@ -67,10 +68,17 @@ def _checkpoint_until(path: str, stop: threading.Event) -> None:
         while not stop.wait(CHECK_EVERY_SECONDS):
             try:
                 # Copies what the writer committed since the last one; with nothing new it only reads the log's header.
-                own.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                _busy, logged, _copied = own.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if logged >= RESTART_FROM_PAGES:
+                    # The log only starts again from its beginning when a writer begins right after a checkpoint that
+                    # copied all of it, which a writer going from page to page rarely does. RESTART makes the next
+                    # one start it afresh; where the writer or a reader is busy it answers at once and is tried again.
+                    own.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
             except sqlite3.Error as exc:
                 if str(exc) != last_error:  # once, not ten times a second
                     logger.warning("sqlite checkpoints: %s", exc)
                 last_error = str(exc)
+        with contextlib.suppress(sqlite3.Error):
+            own.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # leave the file small, unless someone reads
     finally:
         own.close()

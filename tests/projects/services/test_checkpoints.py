@@ -60,6 +60,7 @@ def test_the_log_reaches_the_database_file_through_the_thread_not_the_writer(tmp
             assert os.path.getsize(database) >= ROWS * 8192  # copied from the log while the block still ran
         assert autocheckpoint(writer) == 1000
         assert not checkpointers()
+        assert os.path.getsize(f"{database}-wal") == 0  # copied whole and emptied at the end: no reader held it
         with writer.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM page")
             assert cursor.fetchone()[0] == ROWS
