@@ -4,8 +4,10 @@ In WAL mode the connection whose commit makes the log pass `wal_autocheckpoint` 
 log into the database file and waits for the disk to take it (synchronous=NORMAL syncs at
 checkpoints). During a full sync that connection is the writer: it stood still at those commits
 while the page builders waited for it. Here the writer's automatic checkpoints are off for the
-block, and a thread with a connection of its own checkpoints (PASSIVE: it never blocks the writer
-or a reader) several times a second; sqlite3 releases the GIL while it does.
+block, and a thread with a connection of its own checkpoints several times a second (PASSIVE,
+which never waits for the writer or a reader); sqlite3 releases the GIL while it does. Once the
+log is long it asks for the log to start afresh (RESTART), and at the end empties it (TRUNCATE),
+each giving up at once where another connection is busy.
 """
 from __future__ import annotations
 
