@@ -7,7 +7,7 @@ while the page builders waited for it. Here the writer's automatic checkpoints a
 block, and a thread with a connection of its own checkpoints several times a second (PASSIVE,
 which never waits for the writer or a reader); sqlite3 releases the GIL while it does. Once the
 log is long it asks for the log to start afresh (RESTART), and at the end empties it (TRUNCATE),
-each giving up at once where another connection is busy.
+each waiting a moment at most for the writer and readers.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 CHECK_EVERY_SECONDS = 0.1  # how often the thread checkpoints
 RESTART_FROM_PAGES = 2048  # log pages from which the log is made to start again from its beginning
+RESTART_WAITS_SECONDS = 0.2  # for the writer to end its page, and for readers (PASSIVE waits for nobody)
 AUTOCHECKPOINT_PAGES = 1000  # SQLite's default, restored after the block
 
 
@@ -61,7 +62,8 @@ def _wal_database_path(connection: BaseDatabaseWrapper) -> str | None:
 
 def _checkpoint_until(path: str, stop: threading.Event) -> None:
     try:
-        own = sqlite3.connect(path, timeout=0, check_same_thread=False, uri=True)  # the name as Django opens it
+        # Opened by its name as Django opens it (a path or a URI).
+        own = sqlite3.connect(path, timeout=RESTART_WAITS_SECONDS, check_same_thread=False, uri=True)
     except sqlite3.Error as exc:
         logger.warning("sqlite checkpoints: cannot open %s: %s", path, exc)
         return
@@ -74,7 +76,8 @@ def _checkpoint_until(path: str, stop: threading.Event) -> None:
                 if logged >= RESTART_FROM_PAGES:
                     # The log only starts again from its beginning when a writer begins right after a checkpoint that
                     # copied all of it, which a writer going from page to page rarely does. RESTART makes the next
-                    # one start it afresh; where the writer or a reader is busy it answers at once and is tried again.
+                    # one start it afresh; it waits a moment for the writer's page (which then waits as briefly for
+                    # it) and for readers, and is tried again where they are still busy.
                     own.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
             except sqlite3.Error as exc:
                 if str(exc) != last_error:  # once, not ten times a second
