@@ -4,8 +4,8 @@ The data is shaped like a real epilot organisation (bench/epilot_shaped.py) unle
 asks for the sandbox's own bulk data. Each run prints: entities/s, the ratio of the sync's time to a
 bare fetch of the same pages measured in the same run, just before and just after the sync (a plain
 HTTP loop: urllib, json.loads, search_after; the ratio is to the mean of the two, as the machine's
-speed drifts within minutes) and, where entities carry running workflows, to a bare fetch of the pages and then of
-the same execution reads (each such entity's list, then each listed execution; a few plain
+speed drifts within minutes) and, where entities carry running workflows, to a bare fetch of the
+pages and then of the same execution reads (each such entity's list, then each listed execution; a few plain
 keep-alive connections at once), the peak RSS of this process from the sync's start, the CPU time
 of this process, of the sandbox and of PostgreSQL's backend during the sync (on 2 cores they
 compete), the time per phase ("rows" are built in the prefetch thread and overlap the writing),
