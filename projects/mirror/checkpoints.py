@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -22,10 +23,17 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 logger = logging.getLogger(__name__)
 
+# Held while the thread is inside SQLite, and by a fork. A child forked while the thread was in SQLite would keep
+# SQLite's global mutexes locked (its memory allocator's among them) and hang at its first SQLite call, even a
+# garbage collection freeing a connection: the page builders and the execution reader are forked during a sync.
+_in_sqlite = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_in_sqlite.acquire, after_in_parent=_in_sqlite.release,
+                        after_in_child=_in_sqlite.release)
+
 CHECK_EVERY_SECONDS = 0.1  # how often the thread checkpoints
 RESTART_FROM_PAGES = 2048  # log pages from which the log is made to start again from its beginning
 RESTART_WAITS_SECONDS = 0.2  # for the writer to end its page, and for readers (PASSIVE waits for nobody)
-AUTOCHECKPOINT_PAGES = 1000  # SQLite's default, restored after the block
 
 
 @contextlib.contextmanager
@@ -39,6 +47,8 @@ def checkpoints_beside_writer(connection: BaseDatabaseWrapper = default_connecti
     stop = threading.Event()
     checkpointer = threading.Thread(target=_checkpoint_until, args=(path, stop), name="sqlite-checkpoints", daemon=True)
     with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_autocheckpoint")
+        pages_before = int(cursor.fetchone()[0])
         cursor.execute("PRAGMA wal_autocheckpoint=0")
     checkpointer.start()
     try:
@@ -48,7 +58,7 @@ def checkpoints_beside_writer(connection: BaseDatabaseWrapper = default_connecti
         checkpointer.join()
         if connection.connection is not None:  # (a failed block may have closed it)
             with connection.cursor() as cursor:
-                cursor.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+                cursor.execute(f"PRAGMA wal_autocheckpoint={pages_before}")
 
 
 def _wal_database_path(connection: BaseDatabaseWrapper) -> str | None:
@@ -62,8 +72,9 @@ def _wal_database_path(connection: BaseDatabaseWrapper) -> str | None:
 
 def _checkpoint_until(path: str, stop: threading.Event) -> None:
     try:
-        # Opened by its name as Django opens it (a path or a URI).
-        own = sqlite3.connect(path, timeout=RESTART_WAITS_SECONDS, check_same_thread=False, uri=True)
+        with _in_sqlite:
+            # Opened by its name as Django opens it (a path or a URI).
+            own = sqlite3.connect(path, timeout=RESTART_WAITS_SECONDS, check_same_thread=False, uri=True)
     except sqlite3.Error as exc:
         logger.warning("sqlite checkpoints: cannot open %s: %s", path, exc)
         return
@@ -71,19 +82,25 @@ def _checkpoint_until(path: str, stop: threading.Event) -> None:
     try:
         while not stop.wait(CHECK_EVERY_SECONDS):
             try:
-                # Copies what the writer committed since the last one; with nothing new it only reads the log's header.
-                _busy, logged, _copied = own.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if logged >= RESTART_FROM_PAGES:
-                    # The log only starts again from its beginning when a writer begins right after a checkpoint that
-                    # copied all of it, which a writer going from page to page rarely does. RESTART makes the next
-                    # one start it afresh; it waits a moment for the writer's page (which then waits as briefly for
-                    # it) and for readers, and is tried again where they are still busy.
-                    own.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                with _in_sqlite:
+                    _checkpoint(own)
             except sqlite3.Error as exc:
                 if str(exc) != last_error:  # once, not ten times a second
                     logger.warning("sqlite checkpoints: %s", exc)
                 last_error = str(exc)
-        with contextlib.suppress(sqlite3.Error):
+        with _in_sqlite, contextlib.suppress(sqlite3.Error):
             own.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # leave the file small, unless someone reads
     finally:
-        own.close()
+        with _in_sqlite:
+            own.close()
+
+
+def _checkpoint(own: sqlite3.Connection) -> None:
+    # Copies what the writer committed since the last one; with nothing new it only reads the log's header.
+    _busy, logged, _copied = own.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if logged >= RESTART_FROM_PAGES:
+        # The log only starts again from its beginning when a writer begins right after a checkpoint that
+        # copied all of it, which a writer going from page to page rarely does. RESTART makes the next
+        # one start it afresh; it waits a moment for the writer's page (which then waits as briefly for
+        # it) and for readers, and is tried again where they are still busy.
+        own.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
