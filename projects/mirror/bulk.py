@@ -9,10 +9,13 @@ upserted from there in one statement.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import math
 import sqlite3
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from operator import itemgetter
 from typing import Any
@@ -25,11 +28,27 @@ from django.db.models.fields.json import KeyTransform
 
 
 def dumps_json(value: Any, *, default: Callable[[Any], Any] | None = None) -> str:
-    """JSON text for a JSON column: orjson where it can, json for what orjson refuses (huge integers, odd keys)."""
+    """JSON text for a JSON column, always valid JSON: orjson where it can, json for what orjson refuses (huge integers,
+    odd keys). A number that is not finite (NaN, infinity) is written null, as orjson writes it."""
     try:
         return orjson.dumps(value, default=default).decode()
     except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(value, default=default, ensure_ascii=False)
+        pass
+    try:
+        return json.dumps(value, default=default, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # NaN or infinity, which Python's json would write as NaN: no JSON reader takes that
+        return json.dumps(_finite(value), default=default, ensure_ascii=False, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every float that is not finite replaced by None, in lists and objects too."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *, unique_field: str | Sequence[str],
@@ -79,8 +98,36 @@ def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *,
             elif not (believed_new and _copy_new_rows(model, fields, params)):
                 _copy_then_upsert(model, fields, params, conflict)
         else:
-            _insert_in_groups(cursor, f"INSERT INTO {table} ({columns}) VALUES", len(fields), conflict, params)
+            with _json_checks_skipped(model, cursor):
+                _insert_in_groups(cursor, f"INSERT INTO {table} ({columns}) VALUES", len(fields), conflict, params)
     return len(rows)
+
+
+@contextmanager
+def _json_checks_skipped(model: type[models.Model], cursor: Any) -> Iterator[None]:
+    """SQLite: the table's CHECK constraints off for the block where they only ask JSON columns for valid JSON.
+
+    Django checks a JSON column with `JSON_VALID`, so SQLite would parse every document once more as
+    it is written. The texts written here come from `dumps_json` (or are `PRE_ENCODED` with it), whose
+    output is valid JSON by construction. A table with any other check keeps them all.
+    """
+    if not _checks_are_json_only(model):
+        yield
+        return
+    cursor.execute("PRAGMA ignore_check_constraints = ON")
+    try:
+        yield
+    finally:
+        cursor.execute("PRAGMA ignore_check_constraints = OFF")
+
+
+@functools.cache
+def _checks_are_json_only(model: type[models.Model]) -> bool:
+    """Whether every CHECK constraint of the model's table (SQLite) is the JSON_VALID of a JSON column."""
+    if any(isinstance(constraint, models.CheckConstraint) for constraint in model._meta.constraints):
+        return False
+    return all(isinstance(field, models.JSONField) or field.db_parameters(connection)["check"] is None
+               for field in model._meta.concrete_fields)
 
 
 def bulk_update_by_pk(model: type[models.Model], rows: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> int:
@@ -294,7 +341,7 @@ def _fit_binary(types: list[int], params: list[Sequence[Any]]) -> bool:
 
 # A row may carry a JSON field's text already (`payload__json`): the sync serialises each payload
 # once, to check its size and NUL characters, and the same text is what the database stores.
-PRE_ENCODED = "{}__json"  # a JSON field's text, encoded by whoever built the row
+PRE_ENCODED = "{}__json"  # a JSON field's text, encoded with `dumps_json` by whoever built the row
 PRE_ADAPTED = "{}__db"  # a field's database parameter, adapted by whoever built the row (`adapt_ahead`)
 
 

@@ -1,15 +1,18 @@
 """Bulk writes of the mirror (projects/mirror/bulk.py): every row once, whatever the count, in statements of few shapes."""
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from projects.mirror.bulk import bulk_update_by_pk, bulk_upsert
-from projects.models import PendingExecutionRead
+from integrations.epilot import Entity
+from projects.mirror.bulk import bulk_update_by_pk, bulk_upsert, dumps_json
+from projects.mirror.pages import MirrorChanges, prepare_page, store_page
+from projects.models import AusbauProject, Opportunity, PendingExecutionRead, QuarantinedEntity
 
 pytestmark = pytest.mark.django_db
 
@@ -60,3 +63,56 @@ def test_sqlite_writes_come_in_a_few_statement_shapes() -> None:
     sizes = Counter(len(re.findall(r"bulk-\d{6}", sql)) for sql in executed if sql.startswith("INSERT"))
     assert sum(size * times for size, times in sizes.items()) == start == PendingExecutionRead.objects.count()
     assert set(sizes) <= {100, 64, 32, 16, 8, 4, 2, 1}, sizes
+
+
+def refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def test_json_texts_are_valid_json_whatever_python_holds() -> None:
+    """orjson refuses integers beyond 64 bits; the fallback writes NaN and infinity as null, as orjson does."""
+    text = dumps_json({"units": 2**80, "budget": float("nan"), "limits": [float("inf"), -float("inf"), 1.5]})
+    assert json.loads(text, parse_constant=refuse_constant) == {"units": 2**80, "budget": None, "limits": [None, None, 1.5]}
+
+
+def test_a_document_python_reads_but_json_cannot_hold_is_mirrored_as_valid_json() -> None:
+    """A page read with Python's json (an integer beyond 64 bits made orjson refuse it) may hold NaN."""
+    document = {"_id": "nan-opportunity", "_schema": "opportunity", "_org": "1", "_title": "NaN",
+                "_updated_at": "2026-01-02T00:00:00Z", "wohneinheiten": 2**80, "budget_estimate": float("nan")}
+    with transaction.atomic():
+        store_page(prepare_page("opportunity", [Entity.from_api(document)]), MirrorChanges(), None, None)
+    payload = Opportunity.objects.get(epilot_id="nan-opportunity").payload
+    assert payload["wohneinheiten"] == 2**80 and payload["budget_estimate"] is None
+    assert not QuarantinedEntity.objects.exists()
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT json_valid(payload) FROM projects_opportunity")
+            assert cursor.fetchall() == [(1,)]
+
+
+def test_sqlite_skips_only_the_json_checks_and_only_while_writing() -> None:
+    """The texts bulk_upsert writes are dumps_json's, so SQLite need not parse them again (JSON_VALID); a table with other
+    checks keeps them, and every check is back once the write is done."""
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL's jsonb parses the text as it stores it; there is no check to skip")
+    connection.ensure_connection()
+    executed: list[str] = []
+    connection.connection.set_trace_callback(executed.append)
+    try:
+        upsert(rows(150))
+    finally:
+        connection.connection.set_trace_callback(None)
+    writes = [index for index, sql in enumerate(executed) if sql.startswith("INSERT")]
+    switches = [index for index, sql in enumerate(executed) if "ignore_check_constraints" in sql]
+    assert len(switches) == 2 and switches[0] < min(writes) and max(writes) < switches[1]
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA ignore_check_constraints")
+        assert cursor.fetchone() == (0,)
+        with pytest.raises(IntegrityError), transaction.atomic():
+            cursor.execute("UPDATE projects_pendingexecutionread SET workflows = 'not json'")
+
+    opportunity = Opportunity.objects.create(epilot_id="checked", title="checked", payload={}, synced_at=timezone.now())
+    with pytest.raises(IntegrityError), transaction.atomic():  # progress_percent is positive: that check stays
+        bulk_upsert(AusbauProject, [{"opportunity": opportunity.pk, "title": "t", "phase": "planning", "progress_percent": -1,
+                                     "updated_at": timezone.now()}],
+                    unique_field="opportunity", update_fields=["title", "phase", "progress_percent", "updated_at"])
