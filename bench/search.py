@@ -105,7 +105,6 @@ def fill(entities: int, buildings: int) -> None:
     """The mirror and the areas, through the mirror's mapping of documents to rows."""
     from django.utils import timezone
 
-    from integrations.epilot import Entity
     from projects.mirror.addresses import address_key, searchable
     from projects.mirror.rows import entity_row
     from projects.models import AreaAddress, Contact, Opportunity, Order, RolloutArea
@@ -119,7 +118,7 @@ def fill(entities: int, buildings: int) -> None:
         for document in documents:
             document.update({"_schema": schema, "_org": "1", "_created_at": "2026-01-01T00:00:00Z",
                              "_updated_at": "2026-06-01T00:00:00Z", "_tags": [], "zusatz_feld": {"x": [1, 2]}})
-            yield entity_row(schema, Entity.from_api(document), now)
+            yield entity_row(schema, document, now)
 
     def contact_documents():
         for i in range(1, contacts + 1):

@@ -28,6 +28,7 @@ from integrations.epilot.throttle import (
 )
 from integrations.epilot.types import (
     AutomationFlow,
+    DocumentPage,
     Entity,
     EntitySchemaSummary,
     EntitySearchPage,
@@ -43,6 +44,7 @@ from integrations.epilot.types import (
 __all__ = [
     "AutomationFlow",
     "BudgetWindow",
+    "DocumentPage",
     "Entity",
     "EntitySchemaSummary",
     "EntitySearchPage",

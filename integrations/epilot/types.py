@@ -37,6 +37,42 @@ def _frozen(data: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(data))
 
 
+class SystemAttributes(NamedTuple):
+    """epilot's own attributes of an entity document, checked and typed (the fields of `Entity` before `data`)."""
+
+    id: str
+    schema: str
+    title: str | None
+    org: str | None
+    created_at: dt.datetime | None
+    updated_at: dt.datetime | None
+    deleted_at: dt.datetime | None
+    tags: tuple[str, ...]
+
+
+def system_attributes(data: Any) -> SystemAttributes:
+    """The system attributes of an API document; raises MalformedPayload naming the bad attribute."""
+    if type(data) is not dict and not isinstance(data, Mapping):  # (the ABC check costs more than the common case)
+        raise MalformedPayload(f"entity is {type(data).__name__}, not an object")
+    entity_id = data.get("_id")
+    if not isinstance(entity_id, str) or not entity_id:
+        raise MalformedPayload("_id is missing or not a string")
+    schema = data.get("_schema")
+    if not isinstance(schema, str) or not schema:
+        raise MalformedPayload("_schema is missing or not a string")
+    title = data.get("_title")
+    if title is not None and not isinstance(title, str):
+        raise MalformedPayload(f"_title is {type(title).__name__}, not a string")
+    tags = data.get("_tags") or ()
+    if not isinstance(tags, (list, tuple)) or not all(isinstance(tag, str) for tag in tags):
+        raise MalformedPayload("_tags is not a list of strings")
+    org = data.get("_org")
+    return SystemAttributes(entity_id, schema, title, str(org) if org is not None else None,
+                            parse_timestamp(data.get("_created_at"), name="_created_at"),
+                            parse_timestamp(data.get("_updated_at"), name="_updated_at"),
+                            parse_timestamp(data.get("_deleted_at"), name="_deleted_at"), tuple(tags))
+
+
 @dataclass(frozen=True, slots=True)
 class Entity:
     """An epilot entity. `data` is the whole document exactly as epilot sent it."""
@@ -54,25 +90,7 @@ class Entity:
     @classmethod
     def from_api(cls, data: Any) -> Entity:
         """Build from an API document; raises MalformedPayload naming the bad attribute."""
-        if type(data) is not dict and not isinstance(data, Mapping):  # (the ABC check costs more than the common case)
-            raise MalformedPayload(f"entity is {type(data).__name__}, not an object")
-        entity_id = data.get("_id")
-        if not isinstance(entity_id, str) or not entity_id:
-            raise MalformedPayload("_id is missing or not a string")
-        schema = data.get("_schema")
-        if not isinstance(schema, str) or not schema:
-            raise MalformedPayload("_schema is missing or not a string")
-        title = data.get("_title")
-        if title is not None and not isinstance(title, str):
-            raise MalformedPayload(f"_title is {type(title).__name__}, not a string")
-        tags = data.get("_tags") or ()
-        if not isinstance(tags, (list, tuple)) or not all(isinstance(tag, str) for tag in tags):
-            raise MalformedPayload("_tags is not a list of strings")
-        org = data.get("_org")
-        return cls(id=entity_id, schema=schema, title=title, org=str(org) if org is not None else None,
-                   created_at=parse_timestamp(data.get("_created_at"), name="_created_at"),
-                   updated_at=parse_timestamp(data.get("_updated_at"), name="_updated_at"),
-                   deleted_at=parse_timestamp(data.get("_deleted_at"), name="_deleted_at"), tags=tuple(tags), data=_frozen(data))
+        return cls(*system_attributes(data), data=_frozen(data))
 
     @property
     def attributes(self) -> dict[str, Any]:
@@ -119,6 +137,15 @@ class EntitySearchPage:
     results: tuple[Entity | MalformedEntity, ...]
     stable_query_id: str | None
     sort_end: tuple[Any, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentPage:
+    """One page of `searchEntities` with its results as epilot sent them, unchecked: for a caller that reads each
+    document once and checks it itself (`system_attributes`), as the mirror's sync does."""
+
+    hits: int
+    documents: list[Any]
 
 
 class EntityStamp(NamedTuple):

@@ -23,7 +23,14 @@ from integrations.epilot import WorkflowExecution as RemoteExecution
 from projects.mirror.bulk import bulk_upsert, column_in, values_read_at_once
 from projects.mirror.changes import announce
 from projects.mirror.pacing import ReadGate
-from projects.mirror.pages import MirrorChanges, mark_purged_among, prepare_page, quarantine, store_page
+from projects.mirror.pages import (
+    MirrorChanges,
+    documents_of,
+    mark_purged_among,
+    prepare_page,
+    quarantine,
+    store_page,
+)
 from projects.mirror.rows import QuarantineReason, check_fits
 from projects.mirror.schemas import model_for, validate_schemas
 from projects.models import (
@@ -64,7 +71,7 @@ def mirror_entities(*, refs: Iterable[tuple[str, str]], client: EpilotClient | N
                                                    include_deleted="true", stable_for=0):
                 items.extend(page.results)
             with transaction.atomic():
-                store_page(prepare_page(schema, items), counts, None, None)
+                store_page(prepare_page(schema, documents_of(items)), counts, None, None)
         # Executions an earlier refresh of these entities stored the entity for but could not read.
         asked = {epilot_id for ids in by_schema.values() for epilot_id in ids} - {e for _s, e, _w in counts.workflow_changes}
         counts.workflow_changes.extend(pending_execution_reads(epilot_ids=asked))

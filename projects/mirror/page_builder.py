@@ -119,8 +119,8 @@ def _build_and_hand_over(client: EpilotClient, schema: str, query: str, write_en
             calls = RecordingObserver()  # told to the parent's observer with each message
             try:
                 own = client.network_copy(observer=calls)
-                for page in own.iter_search_entities(query, include_deleted="true", read_ahead=True):
-                    built = _packed(prepare_page(schema, page.results))
+                for page in own.iter_search_documents(query, include_deleted="true", read_ahead=True):
+                    built = _packed(prepare_page(schema, page.documents))
                     pickle.dump(("page", calls.taken(), page.hits, *built), sink, pickle.HIGHEST_PROTOCOL)
                     sink.flush()  # the parent waits for this page, not for the buffer to fill
             except Exception as exc:  # handed to the parent, which raises it

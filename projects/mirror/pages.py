@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +20,7 @@ from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 
 from integrations.epilot import Entity, MalformedEntity
-from integrations.epilot.types import relation_ids
+from integrations.epilot.types import MalformedPayload, relation_ids, system_attributes
 from projects.mirror.bulk import adapt_ahead, among, bulk_upsert, column_in, json_key, values_read_at_once
 from projects.mirror.changes import EntitiesChanged
 from projects.mirror.drift import page_attributes, record_drift
@@ -29,8 +29,8 @@ from projects.mirror.rows import (
     EXTRA_FIELDS,
     MAX_PAYLOAD_BYTES,
     QuarantineReason,
+    document_row,
     dumps_payload,
-    entity_row,
     has_nul,
 )
 from projects.mirror.schemas import CORE_SCHEMAS, mirrored_rows, model_for
@@ -131,31 +131,46 @@ class PreparedPage:
     attributes: set[tuple[str, str]] = field(default_factory=set)  # (attribute, JSON type) pairs the page carries
 
 
-def prepare_page(schema: str, items: tuple[Entity | MalformedEntity, ...] | list[Entity | MalformedEntity]) -> PreparedPage:
-    """Build the rows of a page of one schema, with their database parameters where they need converting; what cannot be
-    mirrored is set aside with its reason. Touches no database."""
+def prepare_page(schema: str, documents: Sequence[Any]) -> PreparedPage:
+    """Build the rows of a page of one schema from its documents as epilot sent them (`documents_of` gives those of
+    entities), with their database parameters where they need converting; what cannot be mirrored is set aside with
+    its reason. The rows hold the documents themselves: the caller hands them over. Touches no database."""
     started = time.perf_counter()
     now = timezone.now()
+    max_id = SyncState._meta.get_field("watermark_id").max_length
     rows: dict[str, dict[str, Any]] = {}
     quarantined: list[tuple[str, str, Any]] = []
-    for item in items:
-        if isinstance(item, MalformedEntity):
-            quarantined.append((item.id or "", item.reason, item.data))
-            continue
+    ids: list[str] = []
+    last: tuple[dt.datetime, str] | None = None
+    for document in documents:
         try:
-            rows[item.id] = entity_row(schema, item, now)
+            entity = system_attributes(document)
+        except MalformedPayload as malformed:
+            named = document.get("_id") if isinstance(document, Mapping) else None
+            if isinstance(named, str) and named:
+                ids.append(named)
+            quarantined.append((named if isinstance(named, str) else "", str(malformed), document))
+            continue
+        ids.append(entity.id)
+        # The watermark passes every entity read, mirrored or quarantined.
+        if entity.updated_at and len(entity.id) <= max_id and (last is None or (entity.updated_at, entity.id) > last):
+            last = (entity.updated_at, entity.id)
+        try:
+            rows[entity.id] = document_row(schema, entity, document, now)
         except QuarantineReason as reason:
-            quarantined.append((item.id, str(reason), dict(item.data)))
-    max_id = SyncState._meta.get_field("watermark_id").max_length
-    last = max(((item.updated_at, item.id) for item in items
-                if isinstance(item, Entity) and item.updated_at and len(item.id) <= max_id), default=None)
+            quarantined.append((entity.id, str(reason), document))
     attributes = page_attributes(row["payload"] for row in rows.values())
     for row in rows.values():  # the document is written as its JSON text; the store reads these parts of it
         payload = row.pop("payload")
         row[PAYLOAD_PARTS] = {key: payload[key] for key in PARTS_STORE_READS if key in payload}
     adapt_ahead(model_for(schema), rows.values())
-    return PreparedPage(schema=schema, rows=rows, quarantined=quarantined, ids=[item.id for item in items if item.id],
-                        last=last, seconds=time.perf_counter() - started, attributes=attributes)
+    return PreparedPage(schema=schema, rows=rows, quarantined=quarantined, ids=ids, last=last,
+                        seconds=time.perf_counter() - started, attributes=attributes)
+
+
+def documents_of(items: Iterable[Entity | MalformedEntity]) -> list[Any]:
+    """The documents of entities as the client read them (a dict each, for `prepare_page` to keep)."""
+    return [dict(item.data) if isinstance(item, Entity) else item.data for item in items]
 
 
 def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, state: SyncState | None) -> int:

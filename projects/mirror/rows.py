@@ -10,8 +10,7 @@ from typing import Any
 
 from django.db import models
 
-from integrations.epilot import Entity
-from integrations.epilot.types import relation_ids
+from integrations.epilot.types import MalformedPayload, SystemAttributes, relation_ids, system_attributes
 from projects.mirror.addresses import address_key, searchable
 from projects.mirror.bulk import dumps_json
 from projects.mirror.schemas import model_for
@@ -44,9 +43,21 @@ def dumps_payload(payload: Any) -> str:
     return dumps_json(payload, default=str)
 
 
-def entity_row(schema: str, entity: Entity, now: dt.datetime) -> dict[str, Any]:
-    """The model fields of one entity; raises QuarantineReason for what cannot be mirrored."""
-    payload = entity.data.copy()  # a dict's own copy: dict() of the read-only view goes key by key
+def entity_row(schema: str, document: Any, now: dt.datetime) -> dict[str, Any]:
+    """The model fields of one epilot document; raises QuarantineReason for what cannot be mirrored, malformed system
+    attributes included. The row holds the document itself as its payload: the caller hands it over."""
+    try:
+        system = system_attributes(document)
+    except MalformedPayload as malformed:
+        raise QuarantineReason(str(malformed)) from None
+    return document_row(schema, system, document, now)
+
+
+def document_row(schema: str, entity: SystemAttributes, payload: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """The model fields of a document whose system attributes `entity` are (`system_attributes`); raises
+    QuarantineReason for what cannot be mirrored. The row holds `payload` itself: the caller hands it over."""
+    if type(payload) is not dict:  # a read-only view, say: the JSON encoders take dicts
+        payload = dict(payload)
     if entity.updated_at is None:
         raise QuarantineReason("_updated_at is missing")
     encoded = dumps_payload(payload)

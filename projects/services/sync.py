@@ -238,9 +238,9 @@ def _pages(client: EpilotClient, schema: str, *, full: bool, in_child: bool, run
         return _Pages(schema, state, started, PagesBuiltInChild(client, schema, query))
     # Each page's rows are built in the prefetch thread too, while this one writes the page before;
     # epilot is asked for the next page meanwhile (read ahead).
-    searched = client.iter_search_entities(query, include_deleted="true", read_ahead=True)
+    searched = client.iter_search_documents(query, include_deleted="true", read_ahead=True)
     return _Pages(schema, state, started,
-                  prefetched(searched, lambda page: (page.hits, prepare_page(schema, page.results))))
+                  prefetched(searched, lambda page: (page.hits, prepare_page(schema, page.documents))))
 
 
 def _query(schema: str, state: SyncState | None) -> str:

@@ -169,14 +169,13 @@ def test_the_admin_shows_the_area_and_a_viewer_imports_nothing(imported, client,
 def test_an_opportunity_without_an_address_attribute_matches_by_its_first_address_like_attribute() -> None:
     import datetime as dt_
 
-    from integrations.epilot import Entity
     from projects.mirror.rows import entity_row
 
     now = dt_.datetime(2026, 11, 1, tzinfo=dt_.UTC)
     data = {"_id": "o-1", "_schema": "opportunity", "_title": "Glasfaser", "_org": "1", "_created_at": "2026-01-01T00:00:00Z",
             "_updated_at": "2026-01-01T00:00:00Z", "status": "bearbeitung", "customer_note": {"text": "x"},
             "installation_address": [{"street": "Goethestr.", "street_number": "3 b", "postal_code": "42489"}]}
-    row = entity_row("opportunity", Entity.from_api(data), now)
+    row = entity_row("opportunity", data, now)
     assert row["address_key"] == address_key("42489", "Goethestraße", "3B")
 
 

@@ -257,6 +257,26 @@ def test_read_ahead_asks_for_the_next_page_before_it_is_wanted_and_raises_its_er
         next(pages)
 
 
+def test_documents_are_paged_as_entities_are_and_come_as_epilot_sent_them(clock) -> None:
+    """The sync's reading: the same requests, each page's results unchecked (a malformed one included) and uncopied."""
+    first = [{**ENTITY, "_id": f"6f1c7d8e-0000-4000-8000-00000000000{n}"} for n in range(999)] + [{"_title": "no id"}]
+    script = Script(
+        httpx.Response(200, json={"hits": 1001, "results": first, "sort_end": [1735776000000, "last"],
+                                  "stable_query_id": "ctx-1"}),
+        httpx.Response(200, json={"hits": 1001, "results": [{**ENTITY, "_id": "6f1c7d8e-0000-4000-8000-00000000000z"}]}),
+        httpx.Response(200, json={"hits": 1, "results": {"not": "a list"}}),
+    )
+    client = make_client(script, clock)
+    pages = list(client.iter_search_documents("_schema:opportunity", include_deleted="true"))
+    assert [page.hits for page in pages] == [1001, 1001]
+    assert pages[0].documents == first and pages[1].documents[0]["_id"].endswith("z")
+    asked = [json.loads(request.content) for request in script.requests]
+    assert asked[0]["include_deleted"] == "true" and asked[0]["sort"] == ["_updated_at:asc", "_id:asc"]
+    assert asked[1]["search_after"] == [1735776000000, "last"] and asked[1]["stable_query_id"] == "ctx-1"
+    with pytest.raises(EpilotInvalidResponseError, match="'results' is not a list"):
+        list(client.iter_search_documents("_schema:opportunity"))
+
+
 def test_a_server_that_refuses_the_readonly_guard_gets_it_checked_client_side(clock) -> None:
     refused = httpx.Response(400, json={"status": 400, "error": "_updated_at: Tried to write read-only property"})
     current = httpx.Response(200, json={"entity": ENTITY, "relations": []})

@@ -9,7 +9,6 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from integrations.epilot import Entity
 from projects.mirror.bulk import bulk_update_by_pk, bulk_upsert, dumps_json
 from projects.mirror.pages import MirrorChanges, prepare_page, store_page
 from projects.models import AusbauProject, Opportunity, PendingExecutionRead, QuarantinedEntity
@@ -80,7 +79,7 @@ def test_a_document_python_reads_but_json_cannot_hold_is_mirrored_as_valid_json(
     document = {"_id": "nan-opportunity", "_schema": "opportunity", "_org": "1", "_title": "NaN",
                 "_updated_at": "2026-01-02T00:00:00Z", "wohneinheiten": 2**80, "budget_estimate": float("nan")}
     with transaction.atomic():
-        store_page(prepare_page("opportunity", [Entity.from_api(document)]), MirrorChanges(), None, None)
+        store_page(prepare_page("opportunity", [document]), MirrorChanges(), None, None)
     payload = Opportunity.objects.get(epilot_id="nan-opportunity").payload
     assert payload["wohneinheiten"] == 2**80 and payload["budget_estimate"] is None
     assert not QuarantinedEntity.objects.exists()

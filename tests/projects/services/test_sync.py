@@ -126,12 +126,14 @@ def test_malformed_entities_are_quarantined_and_the_page_goes_on(epilot: EpilotC
         {**base, "_id": "bad-amount", "amount_total": "viel"},
         {**base, "_id": "bad-relation", "opportunity": {"$relation": "not-a-list"}},
         {**base, "_id": "bad-title", "_title": "x" * 600},
+        {**base, "_id": "bad-tags", "_tags": "not a list"},  # a system attribute: checked as the document is read
     ])
     result = run(epilot)
-    assert result.status == SyncRun.Status.SUCCEEDED and result.quarantined == 3
+    assert result.status == SyncRun.Status.SUCCEEDED and result.quarantined == 4
     reasons = dict(QuarantinedEntity.objects.values_list("epilot_id", "reason"))
     assert "amount_total" in reasons["bad-amount"] and "relation opportunity" in reasons["bad-relation"]
-    assert "_title" in reasons["bad-title"]
+    assert "_title" in reasons["bad-title"] and reasons["bad-tags"] == "_tags is not a list of strings"
+    assert QuarantinedEntity.objects.get(epilot_id="bad-tags").payload["_tags"] == "not a list"
     assert QuarantinedEntity.objects.get(epilot_id="bad-amount").payload["amount_total"] == "viel"
     assert Order.objects.filter(epilot_id=demo_id("order:flehenberg")).exists()
     epilot.patch_entity("order", "bad-amount", {"amount_total": 1000})
