@@ -41,7 +41,7 @@ STREET_ENDING = re.compile(r"str\b")
 
 
 def searchable(*parts: str) -> str:
-    """The words of `parts` folded for searching, each framed by spaces (' tiefenbacher weg 15a '), or ''."""
+    """The words of `parts` folded for searching, each once and framed by spaces (' tiefenbacher weg 15a '), or ''."""
     text = "\n".join(part for part in parts if part).casefold()
     if "str." in text:
         text = ABBREVIATED_STREET.sub("strasse", text)
@@ -56,5 +56,7 @@ def searchable(*parts: str) -> str:
         text = LETTER_SUFFIX.sub("", text)
     if "str" in text:
         text = STREET_ENDING.sub("strasse", text)
-    words = text.split()
+    # Each word once: a query asks which words a row has, never their order or count, and a title repeating the
+    # names beside it would give PostgreSQL's trigram index the same words twice to take apart.
+    words = dict.fromkeys(text.split())
     return f" {' '.join(words)} " if words else ""

@@ -75,6 +75,7 @@ def test_a_query_too_short_or_unknown_finds_nothing(mirrored) -> None:
 def test_folding_is_the_same_for_rows_and_queries() -> None:
     assert searchable("Düsselstraße 3") == searchable("duesselstr. 3") == " duesselstrasse 3 "
     assert searchable("Hauptstr 5 a") == " hauptstrasse 5a "
+    assert searchable("Max Mustermann", "Max", "MUSTERMANN", "max@example.org") == " max mustermann example org "
 
 
 def test_the_search_runs_a_fixed_number_of_statements(mirrored) -> None:
