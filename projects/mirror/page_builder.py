@@ -74,15 +74,16 @@ class PagesBuiltInChild:
             self.iterated = True  # a second close does nothing
 
     def _taken_over(self) -> Iterator[tuple[int, PreparedPage]]:
-        # A thread takes the pages off the pipe as they come, so the child builds on while this process writes.
-        messages = prefetched(_messages(self.read_end, self.schema), _as_is, ahead=PAGES_AHEAD)
+        # A thread takes the pages off the pipe as they come and unpacks them, so the child builds on while this
+        # process writes (and the writer has its page ready when the database is done with the one before).
+        messages = prefetched(_messages(self.read_end, self.schema), _unpacked_message, ahead=PAGES_AHEAD)
         self.iterated = True
         ended = False
         try:
             for message in messages:
                 replay(message[1], self.observer)
                 if message[0] == "page":
-                    yield message[2], _unpacked(message[3], message[4])
+                    yield message[2], message[3]
                     continue
                 ended = True
                 if message[0] == "error":
@@ -106,8 +107,9 @@ def _messages(read_end: int, schema: str) -> Iterator[tuple]:
                 return
 
 
-def _as_is(message: tuple) -> tuple:
-    return message
+def _unpacked_message(message: tuple) -> tuple:
+    """A "page" message with its page's rows unpacked (kind, calls, hits, page); any other message as it is."""
+    return (*message[:3], _unpacked(message[3], message[4])) if message[0] == "page" else message
 
 
 def _build_and_hand_over(client: EpilotClient, schema: str, query: str, write_end: int) -> NoReturn:
