@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 from integrations.epilot import EpilotClient
 from integrations.epilot.observer import RecordingObserver, replay
 from projects.mirror.forked import error_from, pickled_error, reap
-from projects.mirror.pages import PreparedPage, prepare_page
+from projects.mirror.pages import PreparedPage, adapted, prepare_page
 from projects.mirror.prefetch import prefetched
 
 HANDOFF_BUFFER = 1 << 20  # bytes a pipe read or write moves at once; a page is a few MB
@@ -108,8 +108,9 @@ def _messages(read_end: int, schema: str) -> Iterator[tuple]:
 
 
 def _unpacked_message(message: tuple) -> tuple:
-    """A "page" message with its page's rows unpacked (kind, calls, hits, page); any other message as it is."""
-    return (*message[:3], _unpacked(message[3], message[4])) if message[0] == "page" else message
+    """A "page" message with its page's rows unpacked and adapted (kind, calls, hits, page); any other message as it
+    is. Adapted here, not in the child: this process has time while it waits for pages, the child has none."""
+    return (*message[:3], adapted(_unpacked(message[3], message[4]))) if message[0] == "page" else message
 
 
 def _build_and_hand_over(client: EpilotClient, schema: str, query: str, write_end: int) -> NoReturn:

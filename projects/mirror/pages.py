@@ -133,8 +133,9 @@ class PreparedPage:
 
 def prepare_page(schema: str, documents: Sequence[Any]) -> PreparedPage:
     """Build the rows of a page of one schema from its documents as epilot sent them (`documents_of` gives those of
-    entities), with their database parameters where they need converting; what cannot be mirrored is set aside with
-    its reason. The rows hold the documents themselves: the caller hands them over. Touches no database."""
+    entities); what cannot be mirrored is set aside with its reason. The rows hold the documents themselves: the
+    caller hands them over. Touches no database (`adapt_ahead` converts the rows' date-times, where the caller wants
+    that done before the write)."""
     started = time.perf_counter()
     now = timezone.now()
     max_id = SyncState._meta.get_field("watermark_id").max_length
@@ -163,9 +164,14 @@ def prepare_page(schema: str, documents: Sequence[Any]) -> PreparedPage:
     for row in rows.values():  # the document is written as its JSON text; the store reads these parts of it
         payload = row.pop("payload")
         row[PAYLOAD_PARTS] = {key: payload[key] for key in PARTS_STORE_READS if key in payload}
-    adapt_ahead(model_for(schema), rows.values())
     return PreparedPage(schema=schema, rows=rows, quarantined=quarantined, ids=ids, last=last,
                         seconds=time.perf_counter() - started, attributes=attributes)
+
+
+def adapted(page: PreparedPage) -> PreparedPage:
+    """`page` with its rows' date-times converted for the database ahead of the write (`adapt_ahead`); returns it."""
+    adapt_ahead(model_for(page.schema), page.rows.values())
+    return page
 
 
 def documents_of(items: Iterable[Entity | MalformedEntity]) -> list[Any]:

@@ -72,7 +72,7 @@ def document_row(schema: str, entity: SystemAttributes, payload: dict[str, Any],
         raise QuarantineReason(f"status is {type(status).__name__}, not a string")
     tags = list(entity.tags)
     row: dict[str, Any] = {
-        "title": title, "status": status or "", "tags": tags, "tags__json": dumps_json(tags),
+        "title": title, "status": status or "", "tags__json": dumps_json(tags),  # written as this text, never read
         "epilot_created_at": entity.created_at, "epilot_updated_at": entity.updated_at,
         "epilot_deleted_at": entity.deleted_at, "payload": payload, "payload__json": encoded, "synced_at": now,
     }

@@ -41,7 +41,7 @@ from projects.mirror.intake import (
 )
 from projects.mirror.lease import LeaseLost, SyncLease, lease_seconds
 from projects.mirror.page_builder import PagesBuiltInChild, can_build_in_child
-from projects.mirror.pages import MirrorChanges, PreparedPage, mark_purged, prepare_page, store_page
+from projects.mirror.pages import MirrorChanges, PreparedPage, adapted, mark_purged, prepare_page, store_page
 from projects.mirror.prefetch import prefetched
 from projects.mirror.schemas import configured_schemas, validate_schemas
 from projects.models import SyncRun, SyncState
@@ -240,7 +240,7 @@ def _pages(client: EpilotClient, schema: str, *, full: bool, in_child: bool, run
     # epilot is asked for the next page meanwhile (read ahead).
     searched = client.iter_search_documents(query, include_deleted="true", read_ahead=True)
     return _Pages(schema, state, started,
-                  prefetched(searched, lambda page: (page.hits, prepare_page(schema, page.documents))))
+                  prefetched(searched, lambda page: (page.hits, adapted(prepare_page(schema, page.documents)))))
 
 
 def _query(schema: str, state: SyncState | None) -> str:
