@@ -320,9 +320,10 @@ def _column_types(raw: Any, relation: str, columns: Sequence[str] | None = None)
 
 
 # Python types the binary COPY format takes for a column's type oid (text, varchar, bpchar; int8, int4, int2;
-# timestamptz; numeric; bool). A value of another type (epilot sent a number where a name belongs) goes as text.
+# timestamptz; numeric; bool; double precision). A value of another type (epilot sent a number where a name
+# belongs) goes as text.
 BINARY_TYPES: dict[int, tuple[type, ...]] = {25: (str,), 1043: (str,), 1042: (str,), 20: (int,), 23: (int,), 21: (int,),
-                                             1184: (dt.datetime,), 1700: (Decimal, int), 16: (bool,)}
+                                             1184: (dt.datetime,), 1700: (Decimal, int), 16: (bool,), 701: (float,)}
 
 
 def _fit_binary(types: list[int], params: list[Sequence[Any]]) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from decimal import Decimal
 
 import pytest
 from django.db import IntegrityError, connection, transaction
@@ -115,3 +116,23 @@ def test_sqlite_skips_only_the_json_checks_and_only_while_writing() -> None:
         bulk_upsert(AusbauProject, [{"opportunity": opportunity.pk, "title": "t", "phase": "planning", "progress_percent": -1,
                                      "updated_at": timezone.now()}],
                     unique_field="opportunity", update_fields=["title", "phase", "progress_percent", "updated_at"])
+
+
+TEXTS = ["customer_epilot_id", "street", "postal_code", "city", "address_key", "search_text"]
+
+
+def test_coordinates_and_amounts_are_written_exactly() -> None:
+    """PostgreSQL copies a page of opportunities in the binary format: double precision and numeric as they are."""
+    now = timezone.now()
+    points = [(51.28123456789012, 7.0381234567891234), (-89.999999999999, -179.99999999999), (0.1 + 0.2, 1e-7)]
+    rows = [{"epilot_id": f"point-{number}", "title": "", "status": "", "tags__json": "[]", "payload__json": "{}",
+             "epilot_updated_at": now, "synced_at": now, "latitude": latitude, "longitude": longitude,
+             "budget": Decimal("123456789012.34"), **dict.fromkeys(TEXTS, "")}
+            for number, (latitude, longitude) in enumerate(points * 10)]
+    bulk_upsert(Opportunity, rows, unique_field="epilot_id", believed_new=True,
+                update_fields=["title", "status", "tags", "payload", "epilot_updated_at", "synced_at", "latitude", "longitude",
+                               "budget", *TEXTS])
+    stored = sorted(Opportunity.objects.values_list("epilot_id", "latitude", "longitude", "budget"))
+    assert [(latitude, longitude) for _id, latitude, longitude, _budget in stored] == [
+        points[number % 3] for number in sorted(range(30), key=lambda number: f"point-{number}")]
+    assert {budget for *_rest, budget in stored} == {Decimal("123456789012.34")}
