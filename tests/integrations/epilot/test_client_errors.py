@@ -1,6 +1,7 @@
 """The gateway's failure handling, through httpx.MockTransport: typed errors, retries, budgets, secrecy."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -24,6 +25,7 @@ from integrations.epilot import (
     RetryPolicy,
     ServiceURLs,
 )
+from integrations.epilot.types import Entity, SystemAttributes, system_attributes
 
 TOKEN = "eyJ-very-secret-token-value"
 ENTITY = {"_id": "6f1c7d8e-0000-4000-8000-000000000001", "_schema": "opportunity", "_title": "X", "_org": "1",
@@ -275,6 +277,14 @@ def test_documents_are_paged_as_entities_are_and_come_as_epilot_sent_them(clock)
     assert asked[1]["search_after"] == [1735776000000, "last"] and asked[1]["stable_query_id"] == "ctx-1"
     with pytest.raises(EpilotInvalidResponseError, match="'results' is not a list"):
         list(client.iter_search_documents("_schema:opportunity"))
+
+
+def test_a_documents_system_attributes_are_an_entitys_fields_before_its_data() -> None:
+    """The sync checks documents with `system_attributes`; an entity is built from the same checks."""
+    assert SystemAttributes._fields == tuple(field.name for field in dataclasses.fields(Entity))[:-1]
+    document = {**ENTITY, "_tags": ["a"]}
+    entity = Entity.from_api(document)
+    assert system_attributes(document) == tuple(getattr(entity, name) for name in SystemAttributes._fields)
 
 
 def test_a_server_that_refuses_the_readonly_guard_gets_it_checked_client_side(clock) -> None:

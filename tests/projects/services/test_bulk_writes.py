@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
@@ -24,6 +26,18 @@ def rows(count: int, *, start: int = 0, schema: str = "opportunity") -> list[dic
     now = timezone.now()
     return [{"epilot_id": f"bulk-{number:06d}", "schema": schema, "workflows": {"w": [number]}, "since": now}
             for number in range(start, start + count)]
+
+
+@contextmanager
+def sqlite_statements() -> Iterator[list[str]]:
+    """The statements SQLite runs in the block, as it runs them."""
+    connection.ensure_connection()
+    executed: list[str] = []
+    connection.connection.set_trace_callback(executed.append)
+    try:
+        yield executed
+    finally:
+        connection.connection.set_trace_callback(None)
 
 
 def upsert(batch: list[dict]) -> None:
@@ -49,16 +63,11 @@ def test_sqlite_writes_come_in_a_few_statement_shapes() -> None:
     """sqlite3 keeps the statements it prepared; one per remainder size made a process's memory grow with its writes."""
     if connection.vendor != "sqlite":
         pytest.skip("PostgreSQL copies the rows; the statement cache is sqlite3's")
-    connection.ensure_connection()
-    executed: list[str] = []
-    connection.connection.set_trace_callback(executed.append)
-    try:
+    with sqlite_statements() as executed:
         start = 0
         for count in (*COUNTS, *range(2, 60, 3)):
             upsert(rows(count, start=start))
             start += count
-    finally:
-        connection.connection.set_trace_callback(None)
     # Each statement names the ids it writes: their number is its rows.
     sizes = Counter(len(re.findall(r"bulk-\d{6}", sql)) for sql in executed if sql.startswith("INSERT"))
     assert sum(size * times for size, times in sizes.items()) == start == PendingExecutionRead.objects.count()
@@ -95,13 +104,8 @@ def test_sqlite_skips_only_the_json_checks_and_only_while_writing() -> None:
     checks keeps them, and every check is back once the write is done."""
     if connection.vendor != "sqlite":
         pytest.skip("PostgreSQL's jsonb parses the text as it stores it; there is no check to skip")
-    connection.ensure_connection()
-    executed: list[str] = []
-    connection.connection.set_trace_callback(executed.append)
-    try:
+    with sqlite_statements() as executed:
         upsert(rows(150))
-    finally:
-        connection.connection.set_trace_callback(None)
     writes = [index for index, sql in enumerate(executed) if sql.startswith("INSERT")]
     switches = [index for index, sql in enumerate(executed) if "ignore_check_constraints" in sql]
     assert len(switches) == 2 and switches[0] < min(writes) and max(writes) < switches[1]
