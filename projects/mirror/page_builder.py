@@ -4,7 +4,9 @@ Reading a page (the HTTP exchange, its JSON) and building its rows cost about as
 it, and a Python process runs its threads on one core at a time: a full sync in one process is
 bound by that core while the machine's other cores idle. Here a child process, forked from the
 sync, reads the schema's pages (with read ahead), builds each one with `prepare_page` and hands it
-over whole through a pipe; the parent writes the pages as before, in order.
+over whole through a pipe; the parent writes the pages as before, in order. A child builds on ahead
+of the parent (up to BUILT_AHEAD_BYTES of pages), so the next schema's pages are built while the
+schema before is written.
 
 Only for clients that talk to epilot over the network: the child opens connections of its own
 (`EpilotClient.network_copy`). It touches no database (`prepare_page` is pure) and ends with
@@ -13,8 +15,10 @@ in it.
 """
 from __future__ import annotations
 
+import collections
 import os
 import pickle
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any, NoReturn
@@ -26,7 +30,8 @@ from projects.mirror.pages import PreparedPage, adapted, prepare_page
 from projects.mirror.prefetch import prefetched
 
 HANDOFF_BUFFER = 1 << 20  # bytes a pipe read or write moves at once; a page is a few MB
-PAGES_AHEAD = 3  # pages built and taken over while one is written
+PAGES_AHEAD = 3  # pages taken over and unpacked while one is written
+BUILT_AHEAD_BYTES = 64 << 20  # a child's pickled pages waiting for the parent to read them (a page is a few MB)
 
 
 class PageBuilderLost(RuntimeError):
@@ -118,23 +123,89 @@ def _build_and_hand_over(client: EpilotClient, schema: str, query: str, write_en
     epilot calls made since the one before; never returns."""
     status = 0
     try:
-        with os.fdopen(write_end, "wb", buffering=HANDOFF_BUFFER) as sink:
+        with _HandOver(write_end) as sink:
             calls = RecordingObserver()  # told to the parent's observer with each message
             try:
                 own = client.network_copy(observer=calls)
                 for page in own.iter_search_documents(query, include_deleted="true", read_ahead=True):
-                    built = _packed(prepare_page(schema, page.documents))
-                    pickle.dump(("page", calls.taken(), page.hits, *built), sink, pickle.HIGHEST_PROTOCOL)
-                    sink.flush()  # the parent waits for this page, not for the buffer to fill
+                    sink.send(("page", calls.taken(), page.hits, *_packed(prepare_page(schema, page.documents))))
+            except _ParentGone:
+                raise
             except Exception as exc:  # handed to the parent, which raises it
-                pickle.dump(("error", calls.taken(), pickled_error(exc), f"{type(exc).__name__}: {exc}"), sink,
-                            pickle.HIGHEST_PROTOCOL)
+                sink.send(("error", calls.taken(), pickled_error(exc), f"{type(exc).__name__}: {exc}"))
             else:
-                pickle.dump(("end", calls.taken()), sink, pickle.HIGHEST_PROTOCOL)
+                sink.send(("end", calls.taken()))
     except BaseException:  # the parent stopped reading (a broken pipe): nobody is left to tell
         status = 1
     finally:
         os._exit(status)
+
+
+class _ParentGone(Exception):
+    """The pipe to the parent broke: it stopped reading."""
+
+
+class _HandOver:
+    """The child's messages, pickled and written to the pipe by a thread of their own, up to BUILT_AHEAD_BYTES waiting.
+
+    A pipe holds a few kilobytes: written directly, a child whose schema comes next would build one
+    page and then wait until the parent reads its pipe. Here it builds on while the schema before
+    is written, on the time of the core that process leaves free, and its pages are ready when the
+    parent comes to them. `send` raises _ParentGone once the pipe broke; leaving the block waits
+    until every message is written.
+    """
+
+    def __init__(self, write_end: int) -> None:
+        self.sink = os.fdopen(write_end, "wb", buffering=HANDOFF_BUFFER)
+        self.waiting: collections.deque[bytes | None] = collections.deque()
+        self.waiting_bytes = 0
+        self.changed = threading.Condition()
+        self.broken = False
+        self.writer = threading.Thread(target=self._write, name="page-hand-over", daemon=True)
+        self.writer.start()
+
+    def __enter__(self) -> _HandOver:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._put(None)
+        self.writer.join()
+        if self.broken:
+            raise _ParentGone
+
+    def send(self, message: tuple) -> None:
+        self._put(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+    def _put(self, data: bytes | None) -> None:
+        size = len(data) if data else 0
+        with self.changed:
+            # One message always fits, however large: the budget bounds what waits, not what a page may hold.
+            self.changed.wait_for(lambda: self.broken or not self.waiting or self.waiting_bytes + size <= BUILT_AHEAD_BYTES)
+            if self.broken:
+                raise _ParentGone
+            self.waiting.append(data)
+            self.waiting_bytes += size
+            self.changed.notify_all()
+
+    def _write(self) -> None:
+        try:
+            with self.sink:
+                while True:
+                    with self.changed:
+                        self.changed.wait_for(lambda: self.waiting)
+                        data = self.waiting[0]
+                    if data is None:
+                        return
+                    self.sink.write(data)
+                    self.sink.flush()  # the parent waits for this page, not for the buffer to fill
+                    with self.changed:
+                        self.waiting.popleft()
+                        self.waiting_bytes -= len(data)
+                        self.changed.notify_all()
+        except OSError:
+            with self.changed:
+                self.broken = True
+                self.changed.notify_all()
 
 
 # A page's rows travel as tuples under their keys (a page's rows share them): pickling dicts repeats every key in

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -12,10 +14,10 @@ import pytest
 
 from integrations.epilot import EpilotClient, ExecutionContext, RetryPolicy, ServiceURLs
 from integrations.epilot.observer import CallObserver
-from integrations.epilot_sandbox import FaultConfig, SandboxApp, seed_bulk
+from integrations.epilot_sandbox import FaultConfig, SandboxApp, make_sandbox_server, seed_bulk
 from integrations.epilot_sandbox.store import now_ms
 from projects.mirror.execution_reader import ExecutionReaderLost
-from projects.mirror.page_builder import PageBuilderLost
+from projects.mirror.page_builder import PageBuilderLost, PagesBuiltInChild
 from projects.models import (
     Contact,
     GenericEntity,
@@ -131,6 +133,42 @@ def test_a_full_sync_built_in_a_child_mirrors_what_one_process_mirrors(many: San
         in_one = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True, client=over_network(sandbox_server))
     assert in_one.status == SyncRun.Status.SUCCEEDED and not any(CHILD_LOG in message for message in caplog.messages)
     assert mirror() == built_in_child
+
+
+class CountingSearches:
+    """The sandbox behind a WSGI layer that counts the searches it answered."""
+
+    def __init__(self, app: SandboxApp) -> None:
+        self.app, self.searches = app, 0
+
+    def __call__(self, environ, start_response):
+        answer = self.app(environ, start_response)
+        if environ["PATH_INFO"].endswith(":search"):
+            self.searches += 1
+        return answer
+
+
+def test_a_child_builds_every_page_before_the_parent_reads_one(many: SandboxApp) -> None:
+    """The next schema's child builds on while the schema before is written: its pages wait built, not its pipe."""
+    counting = CountingSearches(many)
+    server = make_sandbox_server(counting, host="127.0.0.1", port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    before = children()
+    host, port = server.server_address[:2]
+    builder = PagesBuiltInChild(over_network(f"http://{host}:{port}"), "contact", "_schema:contact")
+    try:
+        deadline = time.monotonic() + 30
+        while counting.searches < 3 and time.monotonic() < deadline:  # 2,300 contacts: three pages of 1,000
+            time.sleep(0.05)
+        assert counting.searches == 3  # none of them read here yet: written directly, the pipe held one page
+        pages = list(builder)
+    finally:
+        builder.close()
+        server.shutdown()
+        server.server_close()
+    in_epilot = len(many.store.conn.execute("SELECT id FROM entities WHERE schema = 'contact'").fetchall())
+    assert [len(page.rows) for _hits, page in pages] == [1000, 1000, in_epilot - 2000]
+    assert children() == before
 
 
 def test_an_incremental_run_builds_its_pages_in_this_process(many: SandboxApp, sandbox_server: str, caplog) -> None:
