@@ -202,7 +202,7 @@ class _HandOver:
                         self.waiting.popleft()
                         self.waiting_bytes -= len(data)
                         self.changed.notify_all()
-        except OSError:
+        except BaseException:  # a broken pipe, mostly: the builder must not wait for a writer that is gone
             with self.changed:
                 self.broken = True
                 self.changed.notify_all()
