@@ -20,11 +20,16 @@ READ_BY_THE_MIRROR = frozenset({"workflows", "items", "status", "address", "cust
 KINDS = {str: "string", int: "number", float: "number", bool: "boolean", type(None): "null", list: "array", dict: "object"}
 
 
-def page_attributes(payloads: Iterable[Mapping[str, Any]]) -> set[tuple[str, str]]:
-    """The (attribute, JSON type) pairs the payloads carry; epilot's own `_` attributes left out."""
-    # Collected as (name, Python type) first: every value of every document passes here, the few distinct pairs
-    # are then named and filtered once.
-    pairs = {(name, type(value)) for payload in payloads for name, value in payload.items()}
+def add_attribute_types(pairs: set[tuple[str, type]], payload: Mapping[str, Any]) -> None:
+    """Add the (attribute, Python type) pairs of one payload to `pairs`; `named_attributes` names them."""
+    # Called for each document while its objects are still in the CPU's cache (right after it is serialised): a
+    # second pass over a whole page afterwards reads every value from memory again. Pairs, not names: every value
+    # of every document passes here, and the few distinct pairs are then named and filtered once.
+    pairs.update(zip(payload, map(type, payload.values()), strict=False))
+
+
+def named_attributes(pairs: Iterable[tuple[str, type]]) -> set[tuple[str, str]]:
+    """The (attribute, JSON type) pairs of `add_attribute_types`' pairs; epilot's own `_` attributes left out."""
     return {(name, KINDS.get(kind, "other")) for name, kind in pairs if not name.startswith("_")}
 
 

@@ -23,7 +23,7 @@ from integrations.epilot import Entity, MalformedEntity
 from integrations.epilot.types import MalformedPayload, relation_ids, system_attributes
 from projects.mirror.bulk import adapt_ahead, among, bulk_upsert, column_in, json_key, values_read_at_once
 from projects.mirror.changes import EntitiesChanged
-from projects.mirror.drift import page_attributes, record_drift
+from projects.mirror.drift import add_attribute_types, named_attributes, record_drift
 from projects.mirror.rows import (
     COMMON_FIELDS,
     EXTRA_FIELDS,
@@ -143,6 +143,7 @@ def prepare_page(schema: str, documents: Sequence[Any]) -> PreparedPage:
     quarantined: list[tuple[str, str, Any]] = []
     ids: list[str] = []
     last: tuple[dt.datetime, str] | None = None
+    attribute_types: set[tuple[str, type]] = set()
     for document in documents:
         try:
             entity = system_attributes(document)
@@ -157,15 +158,17 @@ def prepare_page(schema: str, documents: Sequence[Any]) -> PreparedPage:
         if entity.updated_at and len(entity.id) <= max_id and (last is None or (entity.updated_at, entity.id) > last):
             last = (entity.updated_at, entity.id)
         try:
-            rows[entity.id] = document_row(schema, entity, document, now)
+            row = document_row(schema, entity, document, now)
         except QuarantineReason as reason:
             quarantined.append((entity.id, str(reason), document))
-    attributes = page_attributes(row["payload"] for row in rows.values())
-    for row in rows.values():  # the document is written as its JSON text; the store reads these parts of it
+            continue
+        # The document is written as its JSON text; the store reads these parts of it.
         payload = row.pop("payload")
+        add_attribute_types(attribute_types, payload)
         row[PAYLOAD_PARTS] = {key: payload[key] for key in PARTS_STORE_READS if key in payload}
+        rows[entity.id] = row
     return PreparedPage(schema=schema, rows=rows, quarantined=quarantined, ids=ids, last=last,
-                        seconds=time.perf_counter() - started, attributes=attributes)
+                        seconds=time.perf_counter() - started, attributes=named_attributes(attribute_types))
 
 
 def adapted(page: PreparedPage) -> PreparedPage:
