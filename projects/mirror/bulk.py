@@ -16,7 +16,7 @@ import sqlite3
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from decimal import Decimal
+from decimal import Context, Decimal
 from operator import itemgetter
 from typing import Any
 
@@ -429,39 +429,54 @@ def _converter(field: models.Field) -> Callable[[Any], Any] | None:
 
 
 def values_read_at_once(queryset: models.QuerySet, *fields: str, flat: bool = False) -> list[Any]:
-    """`queryset.values_list(*fields, flat=flat)` as a list, for results of thousands of rows (texts, numbers, dates).
+    """`queryset.values_list(*fields, flat=flat)` as a list, for results of thousands of rows (texts, numbers, dates,
+    decimals, JSON).
 
-    sqlite3 releases the GIL for every row it steps to and must take it back before the next: while
-    the sync's reader threads hold it, every row of a long result waits for it. On SQLite
-    the rows are therefore gathered into one JSON array by the database and read in one step. The
-    order is the queryset's only on PostgreSQL (psycopg has every row in memory once the query
-    ran, so there this is values_list itself).
-    Raises TypeError for a field of another type (JSON, for one, would come back as text).
+    The database gathers the rows into one JSON array, read in one step and parsed in one call. On
+    SQLite, sqlite3 releases the GIL for every row it steps to and must take it back before the
+    next: while the sync's reader threads hold it, every row of a long result waited for it. On
+    PostgreSQL, psycopg loads each date-time in Python (Django's time-zone loader), which for the
+    projects' and areas' facts cost more than the query. The order is the queryset's only where
+    it is ordered on PostgreSQL (read as values_list then). Raises TypeError for a field of another
+    type.
     """
     converters: list[Callable[[Any], Any] | None] = []
-    for name in fields:
+    as_json: set[int] = set()  # fields the database nests as JSON, not as their text
+    for index, name in enumerate(fields):
         field = queryset.model._meta.pk if name == "pk" else queryset.model._meta.get_field(name)
         if isinstance(field, models.ForeignKey):
             field = field.target_field
         if isinstance(field, models.DateTimeField):
-            converters.append(_sqlite_datetime_reader() if connection.vendor == "sqlite"
-                              else (lambda value: connection.ops.convert_datetimefield_value(value, None, connection)))
+            converters.append(_datetime_reader())
         elif isinstance(field, (models.CharField, models.TextField)) or field.get_internal_type() in _INTEGER_TYPES:
             converters.append(None)
         elif isinstance(field, models.FloatField):
             converters.append(lambda value: None if value is None else float(value))  # JSON writes 7.0 as 7
+        elif isinstance(field, models.DecimalField) and (field.max_digits or 99) <= DECIMAL_DIGITS_IN_A_FLOAT:
+            converters.append(_decimal_reader(field))
+        elif isinstance(field, models.JSONField):
+            converters.append(None)
+            as_json.add(index)
         else:
-            raise TypeError(f"values_read_at_once reads texts, numbers and dates, not {name} ({type(field).__name__})")
+            raise TypeError(f"values_read_at_once reads texts, numbers, dates and JSON, not {name} ({type(field).__name__})")
     if flat and len(fields) != 1:
         raise TypeError("values_read_at_once reads one field when flat")
-    if connection.vendor != "sqlite":
+    postgresql = connection.vendor == "postgresql"
+    if postgresql and (queryset.ordered or queryset.query.is_sliced):
         return list(queryset.values_list(*fields, flat=flat))
     aliases = {f"value_{index}": models.F(name) for index, name in enumerate(fields)}
     sql, params = queryset.values(**aliases).query.sql_with_params()
-    gathered = "value_0" if flat else f"json_array({', '.join(aliases)})"
+    # SQLite nests a JSON column's text as JSON only through json(); PostgreSQL nests json and jsonb as they are.
+    values = [alias if postgresql or index not in as_json else f"json({alias})" for index, alias in enumerate(aliases)]
+    if postgresql:
+        gathered = values[0] if flat else f"json_build_array({', '.join(values)})"
+        statement = f"SELECT COALESCE(json_agg({gathered}), '[]')::text FROM ({sql}) AS gathered"
+    else:
+        gathered = values[0] if flat else f"json_array({', '.join(values)})"
+        statement = f"SELECT json_group_array({gathered}) FROM ({sql})"
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT json_group_array({gathered}) FROM ({sql})", params)
-        rows = orjson.loads(cursor.fetchone()[0])
+        cursor.execute(statement, params)
+        rows = loads_json(cursor.fetchone()[0])
     if flat:
         return rows if converters[0] is None else [converters[0](value) for value in rows]
     for index, convert in enumerate(converters):
@@ -471,8 +486,20 @@ def values_read_at_once(queryset: models.QuerySet, *fields: str, flat: bool = Fa
     return [tuple(row) for row in rows]
 
 
-def _sqlite_datetime_reader() -> Callable[[Any], Any]:
-    """SQLite's stored text of a DateTimeField as an aware datetime: what Django's converter gives, without its regex."""
+DECIMAL_DIGITS_IN_A_FLOAT = 15  # a decimal of at most this many digits survives JSON's float exactly
+
+
+def loads_json(text: str | bytes) -> Any:
+    """A JSON text parsed: orjson where it can, json for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def _datetime_reader() -> Callable[[Any], Any]:
+    """A DateTimeField's value as the database wrote it into JSON, as an aware datetime: what Django's converters give,
+    without their regular expression (SQLite) or psycopg's loader written in Python (PostgreSQL)."""
     aware = settings.USE_TZ and connection.timezone_name == "UTC"
 
     def read(value: Any) -> Any:
@@ -481,9 +508,26 @@ def _sqlite_datetime_reader() -> Callable[[Any], Any]:
         try:
             parsed = dt.datetime.fromisoformat(value)
         except ValueError:
+            if connection.vendor == "postgresql":
+                raise
             return connection.ops.convert_datetimefield_value(value, None, connection)
-        return parsed.replace(tzinfo=dt.UTC) if aware and parsed.tzinfo is None else \
-            connection.ops.convert_datetimefield_value(value, None, connection)
+        if parsed.tzinfo is None:  # SQLite's text, in UTC where USE_TZ
+            return parsed.replace(tzinfo=dt.UTC) if aware else \
+                connection.ops.convert_datetimefield_value(value, None, connection)
+        return parsed.astimezone(dt.UTC) if aware else parsed  # PostgreSQL's, with the session's offset
+    return read
+
+
+def _decimal_reader(field: models.DecimalField) -> Callable[[Any], Any]:
+    """A DecimalField's value as JSON's number, as the Decimal Django reads (rounded to the field's places)."""
+    to_decimal = Context(prec=DECIMAL_DIGITS_IN_A_FLOAT).create_decimal_from_float
+    places = Decimal(1).scaleb(-field.decimal_places)
+
+    def read(value: Any) -> Any:
+        if value is None:
+            return None
+        number = to_decimal(value) if isinstance(value, (int, float)) else Decimal(value)
+        return number.quantize(places, context=field.context)
     return read
 
 

@@ -205,8 +205,8 @@ EXECUTION_COLUMNS = ("pk", "status", "order", "current_section", "current_step",
 def _facts(ids: list[int]) -> tuple[list[OpportunityFacts], dict[int, list[OrderFacts]], dict[int, list[ExecutionFacts]]]:
     """The opportunities with these pks, their orders and the executions on them or on their orders (indexed lookups)."""
     opportunities = [OpportunityFacts(pk, title, status or "", deleted is not None, budget, tags, updated)
-                     for pk, title, status, deleted, budget, tags, updated in Opportunity.objects.filter(
-                         column_in(Opportunity, "id", ids)).order_by().values_list(
+                     for pk, title, status, deleted, budget, tags, updated in values_read_at_once(
+                         Opportunity.objects.filter(column_in(Opportunity, "id", ids)).order_by(),
                          "pk", "title", "status", "epilot_deleted_at", "budget", "tags", "epilot_updated_at")]
     orders: dict[int, list[OrderFacts]] = defaultdict(list)
     owner_of_order: dict[int, int] = {}

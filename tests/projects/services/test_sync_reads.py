@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from decimal import Decimal
 
 import pytest
 from django.db.models import F
@@ -13,7 +14,7 @@ from integrations.epilot import EpilotClient
 from projects.mirror.bulk import column_in, values_read_at_once
 from projects.mirror.pacing import GateClosed, ReadGate
 from projects.mirror.pages import mark_purged
-from projects.models import Contact, Opportunity, Order, SyncRun
+from projects.models import AusbauProject, Contact, Opportunity, Order, SyncRun
 from projects.services.sync import sync_run
 
 pytestmark = pytest.mark.django_db
@@ -26,13 +27,16 @@ def mirrored(epilot: EpilotClient) -> None:
 
 @pytest.mark.parametrize(("model", "fields"), [
     (Opportunity, ("pk", "epilot_id", "epilot_updated_at", "epilot_deleted_at", "customer", "title", "customer_epilot_id")),
+    (Opportunity, ("pk", "budget", "tags", "latitude", "payload")),
     (Order, ("id", "opportunity", "amount_total", "epilot_created_at", "currency")),
     (Contact, ("epilot_id",)),
 ])
 def test_a_result_read_at_once_is_what_values_list_reads(mirrored, model, fields) -> None:
     first, last = Opportunity.objects.order_by("pk")[0], Opportunity.objects.order_by("-pk")[0]
-    Opportunity.objects.filter(pk=first.pk).update(epilot_deleted_at=F("epilot_updated_at"))
-    Opportunity.objects.filter(pk=last.pk).update(epilot_deleted_at=dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC))
+    Opportunity.objects.filter(pk=first.pk).update(epilot_deleted_at=F("epilot_updated_at"), budget=Decimal("0.10"),
+                                                   tags=["a,b", "Straße", {"nested": [1, 2.5, None]}])
+    Opportunity.objects.filter(pk=last.pk).update(epilot_deleted_at=dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC),
+                                                  budget=Decimal("999999999999.99"), tags=[], latitude=7.0)
     expected = sorted(model.objects.values_list(*fields), key=repr)
 
     assert len(expected) >= 2
@@ -52,9 +56,9 @@ def test_a_sliced_and_filtered_result_read_at_once_keeps_its_slice(mirrored) -> 
     assert values_read_at_once(Opportunity.objects.filter(epilot_id="none such"), "pk", "epilot_id") == []
 
 
-def test_reading_a_json_field_at_once_is_refused() -> None:
-    with pytest.raises(TypeError, match="payload"):
-        values_read_at_once(Opportunity.objects.all(), "epilot_id", "payload")
+def test_reading_a_field_of_another_type_at_once_is_refused() -> None:
+    with pytest.raises(TypeError, match="has_running_workflow"):
+        values_read_at_once(AusbauProject.objects.all(), "pk", "has_running_workflow")
 
 
 AWKWARD_IDS = ['quote"d', "back\\slash", "{braced,comma}", "it's", "Straße ü", "", "NULL", "  spaced  "]
