@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
+
+from django.db import connection, connections
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -18,13 +20,15 @@ class _Failed:
 _END = object()
 
 
-def prefetched(items: Iterator[T], prepare: Callable[[T], U], *, ahead: int = 1) -> Iterator[U]:
+def prefetched(items: Iterator[T], prepare: Callable[[T], U], *, ahead: int = 1,
+               finished: Callable[[], None] | None = None) -> Iterator[U]:
     """Yield `prepare(item)` for the items of `items`, up to `ahead` of them fetched and prepared in a thread meanwhile.
 
     A sync's epilot answer times and the building of rows then overlap the writing of the page
-    before; `prepare` must not touch the database (the thread has no connection of its own). An
-    error of the iterator or of `prepare` is raised here, in order, after the items before it.
-    Closing the returned iterator lets the thread end once its current item is done.
+    before; `prepare` must not touch the database (the thread has no connection of its own; see
+    `read_ahead`). An error of the iterator or of `prepare` is raised here, in order, after the items
+    before it. Closing the returned iterator lets the thread end once its current item is done.
+    `finished` is called in the thread as it ends.
     """
     handoff: queue.Queue = queue.Queue(maxsize=ahead)
     stop = threading.Event()
@@ -39,14 +43,20 @@ def prefetched(items: Iterator[T], prepare: Callable[[T], U], *, ahead: int = 1)
         return False
 
     def fetch() -> None:
+        outcome: object = _END
         try:
             for item in items:
                 if not hand_over(prepare(item)):
                     return
         except BaseException as exc:  # handed to the consumer, which raises it
-            hand_over(_Failed(exc))
-            return
-        hand_over(_END)
+            outcome = _Failed(exc)
+        finally:
+            if finished:  # before the consumer hears the end: what it opened is closed once the consumer goes on
+                try:
+                    finished()
+                except BaseException as exc:
+                    outcome = outcome if isinstance(outcome, _Failed) else _Failed(exc)
+        hand_over(outcome)
 
     threading.Thread(target=fetch, name="epilot-prefetch", daemon=True).start()
     try:
@@ -59,3 +69,17 @@ def prefetched(items: Iterator[T], prepare: Callable[[T], U], *, ahead: int = 1)
             yield item
     finally:
         stop.set()
+
+
+def read_ahead(items: Sequence[T], read: Callable[[T], U]) -> Iterator[U]:
+    """Yield `read(item)` for the items, the next one read from the database in a thread while the caller works on the
+    one before (writes the item before, say).
+
+    The thread reads through a connection of its own, closed as it ends, and sees what is committed.
+    Inside a transaction (whose rows no other connection sees), and for a single item, every item is
+    read here, in turn. An error of `read` is raised here, after the items before it.
+    """
+    if connection.in_atomic_block or len(items) < 2:
+        yield from map(read, items)
+    else:
+        yield from prefetched(iter(items), read, finished=connections.close_all)  # the thread's own connections only

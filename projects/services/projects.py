@@ -17,6 +17,7 @@ projects the changed entities touch.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -31,6 +32,7 @@ from django.utils import timezone
 
 from projects.mirror.bulk import bulk_upsert, column_in, values_read_at_once
 from projects.mirror.changes import EntitiesChanged, projects_changed
+from projects.mirror.prefetch import read_ahead
 from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
 
 CANCELLED_STATUSES = ("abgebrochen",)
@@ -173,22 +175,29 @@ def projects_refresh(*, opportunity_ids: Iterable[int] | None = None, between_ch
     """
     ids = (sorted(set(opportunity_ids)) if opportunity_ids is not None
            else sorted(values_read_at_once(Opportunity.objects.order_by(), "id", flat=True)))
+    chunks = [ids[start:start + CHUNK] for start in range(0, len(ids), CHUNK)]
     written = 0
-    for start in range(0, len(ids), CHUNK):
-        written += _refresh_chunk(ids[start:start + CHUNK])
-        if between_chunks:
-            between_chunks()
+    # The next chunk's facts are read and its projects derived while this one's are written.
+    with contextlib.closing(read_ahead(chunks, _derived_chunk)) as derived:
+        for chunk, (rows, dropped) in zip(chunks, derived, strict=True):
+            written += _write_chunk(chunk, rows, dropped)
+            if between_chunks:
+                between_chunks()
     return written
 
 
-def _refresh_chunk(ids: list[int]) -> int:
+def _derived_chunk(ids: list[int]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The project rows of these opportunities (pks) in scope, and the pks of those out of scope."""
     opportunities, orders, executions = _facts(ids)
     wanted = set(settings.AUSBAU_PROJECT_TAGS)
     now = timezone.now()
     rows = [derive_project(o, orders.get(o.pk, ()), executions.get(o.pk, ()), now) for o in opportunities if in_scope(o, wanted)]
+    return rows, [o.pk for o in opportunities if not in_scope(o, wanted)]
+
+
+def _write_chunk(ids: list[int], rows: list[dict[str, Any]], dropped: list[int]) -> int:
     with transaction.atomic():
-        if wanted:
-            dropped = [o.pk for o in opportunities if not in_scope(o, wanted)]
+        if dropped:
             AusbauProject.objects.filter(column_in(AusbauProject, "opportunity", dropped)).delete()
         # A first sync's projects are all new: PostgreSQL then COPies them straight into the table.
         known = AusbauProject.objects.filter(column_in(AusbauProject, "opportunity", ids)).exists()

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import time
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
-from projects.services.projects import projects_refresh
+from projects.services.projects import CHUNK, projects_refresh
 
 pytestmark = pytest.mark.django_db
 
@@ -116,3 +118,40 @@ def test_a_second_refresh_updates_the_project_in_place() -> None:
     assert projects_refresh(opportunity_ids=[project.opportunity_id]) == 1
     again = AusbauProject.objects.get(pk=project.pk)
     assert (again.phase, again.title) == (Phase.APPROVED, "Glasfaser Düssel")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refresh_of_many_chunks_reads_the_next_chunk_beside_the_writes_and_closes_its_connection() -> None:
+    """Outside a transaction the next chunk's facts are read by a thread with a connection of its own."""
+    now = timezone.now()
+    count = 2 * CHUNK + 1
+    opportunities = Opportunity.objects.bulk_create([
+        Opportunity(epilot_id=f"many-{index}", synced_at=now, **opportunity("abgebrochen" if index % 3 == 0 else "ausstehend"))
+        for index in range(count)])
+    Order.objects.bulk_create([Order(epilot_id=f"many-order-{index}", opportunity=mirrored, synced_at=now, **order())
+                               for index, mirrored in enumerate(opportunities) if index % 3 == 1])
+    connections_before = _connections_to_this_database()
+
+    assert projects_refresh() == count
+
+    phases = dict(AusbauProject.objects.values_list("opportunity__epilot_id", "phase"))
+    assert phases == {f"many-{index}": (Phase.CANCELLED, Phase.APPROVED, Phase.PLANNING)[index % 3] for index in range(count)}
+    assert _connections_once_settled(connections_before) == connections_before
+
+
+def _connections_once_settled(expected: int | None) -> int | None:
+    """The session count, asked again for up to five seconds while it differs (a server process ends a moment after
+    its client closed the connection)."""
+    deadline = time.monotonic() + 5
+    while (count := _connections_to_this_database()) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return count
+
+
+def _connections_to_this_database() -> int | None:
+    """PostgreSQL's count of sessions on the test database (None on SQLite, which has no server to ask)."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        return cursor.fetchone()[0]
