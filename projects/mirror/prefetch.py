@@ -71,15 +71,18 @@ def prefetched(items: Iterator[T], prepare: Callable[[T], U], *, ahead: int = 1,
         stop.set()
 
 
-def read_ahead(items: Sequence[T], read: Callable[[T], U]) -> Iterator[U]:
+def read_ahead(items: Sequence[T], read: Callable[[T], U], *, in_thread: bool | None = None) -> Iterator[U]:
     """Yield `read(item)` for the items, the next one read from the database in a thread while the caller works on the
     one before (writes the item before, say).
 
     The thread reads through a connection of its own, closed as it ends, and sees what is committed.
-    Inside a transaction (whose rows no other connection sees), and for a single item, every item is
-    read here, in turn. An error of `read` is raised here, after the items before it.
+    By default that happens outside a transaction only (another connection would not see its rows);
+    `in_thread=True` asks for it inside one whose uncommitted rows the reads do not need. A single
+    item, or `in_thread=False`, is read here, in turn. An error of `read` is raised here, after the
+    items before it.
     """
-    if connection.in_atomic_block or len(items) < 2:
-        yield from map(read, items)
-    else:
-        yield from prefetched(iter(items), read, finished=connections.close_all)  # the thread's own connections only
+    if in_thread is None:
+        in_thread = not connection.in_atomic_block
+    if not in_thread or len(items) < 2:
+        return (read(item) for item in items)
+    return prefetched(iter(items), read, finished=connections.close_all)  # the thread's own connections only

@@ -11,6 +11,7 @@ of the mirror's projects touches (all of them after a full sync or an import).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -23,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from projects.mirror.addresses import address_key, searchable
 from projects.mirror.bulk import bulk_update_by_pk, column_in, values_read_at_once
+from projects.mirror.prefetch import read_ahead
 from projects.models import AreaAddress, AreaSnapshot, AusbauProject, Opportunity, Order, RolloutArea, Stage
 from projects.services.errors import NotAllowed
 from projects.services.milestones import MILESTONES, BuildingMilestones, building_milestones, milestone_rules
@@ -266,18 +268,23 @@ def areas_refresh(*, address_keys: Iterable[str] | None = None) -> int:
         areas = list(RolloutArea.objects.filter(pk__in=set(values_read_at_once(touched, "area", flat=True))))
     if not areas:
         return 0
+    # Outside an outer transaction another connection sees what the figures are worked out from.
+    beside = not connection.in_atomic_block
     with transaction.atomic():
         _lock(areas)
         addresses = AreaAddress.objects.order_by()
         columns = ("pk", "key", "located_by_import", *ADDRESS_FIGURES)
         if keys is None:
             # The areas' addresses a chunk at a time, each from its own opportunities: what a full refresh holds
-            # and reads follows the areas' addresses, not the size of the mirror.
+            # and reads follows the areas' addresses, not the size of the mirror. A thread works out the next
+            # chunk's figures while this one's are stored; it reads no address, and it starts once the areas are
+            # locked, so a refresh that waited for them still comes after everything this one read.
             every_key = sorted(set(values_read_at_once(addresses, "key", flat=True)))
-            for start in range(0, len(every_key), FIGURES_CHUNK):
-                chunk = every_key[start:start + FIGURES_CHUNK]
-                _store_address_figures(list(addresses.filter(column_in(AreaAddress, "key", chunk)).values_list(*columns)),
-                                       address_figures(chunk))
+            chunks = [every_key[start:start + FIGURES_CHUNK] for start in range(0, len(every_key), FIGURES_CHUNK)]
+            with contextlib.closing(read_ahead(chunks, address_figures, in_thread=beside)) as figures:
+                for chunk, chunk_figures in zip(chunks, figures, strict=True):
+                    _store_address_figures(
+                        list(addresses.filter(column_in(AreaAddress, "key", chunk)).values_list(*columns)), chunk_figures)
         else:
             never = [area.pk for area in areas if area.figures_at is None]
             listed = list(addresses.filter(column_in(AreaAddress, "key", keys)).values_list(*columns))

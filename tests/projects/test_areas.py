@@ -19,6 +19,7 @@ from projects.models import AreaAddress, RolloutArea
 from projects.selectors import area_figures
 from projects.services.api_clients import api_client_create
 from projects.services.areas import ImportRejected, area_addresses_import, areas_refresh, read_address_file
+from tests.database_sessions import database_sessions, database_sessions_once_settled
 
 pytestmark = pytest.mark.django_db
 
@@ -79,6 +80,17 @@ def test_every_figure_on_a_hand_made_example(imported) -> None:
 
 def test_a_full_refresh_of_more_addresses_than_one_chunk_sums_them_all(tmp_path) -> None:
     """A full refresh works the areas' addresses out a chunk at a time; the demo's addresses sort after the first."""
+    _refresh_more_addresses_than_one_chunk(tmp_path)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_a_thread_works_out_the_next_chunk_and_closes_its_connection(tmp_path) -> None:
+    sessions_before = database_sessions()
+    _refresh_more_addresses_than_one_chunk(tmp_path)
+    assert database_sessions_once_settled(sessions_before) == sessions_before
+
+
+def _refresh_more_addresses_than_one_chunk(tmp_path) -> None:
     call_command("sync_epilot", stdout=StringIO())
     fillers = "".join(f"Rohdenhaus;00001;Leerweg;{number};1\n" for number in range(1, 2101))
     call_command("import_area_addresses", str(write(tmp_path, CSV + fillers)), stdout=StringIO())

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import time
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from projects.models import AusbauProject, Opportunity, Order, WorkflowExecution
 from projects.services.projects import CHUNK, projects_refresh
+from tests.database_sessions import database_sessions, database_sessions_once_settled
 
 pytestmark = pytest.mark.django_db
 
@@ -130,28 +129,10 @@ def test_a_refresh_of_many_chunks_reads_the_next_chunk_beside_the_writes_and_clo
         for index in range(count)])
     Order.objects.bulk_create([Order(epilot_id=f"many-order-{index}", opportunity=mirrored, synced_at=now, **order())
                                for index, mirrored in enumerate(opportunities) if index % 3 == 1])
-    connections_before = _connections_to_this_database()
+    sessions_before = database_sessions()
 
     assert projects_refresh() == count
 
     phases = dict(AusbauProject.objects.values_list("opportunity__epilot_id", "phase"))
     assert phases == {f"many-{index}": (Phase.CANCELLED, Phase.APPROVED, Phase.PLANNING)[index % 3] for index in range(count)}
-    assert _connections_once_settled(connections_before) == connections_before
-
-
-def _connections_once_settled(expected: int | None) -> int | None:
-    """The session count, asked again for up to five seconds while it differs (a server process ends a moment after
-    its client closed the connection)."""
-    deadline = time.monotonic() + 5
-    while (count := _connections_to_this_database()) != expected and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return count
-
-
-def _connections_to_this_database() -> int | None:
-    """PostgreSQL's count of sessions on the test database (None on SQLite, which has no server to ask)."""
-    if connection.vendor != "postgresql":
-        return None
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
-        return cursor.fetchone()[0]
+    assert database_sessions_once_settled(sessions_before) == sessions_before
