@@ -155,7 +155,8 @@ def derive_project(opportunity: OpportunityFacts, orders: Sequence[OrderFacts], 
     totals = [order.amount_total for order in orders if order.live and order.amount_total is not None]
     moments = [m for m in (opportunity.updated_at, *(o.updated_at for o in orders), *(e.updated_at for e in executions)) if m]
     return {
-        "opportunity": opportunity.pk, "title": opportunity.title[:500], "phase": phase, "progress_percent": progress,
+        # The phase as a plain str: PostgreSQL's binary COPY takes exact types only (an enum member went as text).
+        "opportunity": opportunity.pk, "title": opportunity.title[:500], "phase": phase.value, "progress_percent": progress,
         "current_section": latest.current_section if running else "", "current_step": latest.current_step if running else "",
         "budget": (Decimal(sum(totals)) / 100).quantize(Decimal("0.01")) if totals else opportunity.budget,
         "has_running_workflow": any(e.running for e in executions), "tags": tags_text(opportunity.tags),
