@@ -442,6 +442,7 @@ def values_read_at_once(queryset: models.QuerySet, *fields: str, flat: bool = Fa
     """
     converters: list[Callable[[Any], Any] | None] = []
     as_json: set[int] = set()  # fields the database nests as JSON, not as their text
+    floats: set[int] = set()
     for index, name in enumerate(fields):
         field = queryset.model._meta.pk if name == "pk" else queryset.model._meta.get_field(name)
         if isinstance(field, models.ForeignKey):
@@ -452,6 +453,7 @@ def values_read_at_once(queryset: models.QuerySet, *fields: str, flat: bool = Fa
             converters.append(None)
         elif isinstance(field, models.FloatField):
             converters.append(lambda value: None if value is None else float(value))  # JSON writes 7.0 as 7
+            floats.add(index)
         elif isinstance(field, models.DecimalField) and (field.max_digits or 99) <= DECIMAL_DIGITS_IN_A_FLOAT:
             converters.append(_decimal_reader(field))
         elif isinstance(field, models.JSONField):
@@ -466,8 +468,11 @@ def values_read_at_once(queryset: models.QuerySet, *fields: str, flat: bool = Fa
         return list(queryset.values_list(*fields, flat=flat))
     aliases = {f"value_{index}": models.F(name) for index, name in enumerate(fields)}
     sql, params = queryset.values(**aliases).query.sql_with_params()
-    # SQLite nests a JSON column's text as JSON only through json(); PostgreSQL nests json and jsonb as they are.
-    values = [alias if postgresql or index not in as_json else f"json({alias})" for index, alias in enumerate(aliases)]
+    # SQLite nests a JSON column's text as JSON only through json(), and writes a float into JSON with 15 significant
+    # digits (so as text with the 17 every double needs); PostgreSQL nests json and jsonb as they are, floats exact.
+    values = [alias if postgresql else f"json({alias})" if index in as_json else
+              f"CASE WHEN {alias} IS NULL THEN NULL ELSE printf('%!.17g', {alias}) END" if index in floats else alias
+              for index, alias in enumerate(aliases)]
     if postgresql:
         gathered = values[0] if flat else f"json_build_array({', '.join(values)})"
         statement = f"SELECT COALESCE(json_agg({gathered}), '[]')::text FROM ({sql}) AS gathered"

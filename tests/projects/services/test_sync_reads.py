@@ -27,7 +27,7 @@ def mirrored(epilot: EpilotClient) -> None:
 
 @pytest.mark.parametrize(("model", "fields"), [
     (Opportunity, ("pk", "epilot_id", "epilot_updated_at", "epilot_deleted_at", "customer", "title", "customer_epilot_id")),
-    (Opportunity, ("pk", "budget", "tags", "latitude", "payload")),
+    (Opportunity, ("pk", "budget", "tags", "latitude", "longitude", "payload")),
     (Order, ("id", "opportunity", "amount_total", "epilot_created_at", "currency")),
     (Contact, ("epilot_id",)),
 ])
@@ -36,7 +36,8 @@ def test_a_result_read_at_once_is_what_values_list_reads(mirrored, model, fields
     Opportunity.objects.filter(pk=first.pk).update(epilot_deleted_at=F("epilot_updated_at"), budget=Decimal("0.10"),
                                                    tags=["a,b", "Straße", {"nested": [1, 2.5, None]}])
     Opportunity.objects.filter(pk=last.pk).update(epilot_deleted_at=dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC),
-                                                  budget=Decimal("999999999999.99"), tags=[], latitude=7.0)
+                                                  budget=Decimal("999999999999.99"), tags=[], latitude=7.0,
+                                                  longitude=6.123456789012345)
     expected = sorted(model.objects.values_list(*fields), key=repr)
 
     assert len(expected) >= 2
