@@ -469,9 +469,10 @@ def values_read_at_once(queryset: models.QuerySet, *fields: str, flat: bool = Fa
     aliases = {f"value_{index}": models.F(name) for index, name in enumerate(fields)}
     sql, params = queryset.values(**aliases).query.sql_with_params()
     # SQLite nests a JSON column's text as JSON only through json(), and writes a float into JSON with 15 significant
-    # digits (so as text with the 17 every double needs); PostgreSQL nests json and jsonb as they are, floats exact.
+    # digits (so as text with the 17 every double needs; '%%' as Django reads it); PostgreSQL nests json and jsonb as they
+    # are, floats exact.
     values = [alias if postgresql else f"json({alias})" if index in as_json else
-              f"CASE WHEN {alias} IS NULL THEN NULL ELSE printf('%!.17g', {alias}) END" if index in floats else alias
+              f"CASE WHEN {alias} IS NULL THEN NULL ELSE printf('%%!.17g', {alias}) END" if index in floats else alias
               for index, alias in enumerate(aliases)]
     if postgresql:
         gathered = values[0] if flat else f"json_build_array({', '.join(values)})"
