@@ -303,6 +303,9 @@ def main() -> None:
     parser.add_argument("--sql", action="store_true", help="print the statements of the full sync that took longest in all")
     parser.add_argument("--latency", type=int, default=0, metavar="MS",
                         help="the sandbox answers every request this much later, as epilot over the internet would")
+    parser.add_argument("--areas", type=int, default=20, help="rollout areas laid out before the sync (0: none)")
+    parser.add_argument("--addresses", type=int, default=25_000,
+                        help="addresses in scope over the areas: every opportunity's address in the data, then made-up ones")
     parser.add_argument("--floor-of", metavar="URL", help=argparse.SUPPRESS)  # floor_in_own_process
     args = parser.parse_args()
     if args.floor_of:
@@ -325,6 +328,7 @@ def main() -> None:
         executions_floor_seconds, executions_floor_requests = floor["executions_seconds"], floor["requests"]
         epilot_executions = floor["executions"]  # of every entity with a `workflows` attribute, none for some
         use_django_against(url, workdir)
+        laid_out = lay_out_areas(sandbox_db, args.areas, args.addresses) if args.areas else 0
         from django.db import connection
 
         from projects.models import AusbauProject, Order, SyncRun
@@ -359,7 +363,7 @@ def main() -> None:
         floor_after = floor_in_own_process(url)
         total = full.created + full.updated
         linked = Order.objects.filter(opportunity__isnull=False).count()
-        full_differences = mirror_differences(url, epilot_executions)
+        full_differences = mirror_differences(url, epilot_executions) + area_differences()
         before = sandbox_stats(url)
         started = time.perf_counter()
         quiet = sync_run(trigger=SyncRun.Trigger.COMMAND)
@@ -369,7 +373,7 @@ def main() -> None:
         started = time.perf_counter()
         small = sync_run(trigger=SyncRun.Trigger.COMMAND)
         small_elapsed = time.perf_counter() - started
-        small_differences = mirror_differences(url, epilot_executions)
+        small_differences = mirror_differences(url, epilot_executions) + area_differences()
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -379,7 +383,9 @@ def main() -> None:
     phases = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in full.phase_seconds.items())
     print(f"data:                      {args.shape}-shaped, {args.entities:,} entities; database {connection.vendor}"
           + (f"; {args.workflows:.0%} of the opportunities with a running workflow" if args.shape != "sandbox" else "")
-          + (f"; {args.latency} ms latency per request" if args.latency else ""))
+          + (f"; {args.latency} ms latency per request" if args.latency else "")
+          + (f"; {args.areas} areas with {args.addresses:,} addresses, {laid_out:,} of them an opportunity's"
+             if args.areas else ""))
     floor_before, executions_floor_before = floor_seconds, executions_floor_seconds
     floor_seconds = (floor_before + floor_after["seconds"]) / 2
     executions_floor_seconds = (executions_floor_before + floor_after["executions_seconds"]) / 2
@@ -415,9 +421,60 @@ def main() -> None:
             print(f"  {seconds:6.2f} s  {count:6d}x  {sql}")
 
 
+def lay_out_areas(sandbox_db: Path, areas: int, addresses: int) -> int:
+    """`addresses` addresses in scope over `areas` areas, their figures computed (while the mirror is empty), as an area
+    imported before the first sync is: every address of an opportunity in the sandbox, then made-up ones. Returns how
+    many are an opportunity's."""
+    import sqlite3
+
+    from django.db import connection
+
+    from projects.mirror.addresses import address_key
+    from projects.mirror.rows import as_text, first_address
+    from projects.models import AreaAddress, AreaSnapshot, RolloutArea
+    from projects.services.areas import areas_refresh
+
+    if connection.vendor == "postgresql":  # an earlier run's areas
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE " + ", ".join(connection.ops.quote_name(model._meta.db_table)
+                                                  for model in (AreaSnapshot, AreaAddress, RolloutArea)) + " CASCADE")
+    keys = set()
+    with contextlib.closing(sqlite3.connect(sandbox_db)) as sandbox:
+        for (body,) in sandbox.execute("SELECT body FROM entities WHERE schema = 'opportunity'"):
+            address = first_address(json.loads(body))
+            key = address_key(as_text(address.get("postal_code")), as_text(address.get("street")),
+                              as_text(address.get("street_number")))
+            if key:
+                keys.add(key)
+    keys = sorted(keys)[:addresses]
+    known = len(keys)
+    keys += [address_key("42489", f"Neubaugebiet {n // 200}", str(n % 200 + 1)) for n in range(addresses - len(keys))]
+    made = [RolloutArea.objects.create(name=f"Ausbaugebiet {k + 1:02d}", quota_percent=40) for k in range(areas)]
+    AreaAddress.objects.bulk_create([AreaAddress(area=made[n % areas], postal_code=key.split("|")[0], street=key.split("|")[1],
+                                                 house_number=key.split("|")[2][:20], units=1 + n % 6, key=key)
+                                     for n, key in enumerate(keys)], batch_size=5000)
+    areas_refresh()
+    return known
+
+
+def area_differences() -> list[str]:
+    """The addresses whose figures differ from a recompute of every area (which then puts them right)."""
+    from projects.models import AreaAddress
+    from projects.services.areas import ADDRESS_FIGURES, areas_refresh
+
+    def figures() -> dict[int, tuple]:
+        return {row[0]: row[1:] for row in AreaAddress.objects.values_list("pk", "units", *ADDRESS_FIGURES)}
+
+    before = figures()
+    areas_refresh()
+    after = figures()
+    return [f"address {pk}: figures {before[pk]} after the sync, {after[pk]} recomputed"
+            for pk in sorted(after) if before.get(pk) != after[pk]][:5]
+
+
 def _exactness(differences: list[str]) -> str:
     if not differences:
-        return "exact (every payload, every order's opportunity, every execution and its status)"
+        return "exact (every payload, every order's opportunity, every execution and its status, every area's figures)"
     return "NOT EXACT:\n  " + "\n  ".join(differences)
 
 
