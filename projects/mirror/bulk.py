@@ -430,7 +430,7 @@ def _converter(field: models.Field) -> Callable[[Any], Any] | None:
 
 def values_read_at_once(queryset: models.QuerySet, *fields: str, flat: bool = False) -> list[Any]:
     """`queryset.values_list(*fields, flat=flat)` as a list, for results of thousands of rows (texts, numbers, dates,
-    decimals, JSON).
+    decimals, booleans, JSON).
 
     The database gathers the rows into one JSON array, read in one step and parsed in one call. On
     SQLite, sqlite3 releases the GIL for every row it steps to and must take it back before the
@@ -451,6 +451,8 @@ def values_read_at_once(queryset: models.QuerySet, *fields: str, flat: bool = Fa
             converters.append(_datetime_reader())
         elif isinstance(field, (models.CharField, models.TextField)) or field.get_internal_type() in _INTEGER_TYPES:
             converters.append(None)
+        elif isinstance(field, models.BooleanField):
+            converters.append(lambda value: None if value is None else bool(value))  # SQLite keeps 0 and 1
         elif isinstance(field, models.FloatField):
             converters.append(lambda value: None if value is None else float(value))  # JSON writes 7.0 as 7
             floats.add(index)
@@ -460,7 +462,8 @@ def values_read_at_once(queryset: models.QuerySet, *fields: str, flat: bool = Fa
             converters.append(None)
             as_json.add(index)
         else:
-            raise TypeError(f"values_read_at_once reads texts, numbers, dates and JSON, not {name} ({type(field).__name__})")
+            raise TypeError(f"values_read_at_once reads texts, numbers, dates, booleans and JSON, "
+                            f"not {name} ({type(field).__name__})")
     if flat and len(fields) != 1:
         raise TypeError("values_read_at_once reads one field when flat")
     postgresql = connection.vendor == "postgresql"

@@ -14,7 +14,7 @@ from integrations.epilot import EpilotClient
 from projects.mirror.bulk import column_in, values_read_at_once
 from projects.mirror.pacing import GateClosed, ReadGate
 from projects.mirror.pages import mark_purged
-from projects.models import AusbauProject, Contact, Opportunity, Order, SyncRun
+from projects.models import AreaSnapshot, AusbauProject, Contact, Opportunity, Order, SyncRun
 from projects.services.sync import sync_run
 
 pytestmark = pytest.mark.django_db
@@ -57,9 +57,20 @@ def test_a_sliced_and_filtered_result_read_at_once_keeps_its_slice(mirrored) -> 
     assert values_read_at_once(Opportunity.objects.filter(epilot_id="none such"), "pk", "epilot_id") == []
 
 
+def test_booleans_read_at_once_are_what_values_list_reads(mirrored) -> None:
+    first, last = AusbauProject.objects.order_by("pk")[0], AusbauProject.objects.order_by("-pk")[0]
+    AusbauProject.objects.filter(pk=first.pk).update(has_running_workflow=True)
+    AusbauProject.objects.filter(pk=last.pk).update(has_running_workflow=False)
+    expected = sorted(AusbauProject.objects.values_list("pk", "has_running_workflow", "phase"))
+
+    read = sorted(values_read_at_once(AusbauProject.objects.order_by(), "pk", "has_running_workflow", "phase"))
+    assert read == expected
+    assert {type(running) for _pk, running, _phase in read} == {bool}
+
+
 def test_reading_a_field_of_another_type_at_once_is_refused() -> None:
-    with pytest.raises(TypeError, match="has_running_workflow"):
-        values_read_at_once(AusbauProject.objects.all(), "pk", "has_running_workflow")
+    with pytest.raises(TypeError, match="day"):
+        values_read_at_once(AreaSnapshot.objects.all(), "pk", "day")
 
 
 AWKWARD_IDS = ['quote"d', "back\\slash", "{braced,comma}", "it's", "Straße ü", "", "NULL", "  spaced  "]
