@@ -275,16 +275,20 @@ def areas_refresh(*, address_keys: Iterable[str] | None = None) -> int:
         addresses = AreaAddress.objects.order_by()
         columns = ("pk", "key", "located_by_import", *ADDRESS_FIGURES)
         if keys is None:
-            # The areas' addresses a chunk at a time, each from its own opportunities: what a full refresh holds
-            # and reads follows the areas' addresses, not the size of the mirror. A thread works out the next
-            # chunk's figures while this one's are stored; it reads no address, and it starts once the areas are
-            # locked, so a refresh that waited for them still comes after everything this one read.
-            every_key = sorted(set(values_read_at_once(addresses, "key", flat=True)))
+            # Every figure of an address comes from the opportunities at it (deleted ones too: their projects
+            # count), so only the addresses with one are worked out, a chunk at a time from their own
+            # opportunities: what a full refresh holds and reads follows the areas' addresses, not the size of
+            # the mirror. A thread works out the next chunk's figures while this one's are stored; it reads no
+            # address, and it starts once the areas are locked, so a refresh that waited for them still comes
+            # after everything this one read. The other addresses are emptied by one statement where they are not.
+            with_opportunities = Opportunity.objects.exclude(address_key="").filter(address_key__in=addresses.values("key"))
+            every_key = sorted(set(values_read_at_once(with_opportunities.order_by(), "address_key", flat=True)))
             chunks = [every_key[start:start + FIGURES_CHUNK] for start in range(0, len(every_key), FIGURES_CHUNK)]
             with contextlib.closing(read_ahead(chunks, address_figures, in_thread=beside)) as figures:
                 for chunk, chunk_figures in zip(chunks, figures, strict=True):
-                    _store_address_figures(
-                        list(addresses.filter(column_in(AreaAddress, "key", chunk)).values_list(*columns)), chunk_figures)
+                    _store_address_figures(_read_addresses(addresses.filter(column_in(AreaAddress, "key", chunk)), columns),
+                                           chunk_figures)
+            _empty_figures(addresses.exclude(key__in=with_opportunities.values("address_key")))
         else:
             never = [area.pk for area in areas if area.figures_at is None]
             listed = list(addresses.filter(column_in(AreaAddress, "key", keys)).values_list(*columns))
@@ -296,6 +300,18 @@ def areas_refresh(*, address_keys: Iterable[str] | None = None) -> int:
 
 
 FIGURES_CHUNK = 2000  # addresses whose figures a full refresh works out at once
+
+
+def _read_addresses(addresses: Any, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """The addresses' `columns`, while a thread works out the next chunk's figures.
+
+    sqlite3 steps through a result row by row and gives the GIL up at every row, each time waiting
+    for the working thread to hand it back: SQLite's rows are read at once. psycopg reads a result in
+    one step, and PostgreSQL's JSON of these mostly empty columns would cost more than the rows.
+    """
+    if connection.vendor == "postgresql":
+        return list(addresses.values_list(*columns))
+    return values_read_at_once(addresses, *columns)
 
 
 def areas_snapshot() -> int:
@@ -377,6 +393,15 @@ def _store_address_figures(listed: list[tuple[Any, ...]], figures: dict[str, tup
         if tuple(stored) != wanted:
             changed.append({"id": pk, **dict(zip(ADDRESS_FIGURES, wanted, strict=True))})
     bulk_update_by_pk(AreaAddress, changed, ADDRESS_FIGURES)
+
+
+def _empty_figures(addresses: Any) -> None:
+    """Give these addresses (none with an opportunity) the figures of an address with none, where they have others;
+    coordinates that came with the import are kept."""
+    empty = dict(zip(ADDRESS_FIGURES, NOTHING, strict=True))
+    location = {name: empty.pop(name) for name in ADDRESS_FIGURES[LOCATION]}
+    addresses.filter(located_by_import=True).exclude(**empty).update(**empty)
+    addresses.filter(located_by_import=False).exclude(**empty, **location).update(**empty, **location)
 
 
 def _store_area_sums(areas: list[RolloutArea], now: Any) -> None:

@@ -10,12 +10,13 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.core.management import CommandError, call_command
 from django.db import connection, connections, transaction
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from integrations.connection import get_epilot_client
 from integrations.epilot_sandbox import demo_id
 from projects.mirror.addresses import address_key
-from projects.models import AreaAddress, RolloutArea
+from projects.models import AreaAddress, Opportunity, RolloutArea, Stage
 from projects.selectors import area_figures
 from projects.services.api_clients import api_client_create
 from projects.services.areas import ImportRejected, area_addresses_import, areas_refresh, read_address_file
@@ -93,6 +94,10 @@ def test_outside_a_transaction_a_thread_works_out_the_next_chunk_and_closes_its_
 def _refresh_more_addresses_than_one_chunk(tmp_path) -> None:
     call_command("sync_epilot", stdout=StringIO())
     fillers = "".join(f"Rohdenhaus;00001;Leerweg;{number};1\n" for number in range(1, 2101))
+    # A full refresh works out the addresses with an opportunity: each filler has one (with nothing signed).
+    Opportunity.objects.bulk_create([
+        Opportunity(epilot_id=f"filler-{number}", address_key=address_key("00001", "Leerweg", str(number)), payload={},
+                    synced_at=timezone.now()) for number in range(1, 2101)])
     call_command("import_area_addresses", str(write(tmp_path, CSV + fillers)), stdout=StringIO())
     AreaAddress.objects.update(signed=False, connected=False, projects_planning=0, projects_cancelled=0)
     areas_refresh()
@@ -100,6 +105,32 @@ def _refresh_more_addresses_than_one_chunk(tmp_path) -> None:
     assert (figures["addresses_in_scope"], figures["units_in_scope"]) == (2105, 2125)
     assert (figures["units_signed"], figures["units_connected"]) == (14, 4)
     assert figures["projects_by_phase"] == {"planning": 2, "approved": 1, "completed": 1, "cancelled": 1}
+
+
+def test_a_full_refresh_empties_the_addresses_no_opportunity_is_at_and_keeps_imported_coordinates(imported) -> None:
+    flehenberg = AreaAddress.objects.get(area=imported, key=address_key("42489", "Flehenberger Weg", "7"))
+    assert (flehenberg.signed, flehenberg.connected, flehenberg.projects_completed) == (True, True, 1)
+    # The building's opportunity now lies elsewhere, and an address without one carries figures from somewhere.
+    Opportunity.objects.filter(address_key=flehenberg.key).update(address_key=address_key("42489", "Anderswo", "1"))
+    AreaAddress.objects.filter(pk=flehenberg.pk).update(located_by_import=True, latitude=51.28, longitude=7.03)
+    dorf = AreaAddress.objects.get(key=address_key("42489", "Dorfstraße", "5"))
+    AreaAddress.objects.filter(pk=dorf.pk).update(signed=True, projects_planning=2, stage=Stage.CONNECTED,
+                                                  passed_at=timezone.now(), waiting_on="Tiefbau", latitude=51.0, longitude=7.0)
+
+    areas_refresh()
+
+    flehenberg.refresh_from_db()
+    dorf.refresh_from_db()
+    empty = (False, False, 0, 0, Stage.IN_SCOPE, None, None, "")
+    assert (flehenberg.signed, flehenberg.connected, flehenberg.projects_completed, flehenberg.projects_planning,
+            flehenberg.stage, flehenberg.signed_at, flehenberg.connected_at, flehenberg.waiting_on) == empty
+    assert (flehenberg.latitude, flehenberg.longitude) == (51.28, 7.03)
+    assert (dorf.signed, dorf.connected, dorf.projects_completed, dorf.projects_planning, dorf.stage, dorf.signed_at,
+            dorf.passed_at, dorf.waiting_on) == empty
+    assert (dorf.latitude, dorf.longitude) == (None, None)
+    figures = area_figures(RolloutArea.objects.get(pk=imported.pk))
+    assert (figures["units_signed"], figures["units_connected"]) == (10, 0)  # Fliethe 20 alone
+    assert area_figures(RolloutArea.objects.get(name="Düssel Ortskern"))["units_signed"] == 0
 
 
 def test_a_new_contract_counts_after_the_next_sync(imported) -> None:
