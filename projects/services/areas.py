@@ -34,7 +34,7 @@ from projects.mirror.bulk import bulk_update_by_pk, column_in, values_read_at_on
 from projects.mirror.prefetch import read_ahead
 from projects.models import AreaAddress, AreaSnapshot, AusbauProject, Opportunity, Order, RolloutArea, Stage
 from projects.services.errors import NotAllowed
-from projects.services.milestones import MILESTONES, BuildingMilestones, building_milestones, milestone_rules
+from projects.services.milestones import MILESTONES, BuildingMilestones, milestone_rules, milestones_of
 
 COLUMNS = ["area", "postal_code", "street", "house_number", "units"]  # and optionally lat, lon
 SIGNED_ORDER_STATUSES = ("placed", "completed")
@@ -342,28 +342,33 @@ def address_figures(keys: list[str]) -> dict[str, tuple[Any, ...]]:
     building reached the `connected` milestone, or, while no rule marks that milestone, a project at the
     address is `completed`. The stage and milestone dates: services/milestones.py.
     """
-    live = Opportunity.objects.filter(epilot_deleted_at__isnull=True).exclude(status="abgebrochen").exclude(address_key="")
+    # The opportunities at these addresses and their orders, read once for the signed figures and the milestones.
+    present = Opportunity.objects.filter(epilot_deleted_at__isnull=True).exclude(address_key="").filter(
+        column_in(Opportunity, "address_key", keys)).order_by()
+    opportunities = values_read_at_once(present, "id", "address_key", "status", "latitude", "longitude")
+    key_of = {pk: key for pk, key, status, _latitude, _longitude in opportunities if status != "abgebrochen"}  # live ones
     signed: dict[str, Any] = {}
-    # From the opportunities at these addresses to their orders (both indexed), never from all signed orders.
-    projects = AusbauProject.objects.exclude(opportunity__address_key="").filter(
-        opportunity__in=Opportunity.objects.filter(column_in(Opportunity, "address_key", keys)))
-    key_of = dict(values_read_at_once(live.filter(column_in(Opportunity, "address_key", keys)).order_by(), "id",
-                                      "address_key"))
-    # By the indexed opportunity column alone, status and deletion picked here: given them, SQLite's planner
-    # preferred the status index and read every placed order.
-    orders = Order.objects.filter(column_in(Order, "opportunity", list(key_of))).order_by()
-    for owner, status, deleted, created, synced in values_read_at_once(
-            orders, "opportunity", "status", "epilot_deleted_at", "epilot_created_at", "synced_at"):
-        if deleted is not None or status not in SIGNED_ORDER_STATUSES:
+    # From the opportunities at these addresses to their orders (both indexed), never from all signed orders. By the
+    # indexed opportunity column alone, status and deletion picked here: given them, SQLite's planner preferred the
+    # status index and read every placed order.
+    orders = Order.objects.filter(column_in(Order, "opportunity", [row[0] for row in opportunities])).order_by()
+    order_rows = values_read_at_once(orders, "id", "opportunity", "status", "epilot_deleted_at", "epilot_created_at",
+                                     "synced_at")
+    for _pk, owner, status, deleted, created, synced in order_rows:
+        if owner not in key_of or deleted is not None or status not in SIGNED_ORDER_STATUSES:
             continue
         since = created or synced
         if key_of[owner] not in signed or since < signed[key_of[owner]]:
             signed[key_of[owner]] = since
+    projects = AusbauProject.objects.exclude(opportunity__address_key="").filter(
+        opportunity__in=Opportunity.objects.filter(column_in(Opportunity, "address_key", keys)))
     phases_by_key: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(PHASE_COLUMNS, 0))
     for key, phase in projects.order_by().values_list("opportunity__address_key", "phase"):
         phases_by_key[key][phase] += 1
     rules = milestone_rules()
-    milestones = building_milestones(keys, rules)
+    milestones = milestones_of(keys, [(pk, key, latitude, longitude) for pk, key, _status, latitude, longitude in opportunities],
+                               [(pk, owner) for pk, owner, _status, deleted, _created, _synced in order_rows
+                                if deleted is None], rules)
     # Connected is the milestone where rules mark it, else (no rule for it yet) a completed project.
     connected_by_rule = any(rule.milestone == "connected" for rule in rules)
     figures = {}

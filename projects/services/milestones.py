@@ -53,25 +53,33 @@ def building_milestones(keys: list[str] | None, rules: list[Rule] | None = None)
     By a change: opportunities by address key, their orders, the executions of both and their completed
     steps, each by an indexed column. After a rule change: the same four reads over whole tables.
     """
-    rules = milestone_rules() if rules is None else rules
     opportunities = Opportunity.objects.filter(epilot_deleted_at__isnull=True).exclude(address_key="").order_by()
     if keys is not None:
         opportunities = opportunities.filter(column_in(Opportunity, "address_key", keys))
+    located = values_read_at_once(opportunities, "id", "address_key", "latitude", "longitude")
+    if not located:
+        return {}
+    orders = Order.objects.filter(epilot_deleted_at__isnull=True, opportunity__isnull=False).order_by()
+    if keys is not None:
+        orders = orders.filter(column_in(Order, "opportunity", [row[0] for row in located]))
+    return milestones_of(keys, located, values_read_at_once(orders, "id", "opportunity"), rules)
+
+
+def milestones_of(keys: list[str] | None, opportunities: Iterable[tuple[int, str, float | None, float | None]],
+                  orders: Iterable[tuple[int, int]], rules: list[Rule] | None = None) -> dict[str, BuildingMilestones]:
+    """`building_milestones` from the opportunities (pk, address key, latitude, longitude) and their orders (pk,
+    opportunity pk) the caller read: none deleted, every one at these address keys (at any address when None)."""
+    rules = milestone_rules() if rules is None else rules
     facts: dict[str, BuildingMilestones] = defaultdict(BuildingMilestones)
     key_of_opportunity: dict[int, str] = {}
-    for pk, key, latitude, longitude in sorted(values_read_at_once(opportunities, "id", "address_key", "latitude",
-                                                                   "longitude")):
+    for pk, key, latitude, longitude in sorted(opportunities):
         key_of_opportunity[pk] = key
         building = facts[key]
         if building.latitude is None and latitude is not None and longitude is not None:
             building.latitude, building.longitude = latitude, longitude
     if not key_of_opportunity:
         return dict(facts)
-    orders = Order.objects.filter(epilot_deleted_at__isnull=True, opportunity__isnull=False).order_by()
-    if keys is not None:
-        orders = orders.filter(column_in(Order, "opportunity", list(key_of_opportunity)))
-    key_of_order = {pk: key_of_opportunity[owner] for pk, owner in values_read_at_once(orders, "id", "opportunity")
-                    if owner in key_of_opportunity}
+    key_of_order = {pk: key_of_opportunity[owner] for pk, owner in orders if owner in key_of_opportunity}
     executions = _executions(keys, key_of_opportunity, key_of_order)
     if rules:
         _reached(rules, executions, facts, every_step=keys is None)
