@@ -10,8 +10,12 @@ keep-alive connections at once), the peak RSS of this process from the sync's st
 of this process, of the sandbox and of PostgreSQL's backend during the sync (on 2 cores they
 compete), the time per phase ("rows" are built in the prefetch thread and overlap the writing),
 and what a quiet incremental run costs.
+Before the sync it lays out rollout areas as a Stadtwerk has them (20 areas, 25,000 addresses: every
+opportunity's address in the data, then made-up ones; `--areas 0` for none), so the full run
+recomputes their figures too.
 After the full and after the incremental run it pages through the sandbox once more and compares
-the mirror with it (every payload, every order's opportunity, every execution and its status).
+the mirror with it (every payload, every order's opportunity, every execution and its status), and
+the areas' figures with a recompute.
 Targets (2-core machine): ratio <= 2.5 on SQLite and <= 3.5 on PostgreSQL to the bare fetch of what
 the run reads (the pages, and the execution reads where workflows run); peak RSS < 300 MB and
 flat in entity count (run 50,000 and 150,000 in separate processes and compare); an exact mirror.
