@@ -27,16 +27,19 @@ def visible_text(html: str) -> str:
 
 
 @pytest.mark.skipif(shutil.which("xgettext") is None, reason="needs GNU gettext (Debian: gettext), as makemessages does")
-def test_every_string_has_a_german_translation(tmp_path, settings, monkeypatch) -> None:
-    catalogue = tmp_path / "de" / "LC_MESSAGES"
-    catalogue.mkdir(parents=True)
-    shutil.copy(ROOT / "locale" / "de" / "LC_MESSAGES" / "django.po", catalogue / "django.po")
-    settings.LOCALE_PATHS = [tmp_path]
+def test_every_string_has_a_german_translation(monkeypatch) -> None:
+    """makemessages writes into the project's own catalogue (it takes the `locale` folder it walks past, whatever
+    LOCALE_PATHS says): the strings are read from there, and the catalogue is put back as it was."""
+    catalogue = ROOT / "locale" / "de" / "LC_MESSAGES" / "django.po"
+    committed = catalogue.read_bytes()
     monkeypatch.chdir(ROOT)
-    call_command("makemessages", locale=["de"], no_obsolete=True, verbosity=0, stdout=StringIO(),
-                 extensions=["html", "txt", "py", "svg"],
-                 ignore_patterns=[".venv/*", "var/*", "tests/*", "bench/*", "docs/*", "locale/*"])
-    entries = (catalogue / "django.po").read_text().split("\n\n")[1:]
+    try:
+        call_command("makemessages", locale=["de"], no_obsolete=True, verbosity=0, stdout=StringIO(),
+                     extensions=["html", "txt", "py", "svg"],
+                     ignore_patterns=[".venv/*", "var/*", "tests/*", "bench/*", "docs/*", "locale/*"])
+        entries = catalogue.read_text().split("\n\n")[1:]
+    finally:
+        catalogue.write_bytes(committed)
     untranslated = [entry.split("\n")[-2:] for entry in entries
                     if "#, fuzzy" in entry or re.search(r'^msgstr(\[0\])? ""\Z', entry.strip(), re.M)]
     assert untranslated == []
