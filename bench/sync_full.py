@@ -332,7 +332,7 @@ def main() -> None:
         executions_floor_seconds, executions_floor_requests = floor["executions_seconds"], floor["requests"]
         epilot_executions = floor["executions"]  # of every entity with a `workflows` attribute, none for some
         use_django_against(url, workdir)
-        laid_out = lay_out_areas(sandbox_db, args.areas, args.addresses) if args.areas else 0
+        laid_out = areas_before_the_sync(sandbox_db, args.areas, args.addresses) if args.areas else 0
         from django.db import connection
 
         from projects.models import AusbauProject, Order, SyncRun
@@ -425,40 +425,30 @@ def main() -> None:
             print(f"  {seconds:6.2f} s  {count:6d}x  {sql}")
 
 
-def lay_out_areas(sandbox_db: Path, areas: int, addresses: int) -> int:
-    """`addresses` addresses in scope over `areas` areas, their figures computed (while the mirror is empty), as an area
-    imported before the first sync is: every address of an opportunity in the sandbox, then made-up ones. Returns how
-    many are an opportunity's."""
+def areas_before_the_sync(sandbox_db: Path, areas: int, addresses: int) -> int:
+    """Rollout areas laid out over every address of an opportunity in the sandbox, then made-up ones, their figures
+    computed while the mirror is empty, as an area imported before the first sync is; returns how many addresses are
+    an opportunity's."""
     import sqlite3
 
     from django.db import connection
 
+    from bench.areas_layout import lay_out_areas
     from projects.mirror.addresses import address_key
     from projects.mirror.rows import as_text, first_address
     from projects.models import AreaAddress, AreaSnapshot, RolloutArea
-    from projects.services.areas import areas_refresh
 
     if connection.vendor == "postgresql":  # an earlier run's areas
         with connection.cursor() as cursor:
             cursor.execute("TRUNCATE " + ", ".join(connection.ops.quote_name(model._meta.db_table)
                                                   for model in (AreaSnapshot, AreaAddress, RolloutArea)) + " CASCADE")
-    keys = set()
+    keys = []
     with contextlib.closing(sqlite3.connect(sandbox_db)) as sandbox:
         for (body,) in sandbox.execute("SELECT body FROM entities WHERE schema = 'opportunity'"):
             address = first_address(json.loads(body))
-            key = address_key(as_text(address.get("postal_code")), as_text(address.get("street")),
-                              as_text(address.get("street_number")))
-            if key:
-                keys.add(key)
-    keys = sorted(keys)[:addresses]
-    known = len(keys)
-    keys += [address_key("42489", f"Neubaugebiet {n // 200}", str(n % 200 + 1)) for n in range(addresses - len(keys))]
-    made = [RolloutArea.objects.create(name=f"Ausbaugebiet {k + 1:02d}", quota_percent=40) for k in range(areas)]
-    AreaAddress.objects.bulk_create([AreaAddress(area=made[n % areas], postal_code=key.split("|")[0], street=key.split("|")[1],
-                                                 house_number=key.split("|")[2][:20], units=1 + n % 6, key=key)
-                                     for n, key in enumerate(keys)], batch_size=5000)
-    areas_refresh()
-    return known
+            keys.append(address_key(as_text(address.get("postal_code")), as_text(address.get("street")),
+                                    as_text(address.get("street_number"))))
+    return lay_out_areas(keys, areas, addresses)
 
 
 def area_differences() -> list[str]:

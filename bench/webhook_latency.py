@@ -104,6 +104,7 @@ def main() -> None:
             stderr=subprocess.STDOUT))
         wait_for_port(ports["web"], "gunicorn")
 
+        from bench.areas_layout import lay_out_areas
         from integrations.epilot import EpilotClient, ServiceURLs
         from projects.models import (
             AusbauProject,
@@ -128,7 +129,7 @@ def main() -> None:
         synced = time.perf_counter()
         sync_run(trigger=SyncRun.Trigger.COMMAND, full=True, client=client)
         synced = time.perf_counter() - synced
-        lay_out_areas(args.areas, args.addresses)
+        lay_out_areas(Opportunity.objects.values_list("address_key", flat=True), args.areas, args.addresses)
         webhook_provision(url=f"http://127.0.0.1:{ports['web']}/webhooks/epilot/", schemas=["opportunity", "order"],
                           client=client)
         targets = burst_targets(args.changes)
@@ -184,21 +185,6 @@ def main() -> None:
         print(f"webhook task:    p50 {statistics.median(task_seconds):.3f} s, p90 {percentile(task_seconds, 0.9):.3f} s, "
               f"max {max(task_seconds):.3f} s over {len(task_seconds)} tasks (as the worker logged them)")
     print(f"logs:            {workdir}")
-
-
-def lay_out_areas(areas: int, addresses: int) -> None:
-    """`addresses` addresses in scope over `areas` areas: every mirrored opportunity's address, then made-up ones."""
-    from projects.mirror.addresses import address_key
-    from projects.models import AreaAddress, Opportunity, RolloutArea
-    from projects.services.areas import areas_refresh
-
-    keys = sorted(set(Opportunity.objects.exclude(address_key="").values_list("address_key", flat=True)))[:addresses]
-    keys += [address_key("42489", f"Neubaugebiet {n // 200}", str(n % 200 + 1)) for n in range(addresses - len(keys))]
-    made = [RolloutArea.objects.create(name=f"Ausbaugebiet {k + 1:02d}", quota_percent=40) for k in range(areas)]
-    AreaAddress.objects.bulk_create([AreaAddress(area=made[n % areas], postal_code=key.split("|")[0], street=key.split("|")[1],
-                                                 house_number=key.split("|")[2][:20], units=1 + n % 6, key=key)
-                                     for n, key in enumerate(keys)], batch_size=5000)
-    areas_refresh()
 
 
 def burst_targets(changes: int) -> list[tuple[str, str, str]]:
