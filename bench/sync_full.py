@@ -228,7 +228,7 @@ def start_sandbox_server(sandbox_db: Path) -> tuple[subprocess.Popen, str]:
 
 def use_django_against(url: str, workdir: Path) -> None:
     """Set Django up in this process against the sandbox at `url` (DATABASE_URL, else a fresh SQLite file), tuned as a
-    worker process is, migrated, with the mirror empty."""
+    worker process is, migrated, with the mirror and the rollout areas empty."""
     os.environ.update({"DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING", "EPILOT_API_URL": url,
                        "EPILOT_API_TOKEN": "", "DEBUG": "false"})
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'app.sqlite3'}")
@@ -244,6 +244,8 @@ def use_django_against(url: str, workdir: Path) -> None:
     from django.db import connection
 
     from projects.models import (
+        AreaAddress,
+        AreaSnapshot,
         AusbauProject,
         Contact,
         GenericEntity,
@@ -252,12 +254,13 @@ def use_django_against(url: str, workdir: Path) -> None:
         Order,
         PendingExecutionRead,
         Reconciliation,
+        RolloutArea,
         SyncState,
         WorkflowExecution,
     )
 
     models = (AusbauProject, WorkflowExecution, Order, Opportunity, OpportunityItem, Contact, GenericEntity, SyncState,
-              PendingExecutionRead, Reconciliation)
+              PendingExecutionRead, Reconciliation, AreaSnapshot, AreaAddress, RolloutArea)
     if connection.vendor == "postgresql":
         # An earlier run's mirror (the database outlives the run): TRUNCATE, as deleting through the ORM would
         # load every row into this process first and leave its peak RSS hundreds of MB higher.
@@ -431,17 +434,10 @@ def areas_before_the_sync(sandbox_db: Path, areas: int, addresses: int) -> int:
     an opportunity's."""
     import sqlite3
 
-    from django.db import connection
-
     from bench.areas_layout import lay_out_areas
     from projects.mirror.addresses import address_key
     from projects.mirror.rows import as_text, first_address
-    from projects.models import AreaAddress, AreaSnapshot, RolloutArea
 
-    if connection.vendor == "postgresql":  # an earlier run's areas
-        with connection.cursor() as cursor:
-            cursor.execute("TRUNCATE " + ", ".join(connection.ops.quote_name(model._meta.db_table)
-                                                  for model in (AreaSnapshot, AreaAddress, RolloutArea)) + " CASCADE")
     keys = []
     with contextlib.closing(sqlite3.connect(sandbox_db)) as sandbox:
         for (body,) in sandbox.execute("SELECT body FROM entities WHERE schema = 'opportunity'"):
