@@ -40,6 +40,18 @@ def dumps_json(value: Any, *, default: Callable[[Any], Any] | None = None) -> st
         return json.dumps(_finite(value), default=default, ensure_ascii=False, allow_nan=False)
 
 
+def dumps_json_utf8(value: Any, *, default: Callable[[Any], Any] | None = None) -> bytes:
+    """`dumps_json`'s text as UTF-8 bytes, which orjson writes directly.
+
+    A row may carry a JSON column's text so (`PRE_ENCODED`): bytes travel between processes and
+    into the database without being decoded and encoded again on the way.
+    """
+    try:
+        return orjson.dumps(value, default=default)
+    except (orjson.JSONEncodeError, TypeError):
+        return dumps_json(value, default=default).encode()
+
+
 def _finite(value: Any) -> Any:
     """`value` with every float that is not finite replaced by None, in lists and objects too."""
     if isinstance(value, float):
@@ -88,18 +100,21 @@ def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *,
     key_of = itemgetter(*keys)
     params = _parameters(fields, list({key_of(row): row for row in rows}.values()))
     # One transaction for all rows: in autocommit SQLite would commit (and sync to disk) once per row.
+    documents = [index for index, field in enumerate(fields) if isinstance(field, models.JSONField)]
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             if len(params) <= FEW_ROWS:
                 # A webhook's or a write's handful of rows: one statement, not a staging table's six round trips.
                 row = f"({', '.join(['%s'] * len(fields))})"
                 cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(params))} {conflict}",
-                               [value for values in params for value in values])
+                               [value for values in _documents_as_text(params, documents) for value in values])
             elif not (believed_new and _copy_new_rows(model, fields, params)):
                 _copy_then_upsert(model, fields, params, conflict)
         else:
+            # A JSON text given as UTF-8 bytes would be stored as a BLOB: SQLite takes its bytes as text instead.
+            placeholders = ["CAST(? AS TEXT)" if index in documents else "?" for index in range(len(fields))]
             with _json_checks_skipped(model, cursor):
-                _insert_in_groups(cursor, f"INSERT INTO {table} ({columns}) VALUES", len(fields), conflict, params)
+                _insert_in_groups(cursor, f"INSERT INTO {table} ({columns}) VALUES", placeholders, conflict, params)
     return len(rows)
 
 
@@ -169,7 +184,7 @@ def bulk_update_by_pk(model: type[models.Model], rows: Iterable[Mapping[str, Any
     return len(rows)
 
 
-def _insert_in_groups(cursor: Any, insert: str, width: int, conflict: str, params: list[Sequence[Any]]) -> None:
+def _insert_in_groups(cursor: Any, insert: str, placeholders: list[str], conflict: str, params: list[Sequence[Any]]) -> None:
     """SQLite: many rows per INSERT, in the few sizes `statement_groups` gives; the full ones run with one executemany.
 
     sqlite3 releases the GIL for every statement; a thread building the next page then takes it
@@ -178,8 +193,8 @@ def _insert_in_groups(cursor: Any, insert: str, width: int, conflict: str, param
     cursor: Django's would rewrite each `%s` of a page with a regular expression.
     Errors surface as django.db errors.
     """
-    row = f"({', '.join(['?'] * width)})"
-    per_statement = max(1, min(ROWS_PER_STATEMENT, _sqlite_parameter_limit() // width))
+    row = f"({', '.join(placeholders)})"
+    per_statement = max(1, min(ROWS_PER_STATEMENT, _sqlite_parameter_limit() // len(placeholders)))
     groups = statement_groups(len(params), per_statement)
     full = [start for start, size in groups if size == per_statement]
     raw = cursor.cursor
@@ -248,9 +263,9 @@ def _copy_then_upsert(model: type[models.Model], fields: Sequence[models.Field],
         for column in documents:
             raw.execute(f"ALTER TABLE {staging} ALTER COLUMN {column} SET STORAGE EXTERNAL")
         # Binary COPY: timestamps, numbers and texts travel as the server stores them, nothing to parse or escape.
-        types = _column_types(raw, staging)
-        binary = _fit_binary(types, params)
-        _copy_rows(raw, staging, columns, params, types if binary else None)
+        indexes = [index for index, field in enumerate(fields) if isinstance(field, models.JSONField)]
+        types = [BYTEA if index in indexes else oid for index, oid in enumerate(_column_types(raw, staging))]
+        _copy_documents(raw, staging, columns, params, types, indexes, version=b"")
         raw.execute(f"INSERT INTO {table} ({columns}) SELECT {taken} FROM {staging} {conflict}")
         raw.execute(f"TRUNCATE {staging}")
 
@@ -273,11 +288,8 @@ def _copy_new_rows(model: type[models.Model], fields: Sequence[models.Field], pa
             table_types = _column_types(raw, table, [field.column for field in fields])
             # jsonb's binary form is a version byte (1) and the document's text: the text goes as it is.
             documents = [index for index, oid in enumerate(table_types) if oid == JSONB]
-            types = [TEXT if oid == JSONB else oid for oid in table_types]
-            binary = _fit_binary(types, params)
-            if binary and documents:
-                params = [_versioned(row, documents) for row in params]
-            _copy_rows(raw, table, columns, params, types if binary else None)
+            types = [BYTEA if oid == JSONB else oid for oid in table_types]
+            _copy_documents(raw, table, columns, params, types, documents, version=b"\x01")
     except IntegrityError:
         return False
     return True
@@ -292,15 +304,37 @@ def _copy_rows(raw: Any, relation: str, columns: str, params: list[Sequence[Any]
             copy.write_row(row)
 
 
-JSONB, TEXT = 3802, 25
+JSONB, BYTEA = 3802, 17
 
 
-def _versioned(row: Sequence[Any], documents: list[int]) -> list[Any]:
+def _copy_documents(raw: Any, relation: str, columns: str, params: list[Sequence[Any]], types: list[int],
+                    documents: list[int], *, version: bytes) -> None:
+    """COPY `params`, whose columns at `documents` hold JSON texts (str or UTF-8 bytes): in the binary format where
+    every other value fits it, each document then sent as `version` and its UTF-8 bytes as they are (a binary
+    field's bytes go to the column type's own input, whatever type the client names: bytea's sends them
+    unchanged); else as text."""
+    as_bytes = [_documents_as_utf8(row, documents, version) for row in params] if documents else params
+    if _fit_binary(types, as_bytes):
+        _copy_rows(raw, relation, columns, as_bytes, types)
+    else:
+        _copy_rows(raw, relation, columns, _documents_as_text(params, documents), None)
+
+
+def _documents_as_utf8(row: Sequence[Any], documents: list[int], version: bytes) -> list[Any]:
     values = list(row)
     for index in documents:
-        if values[index] is not None:
-            values[index] = "\x01" + values[index]
+        value = values[index]
+        if value is not None:
+            values[index] = version + (value if type(value) is bytes else value.encode())
     return values
+
+
+def _documents_as_text(params: list[Sequence[Any]], documents: list[int]) -> list[Sequence[Any]]:
+    """`params` with the JSON texts given as UTF-8 bytes at `documents` decoded, for the drivers' text parameters."""
+    if not any(type(row[index]) is bytes for row in params for index in documents):
+        return params
+    return [[value.decode() if index in documents and type(value) is bytes else value for index, value in enumerate(row)]
+            for row in params]
 
 
 _column_oids: dict[tuple[str, tuple[str, ...] | None], list[int]] = {}
@@ -320,10 +354,11 @@ def _column_types(raw: Any, relation: str, columns: Sequence[str] | None = None)
 
 
 # Python types the binary COPY format takes for a column's type oid (text, varchar, bpchar; int8, int4, int2;
-# timestamptz; numeric; bool; double precision). A value of another type (epilot sent a number where a name
-# belongs) goes as text.
+# timestamptz; numeric; bool; double precision; bytea, which JSON texts are sent as). A value of another type
+# (epilot sent a number where a name belongs) goes as text.
 BINARY_TYPES: dict[int, tuple[type, ...]] = {25: (str,), 1043: (str,), 1042: (str,), 20: (int,), 23: (int,), 21: (int,),
-                                             1184: (dt.datetime,), 1700: (Decimal, int), 16: (bool,), 701: (float,)}
+                                             1184: (dt.datetime,), 1700: (Decimal, int), 16: (bool,), 701: (float,),
+                                             BYTEA: (bytes,)}
 
 
 def _fit_binary(types: list[int], params: list[Sequence[Any]]) -> bool:
@@ -342,7 +377,7 @@ def _fit_binary(types: list[int], params: list[Sequence[Any]]) -> bool:
 
 # A row may carry a JSON field's text already (`payload__json`): the sync serialises each payload
 # once, to check its size and NUL characters, and the same text is what the database stores.
-PRE_ENCODED = "{}__json"  # a JSON field's text, encoded with `dumps_json` by whoever built the row
+PRE_ENCODED = "{}__json"  # a JSON field's text, encoded with `dumps_json` (or `dumps_json_utf8`) by whoever built the row
 PRE_ADAPTED = "{}__db"  # a field's database parameter, adapted by whoever built the row (`adapt_ahead`)
 
 

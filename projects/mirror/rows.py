@@ -12,7 +12,7 @@ from django.db import models
 
 from integrations.epilot.types import MalformedPayload, SystemAttributes, relation_ids, system_attributes
 from projects.mirror.addresses import address_key, searchable
-from projects.mirror.bulk import dumps_json
+from projects.mirror.bulk import dumps_json, dumps_json_utf8
 from projects.mirror.schemas import model_for
 
 MAX_PAYLOAD_BYTES = 512 * 1024
@@ -43,6 +43,11 @@ def dumps_payload(payload: Any) -> str:
     return dumps_json(payload, default=str)
 
 
+def dumps_payload_utf8(payload: Any) -> bytes:
+    """`dumps_payload`'s text as UTF-8 bytes: how a sync's row carries it to the database."""
+    return dumps_json_utf8(payload, default=str)
+
+
 def entity_row(schema: str, document: Any, now: dt.datetime) -> dict[str, Any]:
     """The model fields of one epilot document; raises QuarantineReason for what cannot be mirrored, malformed system
     attributes included. The row holds the document itself as its payload: the caller hands it over."""
@@ -60,9 +65,8 @@ def document_row(schema: str, entity: SystemAttributes, payload: dict[str, Any],
         payload = dict(payload)
     if entity.updated_at is None:
         raise QuarantineReason("_updated_at is missing")
-    encoded = dumps_payload(payload)
-    # A character is at most 4 bytes in UTF-8: only a long text needs encoding to be measured.
-    if len(encoded) * 4 > MAX_PAYLOAD_BYTES and len(encoded.encode()) > MAX_PAYLOAD_BYTES:
+    encoded = dumps_payload_utf8(payload)
+    if len(encoded) > MAX_PAYLOAD_BYTES:
         raise QuarantineReason(f"payload is larger than {MAX_PAYLOAD_BYTES // 1024} KiB")
     if has_nul(encoded):
         raise QuarantineReason("the payload contains a NUL character (\\u0000), which PostgreSQL cannot store")
@@ -220,8 +224,11 @@ def _column_checks(model: type[models.Model]) -> tuple[list[tuple[str, int | Non
     return texts, integers
 
 
-def has_nul(encoded: str) -> bool:
-    """Whether a JSON text (as json.dumps or orjson writes it) holds a NUL character in any string or key."""
+def has_nul(encoded: str | bytes) -> bool:
+    """Whether a JSON text (as json.dumps or orjson writes it, or its UTF-8 bytes) holds a NUL character in any string
+    or key."""
+    if isinstance(encoded, bytes):
+        return b"\\u0000" in encoded and ESCAPED_NUL.search(encoded.decode()) is not None
     return "\\u0000" in encoded and ESCAPED_NUL.search(encoded) is not None
 
 

@@ -140,3 +140,26 @@ def test_coordinates_and_amounts_are_written_exactly() -> None:
     assert [(latitude, longitude) for _id, latitude, longitude, _budget in stored] == [
         points[number % 3] for number in sorted(range(30), key=lambda number: f"point-{number}")]
     assert {budget for *_rest, budget in stored} == {Decimal("123456789012.34")}
+
+
+def documents(count: int, *, version: int) -> list[dict]:
+    return [{"_id": f"text-{number:03d}", "_schema": "opportunity", "_org": "1", "_title": f"Müller {number}",
+             "_updated_at": f"2026-01-0{version}T00:00:00Z", "notiz": f"Straße „{version}“ \\ \"quoted\" 🏠 {number}",
+             "address": [{"street": "Düsseldorfer Straße", "street_number": str(number), "postal_code": "42489"}]}
+            for number in range(count)]
+
+
+@pytest.mark.parametrize("count", [1, 30])  # PostgreSQL: a few rows go as one INSERT, more are COPied
+def test_documents_are_stored_as_the_same_text_whichever_way_they_are_written(count: int) -> None:
+    """A page's documents travel to the database as UTF-8 bytes: they are stored as JSON text (not bytes), exact,
+    when new (COPied straight in on PostgreSQL) and when known (upserted from a staging table)."""
+    for version in (1, 2):
+        with transaction.atomic():
+            store_page(prepare_page("opportunity", documents(count, version=version)), MirrorChanges(), None, None)
+        stored = dict(Opportunity.objects.values_list("epilot_id", "payload"))
+        assert stored == {document["_id"]: document for document in documents(count, version=version)}
+    assert not QuarantinedEntity.objects.exists()
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT DISTINCT typeof(payload), json_valid(payload) FROM projects_opportunity")
+            assert cursor.fetchall() == [("text", 1)]
