@@ -89,8 +89,10 @@ class AreaAddress(models.Model):
     projects_completed = models.PositiveIntegerField(_("completed projects"), default=0)
     projects_cancelled = models.PositiveIntegerField(_("cancelled projects"), default=0)
     # The building's way through the build (services/funnel.py): the furthest stage and when each milestone was
-    # reached, as epilot reports the completion of the step that marks it.
-    stage = models.CharField(_("stage"), max_length=12, choices=Stage.choices, default=Stage.IN_SCOPE, db_index=True)
+    # reached, as epilot reports the completion of the step that marks it. Not indexed: an area's few thousand
+    # buildings are read by their area, and an indexed column that changes makes PostgreSQL write every index of
+    # the row again (the trigram index too) on each change of the figures, instead of updating the row in place.
+    stage = models.CharField(_("stage"), max_length=12, choices=Stage.choices, default=Stage.IN_SCOPE)
     signed_at = models.DateTimeField(_("signed"), null=True, blank=True)
     passed_at = models.DateTimeField(_("passed"), null=True, blank=True)
     connected_at = models.DateTimeField(_("connected"), null=True, blank=True)

@@ -19,7 +19,7 @@ from projects.mirror.addresses import address_key
 from projects.models import AreaAddress, Opportunity, RolloutArea, Stage
 from projects.selectors import area_figures
 from projects.services.api_clients import api_client_create
-from projects.services.areas import ImportRejected, area_addresses_import, areas_refresh, read_address_file
+from projects.services.areas import ADDRESS_FIGURES, ImportRejected, area_addresses_import, areas_refresh, read_address_file
 from tests.database_sessions import database_sessions, database_sessions_once_settled
 
 pytestmark = pytest.mark.django_db
@@ -131,6 +131,20 @@ def test_a_full_refresh_empties_the_addresses_no_opportunity_is_at_and_keeps_imp
     figures = area_figures(RolloutArea.objects.get(pk=imported.pk))
     assert (figures["units_signed"], figures["units_connected"]) == (10, 0)  # Fliethe 20 alone
     assert area_figures(RolloutArea.objects.get(name="Düssel Ortskern"))["units_signed"] == 0
+
+
+def test_no_index_of_a_building_names_one_of_its_figures() -> None:
+    """PostgreSQL updates a row in place (HOT) only while no indexed column changes: the figures a refresh writes
+    must stay out of every index, and on PostgreSQL the pages keep room for the new version."""
+    figure_columns = {AreaAddress._meta.get_field(name).column for name in ADDRESS_FIGURES}
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, AreaAddress._meta.db_table)
+        indexed = {column for constraint in constraints.values() if constraint["index"] or constraint["unique"]
+                   for column in constraint["columns"] or ()}
+        assert indexed >= {"key", "area_id"} and not indexed & figure_columns, indexed & figure_columns
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT reloptions FROM pg_class WHERE relname = %s", [AreaAddress._meta.db_table])
+            assert "fillfactor=70" in cursor.fetchone()[0]
 
 
 def test_a_new_contract_counts_after_the_next_sync(imported) -> None:
