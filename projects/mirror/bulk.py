@@ -13,7 +13,6 @@ import functools
 import json
 import math
 import sqlite3
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Context, Decimal
@@ -22,9 +21,11 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import IntegrityError, connection, models, transaction
+from django.db import connection, models, transaction
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTransform
+
+from projects.mirror.pg_copy import copy_new_rows, copy_then_upsert, documents_as_text
 
 
 def dumps_json(value: Any, *, default: Callable[[Any], Any] | None = None) -> str:
@@ -107,9 +108,9 @@ def bulk_upsert(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *,
                 # A webhook's or a write's handful of rows: one statement, not a staging table's six round trips.
                 row = f"({', '.join(['%s'] * len(fields))})"
                 cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(params))} {conflict}",
-                               [value for values in _documents_as_text(params, documents) for value in values])
-            elif not (believed_new and _copy_new_rows(model, fields, params)):
-                _copy_then_upsert(model, fields, params, conflict)
+                               [value for values in documents_as_text(params, documents) for value in values])
+            elif not (believed_new and copy_new_rows(model, fields, params)):
+                copy_then_upsert(model, fields, params, conflict)
         else:
             # A JSON text given as UTF-8 bytes would be stored as a BLOB: SQLite takes its bytes as text instead.
             placeholders = ["CAST(? AS TEXT)" if index in documents else "?" for index in range(len(fields))]
@@ -235,144 +236,6 @@ def _sqlite_parameter_limit() -> int:
     if hasattr(raw, "getlimit"):  # Python 3.11+
         return raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     return connection.features.max_query_params
-
-
-def _copy_then_upsert(model: type[models.Model], fields: Sequence[models.Field], params: list[list[Any]], conflict: str) -> None:
-    """PostgreSQL: COPY the rows into a temporary table, then one INSERT ... SELECT ... ON CONFLICT.
-
-    COPY streams rows without a round trip or a statement each; the upsert then runs once, set-based.
-    The staging table lives until the transaction ends. Errors surface as django.db errors.
-    """
-    import psycopg
-
-    quote = connection.ops.quote_name
-    table = quote(model._meta.db_table)
-    columns = ", ".join(quote(field.column) for field in fields)
-    documents = [quote(field.column) for field in fields if isinstance(field, models.JSONField)]
-    # JSON is staged as uncompressed text and parsed once, by the INSERT: a jsonb staging column
-    # parsed and compressed every document twice (COPY was 40 % of the database's time in a sync).
-    staged = ", ".join(f"{quote(field.column)}::text" if quote(field.column) in documents else quote(field.column)
-                       for field in fields)
-    taken = ", ".join(f"{quote(field.column)}::jsonb" if quote(field.column) in documents else quote(field.column)
-                      for field in fields)
-    # One staging table per column set: two upserts of a model in one transaction may write different columns.
-    staging = quote(f"staging_{model._meta.db_table}_{zlib.crc32(columns.encode()):08x}")
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as raw:
-        raw.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DROP AS "
-                    f"SELECT {staged} FROM {table} WITH NO DATA")
-        for column in documents:
-            raw.execute(f"ALTER TABLE {staging} ALTER COLUMN {column} SET STORAGE EXTERNAL")
-        # Binary COPY: timestamps, numbers and texts travel as the server stores them, nothing to parse or escape.
-        indexes = [index for index, field in enumerate(fields) if isinstance(field, models.JSONField)]
-        types = [BYTEA if index in indexes else oid for index, oid in enumerate(_column_types(raw, staging))]
-        _copy_documents(raw, staging, columns, params, types, indexes, version=b"")
-        raw.execute(f"INSERT INTO {table} ({columns}) SELECT {taken} FROM {staging} {conflict}")
-        raw.execute(f"TRUNCATE {staging}")
-
-
-def _copy_new_rows(model: type[models.Model], fields: Sequence[models.Field], params: list[Sequence[Any]]) -> bool:
-    """PostgreSQL: COPY rows straight into the table, in a savepoint; False (nothing written) when one of them
-    is there by now (a unique key taken), so the caller upserts instead.
-
-    For a page of new documents this spares the staging table and the INSERT ... SELECT (a first
-    sync writes only such pages). A column whose type a
-    migration changed while the process runs would fail here (the types are kept per process).
-    """
-    import psycopg
-
-    quote = connection.ops.quote_name
-    table = quote(model._meta.db_table)
-    columns = ", ".join(quote(field.column) for field in fields)
-    try:
-        with transaction.atomic(), connection.wrap_database_errors, psycopg.Cursor(connection.connection) as raw:
-            table_types = _column_types(raw, table, [field.column for field in fields])
-            # jsonb's binary form is a version byte (1) and the document's text: the text goes as it is.
-            documents = [index for index, oid in enumerate(table_types) if oid == JSONB]
-            types = [BYTEA if oid == JSONB else oid for oid in table_types]
-            _copy_documents(raw, table, columns, params, types, documents, version=b"\x01")
-    except IntegrityError:
-        return False
-    return True
-
-
-def _copy_rows(raw: Any, relation: str, columns: str, params: list[Sequence[Any]], binary_types: list[int] | None) -> None:
-    """COPY `params` into `relation`: in the binary format with these column type oids, else as text."""
-    with raw.copy(f"COPY {relation} ({columns}) FROM STDIN" + (" (FORMAT BINARY)" if binary_types else "")) as copy:
-        if binary_types:
-            copy.set_types(binary_types)
-        for row in params:
-            copy.write_row(row)
-
-
-JSONB, BYTEA = 3802, 17
-
-
-def _copy_documents(raw: Any, relation: str, columns: str, params: list[Sequence[Any]], types: list[int],
-                    documents: list[int], *, version: bytes) -> None:
-    """COPY `params`, whose columns at `documents` hold JSON texts (str or UTF-8 bytes): in the binary format where
-    every other value fits it, each document then sent as `version` and its UTF-8 bytes as they are (a binary
-    field's bytes go to the column type's own input, whatever type the client names: bytea's sends them
-    unchanged); else as text."""
-    as_bytes = [_documents_as_utf8(row, documents, version) for row in params] if documents else params
-    if _fit_binary(types, as_bytes):
-        _copy_rows(raw, relation, columns, as_bytes, types)
-    else:
-        _copy_rows(raw, relation, columns, _documents_as_text(params, documents), None)
-
-
-def _documents_as_utf8(row: Sequence[Any], documents: list[int], version: bytes) -> list[Any]:
-    values = list(row)
-    for index in documents:
-        value = values[index]
-        if value is not None:
-            values[index] = version + (value if type(value) is bytes else value.encode())
-    return values
-
-
-def _documents_as_text(params: list[Sequence[Any]], documents: list[int]) -> list[Sequence[Any]]:
-    """`params` with the JSON texts given as UTF-8 bytes at `documents` decoded, for the drivers' text parameters."""
-    if not any(type(row[index]) is bytes for row in params for index in documents):
-        return params
-    return [[value.decode() if index in documents and type(value) is bytes else value for index, value in enumerate(row)]
-            for row in params]
-
-
-_column_oids: dict[tuple[str, tuple[str, ...] | None], list[int]] = {}
-
-
-def _column_types(raw: Any, relation: str, columns: Sequence[str] | None = None) -> list[int]:
-    """The type oids of a table's `columns` (all, in order, when None); kept per process, as migrations
-    run before the app starts and built-in types have the same oids on every server."""
-    key = (relation, tuple(columns) if columns is not None else None)
-    if key not in _column_oids:
-        raw.execute("SELECT attname, atttypid FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
-                    "AND NOT attisdropped ORDER BY attnum", [relation])
-        found = raw.fetchall()
-        by_name = dict(found)
-        _column_oids[key] = [oid for _name, oid in found] if columns is None else [by_name[name] for name in columns]
-    return _column_oids[key]
-
-
-# Python types the binary COPY format takes for a column's type oid (text, varchar, bpchar; int8, int4, int2;
-# timestamptz; numeric; bool; double precision; bytea, which JSON texts are sent as). A value of another type
-# (epilot sent a number where a name belongs) goes as text.
-BINARY_TYPES: dict[int, tuple[type, ...]] = {25: (str,), 1043: (str,), 1042: (str,), 20: (int,), 23: (int,), 21: (int,),
-                                             1184: (dt.datetime,), 1700: (Decimal, int), 16: (bool,), 701: (float,),
-                                             BYTEA: (bytes,)}
-
-
-def _fit_binary(types: list[int], params: list[Sequence[Any]]) -> bool:
-    """Whether every value has the Python type the binary format of its column expects (None always does);
-    False for a column of a type not listed here."""
-    if any(oid not in BINARY_TYPES for oid in types):
-        return False
-    checks = list(enumerate(BINARY_TYPES[oid] for oid in types))
-    for row in params:
-        for index, kinds in checks:
-            value = row[index]
-            if value is not None and type(value) not in kinds:  # exact types: True is no int8, a SafeString goes as text
-                return False
-    return True
 
 
 # A row may carry a JSON field's text already (`payload__json`): the sync serialises each payload
