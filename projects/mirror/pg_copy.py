@@ -102,7 +102,8 @@ def _documents_as_utf8(row: Sequence[Any], documents: list[int], version: bytes)
     for index in documents:
         value = values[index]
         if value is not None:
-            values[index] = version + (value if type(value) is bytes else value.encode())
+            encoded = value if type(value) is bytes else value.encode()
+            values[index] = version + encoded if version else encoded
     return values
 
 
