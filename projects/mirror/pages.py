@@ -112,7 +112,7 @@ class MirrorChanges:
             self.seconds[phase] += time.perf_counter() - started
 
 
-# A prepared row carries its payload as JSON text ("payload__json") and, under this key, the parts of it that
+# A prepared row carries its payload as JSON text in UTF-8 bytes ("payload__json") and, under this key, the parts of it that
 # `store_page` reads: a page of whole documents would be held (and, built in another process, sent) twice.
 PAYLOAD_PARTS = "payload_parts"
 PARTS_STORE_READS = ("workflows", "items")
@@ -123,7 +123,7 @@ class PreparedPage:
     """A page's rows, built without the database: what `store_page` writes."""
 
     schema: str
-    rows: dict[str, dict[str, Any]]  # epilot id -> model fields, the payload as JSON text and PAYLOAD_PARTS
+    rows: dict[str, dict[str, Any]]  # epilot id -> model fields, the payload as UTF-8 JSON text and PAYLOAD_PARTS
     quarantined: list[tuple[str, str, Any]]  # (epilot id, reason, payload)
     ids: list[str]  # every id the page named, mirrored or not
     last: tuple[dt.datetime, str] | None  # (_updated_at, _id) of the page's last entity: the watermark it reaches
