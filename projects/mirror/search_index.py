@@ -58,8 +58,9 @@ def search_index_build(model: type[models.Model]) -> None:
 
 
 def search_indexes_ensure() -> list[str]:
-    """Build the trigram indexes a set-aside left missing (a process that died during a full pass); returns their names."""
-    if not _has_trigrams():
+    """Build the trigram indexes a set-aside left missing (a process that died during a full pass); returns their names.
+    Not inside a transaction (see `SearchIndexBuilds`)."""
+    if connection.in_atomic_block or not _has_trigrams():
         return []
     present = _present([index_name(model) for model in SEARCHED])
     missing = [model for model in SEARCHED if index_name(model) not in present]
@@ -74,8 +75,9 @@ class SearchIndexBuilds:
     """The search indexes a sync run's full passes set aside, built again beside the run's later work.
 
     Each is built on a connection of its own while the next schema's pages are written (it blocks
-    only writers of its own table); `join` waits for them. Inside a transaction (the dropped index is
-    locked until it ends) an index is built at once instead.
+    only writers of its own table); `join` waits for them. Nothing is set aside inside a transaction:
+    its pending foreign-key checks forbid building an index in it, and another connection could not
+    build one before it ends.
     """
 
     def __init__(self) -> None:
@@ -84,8 +86,10 @@ class SearchIndexBuilds:
     @contextlib.contextmanager
     def set_aside(self, model: type[models.Model]) -> Iterator[bool]:
         """Within: the model's trigram index is dropped if its table is empty; after: it is built again. Yields
-        whether it was set aside (not on SQLite, without pg_trgm, for a table with rows, or one in use elsewhere)."""
-        aside = model in SEARCHED and _has_trigrams() and not model.objects.exists() and _drop_if_free(model)
+        whether it was set aside (not on SQLite, without pg_trgm, inside a transaction, for a table with rows, or for
+        one in use elsewhere)."""
+        aside = (model in SEARCHED and not connection.in_atomic_block and _has_trigrams() and not model.objects.exists()
+                 and _drop_if_free(model))
         try:
             yield aside
         finally:
@@ -98,9 +102,6 @@ class SearchIndexBuilds:
         self._threads.clear()
 
     def _build_beside(self, model: type[models.Model]) -> None:
-        if connection.in_atomic_block:
-            search_index_build(model)
-            return
         thread = threading.Thread(target=_build_and_close, args=(model,), name=f"build {index_name(model)}", daemon=True)
         thread.start()
         self._threads.append(thread)
