@@ -80,26 +80,31 @@ def promises_sync(order_ids: Iterable[int] | None, *, now: dt.datetime | None = 
         if not order_ids:
             return 0
         orders = orders.filter(column_in(Order, "id", order_ids))
-    rows = list(orders.values_list("id", "epilot_deleted_at", "epilot_created_at", "opportunity__address_key",
+    rows = list(orders.values_list("id", "epilot_deleted_at", "opportunity__address_key",
                                    *(json_key("payload", name) for name in attributes.values())))
-    keys = sorted({row[3] for row in rows if row[3]})
+    keys = sorted({row[2] for row in rows if row[2]})
     area_of_key = _areas_of(keys)
     rules = {area.pk: area for area in RolloutArea.objects.filter(pk__in=set(area_of_key.values()))}
     existing = {(p.order_id, p.milestone): p for p in Promise.objects.filter(
         column_in(Promise, "order", [row[0] for row in rows]))} if rows else {}
     wanted: dict[tuple[int, str], tuple[dt.date, str, str, int | None]] = {}
-    for pk, deleted, created, key, *values in rows:
+    by_rule: list[tuple[int, str, str, int, int]] = []  # (order, milestone, key, area, weeks) promised by a rule
+    for pk, deleted, key, *values in rows:
         if deleted is not None:
             continue
         area = area_of_key.get(key or "")
         for milestone, value in zip(attributes, values, strict=True):
-            promised, source = promised_date_of(value), Promise.Source.ATTRIBUTE
-            if promised is None and area is not None and created is not None:
-                weeks = getattr(rules[area], f"promise_{milestone}_weeks")
-                if weeks:
-                    promised, source = timezone.localdate(created) + dt.timedelta(weeks=weeks), Promise.Source.RULE
+            promised = promised_date_of(value)
             if promised is not None:
-                wanted[(pk, milestone)] = (promised, source, key or "", area)
+                wanted[(pk, milestone)] = (promised, Promise.Source.ATTRIBUTE, key or "", area)
+            elif area is not None and (weeks := getattr(rules[area], f"promise_{milestone}_weeks")):
+                by_rule.append((pk, milestone, key, area, weeks))
+    # Creation dates only for the orders a rule promises something (the others' would be read for nothing).
+    created_of = dict(values_read_at_once(Order.objects.filter(column_in(Order, "id", sorted({r[0] for r in by_rule})))
+                                          .order_by(), "id", "epilot_created_at")) if by_rule else {}
+    for pk, milestone, key, area, weeks in by_rule:
+        if (created := created_of.get(pk)) is not None:
+            wanted[(pk, milestone)] = (timezone.localdate(created) + dt.timedelta(weeks=weeks), Promise.Source.RULE, key, area)
     with transaction.atomic():
         gone = [p.pk for ident, p in existing.items() if ident not in wanted]
         Promise.objects.filter(pk__in=gone).delete()
