@@ -14,13 +14,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import scratch_directory  # noqa: E402
 
 LUA_RANDOM_STATUS = """
 local low = tonumber(os.getenv("BENCH_LOW")); local high = tonumber(os.getenv("BENCH_HIGH"))
@@ -62,7 +62,7 @@ def main() -> None:
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         print("note: DATABASE_URL is not PostgreSQL; the issue's figures are for PostgreSQL")
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    workdir = scratch_directory("bench-api-")
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "EPILOT_SANDBOX_DB": str(workdir / "sandbox.sqlite3"),
            "LOG_LEVEL": "WARNING", "SECRET_KEY": "bench-only"}
     env.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'app.sqlite3'}")

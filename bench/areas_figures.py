@@ -14,12 +14,13 @@ import argparse
 import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import scratch_directory  # noqa: E402
+
 STREETS = ["Wilhelmstraße", "Goethestr.", "Schulstraße", "Kirchstraße", "Am Diek", "Ellenbeek", "Bahnhofstraße",
            "Mettmanner Straße", "Düsseler Straße", "Heumarkt", "Tiegenhöfe", "Schlupkothen", "Erbacher Berg", "Dorfstraße"]
 
@@ -29,7 +30,7 @@ def main() -> None:
     parser.add_argument("--addresses", type=int, default=50_000)
     parser.add_argument("--areas", type=int, default=20)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-areas-"))
+    workdir = scratch_directory("bench-areas-")
     os.environ.update({"DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING", "DEBUG": "false",
                        "EPILOT_SANDBOX_DB": str(workdir / "sandbox.sqlite3")})
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'app.sqlite3'}")

@@ -13,14 +13,13 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
+from bench import scratch_directory  # noqa: E402
 from integrations.epilot import EpilotClient, ServiceURLs  # noqa: E402
 from integrations.epilot_sandbox import (  # noqa: E402
     SandboxApp,
@@ -39,7 +38,7 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=20_000)
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-paging-"))
+    workdir = scratch_directory("bench-paging-")
     db = workdir / "sandbox.sqlite3"
     store = SandboxStore(db)
     seed_demo(store)

@@ -30,12 +30,12 @@ import random
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import scratch_directory  # noqa: E402
 from bench.sync_full import use_django_against  # noqa: E402
 
 STREETS = ["Wilhelmstraße", "Goethestraße", "Schulstraße", "Kirchstraße", "Am Diek", "Ellenbeek", "Bahnhofstraße",
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--areas", type=int, default=20)
     parser.add_argument("--shape", choices=["plain", "shared", "orphans", "wide"], default="plain")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-funnel-"))
+    workdir = scratch_directory("bench-funnel-")
     os.environ["EPILOT_SANDBOX_DB"] = str(workdir / "sandbox.sqlite3")  # nothing is asked of epilot here
     use_django_against("", workdir)
     from django.db import connection

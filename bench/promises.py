@@ -24,12 +24,12 @@ import random
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import scratch_directory  # noqa: E402
 from bench.funnel import RULES, empty_funnel, fill  # noqa: E402
 from bench.sync_full import use_django_against  # noqa: E402
 
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--areas", type=int, default=20)
     parser.add_argument("--shape", choices=["plain", "shared", "orphans", "wide"], default="plain")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-promises-"))
+    workdir = scratch_directory("bench-promises-")
     os.environ["EPILOT_SANDBOX_DB"] = str(workdir / "sandbox.sqlite3")  # nothing is asked of epilot here
     use_django_against("", workdir)
     from django.db import connection

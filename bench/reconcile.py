@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
+from bench import scratch_directory  # noqa: E402
 from bench.sync_full import SCHEMAS, seed, start_sandbox_server, use_django_against  # noqa: E402
 
 
@@ -51,7 +50,7 @@ def main() -> None:
     parser.add_argument("--workflows", type=float, default=0.0, metavar="SHARE")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-reconcile-"))
+    workdir = scratch_directory("bench-reconcile-")
     sandbox_db = workdir / "sandbox.sqlite3"
     seed(sandbox_db, args)
     from integrations.epilot_sandbox import sandbox_stats

@@ -22,12 +22,12 @@ import random
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import scratch_directory  # noqa: E402
 from bench.sync_full import use_django_against  # noqa: E402
 
 STREETS = ["Wilhelmstraße", "Goethestraße", "Schulstraße", "Kirchstraße", "Am Diek", "Ellenbeek", "Bahnhofstraße",
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=50_000)
     parser.add_argument("--buildings", type=int, default=25_000)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-search-"))
+    workdir = scratch_directory("bench-search-")
     use_django_against("http://127.0.0.1:9/unused", workdir)
     from django.db import connection, reset_queries
 

@@ -13,13 +13,13 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import scratch_directory  # noqa: E402
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=450, help="writes per minute of the measured client")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-steps-"))
+    workdir = scratch_directory("bench-steps-")
     os.environ.update({"DJANGO_SETTINGS_MODULE": "config.settings.local", "LOG_LEVEL": "WARNING", "EPILOT_API_TOKEN": "",
                        "DEBUG": "false"})
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'app.sqlite3'}")

@@ -38,7 +38,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -50,6 +49,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import scratch_directory  # noqa: E402
 
 SCHEMAS = ("contact", "opportunity", "order")
 EXECUTION_FLOOR_READERS = 4  # on loopback with 2 cores, 2 to 4 at once read fastest; the differences are within the noise
@@ -319,7 +319,7 @@ def main() -> None:
         print_floor(args.floor_of)
         return
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-sync-"))
+    workdir = scratch_directory("bench-sync-")
     sandbox_db = workdir / "sandbox.sqlite3"
     seed(sandbox_db, args)
     from integrations.epilot_sandbox import sandbox_stats

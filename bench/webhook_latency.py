@@ -25,12 +25,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import scratch_directory  # noqa: E402
 
 
 def wait_for_port(port: int, what: str, timeout: float = 60) -> None:
@@ -62,7 +62,7 @@ def main() -> None:
     if redis is None:
         raise SystemExit("redis-server is needed (apt-get install redis-server)")
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
+    workdir = scratch_directory("bench-webhooks-")
     from integrations.epilot_sandbox import SandboxStore, free_loopback_port, seed_demo, wait_until_serving
 
     ports = {name: free_loopback_port() for name in ("redis", "sandbox", "web")}
