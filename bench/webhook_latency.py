@@ -184,7 +184,8 @@ def main() -> None:
     if task_seconds:
         print(f"webhook task:    p50 {statistics.median(task_seconds):.3f} s, p90 {percentile(task_seconds, 0.9):.3f} s, "
               f"max {max(task_seconds):.3f} s over {len(task_seconds)} tasks (as the worker logged them)")
-    print(f"logs:            {workdir}")
+    print(f"logs:            {workdir}" if os.environ.get("BENCH_KEEP") else
+          "logs:            removed with the run's scratch directory (BENCH_KEEP=1 keeps them)")
 
 
 def burst_targets(changes: int) -> list[tuple[str, str, str]]:
