@@ -3,8 +3,9 @@
 PostgreSQL builds a GIN index from a whole table at once for a fraction of what it costs to take the
 same rows one page at a time (its manual, "Populating a Database": create indexes after loading).
 A full pass into an empty table therefore sets the table's index aside and builds it again after
-its last page (also when the pass fails), beside the run's next schema. A process that dies in between leaves the index missing:
-every sync run first builds the missing ones again (`search_indexes_ensure`).
+its last page (also when the pass fails), beside the run's next schema. A process that dies in
+between leaves the index missing: every sync run first builds those of its schemas again
+(`search_indexes_ensure`).
 
 Only PostgreSQL has these indexes, and only where the pg_trgm extension is installed; elsewhere
 everything here does nothing.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from django.db import DatabaseError, connection, models, transaction
 
@@ -57,18 +58,27 @@ def search_index_build(model: type[models.Model]) -> None:
                        f"USING gin (search_text gin_trgm_ops) WITH (gin_pending_list_limit = {PENDING_LIST_KB})")
 
 
-def search_indexes_ensure() -> list[str]:
-    """Build the trigram indexes a set-aside left missing (a process that died during a full pass); returns their names.
-    Not inside a transaction (see `SearchIndexBuilds`)."""
-    if connection.in_atomic_block or not _has_trigrams():
+def search_indexes_ensure(searched: Iterable[type[models.Model]]) -> list[str]:
+    """Build the trigram indexes of these models that a set-aside left missing (a process that died during a full
+    pass); returns the names of those built. Call it holding the sync lease of their schemas, so that no other run
+    has one set aside meanwhile; not inside a transaction (see `SearchIndexBuilds`). A build that fails is logged."""
+    wanted = [model for model in searched if model in SEARCHED]
+    if not wanted or connection.in_atomic_block or not _has_trigrams():
         return []
-    present = _present([index_name(model) for model in SEARCHED])
-    missing = [model for model in SEARCHED if index_name(model) not in present]
-    for model in missing:
+    present = _present([index_name(model) for model in wanted])
+    built = []
+    for model in wanted:
+        if index_name(model) in present:
+            continue
         logger.warning("search index %s was missing (a full sync stopped before it was built again): building it",
                        index_name(model))
-        search_index_build(model)
-    return [index_name(model) for model in missing]
+        try:
+            search_index_build(model)
+        except DatabaseError:  # the search is slower without it, the sync is not wrong; the next run tries again
+            logger.exception("search index %s was not built", index_name(model))
+        else:
+            built.append(index_name(model))
+    return built
 
 
 class SearchIndexBuilds:

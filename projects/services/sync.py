@@ -105,7 +105,7 @@ def sync_run(
             return _finish(run, counts, SyncRun.Status.SKIPPED, "another sync is running for " + ", ".join(wanted))
         run.started_at = timezone.now()  # the run starts once it holds its locks, not while it waits for them
         SyncRun.objects.filter(pk=run.pk).update(started_at=run.started_at)
-        search_indexes_ensure()
+        search_indexes_ensure(model_for(schema) for schema in locked)
         sync_definitions(client)
         recipes_check_drift(client)
         # Executions of entities whose workflows changed are read while later pages are written; first those
