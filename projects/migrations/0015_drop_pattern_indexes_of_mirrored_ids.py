@@ -9,6 +9,8 @@ migrations of these fields are unaffected. Nothing happens on SQLite.
 """
 from django.db import migrations
 
+from projects.migrations._pattern_indexes import pattern_index_operations
+
 PATTERN_INDEXED = {
     "projects_contact": ["epilot_id", "status"],
     "projects_opportunity": ["epilot_id", "status", "customer_epilot_id", "address_key"],
@@ -17,28 +19,7 @@ PATTERN_INDEXED = {
 }
 
 
-def pattern_indexes(schema_editor):
-    for table, columns in PATTERN_INDEXED.items():
-        for column in columns:
-            yield table, column, schema_editor._create_index_name(table, [column], suffix="_like")
-
-
-def drop(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    for _table, _column, name in pattern_indexes(schema_editor):
-        schema_editor.execute(f"DROP INDEX IF EXISTS {schema_editor.quote_name(name)}")
-
-
-def recreate(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    quote = schema_editor.quote_name
-    for table, column, name in pattern_indexes(schema_editor):
-        schema_editor.execute(f"CREATE INDEX IF NOT EXISTS {quote(name)} ON {quote(table)} ({quote(column)} varchar_pattern_ops)")
-
-
 class Migration(migrations.Migration):
     dependencies = [("projects", "0014_payload_lz4_compression")]
 
-    operations = [migrations.RunPython(drop, recreate)]
+    operations = [migrations.RunPython(*pattern_index_operations(PATTERN_INDEXED))]

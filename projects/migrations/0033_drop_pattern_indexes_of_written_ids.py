@@ -9,6 +9,8 @@ Nothing happens on SQLite.
 """
 from django.db import migrations
 
+from projects.migrations._pattern_indexes import pattern_index_operations
+
 PATTERN_INDEXED = {
     "projects_workflowexecution": ["epilot_id", "definition_epilot_id", "status", "entity_epilot_id", "entity_schema"],
     "projects_mirroredstep": ["section", "assignees", "status"],
@@ -22,28 +24,7 @@ PATTERN_INDEXED = {
 }
 
 
-def pattern_indexes(schema_editor):
-    for table, columns in PATTERN_INDEXED.items():
-        for column in columns:
-            yield table, column, schema_editor._create_index_name(table, [column], suffix="_like")
-
-
-def drop(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    for _table, _column, name in pattern_indexes(schema_editor):
-        schema_editor.execute(f"DROP INDEX IF EXISTS {schema_editor.quote_name(name)}")
-
-
-def recreate(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    quote = schema_editor.quote_name
-    for table, column, name in pattern_indexes(schema_editor):
-        schema_editor.execute(f"CREATE INDEX IF NOT EXISTS {quote(name)} ON {quote(table)} ({quote(column)} varchar_pattern_ops)")
-
-
 class Migration(migrations.Migration):
     dependencies = [("projects", "0032_figures_updated_in_place")]
 
-    operations = [migrations.RunPython(drop, recreate)]
+    operations = [migrations.RunPython(*pattern_index_operations(PATTERN_INDEXED))]
