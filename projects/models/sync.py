@@ -14,6 +14,9 @@ class SyncState(models.Model):
     last_success_at = models.DateTimeField(_("last success"), null=True, blank=True)
     lock_owner = models.CharField(_("lock owner"), max_length=100, blank=True)
     lock_expires_at = models.DateTimeField(_("lock expires"), null=True, blank=True)
+    # The table's indexes a full pass dropped to load it faster, as [{"name", "sql"}], until they are built again
+    # (projects/mirror/indexes_set_aside.py); written in the transaction that drops them.
+    indexes_set_aside = models.JSONField(_("indexes set aside"), default=list, blank=True)
 
     class Meta:
         verbose_name = _("sync state")

@@ -32,6 +32,7 @@ from integrations.epilot import EpilotClient, EpilotError
 from projects.mirror.changes import announce
 from projects.mirror.checkpoints import checkpoints_beside_writer
 from projects.mirror.execution_reader import ExecutionsReadInChild
+from projects.mirror.indexes_set_aside import IndexesSetAside, indexes_restore
 from projects.mirror.intake import (
     ExecutionFetcher,
     pending_execution_reads,
@@ -44,7 +45,6 @@ from projects.mirror.page_builder import PagesBuiltInChild, can_build_in_child
 from projects.mirror.pages import MirrorChanges, PreparedPage, adapted, mark_purged, prepare_page, store_page
 from projects.mirror.prefetch import prefetched
 from projects.mirror.schemas import configured_schemas, model_for, validate_schemas
-from projects.mirror.search_index import SearchIndexBuilds, search_indexes_ensure
 from projects.models import SyncRun, SyncState
 from projects.services.recipes import recipes_check_drift
 from projects.services.rules import rules_evaluate_safely
@@ -95,7 +95,7 @@ def sync_run(
         run.save(update_fields=["status", "started_at", "schemas", "full", "owner"])
     counts = MirrorChanges(full_pass=full)  # rewrites every row; announced whole, listeners recompute everything
     lease = SyncLease(owner)
-    search_indexes = SearchIndexBuilds()
+    indexes = IndexesSetAside()
     try:
         if dry_run:
             _dry_run(client, wanted, full, on_progress)
@@ -105,7 +105,7 @@ def sync_run(
             return _finish(run, counts, SyncRun.Status.SKIPPED, "another sync is running for " + ", ".join(wanted))
         run.started_at = timezone.now()  # the run starts once it holds its locks, not while it waits for them
         SyncRun.objects.filter(pk=run.pk).update(started_at=run.started_at)
-        search_indexes_ensure(model_for(schema) for schema in locked)
+        indexes_restore(SyncState.objects.filter(schema__in=locked))
         sync_definitions(client)
         recipes_check_drift(client)
         # Executions of entities whose workflows changed are read while later pages are written; first those
@@ -124,13 +124,15 @@ def sync_run(
                         # The next schema's child reads its first pages while this one's are written.
                         upcoming = _pages(client, locked[index + 1], full=full, in_child=in_child, run=run)
                         builders.callback(upcoming.close)
-                    _sync_schema(pages, full=full, lease=lease, counts=counts, run=run, search_indexes=search_indexes,
+                    _sync_schema(pages, full=full, lease=lease, counts=counts, run=run, indexes=indexes,
                                  on_progress=on_progress,
                                  between_pages=lambda: store_ready_executions(executions, counts))
                 lease.check()
                 with counts.timed("executions"):
                     refresh_executions(client, counts, heartbeat=lease.renew_if_due, fetcher=executions)
         finally:
+            with counts.timed("indexes"):  # what the listeners filter by is indexed again first
+                indexes.join()
             with counts.timed("projects"):  # what the run committed is announced, also when it failed later
                 announce(counts.as_event())
         lease.check()
@@ -150,7 +152,7 @@ def sync_run(
         _finish(run, counts, SyncRun.Status.FAILED, f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        search_indexes.join()
+        indexes.join()
         lease.release()
 
 
@@ -260,14 +262,14 @@ def _query(schema: str, state: SyncState | None) -> str:
 
 
 def _sync_schema(opened: _Pages, *, full: bool, lease: SyncLease, counts: MirrorChanges, run: SyncRun,
-                 search_indexes: SearchIndexBuilds,
+                 indexes: IndexesSetAside,
                  on_progress: Callable[[Progress], None] | None, between_pages: Callable[[], None]) -> None:
     schema, state, pages = opened.schema, opened.state, opened.pages
     started = time.monotonic()
     entities = 0
-    # A full pass into an empty table builds its search index once, after its last page; a failed write
+    # A full pass into an empty table builds its secondary indexes once, after its last page; a failed write
     # stops the reading at once.
-    with search_indexes.set_aside(model_for(schema)) if full else contextlib.nullcontext(), contextlib.closing(pages):
+    with indexes.during_pass(model_for(schema), state) if full else contextlib.nullcontext(), contextlib.closing(pages):
         for number, (hits, page) in enumerate(_waited_for(pages, counts), start=1):
             page_started = time.monotonic()
             with counts.timed("page"), transaction.atomic():
