@@ -343,9 +343,10 @@ def address_figures(keys: list[str]) -> dict[str, tuple[Any, ...]]:
     address is `completed`. The stage and milestone dates: services/milestones.py.
     """
     # The opportunities at these addresses and their orders, read once for the signed figures and the milestones.
-    present = Opportunity.objects.filter(epilot_deleted_at__isnull=True).exclude(address_key="").filter(
-        column_in(Opportunity, "address_key", keys)).order_by()
-    opportunities = values_read_at_once(present, "id", "address_key", "status", "latitude", "longitude")
+    # Deleted ones too (their projects count), read once: the projects are then found by their unique opportunity.
+    at_keys = Opportunity.objects.exclude(address_key="").filter(column_in(Opportunity, "address_key", keys)).order_by()
+    every = values_read_at_once(at_keys, "id", "address_key", "status", "latitude", "longitude", "epilot_deleted_at")
+    opportunities = [row[:5] for row in every if row[5] is None]
     key_of = {pk: key for pk, key, status, _latitude, _longitude in opportunities if status != "abgebrochen"}  # live ones
     signed: dict[str, Any] = {}
     # From the opportunities at these addresses to their orders (both indexed), never from all signed orders. By the
@@ -360,11 +361,11 @@ def address_figures(keys: list[str]) -> dict[str, tuple[Any, ...]]:
         since = created or synced
         if key_of[owner] not in signed or since < signed[key_of[owner]]:
             signed[key_of[owner]] = since
-    projects = AusbauProject.objects.exclude(opportunity__address_key="").filter(
-        opportunity__in=Opportunity.objects.filter(column_in(Opportunity, "address_key", keys)))
+    key_by_pk = {row[0]: row[1] for row in every}
+    projects = AusbauProject.objects.filter(column_in(AusbauProject, "opportunity", list(key_by_pk))).order_by()
     phases_by_key: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(PHASE_COLUMNS, 0))
-    for key, phase in projects.order_by().values_list("opportunity__address_key", "phase"):
-        phases_by_key[key][phase] += 1
+    for owner, phase in values_read_at_once(projects, "opportunity", "phase"):
+        phases_by_key[key_by_pk[owner]][phase] += 1
     rules = milestone_rules()
     milestones = milestones_of(keys, [(pk, key, latitude, longitude) for pk, key, _status, latitude, longitude in opportunities],
                                [(pk, owner) for pk, owner, _status, deleted, _created, _synced in order_rows
