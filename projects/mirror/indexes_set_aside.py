@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -52,8 +53,10 @@ def indexes_restore(states: Iterable[SyncState]) -> list[str]:
     names built. Call it holding the sync lease of the schemas, so that no other run has them set aside meanwhile,
     and not inside a transaction. A build that fails is logged and stays recorded for the next run."""
     built: list[str] = []
+    if connection.in_atomic_block:
+        return built
     for state in states:
-        if state.indexes_set_aside and not connection.in_atomic_block:
+        if state.indexes_set_aside:
             logger.warning("indexes of %s were set aside by a full sync that stopped before building them again: "
                            "building %s", state.schema, ", ".join(entry["name"] for entry in state.indexes_set_aside))
             built += indexes_build(state.pk)
@@ -80,10 +83,10 @@ def indexes_build(state_pk: int) -> list[str]:
 
 
 def _if_not_exists(sql: str) -> str:
-    for create in ("CREATE INDEX ", "create index "):
-        if sql.startswith(create) and not sql[len(create):].upper().startswith("IF NOT EXISTS"):
-            return f"{create}IF NOT EXISTS {sql[len(create):]}"
-    return sql
+    return CREATE_INDEX.sub("CREATE INDEX IF NOT EXISTS ", sql, count=1)
+
+
+CREATE_INDEX = re.compile(r"^CREATE INDEX (?!IF NOT EXISTS )", re.IGNORECASE)
 
 
 class IndexesSetAside:

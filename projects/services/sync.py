@@ -152,7 +152,6 @@ def sync_run(
         _finish(run, counts, SyncRun.Status.FAILED, f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        indexes.join()
         lease.release()
 
 
