@@ -7,9 +7,9 @@ HTTP loop: urllib, json.loads, search_after; the ratio is to the mean of the two
 speed drifts within minutes) and, where entities carry running workflows, to a bare fetch of the
 pages and then of the same execution reads (each such entity's list, then each listed execution; a few plain
 keep-alive connections at once), the peak RSS of this process from the sync's start, the CPU time
-of this process, of the sandbox and of PostgreSQL's backend during the sync (on 2 cores they
-compete), the time per phase ("rows" are built in the prefetch thread and overlap the writing),
-and what a quiet incremental run costs.
+of this process, of its page builders (each with its share in the kernel), of the sandbox and of
+PostgreSQL's backend during the sync (on 2 cores they compete), the time per phase ("rows" are
+built in the prefetch thread and overlap the writing), and what a quiet incremental run costs.
 Before the sync it lays out rollout areas as a Stadtwerk has them (20 areas, 25,000 addresses: every
 opportunity's address in the data, then made-up ones; `--areas 0` for none), so the full run
 recomputes their figures too.
@@ -350,6 +350,7 @@ def main() -> None:
                 database_pid = cursor.fetchone()[0]
         reset_peak_rss()  # seeding and emptying an earlier run's mirror (PostgreSQL) are not the sync's
         cpu_before, server_before, database_before = process_cpu(), cpu_of(server.pid), cpu_of(database_pid)
+        kernel_before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
         children_before = resource.getrusage(resource.RUSAGE_CHILDREN)  # the floor's process, ended
         started = time.perf_counter()
         if profiler:
@@ -358,8 +359,10 @@ def main() -> None:
             full = sync_run(trigger=SyncRun.Trigger.COMMAND, full=True)
         elapsed = time.perf_counter() - started
         cpu, server_cpu = process_cpu() - cpu_before, cpu_of(server.pid) - server_before
+        kernel = resource.getrusage(resource.RUSAGE_SELF).ru_stime - kernel_before
         children = resource.getrusage(resource.RUSAGE_CHILDREN)  # and the page builders the sync forked, ended too
         builders_cpu = children.ru_utime + children.ru_stime - children_before.ru_utime - children_before.ru_stime
+        builders_kernel = children.ru_stime - children_before.ru_stime
         database_cpu = cpu_of(database_pid) - database_before
         if profiler:
             profiler.disable()
@@ -409,7 +412,8 @@ def main() -> None:
     print(f"ratio to the mean floor:   {elapsed / floor_seconds:.2f}x" + (
         f" (pages); {elapsed / (floor_seconds + executions_floor_seconds):.2f}x (pages, then the execution reads)"
         if epilot_executions else ""))
-    print(f"CPU during the full sync:  this process {cpu:.1f} s, its page builders {builders_cpu:.1f} s, "
+    print(f"CPU during the full sync:  this process {cpu:.1f} s ({kernel:.2f} s of it in the kernel), its page builders "
+          f"{builders_cpu:.1f} s ({builders_kernel:.2f} s in the kernel), "
           f"the sandbox serving it {server_cpu:.1f} s "
           f"(cores: {os.cpu_count()})" + (f", PostgreSQL's backend {database_cpu:.1f} s" if database_pid else ""))
     print(f"phases:                    {phases}")

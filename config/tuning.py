@@ -11,9 +11,12 @@ import os
 import sys
 
 # glibc's mallopt() parameters
+M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 MMAP_THRESHOLD_BYTES = 256 * 1024
+HELPER_MMAP_THRESHOLD_BYTES = 64 << 20  # a page body is a few MB: kept on the heap for the next page
+HELPER_TRIM_THRESHOLD_BYTES = 256 << 20  # freed memory a helper keeps rather than giving it back page by page
 
 
 @functools.cache  # once per process
@@ -50,3 +53,23 @@ def _tune_malloc() -> None:
         mallopt(M_ARENA_MAX, 2)
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
         mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
+def tune_forked_helper() -> None:
+    """In a helper forked by a full sync (page builder, execution reader): glibc keeps the memory it frees for the
+    next page, unless MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ say otherwise.
+
+    The helper inherits the parent's low mmap threshold (`tune_process`), meant for a long-lived
+    process whose peak must not grow with the number of pages. A helper lives for one pass and
+    handles one page body after another: mapped afresh and unmapped when freed, each body's memory
+    was faulted in again, a kernel page at a time (docs/benchmarks.md). What the helper keeps is
+    given back when it exits.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return  # not glibc
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        mallopt(M_MMAP_THRESHOLD, HELPER_MMAP_THRESHOLD_BYTES)
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        mallopt(M_TRIM_THRESHOLD, HELPER_TRIM_THRESHOLD_BYTES)

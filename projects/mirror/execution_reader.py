@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType
 from typing import Any, BinaryIO, NoReturn
 
+from config.tuning import tune_forked_helper
 from integrations.epilot import EpilotClient
 from integrations.epilot.observer import RecordingObserver, replay
 from projects.mirror.forked import error_from, pickled_error, reap
@@ -151,6 +152,7 @@ class ExecutionsReadInChild:
 def _read_and_answer(client: EpilotClient, v2_ids: set[str], requests_read: int, answers_write: int) -> NoReturn:
     """The child's whole life: read each request's executions, answer each as it is read; never returns."""
     status = 0
+    tune_forked_helper()
     try:
         calls = RecordingObserver()
         own = client.network_copy(observer=calls)

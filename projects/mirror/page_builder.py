@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any, NoReturn
 
+from config.tuning import tune_forked_helper
 from integrations.epilot import EpilotClient
 from integrations.epilot.observer import RecordingObserver, replay
 from projects.mirror.forked import error_from, pickled_error, reap
@@ -122,6 +123,7 @@ def _build_and_hand_over(client: EpilotClient, schema: str, query: str, write_en
     """The child's whole life: each page, then "end" or "error" (the pickled error, its text), each message with the
     epilot calls made since the one before; never returns."""
     status = 0
+    tune_forked_helper()
     try:
         with _HandOver(write_end) as sink:
             calls = RecordingObserver()  # told to the parent's observer with each message
