@@ -1,4 +1,5 @@
-"""SQLite's write-ahead log copied into the database file by a thread beside a long write, not by the writer.
+"""SQLite during a long write: its write-ahead log copied into the database file by a thread beside the writer, not
+by the writer, and its statement journals kept in memory.
 
 In WAL mode the connection whose commit makes the log pass `wal_autocheckpoint` pages copies the
 log into the database file and waits for the disk to take it (synchronous=NORMAL syncs at
@@ -8,6 +9,12 @@ block, and a thread with a connection of its own checkpoints several times a sec
 which never waits for the writer or a reader); sqlite3 releases the GIL while it does. Once the
 log is long it asks for the log to start afresh (RESTART), and at the end empties it (TRUNCATE),
 each waiting a moment at most for the writer and readers.
+
+Inside a transaction SQLite keeps, for each statement that changes rows, the pages it changes as
+they were, so that a failing statement can be undone alone; from 64 KiB on it writes them to a
+temporary file. A sync's statement of a hundred rows changes pages of indexes whose keys (epilot
+ids) arrive at random, and passes that size at nearly every statement: the files were written and
+thrown away again, a statement at a time. With `temp_store=MEMORY` they stay in memory for the block.
 """
 from __future__ import annotations
 
@@ -104,3 +111,22 @@ def _checkpoint(own: sqlite3.Connection) -> None:
         # one start it afresh; it waits a moment for the writer's page (which then waits as briefly for
         # it) and for readers, and is tried again where they are still busy.
         own.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+
+
+@contextlib.contextmanager
+def statement_journals_in_memory(connection: BaseDatabaseWrapper = default_connection) -> Iterator[None]:
+    """SQLite: the block's statement journals (and temporary tables) kept in memory, then the connection's setting
+    as it was; elsewhere nothing. Not inside a transaction (SQLite refuses to change the setting there)."""
+    if connection.vendor != "sqlite":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA temp_store")
+        before = int(cursor.fetchone()[0])
+        cursor.execute("PRAGMA temp_store=MEMORY")
+    try:
+        yield
+    finally:
+        if connection.connection is not None:  # (a failed block may have closed it)
+            with connection.cursor() as cursor:
+                cursor.execute(f"PRAGMA temp_store={before}")

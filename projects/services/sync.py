@@ -30,7 +30,7 @@ from config import metrics
 from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotError
 from projects.mirror.changes import announce
-from projects.mirror.checkpoints import checkpoints_beside_writer
+from projects.mirror.checkpoints import checkpoints_beside_writer, statement_journals_in_memory
 from projects.mirror.execution_reader import ExecutionsReadInChild
 from projects.mirror.indexes_set_aside import IndexesSetAside, indexes_restore
 from projects.mirror.intake import (
@@ -115,7 +115,8 @@ def sync_run(
         in_child = full and settings.SYNC_BUILD_PAGES_IN_CHILD and can_build_in_child(client)
         try:
             with _execution_reader(client, in_child=in_child) as executions, contextlib.ExitStack() as builders, \
-                    checkpoints_beside_writer() if full else contextlib.nullcontext():
+                    checkpoints_beside_writer() if full else contextlib.nullcontext(), \
+                    statement_journals_in_memory() if full else contextlib.nullcontext():
                 upcoming: _Pages | None = None
                 for index, schema in enumerate(locked):
                     pages = upcoming or _pages(client, schema, full=full, in_child=in_child, run=run)

@@ -1,4 +1,5 @@
-"""SQLite's write-ahead log is copied into the database file by a thread beside a full sync's writer."""
+"""SQLite during a full sync's writes: its write-ahead log copied into the database file by a thread beside the
+writer, its statement journals kept in memory."""
 from __future__ import annotations
 
 import os
@@ -12,7 +13,10 @@ import pytest
 from django.db import connection
 from django.db.backends.sqlite3.base import DatabaseWrapper
 
-from projects.mirror.checkpoints import checkpoints_beside_writer
+from integrations.epilot import EpilotClient
+from projects.mirror.checkpoints import checkpoints_beside_writer, statement_journals_in_memory
+from projects.models import SyncRun
+from projects.services.sync import Progress, sync_run
 
 ROWS = 200  # of 8 KB each: some 400 log pages of 4 KiB, fewer than SQLite's automatic checkpoint waits for
 
@@ -134,3 +138,84 @@ def test_postgresql_gets_no_thread(unblocked) -> None:
         pytest.skip("the test database is SQLite")
     with checkpoints_beside_writer(connection):
         assert not checkpointers()
+
+
+def bytes_written_by_this_process() -> int:
+    """What this process has handed to write calls so far (Linux)."""
+    lines = Path("/proc/self/io").read_text().splitlines()
+    return int(next(line for line in lines if line.startswith("wchar:")).split()[1])
+
+
+def random_keys_inserted_in_one_statement(writer: DatabaseWrapper) -> int:
+    """Bytes written while one statement inserts rows whose indexed keys fall at random into a filled index, inside a
+    transaction (as a sync's page does); the table is dropped after. The rows are little more than their keys, so
+    nearly all that the commit writes are the index's pages, which the statement journals as well."""
+    with writer.cursor() as cursor:
+        cursor.execute("CREATE TABLE entity (key TEXT, body TEXT)")
+        cursor.execute("CREATE INDEX entity_key ON entity (key)")
+        fill = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %s) " \
+               "INSERT INTO entity SELECT hex(randomblob(16)), '' FROM n"
+        cursor.execute(fill, [20_000])
+        before = bytes_written_by_this_process()
+        cursor.execute("BEGIN IMMEDIATE")
+        cursor.execute(fill, [2_000])
+        cursor.execute("COMMIT")
+        written = bytes_written_by_this_process() - before
+        cursor.execute("DROP TABLE entity")
+    return written
+
+
+def test_statement_journals_stay_in_memory_within_the_block(tmp_path: Path, unblocked) -> None:
+    if not Path("/proc/self/io").exists():
+        pytest.skip("counts the bytes written through Linux's /proc")
+    writer = sqlite_file(tmp_path / "mirror.sqlite3")
+    try:
+        journalled_to_files = random_keys_inserted_in_one_statement(writer)
+        with statement_journals_in_memory(writer):
+            in_memory = random_keys_inserted_in_one_statement(writer)
+        # The commit writes the same log either way; the statement's journal of the index pages it changed went to a
+        # temporary file as well.
+        assert in_memory < journalled_to_files * 0.75
+        with writer.cursor() as cursor:
+            cursor.execute("PRAGMA temp_store")
+            assert cursor.fetchone()[0] == 0  # the default again
+    finally:
+        writer.close()
+
+
+def test_the_setting_comes_back_after_a_failed_block(tmp_path: Path, unblocked) -> None:
+    writer = sqlite_file(tmp_path / "mirror.sqlite3")
+    try:
+        with writer.cursor() as cursor:
+            cursor.execute("PRAGMA temp_store=FILE")
+        with pytest.raises(RuntimeError), statement_journals_in_memory(writer):
+            raise RuntimeError("the pass failed")
+        with writer.cursor() as cursor:
+            cursor.execute("PRAGMA temp_store")
+            assert cursor.fetchone()[0] == 1
+    finally:
+        writer.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_full_sync_writes_its_pages_with_statement_journals_in_memory(epilot: EpilotClient) -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only")
+
+    def temp_store() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA temp_store")
+            return cursor.fetchone()[0]
+
+    before = temp_store()
+    seen: set[int] = set()
+
+    def watch(progress: Progress) -> None:
+        seen.add(temp_store())
+
+    assert sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot, full=True, on_progress=watch).status == "succeeded"
+    assert seen == {2}  # MEMORY
+    assert temp_store() == before
+    seen.clear()
+    sync_run(trigger=SyncRun.Trigger.COMMAND, client=epilot, on_progress=watch)  # an incremental run leaves it
+    assert seen <= {before}
