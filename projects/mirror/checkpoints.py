@@ -116,8 +116,8 @@ def _checkpoint(own: sqlite3.Connection) -> None:
 @contextlib.contextmanager
 def statement_journals_in_memory(connection: BaseDatabaseWrapper = default_connection) -> Iterator[None]:
     """SQLite: the block's statement journals (and temporary tables) kept in memory, then the connection's setting
-    as it was; elsewhere nothing. Not inside a transaction (SQLite refuses to change the setting there)."""
-    if connection.vendor != "sqlite":
+    as it was; elsewhere, and inside a transaction (where SQLite refuses to change it), nothing."""
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
         yield
         return
     with connection.cursor() as cursor:

@@ -197,6 +197,18 @@ def test_the_setting_comes_back_after_a_failed_block(tmp_path: Path, unblocked) 
         writer.close()
 
 
+@pytest.mark.django_db
+def test_inside_a_transaction_the_setting_is_left_as_it_is() -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only")
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA temp_store")
+        before = cursor.fetchone()[0]
+        with statement_journals_in_memory(connection):  # SQLite would refuse the change here
+            cursor.execute("PRAGMA temp_store")
+            assert cursor.fetchone()[0] == before
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_full_sync_writes_its_pages_with_statement_journals_in_memory(epilot: EpilotClient) -> None:
     if connection.vendor != "sqlite":
