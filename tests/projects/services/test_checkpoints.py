@@ -209,10 +209,10 @@ def test_inside_a_transaction_the_setting_is_left_as_it_is() -> None:
             assert cursor.fetchone()[0] == before
 
 
-# Skipped before the database is set up: a transactional test's flush on PostgreSQL before a test that restores the
-# serialized database (test_conversion_concurrency.py) would make that one's content types collide.
+# Serialized as the transactional tests after it (test_conversion_concurrency.py) are: a plain one's flush recreates
+# the content types, which theirs, restored from the snapshot, then collide with.
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite only")
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_full_sync_writes_its_pages_with_statement_journals_in_memory(epilot: EpilotClient) -> None:
     def temp_store() -> int:
         with connection.cursor() as cursor:
