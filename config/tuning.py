@@ -1,6 +1,7 @@
 """Process tuning for the processes that write the mirror: Celery workers, the sync command, benchmarks.
 
-Applied once, when such a process starts (Celery's `worker_process_init`), never inside a service.
+Applied once, when such a process starts (Celery's `worker_process_init`; a full sync's forked helpers as they
+begin), never inside a service.
 """
 from __future__ import annotations
 

@@ -152,8 +152,8 @@ class ExecutionsReadInChild:
 def _read_and_answer(client: EpilotClient, v2_ids: set[str], requests_read: int, answers_write: int) -> NoReturn:
     """The child's whole life: read each request's executions, answer each as it is read; never returns."""
     status = 0
-    tune_forked_helper()
     try:
+        tune_forked_helper()
         calls = RecordingObserver()
         own = client.network_copy(observer=calls)
         # Only readers share this process's GIL: they may hold all of it (share 1), however fast epilot answers.

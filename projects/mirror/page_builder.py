@@ -123,8 +123,8 @@ def _build_and_hand_over(client: EpilotClient, schema: str, query: str, write_en
     """The child's whole life: each page, then "end" or "error" (the pickled error, its text), each message with the
     epilot calls made since the one before; never returns."""
     status = 0
-    tune_forked_helper()
     try:
+        tune_forked_helper()
         with _HandOver(write_end) as sink:
             calls = RecordingObserver()  # told to the parent's observer with each message
             try:
