@@ -46,14 +46,7 @@ def tune_process() -> None:
 def _tune_malloc() -> None:
     """glibc: threads started from now on share two malloc arenas, as MALLOC_ARENA_MAX=2 would, and blocks from
     256 KiB on are mapped on their own and unmapped when freed, as MALLOC_MMAP_THRESHOLD_ would (each unless set)."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return  # not glibc
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        mallopt(M_ARENA_MAX, 2)
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    _malloc_options(("MALLOC_ARENA_MAX", M_ARENA_MAX, 2), ("MALLOC_MMAP_THRESHOLD_", M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
 def tune_forked_helper() -> None:
@@ -66,11 +59,17 @@ def tune_forked_helper() -> None:
     was faulted in again, a kernel page at a time (docs/benchmarks.md). What the helper keeps is
     given back when it exits.
     """
+    _malloc_options(("MALLOC_MMAP_THRESHOLD_", M_MMAP_THRESHOLD, HELPER_MMAP_THRESHOLD_BYTES),
+                    ("MALLOC_TRIM_THRESHOLD_", M_TRIM_THRESHOLD, HELPER_TRIM_THRESHOLD_BYTES))
+
+
+def _malloc_options(*options: tuple[str, int, int]) -> None:
+    """glibc: each (environment variable, mallopt parameter, value) set, unless the variable sets it; elsewhere
+    nothing."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return  # not glibc
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        mallopt(M_MMAP_THRESHOLD, HELPER_MMAP_THRESHOLD_BYTES)
-    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        mallopt(M_TRIM_THRESHOLD, HELPER_TRIM_THRESHOLD_BYTES)
+    for variable, parameter, value in options:
+        if variable not in os.environ:
+            mallopt(parameter, value)
