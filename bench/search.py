@@ -159,10 +159,6 @@ def fill(entities: int, buildings: int) -> None:
     linked = [Order(pk=pk, opportunity_id=by_id.get(ref)) for pk, ref in
               Order.objects.exclude(opportunity_epilot_id="").values_list("pk", "opportunity_epilot_id")]
     Order.objects.bulk_update(linked, ["opportunity"], batch_size=2000)
-    customers = dict(Contact.objects.values_list("epilot_id", "pk"))
-    Opportunity.objects.bulk_update([Opportunity(pk=pk, customer_id=customers.get(ref)) for pk, ref in
-                                     Opportunity.objects.values_list("pk", "customer_epilot_id")], ["customer"],
-                                    batch_size=2000)
     areas = [RolloutArea.objects.get_or_create(name=f"Bench {n}")[0] for n in range(20)]
     AreaAddress.objects.filter(area__in=areas).delete()
     made = []

@@ -42,7 +42,7 @@ def entity_summary(*, schema: str, epilot_id: str, opportunity: Any = None, orde
     place = opportunity or (order.opportunity if order is not None else None)
     if place is None or not place.address:
         return title
-    customer = place.customer.title if place.customer_id and place.customer else ""
+    customer = place.customer.title if place.customer else ""
     return format_html('{}<br><small>{}{}</small>', title, building_file_link(place), f" · {customer}" if customer else "")
 
 

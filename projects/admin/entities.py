@@ -273,7 +273,7 @@ class OpportunityAdmin(MirroredAdmin):
     @admin.display(description=_("title"), ordering="title")
     def title_display(self, obj: models.Opportunity) -> str:
         """The title, and under it the customer."""
-        return format_html("{}<br><small>{}</small>", obj, obj.customer.title) if obj.customer_id and obj.customer else str(obj)
+        return format_html("{}<br><small>{}</small>", obj, obj.customer.title) if obj.customer else str(obj)
 
     @admin.display(description=_("address"), ordering="street")
     def address_display(self, obj: models.Opportunity) -> str:

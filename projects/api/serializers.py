@@ -96,7 +96,7 @@ class OpportunitySerializer(serializers.ModelSerializer):
                   "deleted", "portal_url", "epilot_updated_at", "synced_at"]
 
     def get_customer(self, obj: Opportunity) -> str | None:
-        return obj.customer.title if obj.customer_id else None
+        return obj.customer.title if obj.customer else None
 
     def get_portal_url(self, obj: Opportunity) -> str:
         return portal_url("opportunity", obj.epilot_id)

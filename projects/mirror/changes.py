@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 from django.dispatch import Signal
 
+# The schemas whose rows the listeners derive from (projects, their areas, promised dates); a sync run writes them
+# first, and a full pass announces them as soon as they are whole.
+DERIVED_FROM = ("opportunity", "order")
 # Sent with `change` (an EntitiesChanged) once a change set is committed.
 entities_changed = Signal()
 # Sent by the projects' listener with `opportunity_ids` (pks; None after a full run: all) and `address_keys`

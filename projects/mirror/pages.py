@@ -35,7 +35,6 @@ from projects.mirror.rows import (
 )
 from projects.mirror.schemas import CORE_SCHEMAS, mirrored_rows, model_for
 from projects.models import (
-    Contact,
     MirroredEntity,
     Opportunity,
     OpportunityItem,
@@ -56,10 +55,12 @@ class MirrorChanges:
 
     A full pass (`full_pass`) rewrites every row it reads and is announced whole: it records no
     entity one by one, which would hold an id, a tuple and an entry for each mirrored entity until
-    its end.
+    its end. It may be announced whole before its end (`whole_so_far`); from then on it names what
+    changes after, as any other change set does.
     """
 
     full_pass: bool = False
+    announced_whole: bool = False
     created: int = 0
     updated: int = 0
     deleted: int = 0
@@ -89,9 +90,10 @@ class MirrorChanges:
         """The change set as the mirror announces it: every entity whose row (or executions, or order link) changed.
 
         Built from this record's own `kinds` (not a copy): call it once the change set is complete. A full
-        pass announces a full change, also when its run ended early.
+        pass announces a full change, also when its run ended early, unless it was announced whole before
+        (`whole_so_far`): then what changed since.
         """
-        if self.full_pass:
+        if self.full_pass and not self.announced_whole:
             return EntitiesChanged(refs=(), kinds={}, full=True)
         kinds = self.kinds
         for ref in self.executions_stored:
@@ -101,6 +103,14 @@ class MirrorChanges:
         return EntitiesChanged(refs=tuple(kinds), kinds=kinds, opportunities=frozenset(self.touched_opportunities),
                                orders=frozenset(self.touched_orders), previous_owners=frozenset(self.previous_owners),
                                previous_address_keys=frozenset(self.previous_address_keys))
+
+    def whole_so_far(self) -> EntitiesChanged:
+        """A full pass's change so far, announced whole (everything derived is recomputed from what it committed);
+        from now on `as_event` names only the entities whose executions or order links change after."""
+        self.announced_whole = True
+        for recorded in (self.executions_stored, self.relinked_orders, self.touched_opportunities, self.touched_orders):
+            recorded.clear()
+        return EntitiesChanged(refs=(), kinds={}, full=True)
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:
@@ -227,8 +237,8 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
         named = items_naming([row["epilot_id"] for row in batch if not row["opportunity_epilot_id"]])
         for row in batch:
             row["opportunity_epilot_id"] = row["opportunity_epilot_id"] or named.get(row["epilot_id"], "")
-    # The foreign keys are looked up now (contacts are synced before opportunities, opportunities
-    # before orders): writing them with the row spares PostgreSQL a second version of every row.
+    # The order's foreign key is looked up now (opportunities are synced before orders): writing it with
+    # the row spares PostgreSQL a second version of every row. (An opportunity's customer is a join.)
     link = FOREIGN_KEYS.get(schema)
     if link and batch:
         field_name, target = link
@@ -295,12 +305,10 @@ def store_page(page: PreparedPage, counts: MirrorChanges, run: SyncRun | None, s
 # What a changed row's previous version tells the listeners: the address an opportunity had, the opportunity an order had.
 BEFORE_COLUMNS = {"opportunity": "address_key", "order": "opportunity"}
 # Foreign keys written with the row: the field, and the model its `<field>_epilot_id` names.
-FOREIGN_KEYS: dict[str, tuple[str, type[MirroredEntity]]] = {"opportunity": ("customer", Contact),
-                                                                "order": ("opportunity", Opportunity)}
+FOREIGN_KEYS: dict[str, tuple[str, type[MirroredEntity]]] = {"order": ("opportunity", Opportunity)}
 # Rows that name an entity of this schema by epilot id, and the foreign key they get once it is mirrored.
 WAITING_FOR: dict[str, list[tuple[type[models.Model], dict[str, Any], str, str]]] = {
-    "contact": [(Opportunity, {}, "customer_epilot_id", "customer"),
-                (WorkflowExecution, {"entity_schema": "contact"}, "entity_epilot_id", "contact")],
+    "contact": [(WorkflowExecution, {"entity_schema": "contact"}, "entity_epilot_id", "contact")],
     "opportunity": [(Order, {}, "opportunity_epilot_id", "opportunity"),
                     (WorkflowExecution, {"entity_schema": "opportunity"}, "entity_epilot_id", "opportunity")],
     "order": [(WorkflowExecution, {"entity_schema": "order"}, "entity_epilot_id", "order")],

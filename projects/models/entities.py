@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.db.models.fields.related_descriptors import ForwardManyToOneDescriptor
 from django.utils.translation import gettext_lazy as _
 
 
@@ -15,6 +16,25 @@ class PayloadField(models.JSONField):
 
     def get_placeholder(self, value, compiler, connection):
         return "%s"
+
+
+class _MirroredOrNone(ForwardManyToOneDescriptor):
+    """The related entity, or None while the mirror does not hold it (or the row names none)."""
+
+    def get_object(self, instance):
+        if not all(self.field.get_local_related_value(instance)):
+            return None
+        return self.get_queryset(instance=instance).filter(self.field.get_reverse_related_filter(instance)).first()
+
+
+class EpilotRelation(models.ForeignObject):
+    """A relation to another mirrored entity that a join on its epilot id resolves: no column of its own.
+
+    The row keeps the epilot id it names (`from_fields`), so the two can be mirrored in either order
+    and nothing is written when the other one arrives. Reads as None while the other is not mirrored.
+    """
+
+    forward_related_accessor_class = _MirroredOrNone
 
 
 class MirroredEntity(models.Model):
@@ -57,8 +77,8 @@ class Contact(MirroredEntity):
 class Opportunity(MirroredEntity):
     """An epilot opportunity: an expansion in planning."""
 
-    customer = models.ForeignKey(Contact, verbose_name=_("customer"), null=True, blank=True, on_delete=models.SET_NULL,
-                                 related_name="opportunities")
+    customer = EpilotRelation(Contact, verbose_name=_("customer"), from_fields=["customer_epilot_id"], to_fields=["epilot_id"],
+                              null=True, blank=True, on_delete=models.DO_NOTHING, related_name="opportunities")
     customer_epilot_id = models.CharField(_("customer (epilot id)"), max_length=64, blank=True, db_index=True)
     street = models.CharField(_("street"), max_length=200, blank=True)
     postal_code = models.CharField(_("postal code"), max_length=20, blank=True)

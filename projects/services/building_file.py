@@ -58,7 +58,7 @@ def building_file(key: str) -> BuildingFile:
     opportunity_ids = [o.pk for o in opportunities]
     orders = list(Order.objects.filter(opportunity_id__in=opportunity_ids).select_related("opportunity")
                   .order_by("-epilot_created_at", "pk"))
-    customers = list({o.customer_id: o.customer for o in opportunities if o.customer}.values())
+    customers = list({o.customer.pk: o.customer for o in opportunities if o.customer}.values())
     executions = list(WorkflowExecution.objects.filter(
         Q(opportunity_id__in=opportunity_ids) | Q(order_id__in=[o.pk for o in orders])).order_by("-started_at", "pk"))
     running = [e.pk for e in executions if e.status == "STARTED"]  # as the task inbox counts open steps

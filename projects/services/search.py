@@ -81,8 +81,8 @@ def search(query: str, *, groups: set[str] | None = None, limit: int = MAX_PER_G
     if "customers" in wanted:
         customers = Contact.objects.filter(live).defer("payload").order_by("title", "pk")
         found = {c.pk: c for c in customers.filter(matching(patterns))[:limit]}
-        at_address = by_opportunity.exclude(customer=None).values("customer_id")[:limit]
-        found.update({c.pk: c for c in customers.filter(pk__in=at_address)[:limit]})
+        at_address = by_opportunity.exclude(customer_epilot_id="").values("customer_epilot_id")[:limit]
+        found.update({c.pk: c for c in customers.filter(epilot_id__in=at_address)[:limit]})
         results.customers = sorted(found.values(), key=lambda c: (c.title, c.pk))[:limit]
     if "opportunities" in wanted:
         results.opportunities = list(by_opportunity.select_related("customer").defer("payload", "customer__payload")

@@ -7,7 +7,9 @@ for a full pass in a forked process (projects/mirror/page_builder.py), then writ
 transaction with its relations. The run holds a lease per schema
 (projects/mirror/lease.py); executions are read meanwhile (projects/mirror/intake.py; for a full pass
 in a forked process, projects/mirror/execution_reader.py), then the run announces what it committed
-(projects/mirror/changes.py) and projects and areas recompute.
+(projects/mirror/changes.py) and projects and areas recompute. A run takes opportunities and orders
+first; a full pass announces them as soon as they are whole, so projects and areas are worked out
+while the contacts' pages are still read and built.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from django.utils import timezone
 from config import metrics
 from integrations.connection import get_epilot_client
 from integrations.epilot import EpilotClient, EpilotError
-from projects.mirror.changes import announce
+from projects.mirror.changes import DERIVED_FROM, announce
 from projects.mirror.checkpoints import checkpoints_beside_writer, statement_journals_in_memory
 from projects.mirror.execution_reader import ExecutionsReadInChild
 from projects.mirror.indexes_set_aside import IndexesSetAside, indexes_restore
@@ -105,6 +107,10 @@ def sync_run(
             return _finish(run, counts, SyncRun.Status.SKIPPED, "another sync is running for " + ", ".join(wanted))
         run.started_at = timezone.now()  # the run starts once it holds its locks, not while it waits for them
         SyncRun.objects.filter(pk=run.pk).update(started_at=run.started_at)
+        # What the listeners derive from comes first: a full pass announces it as soon as it is whole, and projects,
+        # areas and promises are worked out while the other schemas' pages are still read and built.
+        locked = sorted(locked, key=lambda schema: schema not in DERIVED_FROM)
+        last_derived = next((schema for schema in reversed(locked) if schema in DERIVED_FROM), None)
         indexes_restore(SyncState.objects.filter(schema__in=locked))
         sync_definitions(client)
         recipes_check_drift(client)
@@ -128,6 +134,10 @@ def sync_run(
                     _sync_schema(pages, full=full, lease=lease, counts=counts, run=run, indexes=indexes,
                                  on_progress=on_progress,
                                  between_pages=lambda: store_ready_executions(executions, counts))
+                    if full and schema == last_derived and index + 1 < len(locked):
+                        indexes.join()  # what the listeners filter by is indexed again first
+                        with counts.timed("projects"):
+                            announce(counts.whole_so_far())
                 lease.check()
                 with counts.timed("executions"):
                     refresh_executions(client, counts, heartbeat=lease.renew_if_due, fetcher=executions)

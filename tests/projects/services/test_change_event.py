@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from integrations.epilot import EpilotClient, ExecutionContext
-from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, SandboxApp, demo_id, seed_bulk
+from integrations.epilot_sandbox import AUSBAU_DEFINITION_ID, FaultConfig, SandboxApp, demo_id, seed_bulk
 from projects.mirror.addresses import address_key
 from projects.mirror.changes import EntitiesChanged, entities_changed
 from projects.mirror.intake import mirror_entities, mirror_executions
@@ -25,6 +25,7 @@ from projects.models import (
     SyncRun,
     WorkflowExecution,
 )
+from projects.services.projects import projects_refresh
 from projects.services.sync import sync_run
 
 pytestmark = pytest.mark.django_db
@@ -193,9 +194,48 @@ def test_customers_and_execution_contexts_are_linked_whichever_is_mirrored_first
     execution = epilot.create_execution(AUSBAU_DEFINITION_ID, [ExecutionContext(order.id, "order", "Hausanschluss")])
     mirror_entities(refs=[("opportunity", opportunity.id)], client=epilot)  # its customer is not mirrored yet
     assert Opportunity.objects.get(epilot_id=opportunity.id).customer is None
-    mirror_entities(refs=[("contact", contact.id)], client=epilot)
+    with CaptureQueriesContext(connection) as queries:
+        mirror_entities(refs=[("contact", contact.id)], client=epilot)
     assert Opportunity.objects.get(epilot_id=opportunity.id).customer == Contact.objects.get(epilot_id=contact.id)
+    # The customer is a join on the contact's epilot id: the opportunity's row is not written again.
+    writes = re.compile(r'\s*(UPDATE|INSERT INTO) "projects_opportunity"')
+    assert not [query["sql"] for query in queries.captured_queries if writes.match(query["sql"])]
+    assert [o.title for o in Contact.objects.get(epilot_id=contact.id).opportunities.all()] == ["Glasfaser Am Diek 9"]
     mirror_executions([("order", order.id, epilot.get_execution(execution.id))])  # the order is not mirrored yet
     assert WorkflowExecution.objects.get(epilot_id=execution.id).order is None
     mirror_entities(refs=[("order", order.id)], client=epilot)
     assert WorkflowExecution.objects.get(epilot_id=execution.id).order == Order.objects.get(epilot_id=order.id)
+
+
+def test_a_full_pass_announces_opportunities_and_orders_whole_before_the_contacts(epilot: EpilotClient) -> None:
+    """Projects, areas and promises are worked out once opportunities and orders are whole, while the contacts'
+    pages are still to come; what changes after (executions read later) is announced with its refs."""
+    seen: list[tuple[bool, int, int, int]] = []
+
+    def listen(sender, change: EntitiesChanged, **kwargs) -> None:
+        seen.append((change.full, Contact.objects.count(), Opportunity.objects.count(), Order.objects.count()))
+
+    entities_changed.connect(listen, dispatch_uid="test-order-of-events")
+    try:
+        run(epilot, full=True)
+    finally:
+        entities_changed.disconnect(dispatch_uid="test-order-of-events")
+    full, contacts, opportunities, orders = seen[0]
+    assert full and contacts == 0 and (opportunities, orders) == (Opportunity.objects.count(), Order.objects.count())
+    assert all(not later_full for later_full, *_counts in seen[1:])
+    assert Contact.objects.count() > 0
+
+
+def test_the_projects_a_full_pass_leaves_equal_a_recompute_from_scratch(epilot: EpilotClient, sandbox: SandboxApp) -> None:
+    """Executions stored after the pass announced its opportunities and orders are not lost on the projects."""
+    nord = demo_id("opportunity:nordstrasse")
+    epilot.create_execution(AUSBAU_DEFINITION_ID, [ExecutionContext(nord, "opportunity", "Nordstraße")])
+    # Read slowly, the executions are stored after the last page, so after the opportunities were announced.
+    sandbox.set_faults(FaultConfig(latency_ms=300, operations=("getExecutions", "getExecution")))
+    run(epilot, full=True)
+    fields = ("opportunity_id", "phase", "progress_percent", "current_section", "current_step", "has_running_workflow")
+    after_sync = sorted(AusbauProject.objects.values_list(*fields))
+    assert WorkflowExecution.objects.exists() and any(row[5] for row in after_sync)
+    AusbauProject.objects.all().delete()
+    projects_refresh()
+    assert sorted(AusbauProject.objects.values_list(*fields)) == after_sync

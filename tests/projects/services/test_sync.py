@@ -355,7 +355,7 @@ def test_a_changed_customer_relation_moves_the_foreign_key(epilot: EpilotClient)
     """The customer of an opportunity changes in epilot: the mirror points at the new contact, or at none."""
     run(epilot)
     nord_id = demo_id("opportunity:nordstrasse")
-    other = Contact.objects.exclude(pk=Opportunity.objects.get(epilot_id=nord_id).customer_id).first()
+    other = Contact.objects.exclude(pk=Opportunity.objects.get(epilot_id=nord_id).customer.pk).first()
     epilot.patch_entity("opportunity", nord_id, {"customer": {"$relation": [{"entity_id": other.epilot_id}]}})
     run(epilot)
     assert Opportunity.objects.get(epilot_id=nord_id).customer == other
