@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db.models import Q
+from django.db.models import Prefetch, Q
 
 from projects.mirror.addresses import searchable
 from projects.models import AreaAddress, Contact, Opportunity, Order, Stage
@@ -85,7 +85,9 @@ def search(query: str, *, groups: set[str] | None = None, limit: int = MAX_PER_G
         found.update({c.pk: c for c in customers.filter(epilot_id__in=at_address)[:limit]})
         results.customers = sorted(found.values(), key=lambda c: (c.title, c.pk))[:limit]
     if "opportunities" in wanted:
-        results.opportunities = list(by_opportunity.select_related("customer").defer("payload", "customer__payload")
+        # The customer is a join on its epilot id (no column), which Django cannot select along with deferred fields.
+        customers_of = Prefetch("customer", queryset=Contact.objects.defer("payload"))
+        results.opportunities = list(by_opportunity.defer("payload").prefetch_related(customers_of)
                                      .order_by("street", "title", "pk")[:limit])
     if "orders" in wanted:
         orders = Order.objects.filter(live).select_related("opportunity").defer("payload", "opportunity__payload") \

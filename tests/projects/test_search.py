@@ -81,4 +81,4 @@ def test_folding_is_the_same_for_rows_and_queries() -> None:
 def test_the_search_runs_a_fixed_number_of_statements(mirrored) -> None:
     with CaptureQueriesContext(connection) as queries:
         search("Tiefenbacher Weg 15")
-    assert len(queries) <= 7
+    assert len(queries) <= 8  # however many rows match: none per row
