@@ -35,6 +35,7 @@ class EpilotRelation(models.ForeignObject):
     """
 
     forward_related_accessor_class = _MirroredOrNone
+    db_constraint = False  # nothing in the database to constrain (the schema editors ask foreign keys)
 
 
 class MirroredEntity(models.Model):

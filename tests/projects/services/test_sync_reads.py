@@ -26,7 +26,7 @@ def mirrored(epilot: EpilotClient) -> None:
 
 
 @pytest.mark.parametrize(("model", "fields"), [
-    (Opportunity, ("pk", "epilot_id", "epilot_updated_at", "epilot_deleted_at", "customer", "title", "customer_epilot_id")),
+    (Opportunity, ("pk", "epilot_id", "epilot_updated_at", "epilot_deleted_at", "title", "customer_epilot_id")),
     (Opportunity, ("pk", "budget", "tags", "latitude", "longitude", "payload")),
     (Order, ("id", "opportunity", "amount_total", "epilot_created_at", "currency")),
     (Contact, ("epilot_id",)),
