@@ -81,8 +81,8 @@ def search(query: str, *, groups: set[str] | None = None, limit: int = MAX_PER_G
     if "customers" in wanted:
         customers = Contact.objects.filter(live).defer("payload").order_by("title", "pk")
         found = {c.pk: c for c in customers.filter(matching(patterns))[:limit]}
-        at_address = by_opportunity.exclude(customer_epilot_id="").values("customer_epilot_id")[:limit]
-        found.update({c.pk: c for c in customers.filter(epilot_id__in=at_address)[:limit]})
+        at_address = by_opportunity.filter(customer__isnull=False).values("customer__pk")[:limit]  # mirrored ones
+        found.update({c.pk: c for c in customers.filter(pk__in=at_address)[:limit]})
         results.customers = sorted(found.values(), key=lambda c: (c.title, c.pk))[:limit]
     if "opportunities" in wanted:
         # The customer is a join on its epilot id (no column), which Django cannot select along with deferred fields.
