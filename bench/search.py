@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import random
 import resource
@@ -150,6 +151,7 @@ def fill(entities: int, buildings: int) -> None:
         batch = []
         for row in rows(schema, documents):
             row.pop("payload__json", None)
+            row["tags"] = json.loads(row.pop("tags__json"))  # the mirror's rows carry their JSON encoded
             batch.append(model(**row))
             if len(batch) == 5000:
                 model.objects.bulk_create(batch)
