@@ -73,8 +73,9 @@ class OrderInline(ReadOnlyInline):
         return format_amount(obj.amount_total, obj.currency)
 
 
-# Money columns and what the detail page shows instead (budget_display and amount: OpportunityAdmin, OrderAdmin).
-MONEY_DISPLAY = {"budget": "budget_display", "amount_total": "amount"}
+# Columns the detail page shows another way: money (budget_display and amount: OpportunityAdmin, OrderAdmin), and the
+# customer as a link (a join on the contact's epilot id, which the admin would show as plain text).
+DETAIL_DISPLAY = {"budget": "budget_display", "amount_total": "amount", "customer": "customer_link"}
 
 
 class PromiseInline(ReadOnlyInline):
@@ -98,7 +99,7 @@ class MirroredAdmin(ReadOnlyAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         """Every column (money as money, in the user's language) but the search words, plus the links and the
         document as epilot sent it."""
-        names = [MONEY_DISPLAY.get(f.name, f.name) for f in self.model._meta.fields
+        names = [DETAIL_DISPLAY.get(f.name, f.name) for f in self.model._meta.fields
                  if f.name not in ("id", "payload", "search_text", "currency")]
         return [*names, "links", "payload_pretty"]
 
@@ -274,6 +275,13 @@ class OpportunityAdmin(MirroredAdmin):
     def title_display(self, obj: models.Opportunity) -> str:
         """The title, and under it the customer."""
         return format_html("{}<br><small>{}</small>", obj, obj.customer.title) if obj.customer else str(obj)
+
+    @admin.display(description=_("customer"))
+    def customer_link(self, obj: models.Opportunity) -> str:
+        customer = obj.customer
+        if customer is None:
+            return obj.customer_epilot_id or "–"  # named by epilot, not mirrored (yet)
+        return format_html('<a href="{}">{}</a>', reverse("admin:projects_contact_change", args=[customer.pk]), customer)
 
     @admin.display(description=_("address"), ordering="street")
     def address_display(self, obj: models.Opportunity) -> str:

@@ -141,6 +141,7 @@ def test_viewers_see_no_actions_and_cannot_reach_them(client, ausbau) -> None:
     assert "start_workflow_action" not in listing.content.decode() and "convert_action" not in listing.content.decode()
     detail = client.get(reverse("admin:projects_opportunity_change", args=[nord.pk])).content.decode()
     assert "In Auftrag umwandeln" not in detail and "Workflow starten" not in detail
+    assert reverse("admin:projects_contact_change", args=[nord.customer.pk]) in detail  # the customer, as a link
     for url in (reverse("admin:projects_opportunity_start_workflow") + f"?ids={nord.pk}",
                 reverse("admin:projects_opportunity_convert", args=[nord.pk]),
                 reverse("admin:projects_opportunity_status", args=[nord.pk])):
