@@ -107,10 +107,11 @@ class MirrorChanges:
     def whole_so_far(self) -> EntitiesChanged:
         """A full pass's change so far, announced whole (everything derived is recomputed from what it committed);
         from now on `as_event` names only the entities whose executions or order links change after."""
+        whole = self.as_event()
         self.announced_whole = True
         for recorded in (self.executions_stored, self.relinked_orders, self.touched_opportunities, self.touched_orders):
             recorded.clear()
-        return EntitiesChanged(refs=(), kinds={}, full=True)
+        return whole
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:
