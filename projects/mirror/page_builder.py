@@ -33,7 +33,6 @@ from projects.mirror.prefetch import prefetched
 HANDOFF_BUFFER = 1 << 20  # bytes a pipe read or write moves at once; a page is a few MB
 PAGES_AHEAD = 3  # pages taken over and unpacked while one is written
 BUILT_AHEAD_BYTES = 64 << 20  # a child's pickled pages waiting for the parent to read them (a page is a few MB)
-AHEAD_NICENESS = 10  # added to the niceness of a child building a later schema's pages (Linux: about a tenth of the CPU share)
 
 
 class PageBuilderLost(RuntimeError):
@@ -49,20 +48,19 @@ class PagesBuiltInChild:
     """(hits, prepared page) for every page of `query` (searchEntities, deleted entities included), built in a child.
 
     The child is forked at once and reads its first pages while the caller still writes another
-    schema's; `ahead` (a schema written after the current one) lowers its CPU priority by
-    AHEAD_NICENESS. Iterating raises what reading or building raised in the child (the EpilotError
-    as it was), after the pages before it; PageBuilderLost where the child ended without a word.
-    `close` stops the child, iterated or not.
+    schema's. Iterating raises what reading or building raised in the child (the EpilotError as it
+    was), after the pages before it; PageBuilderLost where the child ended without a word. `close`
+    stops the child, iterated or not.
     """
 
-    def __init__(self, client: EpilotClient, schema: str, query: str, *, ahead: bool = False) -> None:
+    def __init__(self, client: EpilotClient, schema: str, query: str) -> None:
         self.observer = client.observer
         self.schema = schema
         read_end, write_end = os.pipe()
         self.child = os.fork()
         if self.child == 0:
             os.close(read_end)
-            _build_and_hand_over(client, schema, query, write_end, ahead)
+            _build_and_hand_over(client, schema, query, write_end)
         os.close(write_end)
         self.read_end = read_end
         self.iterated = False  # from the first page on, the pipe is the reading thread's and the child the iterator's
@@ -121,16 +119,12 @@ def _unpacked_message(message: tuple) -> tuple:
     return (*message[:3], adapted(_unpacked(message[3], message[4]))) if message[0] == "page" else message
 
 
-def _build_and_hand_over(client: EpilotClient, schema: str, query: str, write_end: int, ahead: bool) -> NoReturn:
+def _build_and_hand_over(client: EpilotClient, schema: str, query: str, write_end: int) -> NoReturn:
     """The child's whole life: each page, then "end" or "error" (the pickled error, its text), each message with the
     epilot calls made since the one before; never returns."""
     status = 0
     try:
         tune_forked_helper()
-        if ahead:
-            # Its pages are written after the current schema's, whose builder paces the run: on a machine with few
-            # cores this one should only take the CPU time that builder, the writer and the database leave over.
-            os.nice(AHEAD_NICENESS)
         with _HandOver(write_end) as sink:
             calls = RecordingObserver()  # told to the parent's observer with each message
             try:

@@ -128,9 +128,8 @@ def sync_run(
                     pages = upcoming or _pages(client, schema, full=full, in_child=in_child, run=run)
                     upcoming = None
                     if in_child and index + 1 < len(locked):
-                        # The next schema's child reads its first pages while this one's are written, on the CPU
-                        # time this schema's own builder leaves over (`ahead`).
-                        upcoming = _pages(client, locked[index + 1], full=full, in_child=in_child, run=run, ahead=True)
+                        # The next schema's child reads its first pages while this one's are written.
+                        upcoming = _pages(client, locked[index + 1], full=full, in_child=in_child, run=run)
                         builders.callback(upcoming.close)
                     _sync_schema(pages, full=full, lease=lease, counts=counts, run=run, indexes=indexes,
                                  on_progress=on_progress,
@@ -246,15 +245,14 @@ class _Pages:
         self.pages.close()
 
 
-def _pages(client: EpilotClient, schema: str, *, full: bool, in_child: bool, run: SyncRun, ahead: bool = False) -> _Pages:
-    """Start reading a schema's pages: in a forked process (page_builder.py; `ahead`: for a schema written later), else
-    in a prefetch thread."""
+def _pages(client: EpilotClient, schema: str, *, full: bool, in_child: bool, run: SyncRun) -> _Pages:
+    """Start reading a schema's pages: in a forked process (page_builder.py), else in a prefetch thread."""
     state = SyncState.objects.get(schema=schema)
     started = timezone.now()  # before the first page is read: the purge check counts on it
     query = _query(schema, None if full else state)
     if in_child:
         logger.info("sync run=%s schema=%s pages read and built in a forked process", run.pk, schema)
-        return _Pages(schema, state, started, PagesBuiltInChild(client, schema, query, ahead=ahead))
+        return _Pages(schema, state, started, PagesBuiltInChild(client, schema, query))
     # Each page's rows are built in the prefetch thread too, while this one writes the page before;
     # epilot is asked for the next page meanwhile (read ahead).
     searched = client.iter_search_documents(query, include_deleted="true", read_ahead=True)

@@ -17,7 +17,7 @@ from integrations.epilot.observer import CallObserver
 from integrations.epilot_sandbox import FaultConfig, SandboxApp, make_sandbox_server, seed_bulk
 from integrations.epilot_sandbox.store import now_ms
 from projects.mirror.execution_reader import ExecutionReaderLost
-from projects.mirror.page_builder import AHEAD_NICENESS, PageBuilderLost, PagesBuiltInChild
+from projects.mirror.page_builder import PageBuilderLost, PagesBuiltInChild
 from projects.models import (
     Contact,
     GenericEntity,
@@ -169,30 +169,6 @@ def test_a_child_builds_every_page_before_the_parent_reads_one(many: SandboxApp)
     in_epilot = len(many.store.conn.execute("SELECT id FROM entities WHERE schema = 'contact'").fetchall())
     assert [len(page.rows) for _hits, page in pages] == [1000, 1000, in_epilot - 2000]
     assert children() == before
-
-
-def test_a_child_building_a_later_schema_gives_way_to_the_current_one(many: SandboxApp) -> None:
-    """A child building pages ahead runs at a lower CPU priority than the one whose pages are written now."""
-    counting = CountingSearches(many)
-    server = make_sandbox_server(counting, host="127.0.0.1", port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host, port = server.server_address[:2]
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    current = PagesBuiltInChild(over_network(f"http://{host}:{port}"), "opportunity", "_schema:opportunity")
-    later = PagesBuiltInChild(over_network(f"http://{host}:{port}"), "contact", "_schema:contact", ahead=True)
-    try:
-        deadline = time.monotonic() + 30
-        while counting.searches < 2 and time.monotonic() < deadline:  # both children are past their start
-            time.sleep(0.05)
-        priorities = [os.getpriority(os.PRIO_PROCESS, builder.child) for builder in (current, later)]
-        assert priorities == [own, min(19, own + AHEAD_NICENESS)]
-        built = sum(len(page.rows) for _hits, page in later)  # and it builds every page all the same
-    finally:
-        current.close()
-        later.close()
-        server.shutdown()
-        server.server_close()
-    assert built == len(many.store.conn.execute("SELECT id FROM entities WHERE schema = 'contact'").fetchall())
 
 
 def test_an_incremental_run_builds_its_pages_in_this_process(many: SandboxApp, sandbox_server: str, caplog) -> None:
