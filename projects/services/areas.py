@@ -277,13 +277,13 @@ def areas_refresh(*, address_keys: Iterable[str] | None = None) -> int:
         if keys is None:
             # Every figure of an address comes from the opportunities at it (deleted ones too: their projects
             # count), so only the addresses with one are worked out, a chunk at a time from their own
-            # opportunities: what a full refresh holds and reads follows the areas' addresses, not the size of
-            # the mirror. A thread works out the next chunk's figures while this one's are stored; it reads no
-            # address, and it starts once the areas are locked, so a refresh that waited for them still comes
-            # after everything this one read. The other addresses are emptied by one statement where they are not.
+            # opportunities: what a full refresh holds at once is bounded by the chunk, not by the size of the
+            # mirror (`figure_chunks`). A thread works out the next chunk's figures while this one's are stored;
+            # it reads no address, and it starts once the areas are locked, so a refresh that waited for them
+            # still comes after everything this one read. The other addresses are emptied by one statement where
+            # they are not.
             with_opportunities = Opportunity.objects.exclude(address_key="").filter(address_key__in=addresses.values("key"))
-            every_key = sorted(set(values_read_at_once(with_opportunities.order_by(), "address_key", flat=True)))
-            chunks = [every_key[start:start + FIGURES_CHUNK] for start in range(0, len(every_key), FIGURES_CHUNK)]
+            chunks = figure_chunks(with_opportunities.order_by().values_list("address_key").annotate(Count("id")))
             with contextlib.closing(read_ahead(chunks, address_figures, in_thread=beside)) as figures:
                 for chunk, chunk_figures in zip(chunks, figures, strict=True):
                     _store_address_figures(_read_addresses(addresses.filter(column_in(AreaAddress, "key", chunk)), columns),
@@ -299,7 +299,28 @@ def areas_refresh(*, address_keys: Iterable[str] | None = None) -> int:
     return len(areas)
 
 
-FIGURES_CHUNK = 2000  # addresses whose figures a full refresh works out at once
+FIGURES_CHUNK = 2000  # addresses whose figures a full refresh works out at once, at most
+FIGURES_CHUNK_OPPORTUNITIES = 5000  # and the opportunities at them, unless one address alone has more
+
+
+def figure_chunks(opportunities_per_key: Iterable[tuple[str, int]]) -> list[list[str]]:
+    """Address keys, sorted, in chunks of at most FIGURES_CHUNK keys and FIGURES_CHUNK_OPPORTUNITIES opportunities.
+
+    A chunk's figures are worked out from every opportunity at its addresses, their orders and
+    projects: bounded by addresses alone, a chunk held more the more opportunities each building has.
+    """
+    chunks: list[list[str]] = []
+    chunk: list[str] = []
+    opportunities = 0
+    for key, count in sorted(opportunities_per_key):
+        if chunk and (len(chunk) == FIGURES_CHUNK or opportunities + count > FIGURES_CHUNK_OPPORTUNITIES):
+            chunks.append(chunk)
+            chunk, opportunities = [], 0
+        chunk.append(key)
+        opportunities += count
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 def _read_addresses(addresses: Any, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:

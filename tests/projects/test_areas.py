@@ -19,7 +19,16 @@ from projects.mirror.addresses import address_key
 from projects.models import AreaAddress, Opportunity, RolloutArea, Stage
 from projects.selectors import area_figures
 from projects.services.api_clients import api_client_create
-from projects.services.areas import ADDRESS_FIGURES, ImportRejected, area_addresses_import, areas_refresh, read_address_file
+from projects.services.areas import (
+    ADDRESS_FIGURES,
+    FIGURES_CHUNK,
+    FIGURES_CHUNK_OPPORTUNITIES,
+    ImportRejected,
+    area_addresses_import,
+    areas_refresh,
+    figure_chunks,
+    read_address_file,
+)
 from tests.database_sessions import database_sessions, database_sessions_once_settled
 
 pytestmark = pytest.mark.django_db
@@ -82,6 +91,18 @@ def test_every_figure_on_a_hand_made_example(imported) -> None:
 def test_a_full_refresh_of_more_addresses_than_one_chunk_sums_them_all(tmp_path) -> None:
     """A full refresh works the areas' addresses out a chunk at a time; the demo's addresses sort after the first."""
     _refresh_more_addresses_than_one_chunk(tmp_path)
+
+
+def test_a_full_refresh_chunk_holds_a_bounded_number_of_opportunities_however_many_share_a_building() -> None:
+    """Chunked by addresses alone, a chunk held every opportunity at them: more, the more each building has."""
+    crowded = [("00001|a|1", FIGURES_CHUNK_OPPORTUNITIES - 10), ("00001|a|2", 20), ("00001|a|3", FIGURES_CHUNK_OPPORTUNITIES + 1)]
+    sparse = [(f"00002|b|{number}", 1) for number in range(FIGURES_CHUNK + 1)]
+    chunks = figure_chunks(reversed(crowded + sparse))
+    counts = dict(crowded + sparse)
+    assert [key for chunk in chunks for key in chunk] == sorted(counts)  # every key once, in order
+    assert chunks[:3] == [["00001|a|1"], ["00001|a|2"], ["00001|a|3"]]  # a building with more than a chunk: alone
+    assert all(len(chunk) <= FIGURES_CHUNK for chunk in chunks) and len(chunks) == 5
+    assert all(sum(counts[key] for key in chunk) <= FIGURES_CHUNK_OPPORTUNITIES for chunk in chunks if len(chunk) > 1)
 
 
 @pytest.mark.django_db(transaction=True)
