@@ -233,7 +233,7 @@ def use_django_against(url: str, workdir: Path) -> None:
                        "EPILOT_API_TOKEN": "", "DEBUG": "false"})
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'app.sqlite3'}")
     # Migrated by a process of its own, as a deployment migrates before its workers start: applied here, the
-    # migrations left this process some 30 MB larger, and its peak RSS is the sync's figure.
+    # migrations would leave this process larger, and its peak RSS is the sync's figure.
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"], cwd=ROOT, check=True)
     import django
 

@@ -307,7 +307,7 @@ def figure_chunks(opportunities_per_key: Iterable[tuple[str, int]]) -> list[list
     """Address keys, sorted, in chunks of at most FIGURES_CHUNK keys and FIGURES_CHUNK_OPPORTUNITIES opportunities.
 
     A chunk's figures are worked out from every opportunity at its addresses, their orders and
-    projects: bounded by addresses alone, a chunk held more the more opportunities each building has.
+    projects: bounded by addresses alone, a chunk would hold more the more opportunities each building has.
     """
     chunks: list[list[str]] = []
     chunk: list[str] = []
