@@ -94,7 +94,7 @@ def test_a_full_refresh_of_more_addresses_than_one_chunk_sums_them_all(tmp_path)
 
 
 def test_a_full_refresh_chunk_holds_a_bounded_number_of_opportunities_however_many_share_a_building() -> None:
-    """Chunked by addresses alone, a chunk held every opportunity at them: more, the more each building has."""
+    """A chunk holds every opportunity at its addresses: bounded by addresses alone, it would grow with each building."""
     crowded = [("00001|a|1", FIGURES_CHUNK_OPPORTUNITIES - 10), ("00001|a|2", 20), ("00001|a|3", FIGURES_CHUNK_OPPORTUNITIES + 1)]
     sparse = [(f"00002|b|{number}", 1) for number in range(FIGURES_CHUNK + 1)]
     chunks = figure_chunks(reversed(crowded + sparse))
