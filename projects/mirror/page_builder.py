@@ -6,7 +6,9 @@ bound by that core while the machine's other cores idle. Here a child process, f
 sync, reads the schema's pages (with read ahead), builds each one with `prepare_page` and hands it
 over whole through a pipe; the parent writes the pages as before, in order. A child builds on ahead
 of the parent (up to BUILT_AHEAD_BYTES of pages), so the next schema's pages are built while the
-schema before is written.
+schema before is written. Who converts a page's date-times for the database (`adapted`) depends on who
+has time for it: the parent while it waits for the pages of the run's first schema, the child where it
+builds ahead (`built_ahead`) and the parent, writing the schema before, has none.
 
 Only for clients that talk to epilot over the network: the child opens connections of its own
 (`EpilotClient.network_copy`). It touches no database (`prepare_page` is pure) and ends with
@@ -16,6 +18,7 @@ in it.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import pickle
 import threading
@@ -48,19 +51,20 @@ class PagesBuiltInChild:
     """(hits, prepared page) for every page of `query` (searchEntities, deleted entities included), built in a child.
 
     The child is forked at once and reads its first pages while the caller still writes another
-    schema's. Iterating raises what reading or building raised in the child (the EpilotError as it
-    was), after the pages before it; PageBuilderLost where the child ended without a word. `close`
-    stops the child, iterated or not.
+    schema's (`built_ahead`: its pages are then adapted there too). Iterating raises what reading or
+    building raised in the child (the EpilotError as it was), after the pages before it;
+    PageBuilderLost where the child ended without a word. `close` stops the child, iterated or not.
     """
 
-    def __init__(self, client: EpilotClient, schema: str, query: str) -> None:
+    def __init__(self, client: EpilotClient, schema: str, query: str, *, built_ahead: bool = False) -> None:
         self.observer = client.observer
         self.schema = schema
+        self.built_ahead = built_ahead
         read_end, write_end = os.pipe()
         self.child = os.fork()
         if self.child == 0:
             os.close(read_end)
-            _build_and_hand_over(client, schema, query, write_end)
+            _build_and_hand_over(client, schema, query, write_end, adapt=built_ahead)
         os.close(write_end)
         self.read_end = read_end
         self.iterated = False  # from the first page on, the pipe is the reading thread's and the child the iterator's
@@ -82,7 +86,8 @@ class PagesBuiltInChild:
     def _taken_over(self) -> Iterator[tuple[int, PreparedPage]]:
         # A thread takes the pages off the pipe as they come and unpacks them, so the child builds on while this
         # process writes (and the writer has its page ready when the database is done with the one before).
-        messages = prefetched(_messages(self.read_end, self.schema), _unpacked_message, ahead=PAGES_AHEAD)
+        messages = prefetched(_messages(self.read_end, self.schema),
+                              functools.partial(_unpacked_message, adapt=not self.built_ahead), ahead=PAGES_AHEAD)
         self.iterated = True
         ended = False
         try:
@@ -113,15 +118,18 @@ def _messages(read_end: int, schema: str) -> Iterator[tuple]:
                 return
 
 
-def _unpacked_message(message: tuple) -> tuple:
-    """A "page" message with its page's rows unpacked and adapted (kind, calls, hits, page); any other message as it
-    is. Adapted here, not in the child: this process has time while it waits for pages, the child has none."""
-    return (*message[:3], adapted(_unpacked(message[3], message[4]))) if message[0] == "page" else message
+def _unpacked_message(message: tuple, *, adapt: bool) -> tuple:
+    """A "page" message with its page's rows unpacked, and adapted where `adapt` says (kind, calls, hits, page); any
+    other message as it is."""
+    if message[0] != "page":
+        return message
+    page = _unpacked(message[3], message[4])
+    return (*message[:3], adapted(page) if adapt else page)
 
 
-def _build_and_hand_over(client: EpilotClient, schema: str, query: str, write_end: int) -> NoReturn:
-    """The child's whole life: each page, then "end" or "error" (the pickled error, its text), each message with the
-    epilot calls made since the one before; never returns."""
+def _build_and_hand_over(client: EpilotClient, schema: str, query: str, write_end: int, *, adapt: bool) -> NoReturn:
+    """The child's whole life: each page (adapted where `adapt` says), then "end" or "error" (the pickled error, its
+    text), each message with the epilot calls made since the one before; never returns."""
     status = 0
     try:
         tune_forked_helper()
@@ -130,7 +138,8 @@ def _build_and_hand_over(client: EpilotClient, schema: str, query: str, write_en
             try:
                 own = client.network_copy(observer=calls)
                 for page in own.iter_search_documents(query, include_deleted="true", read_ahead=True):
-                    sink.send(("page", calls.taken(), page.hits, *_packed(prepare_page(schema, page.documents))))
+                    prepared = prepare_page(schema, page.documents)
+                    sink.send(("page", calls.taken(), page.hits, *_packed(adapted(prepared) if adapt else prepared)))
             except _ParentGone:
                 raise
             except Exception as exc:  # handed to the parent, which raises it

@@ -129,7 +129,7 @@ def sync_run(
                     upcoming = None
                     if in_child and index + 1 < len(locked):
                         # The next schema's child reads its first pages while this one's are written.
-                        upcoming = _pages(client, locked[index + 1], full=full, in_child=in_child, run=run)
+                        upcoming = _pages(client, locked[index + 1], full=full, in_child=in_child, run=run, ahead=True)
                         builders.callback(upcoming.close)
                     _sync_schema(pages, full=full, lease=lease, counts=counts, run=run, indexes=indexes,
                                  on_progress=on_progress,
@@ -245,14 +245,15 @@ class _Pages:
         self.pages.close()
 
 
-def _pages(client: EpilotClient, schema: str, *, full: bool, in_child: bool, run: SyncRun) -> _Pages:
-    """Start reading a schema's pages: in a forked process (page_builder.py), else in a prefetch thread."""
+def _pages(client: EpilotClient, schema: str, *, full: bool, in_child: bool, run: SyncRun, ahead: bool = False) -> _Pages:
+    """Start reading a schema's pages: in a forked process (page_builder.py), else in a prefetch thread. `ahead`: while
+    another schema's pages are written."""
     state = SyncState.objects.get(schema=schema)
     started = timezone.now()  # before the first page is read: the purge check counts on it
     query = _query(schema, None if full else state)
     if in_child:
         logger.info("sync run=%s schema=%s pages read and built in a forked process", run.pk, schema)
-        return _Pages(schema, state, started, PagesBuiltInChild(client, schema, query))
+        return _Pages(schema, state, started, PagesBuiltInChild(client, schema, query, built_ahead=ahead))
     # Each page's rows are built in the prefetch thread too, while this one writes the page before;
     # epilot is asked for the next page meanwhile (read ahead).
     searched = client.iter_search_documents(query, include_deleted="true", read_ahead=True)

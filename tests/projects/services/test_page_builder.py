@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 from integrations.epilot import EpilotClient, ExecutionContext, RetryPolicy, ServiceURLs
 from integrations.epilot.observer import CallObserver
@@ -169,6 +170,30 @@ def test_a_child_builds_every_page_before_the_parent_reads_one(many: SandboxApp)
     in_epilot = len(many.store.conn.execute("SELECT id FROM entities WHERE schema = 'contact'").fetchall())
     assert [len(page.rows) for _hits, page in pages] == [1000, 1000, in_epilot - 2000]
     assert children() == before
+
+
+def test_pages_built_ahead_arrive_adapted_as_the_parent_would_adapt_them(many: SandboxApp) -> None:
+    """A child building ahead converts the date-times for the database itself; the rows are the same either way."""
+    server = make_sandbox_server(many, host="127.0.0.1", port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address[:2]
+    built: dict[bool, list] = {}
+    try:
+        for ahead in (False, True):
+            builder = PagesBuiltInChild(over_network(f"http://{host}:{port}"), "order", "_schema:order", built_ahead=ahead)
+            try:
+                # Each build stamps its rows with its own moment (synced_at): the rest must be the same.
+                built[ahead] = [{epilot_id: {key: value for key, value in row.items() if not key.startswith("synced_at")}
+                                 for epilot_id, row in page.rows.items()} for _hits, page in builder]
+            finally:
+                builder.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert built[True] and built[True] == built[False]
+    if connection.vendor == "sqlite":  # PostgreSQL's driver takes the date-times as they are
+        row = next(iter(built[True][0].values()))
+        assert row["epilot_updated_at__db"] == connection.ops.adapt_datetimefield_value(row["epilot_updated_at"])
 
 
 def test_an_incremental_run_builds_its_pages_in_this_process(many: SandboxApp, sandbox_server: str, caplog) -> None:
