@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.core.management import CommandError, call_command
 from django.db import connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -166,6 +167,22 @@ def test_no_index_of_a_building_names_one_of_its_figures() -> None:
         if connection.vendor == "postgresql":
             cursor.execute("SELECT reloptions FROM pg_class WHERE relname = %s", [AreaAddress._meta.db_table])
             assert "fillfactor=70" in cursor.fetchone()[0]
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="PostgreSQL's plan depends on its statistics")
+def test_a_refresh_reads_the_opportunities_at_its_addresses_from_one_index_alone(imported) -> None:
+    """Each opportunity's row holds its payload: the figures read what they need of them from the index."""
+    with CaptureQueriesContext(connection) as queries:
+        areas_refresh()
+    table = connection.ops.quote_name(Opportunity._meta.db_table)
+    by_address = [query["sql"] for query in queries.captured_queries
+                  if f"FROM {table}" in query["sql"] and "address_key" in query["sql"] and "json_each" in query["sql"]]
+    assert by_address
+    with connection.cursor() as cursor:
+        for sql in by_address:
+            cursor.execute("EXPLAIN QUERY PLAN " + sql)
+            plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+            assert "USING COVERING INDEX opportunity_at_address" in plan, plan
 
 
 def test_a_new_contract_counts_after_the_next_sync(imported) -> None:
