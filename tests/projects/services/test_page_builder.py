@@ -172,24 +172,17 @@ def test_a_child_builds_every_page_before_the_parent_reads_one(many: SandboxApp)
     assert children() == before
 
 
-def test_pages_built_ahead_arrive_adapted_as_the_parent_would_adapt_them(many: SandboxApp) -> None:
+def test_pages_built_ahead_arrive_adapted_as_the_parent_would_adapt_them(many: SandboxApp, sandbox_server: str) -> None:
     """A child building ahead converts the date-times for the database itself; the rows are the same either way."""
-    server = make_sandbox_server(many, host="127.0.0.1", port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host, port = server.server_address[:2]
     built: dict[bool, list] = {}
-    try:
-        for ahead in (False, True):
-            builder = PagesBuiltInChild(over_network(f"http://{host}:{port}"), "order", "_schema:order", built_ahead=ahead)
-            try:
-                # Each build stamps its rows with its own moment (synced_at): the rest must be the same.
-                built[ahead] = [{epilot_id: {key: value for key, value in row.items() if not key.startswith("synced_at")}
-                                 for epilot_id, row in page.rows.items()} for _hits, page in builder]
-            finally:
-                builder.close()
-    finally:
-        server.shutdown()
-        server.server_close()
+    for ahead in (False, True):
+        builder = PagesBuiltInChild(over_network(sandbox_server), "order", "_schema:order", built_ahead=ahead)
+        try:
+            # Each build stamps its rows with its own moment (synced_at): the rest must be the same.
+            built[ahead] = [{epilot_id: {key: value for key, value in row.items() if not key.startswith("synced_at")}
+                             for epilot_id, row in page.rows.items()} for _hits, page in builder]
+        finally:
+            builder.close()
     assert built[True] and built[True] == built[False]
     if connection.vendor == "sqlite":  # PostgreSQL's driver takes the date-times as they are
         row = next(iter(built[True][0].values()))
